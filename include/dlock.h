@@ -1,0 +1,286 @@
+/*
+ * dlock.h — distributed locks for C, backed by Redis.
+ *
+ * This header is the whole public API and its reference documentation.
+ * Anything not declared here is private and may change at any time.
+ *
+ * Conventions
+ * - Every fallible function returns int: 0 on success or a negative DLOCK_E*
+ *   code. dlock_strerror() turns a code into static text; dlock_last_errmsg()
+ *   gives the detail of the calling thread's last failure (which host, which
+ *   reply), also after a failed dlock_client_open().
+ * - Output parameters come first and are named `out`. An object handed out
+ *   through `out` belongs to the caller and has its own free/close/release
+ *   function. On failure `*out` is set to NULL.
+ * - Options are plain structs with a `version` field and an `..._INIT` macro
+ *   that fills in the defaults. Initialise with the macro, then change fields:
+ *       dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT; o.ttl_ms = 10000;
+ *   New fields are only ever appended. Passing NULL means "all defaults".
+ *   The library copies every string it keeps.
+ * - Bad input is rejected with DLOCK_EINVAL and a message; nothing is clamped
+ *   silently and nothing invalid is sent to Redis.
+ * - The library never calls abort() or exit(), also not on out-of-memory.
+ *
+ * Threads
+ * - A dlock_client may be shared by any number of threads: every function
+ *   that takes a dlock_client is safe to call concurrently. Internally the
+ *   client keeps a small pool of connections; each call borrows one for its
+ *   round trips, so threads do not wait on each other's commands.
+ * - A dlock_lock is used by one thread at a time (it may move between
+ *   threads). dlock_is_held(), dlock_lock_remaining_ms() and
+ *   dlock_lock_renew_error() may be called from any thread at any time while
+ *   the handle exists.
+ * - After fork() the child must not use the parent's client: open its own.
+ *
+ * Locks are not reentrant: acquiring a key that the same client already holds
+ * waits like any other contender.
+ */
+#ifndef DLOCK_H
+#define DLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define DLOCK_API __attribute__((visibility("default")))
+#define DLOCK_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define DLOCK_API
+#define DLOCK_PRINTF(f, a)
+#endif
+
+/* ---------------------------------------------------------------- version */
+
+#define DLOCK_VERSION_MAJOR 0
+#define DLOCK_VERSION_MINOR 1
+#define DLOCK_VERSION_PATCH 0
+#define DLOCK_VERSION_STRING "0.1.0"
+
+/* The library's version string, e.g. "0.1.0" (may differ from the header's
+ * DLOCK_VERSION_STRING when a newer shared library is loaded). */
+DLOCK_API const char *dlock_version(void);
+
+/* ----------------------------------------------------------------- errors */
+
+/* Error codes. Append only; never renumber. */
+enum {
+    DLOCK_OK = 0,
+    DLOCK_EINVAL = -1,     /* invalid argument (message in dlock_last_errmsg) */
+    DLOCK_ENOMEM = -2,     /* out of memory */
+    DLOCK_EBUSY = -3,      /* held by someone else (try-lock) */
+    DLOCK_ETIMEDOUT = -4,  /* waited the whole wait budget */
+    DLOCK_ENOTHELD = -5,   /* this handle no longer holds the lock */
+    DLOCK_ECONN = -6,      /* backend unreachable / connection failed */
+    DLOCK_EQUORUM = -7,    /* Redlock majority not reached */
+    DLOCK_EAUTH = -8,      /* authentication failed */
+    DLOCK_EPROTO = -9,     /* unexpected reply from the server */
+    DLOCK_ECLOSED = -10,   /* the client was closed while waiting */
+    DLOCK_ECANCELED = -11  /* the wait was cancelled */
+};
+
+/* Static text for an error code ("lock is held by someone else", ...).
+ * Unknown codes give "unknown error". Never NULL. */
+DLOCK_API const char *dlock_strerror(int code);
+
+/* Detail of the calling thread's last failure, e.g.
+ * "connect to 127.0.0.1:6390: Connection refused". Valid until the next dlock
+ * call on this thread. Never NULL; "" when there is nothing to say.
+ * Passwords never appear in it. */
+DLOCK_API const char *dlock_last_errmsg(void);
+
+/* ----------------------------------------------------------------- client */
+
+typedef struct dlock_client dlock_client;
+typedef struct dlock_lock dlock_lock;
+
+#define DLOCK_CLIENT_OPTS_VERSION 1
+
+typedef struct dlock_client_opts {
+    unsigned version;          /* DLOCK_CLIENT_OPTS_VERSION */
+    int connect_timeout_ms;    /* > 0; default 2000 */
+    int command_timeout_ms;    /* > 0; default 2000: one round trip */
+    const char *prefix;        /* key prefix; NULL = "dlock:". No braces. */
+    const char *owner_id;      /* shown by status; NULL = "hostname:pid" */
+    const char *username;      /* ACL user; NULL = from the URL */
+    const char *password;      /* NULL = from the URL */
+} dlock_client_opts;
+
+#define DLOCK_CLIENT_OPTS_INIT \
+    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL }
+
+/* Open a client for the Redis server named by `url`:
+ *   redis://[user:pass@]host[:port][/db]     (IPv6: redis://[::1]:6379)
+ *   unix:///path/to/redis.sock[?db=N]
+ * The URL may carry a password; opts->password overrides it. The client
+ * connects once to check the URL, the credentials and the database, so a
+ * wrong host, port or password fails here: DLOCK_ECONN (unreachable or
+ * timed out), DLOCK_EAUTH (wrong credentials), DLOCK_EINVAL (bad URL or
+ * option), DLOCK_ENOMEM. Broken connections are re-established on demand
+ * later. *out is the new client, or NULL on failure. */
+DLOCK_API int dlock_client_open(dlock_client **out, const char *url,
+                                const dlock_client_opts *opts);
+
+/* Release every lock still held through this client (stopping their
+ * renewal), wake threads blocked in an acquire on it (they return
+ * DLOCK_ECLOSED), then free the client. Call it after other threads are done
+ * with their lock handles, except those blocked waiting. NULL is a no-op. */
+DLOCK_API void dlock_client_close(dlock_client *client);
+
+/* ------------------------------------------------------------ cancelation */
+
+typedef struct dlock_cancel dlock_cancel;
+
+/* A cancel token: pass it in dlock_lock_opts.cancel; another thread calls
+ * dlock_cancel_trigger() and the blocked acquire returns DLOCK_ECANCELED
+ * promptly. A triggered token stays triggered. */
+DLOCK_API int dlock_cancel_new(dlock_cancel **out);
+DLOCK_API void dlock_cancel_trigger(dlock_cancel *cancel); /* any thread */
+DLOCK_API void dlock_cancel_free(dlock_cancel *cancel);   /* NULL ok */
+
+/* ------------------------------------------------------------------ locks */
+
+#define DLOCK_WAIT_FOREVER (-1)
+#define DLOCK_KEY_MAX 512 /* bytes in a user key */
+
+/* Called once when an auto-renewed lock is lost (renewal could not confirm
+ * it before its validity ran out, or the server said it is no longer ours).
+ * It runs on the client's watchdog thread: keep it short, do not call
+ * dlock_release() or dlock_client_close() from it. */
+typedef void (*dlock_lost_fn)(dlock_lock *lock, void *arg);
+
+#define DLOCK_LOCK_OPTS_VERSION 1
+
+typedef struct dlock_lock_opts {
+    unsigned version;       /* DLOCK_LOCK_OPTS_VERSION */
+    int64_t ttl_ms;         /* > 0; default 30000 */
+    int64_t wait_ms;        /* 0 = one attempt; DLOCK_WAIT_FOREVER (default) */
+    int auto_renew;         /* default 1: the watchdog keeps the lock alive */
+    double renew_fraction;  /* in (0,1): renew after this part of the TTL
+                               has passed; default 1/3 */
+    dlock_lost_fn on_lost;  /* optional */
+    void *on_lost_arg;
+    dlock_cancel *cancel;   /* optional cancel token for the wait */
+} dlock_lock_opts;
+
+#define DLOCK_LOCK_OPTS_INIT \
+    { DLOCK_LOCK_OPTS_VERSION, 30000, DLOCK_WAIT_FOREVER, 1, 1.0 / 3, NULL, NULL, NULL }
+
+/* Acquire the mutex `key`, waiting up to opts->wait_ms for it.
+ * On success *out is the held lock; release it with dlock_release().
+ * Returns 0, DLOCK_EBUSY (wait_ms == 0 and the lock is held elsewhere),
+ * DLOCK_ETIMEDOUT (waited wait_ms), DLOCK_ECANCELED, DLOCK_ECLOSED,
+ * DLOCK_ECONN, DLOCK_EAUTH, DLOCK_EPROTO, DLOCK_EINVAL (empty key, key
+ * longer than DLOCK_KEY_MAX, ttl_ms <= 0, wait_ms < 0 other than
+ * DLOCK_WAIT_FOREVER, renew_fraction outside (0,1)), DLOCK_ENOMEM.
+ * Every acquisition carries a fencing token (dlock_lock_fencing_token). */
+DLOCK_API int dlock_acquire(dlock_lock **out, dlock_client *client,
+                            const char *key, const dlock_lock_opts *opts);
+
+/* dlock_acquire() with one attempt only, whatever opts->wait_ms says:
+ * DLOCK_EBUSY when someone else holds the key. */
+DLOCK_API int dlock_try_acquire(dlock_lock **out, dlock_client *client,
+                                const char *key, const dlock_lock_opts *opts);
+
+/* Release the lock and free the handle (always, whatever the result; NULL is
+ * a no-op returning 0). Renewal stops before the delete is sent.
+ * Returns 0 if the lock was still ours and is now free, DLOCK_ENOTHELD if it
+ * had expired or been taken over (the other holder's lock is untouched),
+ * or a transport error (the lock then frees itself when its TTL runs out). */
+DLOCK_API int dlock_release(dlock_lock *lock);
+
+/* Set the lock's remaining TTL to ttl_ms (> 0), if it is still ours.
+ * Returns 0, DLOCK_ENOTHELD (expired or taken over; the handle is then
+ * marked lost), DLOCK_EINVAL, or a transport error. */
+DLOCK_API int dlock_extend(dlock_lock *lock, int64_t ttl_ms);
+
+/* 1 while the lock is believed held: not released, not marked lost, and its
+ * local validity instant not passed. Never does a round trip. */
+DLOCK_API int dlock_is_held(const dlock_lock *lock);
+
+/* The fencing token of this acquisition: strictly increasing per key for the
+ * life of the deployment, below 2^53. Pass it to the resource you protect and
+ * let it reject writes carrying a smaller token. */
+DLOCK_API uint64_t dlock_lock_fencing_token(const dlock_lock *lock);
+
+/* Milliseconds of local validity left (measured on CLOCK_BOOTTIME from the
+ * start of the round trip that last confirmed the lock, minus clock drift);
+ * 0 once lost, released or expired. Never does a round trip. */
+DLOCK_API int64_t dlock_lock_remaining_ms(const dlock_lock *lock);
+
+/* 0 while the last renewal succeeded (or none was needed yet); otherwise the
+ * error of the last failed renewal attempt. The watchdog keeps retrying until
+ * the validity instant. */
+DLOCK_API int dlock_lock_renew_error(const dlock_lock *lock);
+
+/* The user key this lock was acquired for. */
+DLOCK_API const char *dlock_lock_key(const dlock_lock *lock);
+
+/* ------------------------------------------------------------- key helpers */
+
+/* printf-style key template: dlock_keyf(buf, sizeof buf, "payment:%s", id).
+ * Returns 0, or DLOCK_EINVAL if the result is empty, does not fit in `size`
+ * bytes (with its NUL), or is longer than DLOCK_KEY_MAX. */
+DLOCK_API int dlock_keyf(char *buf, size_t size, const char *fmt, ...)
+    DLOCK_PRINTF(3, 4);
+
+/* The critical section as a function: acquire `key`, call fn(lock, arg),
+ * release, also when fn fails. Returns the acquire error if the lock was not
+ * taken (fn is then not called). Otherwise fn's return value, unless fn
+ * returned 0 and the lock turned out not to have been held to the end:
+ * then DLOCK_ENOTHELD. */
+typedef int (*dlock_fn)(dlock_lock *lock, void *arg);
+DLOCK_API int dlock_with(dlock_client *client, const char *key,
+                         const dlock_lock_opts *opts, dlock_fn fn, void *arg);
+
+/* ------------------------------------------------------------- inspection */
+
+typedef struct dlock_info {
+    int held;                  /* 0: free (other fields zero) */
+    char owner[256];           /* holder's owner id */
+    int64_t ttl_ms;            /* server-side remaining TTL */
+    uint64_t fencing_token;    /* the holder's fencing token */
+    int64_t waiters;           /* waiters queued for the key */
+} dlock_info;
+
+/* Who holds `key` now, as the server sees it. One round trip. */
+DLOCK_API int dlock_inspect(dlock_info *out, dlock_client *client,
+                            const char *key);
+
+/* Operator's tool: delete the lock on `key` whoever holds it. The holder
+ * finds out at its next renewal (DLOCK_ENOTHELD / lost). The fencing state
+ * is kept, so the next holder still gets a larger token. Sets *out_removed
+ * to 1 if a lock was removed, 0 if the key was free. */
+DLOCK_API int dlock_force_unlock(int *out_removed, dlock_client *client,
+                                 const char *key);
+
+/* ------------------------------------------------------------- statistics */
+
+#define DLOCK_STATS_VERSION 1
+
+typedef struct dlock_stats_t {
+    unsigned version;
+    uint64_t round_trips;      /* request/reply exchanges with Redis */
+    uint64_t commands;         /* commands sent (a pipeline counts each) */
+    uint64_t connects;         /* connections opened */
+    uint64_t errors;           /* transport or protocol errors */
+    uint64_t acquired;
+    uint64_t busy;
+    uint64_t timeouts;
+    uint64_t renewals;         /* successful renewals */
+    uint64_t renew_failures;
+    uint64_t lost;
+    int64_t held_now;          /* locks held through this client now */
+} dlock_stats_t;
+
+/* A snapshot of the client's counters. Cheap; any thread. */
+DLOCK_API int dlock_stats(dlock_stats_t *out, dlock_client *client);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DLOCK_H */

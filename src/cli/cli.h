@@ -1,0 +1,146 @@
+/*
+ * cli.h — what the pieces of the `dlock` tool share.
+ *
+ * The tool is a thin layer over the public API in <dlock.h> and nothing
+ * else: no internal header of the library and no hiredis. main.c parses the
+ * global options into a cli_globals and hands the rest of argv to one
+ * command function (one file per command: run.c, status.c, unlock.c, ...).
+ * A command function returns the process exit status; it never calls exit()
+ * itself, so every command cleans up on every path and tools like valgrind
+ * see no leaks.
+ *
+ * Also here: the exit codes of the CLI contract (DESIGN.md), a small option
+ * parser (opt.c) that every command uses the same way, and the helpers for
+ * messages, error reporting and text escaping (util.c).
+ */
+#ifndef DLOCK_CLI_H
+#define DLOCK_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <dlock.h>
+
+#include "duration.h"
+
+#if defined(__GNUC__)
+#define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define CLI_PRINTF(f, a)
+#endif
+
+/* Exit statuses (DESIGN.md, "CLI contract"). The numbers follow BSD
+ * sysexits.h where one fits (64 EX_USAGE, 69 EX_UNAVAILABLE, 70 EX_SOFTWARE,
+ * 75 EX_TEMPFAIL); 79 is dlock's own; 126/127 are the shell's. */
+enum {
+    CLI_EX_OK = 0,
+    CLI_EX_USAGE = 64,       /* usage error or invalid argument */
+    CLI_EX_UNAVAILABLE = 69, /* backend unreachable, quorum, authentication */
+    CLI_EX_SOFTWARE = 70,    /* internal error or unexpected reply */
+    CLI_EX_TEMPFAIL = 75,    /* lock not acquired (busy, or the wait ran out) */
+    CLI_EX_LOST = 79,        /* the lock was lost while CMD ran */
+    CLI_EX_NOEXEC = 126,     /* CMD could not be run */
+    CLI_EX_NOTFOUND = 127    /* CMD was not found */
+};
+
+/* The global options, after defaults from the environment were applied.
+ * Strings point into argv or the environment, except `password`, which is
+ * owned (read from --password-file) or points into the environment. */
+typedef struct cli_globals {
+    const char *url;            /* never NULL */
+    const char *prefix;         /* NULL = library default */
+    const char *owner_id;       /* NULL = library default (hostname:pid) */
+    const char *password;       /* NULL = from the URL */
+    int connect_timeout_ms;     /* 0 = library default */
+    int quiet;                  /* -q: print errors only */
+} cli_globals;
+
+/* One command of the tool. `run` gets argv with argv[0] = the command's name
+ * and returns the exit status; `usage` prints the command's full help. */
+typedef struct cli_command {
+    const char *name;
+    const char *summary;        /* one line for `dlock --help` */
+    int (*run)(const cli_globals *g, int argc, char **argv);
+    void (*usage)(FILE *out);
+} cli_command;
+
+/* Commands (one file each). */
+int cli_cmd_run(const cli_globals *g, int argc, char **argv);
+void cli_usage_run(FILE *out);
+int cli_cmd_status(const cli_globals *g, int argc, char **argv);
+void cli_usage_status(FILE *out);
+int cli_cmd_unlock(const cli_globals *g, int argc, char **argv);
+void cli_usage_unlock(FILE *out);
+
+/* ---------------------------------------------------------------- opt.c */
+
+/* Option table entry: `name` is the long name without "--" (NULL ends the
+ * table), `short_name` a letter or 0, `has_arg` 0 or 1, `id` what
+ * cli_opt_next() returns for it (> 0). */
+typedef struct cli_opt {
+    const char *name;
+    int short_name;
+    int has_arg;
+    int id;
+} cli_opt;
+
+/* Iterator state: fill in argc/argv/ind (first index to look at) and `prog`
+ * (the name used in messages, e.g. "dlock run"); the rest starts zeroed. */
+typedef struct cli_optstate {
+    int argc;
+    char **argv;
+    int ind;            /* next argv index */
+    const char *prog;
+    const char *arg;    /* option argument, or the positional argument */
+    char opt[64];       /* the last option as "--name" or "-x", for messages */
+    int sub;            /* position inside a bundle of short options */
+} cli_optstate;
+
+enum {
+    CLI_OPT_END = 0,         /* argv exhausted */
+    CLI_OPT_POSITIONAL = -1, /* a non-option argument: in st->arg */
+    CLI_OPT_DASHDASH = -2,   /* "--": st->ind is the index after it */
+    CLI_OPT_ERROR = -3       /* unknown option or missing argument (printed) */
+};
+
+int cli_opt_next(cli_optstate *st, const cli_opt *opts);
+
+/* ---------------------------------------------------------------- util.c */
+
+/* "dlock: ..." on stderr. */
+void cli_err(const char *fmt, ...) CLI_PRINTF(1, 2);
+
+/* Chatter on stderr that -q suppresses. */
+void cli_note(const cli_globals *g, const char *fmt, ...) CLI_PRINTF(2, 3);
+
+/* A usage error: "PROG: message" and "Try 'PROG --help'." on stderr.
+ * Returns CLI_EX_USAGE so callers can `return cli_usage_error(...)`. */
+int cli_usage_error(const char *prog, const char *fmt, ...) CLI_PRINTF(2, 3);
+
+/* Report a failed library call on stderr: "dlock: CONTEXT: DETAIL" where
+ * DETAIL is dlock_last_errmsg() or, if that is empty, dlock_strerror(code).
+ * `detail` must be the dlock_last_errmsg() captured right after the failure
+ * (or NULL). `context` may be NULL. */
+void cli_report(const char *context, int code, const char *detail);
+
+/* The exit status for a library error outside `dlock run`'s acquire:
+ * 69 unreachable/auth/quorum, 64 invalid argument, 70 anything else. */
+int cli_exit_for(int code);
+
+/* Open the client the global options describe. Returns 0 and sets *out, or
+ * reports the failure and returns the exit status to use. */
+int cli_client_open(dlock_client **out, const cli_globals *g);
+
+/* Strict integer parsing: the whole string, no sign games, within
+ * [min, max]. Returns 0 or -1. */
+int cli_parse_long(long *out, const char *s, long min, long max);
+
+/* Write `s` for a terminal or a log: printable ASCII and valid UTF-8 as is,
+ * control characters and invalid bytes as \xNN. */
+void cli_put_text(FILE *out, const char *s);
+
+/* Write `s` as a JSON string with its quotes: ", \ and control characters
+ * escaped, valid UTF-8 copied, invalid bytes replaced by U+FFFD. */
+void cli_put_json_string(FILE *out, const char *s);
+
+#endif /* DLOCK_CLI_H */

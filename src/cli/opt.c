@@ -1,0 +1,144 @@
+/*
+ * opt.c — the one option parser every part of the tool uses.
+ *
+ * Why not getopt_long: GNU getopt permutes argv and swallows the "--" that
+ * separates `dlock run`'s KEYs from CMD, so the two can no longer be told
+ * apart; and its messages cannot name the subcommand. This parser is an
+ * iterator: each call returns the next option's id, a positional argument,
+ * the "--" marker, the end, or an error it has already printed. The caller
+ * decides what positionals and "--" mean, which is what lets `run` stop at
+ * "--" and `status` accept options after its keys.
+ *
+ * Accepted spellings: --name, --name=value, --name value, -x, -xvalue,
+ * -x value, and bundled flags (-qV). Long names must be spelled out in full
+ * (no abbreviations), so adding an option later never makes an existing
+ * command line ambiguous. A lone "-" is a positional argument.
+ */
+#include "cli.h"
+
+#include <string.h>
+
+/* Report "PROG: WHAT '--opt'" (and the usage hint); returns CLI_OPT_ERROR. */
+static int fail(const cli_optstate *st, const char *what)
+{
+    cli_usage_error(st->prog, "%s '%s'", what, st->opt);
+    return CLI_OPT_ERROR;
+}
+
+/* Report "PROG: option '--opt' WHAT"; returns CLI_OPT_ERROR. */
+static int fail_after(const cli_optstate *st, const char *what)
+{
+    cli_usage_error(st->prog, "option '%s' %s", st->opt, what);
+    return CLI_OPT_ERROR;
+}
+
+/* Find the table entry for a long name of `len` bytes, or NULL. */
+static const cli_opt *find_long(const cli_opt *opts, const char *name, size_t len)
+{
+    for (; opts->name != NULL; opts++)
+        if (strlen(opts->name) == len && strncmp(opts->name, name, len) == 0)
+            return opts;
+    return NULL;
+}
+
+/* Find the table entry for a short letter, or NULL. */
+static const cli_opt *find_short(const cli_opt *opts, char c)
+{
+    for (; opts->name != NULL; opts++)
+        if (opts->short_name != 0 && opts->short_name == c)
+            return opts;
+    return NULL;
+}
+
+/* Parse "--name[=value]" at argv[ind]. */
+static int next_long(cli_optstate *st, const cli_opt *opts)
+{
+    const char *a = st->argv[st->ind];
+    const char *name = a + 2;
+    const char *eq = strchr(name, '=');
+    size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+    const cli_opt *o = find_long(opts, name, len);
+
+    snprintf(st->opt, sizeof st->opt, "--%.*s", (int)(len > 50 ? 50 : len), name);
+    if (o == NULL) {
+        st->ind++;
+        return fail(st, "unknown option");
+    }
+    if (!o->has_arg) {
+        st->ind++;
+        if (eq != NULL)
+            return fail_after(st, "takes no value");
+        return o->id;
+    }
+    if (eq != NULL) {
+        st->arg = eq + 1;
+        st->ind++;
+    } else if (st->ind + 1 < st->argc) {
+        st->arg = st->argv[st->ind + 1];
+        st->ind += 2;
+    } else {
+        st->ind++;
+        return fail_after(st, "needs a value");
+    }
+    return o->id;
+}
+
+/* Parse the short option at argv[ind][sub] (sub >= 1), stepping through a
+ * bundle such as "-qV" one letter per call. */
+static int next_short(cli_optstate *st, const cli_opt *opts)
+{
+    const char *a = st->argv[st->ind];
+    int pos = st->sub > 0 ? st->sub : 1;
+    const cli_opt *o = find_short(opts, a[pos]);
+
+    snprintf(st->opt, sizeof st->opt, "-%c", a[pos]);
+    st->sub = 0;
+    if (o == NULL) {
+        st->ind++;
+        return fail(st, "unknown option");
+    }
+    if (!o->has_arg) {
+        if (a[pos + 1] != '\0')
+            st->sub = pos + 1;
+        else
+            st->ind++;
+        return o->id;
+    }
+    if (a[pos + 1] != '\0') {
+        st->arg = a + pos + 1;
+        st->ind++;
+    } else if (st->ind + 1 < st->argc) {
+        st->arg = st->argv[st->ind + 1];
+        st->ind += 2;
+    } else {
+        st->ind++;
+        return fail_after(st, "needs a value");
+    }
+    return o->id;
+}
+
+/* See cli.h. The state machine has one piece of memory besides the index:
+ * `sub`, the position inside a bundle of short flags still being read. */
+int cli_opt_next(cli_optstate *st, const cli_opt *opts)
+{
+    const char *a;
+
+    st->arg = NULL;
+    if (st->sub > 0)
+        return next_short(st, opts);
+    if (st->ind >= st->argc)
+        return CLI_OPT_END;
+    a = st->argv[st->ind];
+    if (strcmp(a, "--") == 0) {
+        st->ind++;
+        return CLI_OPT_DASHDASH;
+    }
+    if (a[0] != '-' || a[1] == '\0') {
+        st->arg = a;
+        st->ind++;
+        return CLI_OPT_POSITIONAL;
+    }
+    if (a[1] == '-')
+        return next_long(st, opts);
+    return next_short(st, opts);
+}

@@ -1,0 +1,201 @@
+/*
+ * util.c — helpers shared by the commands: messages on stderr, turning a
+ * library error into a message and an exit status, opening the client from
+ * the global options, strict number parsing, and writing untrusted text
+ * (keys and owner ids come from other people) safely to a terminal or as
+ * JSON.
+ *
+ * Message style, like coreutils: "dlock: WHAT: WHY" on stderr, one line,
+ * no trailing period. Usage errors add "Try 'dlock CMD --help'...".
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_err(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("dlock: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void cli_note(const cli_globals *g, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (g->quiet)
+        return;
+    fputs("dlock: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_usage_error(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
+    return CLI_EX_USAGE;
+}
+
+/* See cli.h. The library's detail message usually says more than the
+ * static text of the code ("connect to 127.0.0.1:6390: Connection refused"
+ * rather than "backend unreachable"), so it wins when there is one. */
+void cli_report(const char *context, int code, const char *detail)
+{
+    const char *why = (detail != NULL && detail[0] != '\0') ? detail : dlock_strerror(code);
+
+    if (context != NULL) {
+        fputs("dlock: ", stderr);
+        cli_put_text(stderr, context);
+        fprintf(stderr, ": %s\n", why);
+    } else {
+        fprintf(stderr, "dlock: %s\n", why);
+    }
+}
+
+int cli_exit_for(int code)
+{
+    switch (code) {
+    case DLOCK_OK:
+        return CLI_EX_OK;
+    case DLOCK_ECONN:
+    case DLOCK_EAUTH:
+    case DLOCK_EQUORUM:
+        return CLI_EX_UNAVAILABLE;
+    case DLOCK_EINVAL:
+        return CLI_EX_USAGE;
+    default:
+        return CLI_EX_SOFTWARE;
+    }
+}
+
+/* See cli.h. The library copies the strings it keeps, so the options may
+ * point into argv and the environment. */
+int cli_client_open(dlock_client **out, const cli_globals *g)
+{
+    dlock_client_opts o = DLOCK_CLIENT_OPTS_INIT;
+    int rc;
+
+    if (g->connect_timeout_ms > 0)
+        o.connect_timeout_ms = g->connect_timeout_ms;
+    o.prefix = g->prefix;
+    o.owner_id = g->owner_id;
+    o.password = g->password;
+    rc = dlock_client_open(out, g->url, &o);
+    if (rc != 0) {
+        cli_report(NULL, rc, dlock_last_errmsg());
+        *out = NULL;
+        return cli_exit_for(rc);
+    }
+    return 0;
+}
+
+/* See cli.h. strtol alone accepts leading blanks, a sign on unsigned
+ * values and an empty digit string; each of those is refused here. */
+int cli_parse_long(long *out, const char *s, long min, long max)
+{
+    char *end = NULL;
+    long v;
+
+    if (s == NULL || !((s[0] >= '0' && s[0] <= '9') || (s[0] == '-' && min < 0)))
+        return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at `p` (1 to 4 bytes), or 0 if the
+ * bytes there are not valid UTF-8 (overlong forms, surrogates and code
+ * points above U+10FFFF are invalid). */
+static size_t utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        return (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80)
+            return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        if (p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* See cli.h. C1 controls (U+0080..U+009F, two bytes C2 80..C2 9F) are
+ * escaped too: some terminals act on them. */
+void cli_put_text(FILE *out, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p != '\0') {
+        size_t n = utf8_len(p);
+        if (n == 1 && *p >= 0x20 && *p != 0x7F) {
+            fputc(*p, out);
+        } else if (n == 0 || n == 1 || (n == 2 && p[0] == 0xC2 && p[1] < 0xA0)) {
+            size_t i, k = n == 0 ? 1 : n;
+            for (i = 0; i < k; i++)
+                fprintf(out, "\\x%02X", p[i]);
+            n = k;
+        } else {
+            fwrite(p, 1, n, out);
+        }
+        p += n;
+    }
+}
+
+/* See cli.h. The output is always valid JSON text in UTF-8, whatever bytes
+ * the key or owner id hold. */
+void cli_put_json_string(FILE *out, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    fputc('"', out);
+    while (*p != '\0') {
+        size_t n = utf8_len(p);
+        if (n == 0) {
+            fputs("\\ufffd", out);
+            n = 1;
+        } else if (*p == '"' || *p == '\\') {
+            fputc('\\', out);
+            fputc(*p, out);
+        } else if (*p == '\n') {
+            fputs("\\n", out);
+        } else if (*p == '\t') {
+            fputs("\\t", out);
+        } else if (*p == '\r') {
+            fputs("\\r", out);
+        } else if (*p < 0x20 || *p == 0x7F) {
+            fprintf(out, "\\u%04x", *p);
+        } else {
+            fwrite(p, 1, n, out);
+        }
+        p += n;
+    }
+    fputc('"', out);
+}

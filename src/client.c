@@ -1,0 +1,431 @@
+/*
+ * client.c — dlock_client: options, the connection pool, key names,
+ * inspection and statistics.
+ *
+ * Thread safety comes from the pool: a call borrows a connection, does its
+ * round trips on it alone, and gives it back, so concurrent calls never
+ * share a socket and never wait on each other's network time. Idle
+ * connections are kept (up to DLOCK__IDLE_MAX) to avoid reconnecting; one
+ * that turns out dead (the server restarted) is replaced once, transparently,
+ * which is safe because every script is idempotent for its token.
+ *
+ * Key layout: "<prefix>{<key>}:<kind>" — or "<prefix><key>:<kind>" when the
+ * user key already has a non-empty {hash tag} (Redis Cluster's rule), so all
+ * keys of one lock share a slot and callers can co-locate several locks.
+ * Kinds ("lock", "fence", ...) are chosen so that none is a suffix of
+ * another, which keeps the mapping from (key, kind) to names one-to-one.
+ */
+#include "client.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+
+int dlock__key_check(const char *key)
+{
+    if (!key)
+        return dlock__err(DLOCK_EINVAL, "key is NULL");
+    size_t n = strlen(key);
+    if (n == 0)
+        return dlock__err(DLOCK_EINVAL, "key is empty");
+    if (n > DLOCK_KEY_MAX)
+        return dlock__err(DLOCK_EINVAL, "key is %zu bytes long; the limit is %d", n, DLOCK_KEY_MAX);
+    return 0;
+}
+
+/* 1 if key contains "{x...}" with at least one byte between the braces at
+ * the first '{' (the part Redis Cluster hashes). */
+static int has_hash_tag(const char *key)
+{
+    const char *l = strchr(key, '{');
+    if (!l)
+        return 0;
+    const char *r = strchr(l + 1, '}');
+    return r && r > l + 1;
+}
+
+int dlock__key_name(char **out, const dlock_client *c, const char *key, const char *suffix)
+{
+    *out = NULL;
+    int rc = dlock__key_check(key);
+    if (rc)
+        return rc;
+    int tagged = has_hash_tag(key);
+    size_t n = strlen(c->prefix) + strlen(key) + strlen(suffix) + 4;
+    char *s = dlock__malloc(n);
+    if (!s)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    snprintf(s, n, tagged ? "%s%s:%s" : "%s{%s}:%s", c->prefix, key, suffix);
+    *out = s;
+    return 0;
+}
+
+int dlock__client_enter(dlock_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int closing = c->closing;
+    if (!closing)
+        c->active++;
+    pthread_mutex_unlock(&c->mu);
+    return closing ? dlock__err(DLOCK_ECLOSED, "the client is closing") : 0;
+}
+
+void dlock__client_leave(dlock_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (--c->active == 0)
+        pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused)
+{
+    pthread_mutex_lock(&c->mu);
+    dlock__conn *conn = c->idle;
+    if (conn) {
+        c->idle = *dlock__conn_next(conn);
+        *dlock__conn_next(conn) = NULL;
+        c->nidle--;
+    }
+    dlock__faults faults = c->faults;
+    int has_faults = c->has_faults;
+    pthread_mutex_unlock(&c->mu);
+    *reused = conn != NULL;
+    if (conn) {
+        *out = conn;
+        return 0;
+    }
+    dlock__conn_cfg cfg = {&c->ep, c->connect_timeout_ms, c->command_timeout_ms,
+                           has_faults ? &faults : NULL, &c->counters};
+    return dlock__conn_open(out, &cfg);
+}
+
+void dlock__client_conn_put(dlock_client *c, dlock__conn *conn)
+{
+    if (!conn)
+        return;
+    if (!dlock__conn_broken(conn)) {
+        pthread_mutex_lock(&c->mu);
+        if (c->nidle < DLOCK__IDLE_MAX && !c->closing) {
+            *dlock__conn_next(conn) = c->idle;
+            c->idle = conn;
+            c->nidle++;
+            conn = NULL;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    dlock__conn_close(conn);
+}
+
+int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies)
+{
+    for (int attempt = 0;; attempt++) {
+        dlock__conn *conn;
+        int reused;
+        int rc = dlock__client_conn_get(c, &conn, &reused);
+        if (rc)
+            return rc;
+        rc = dlock__scripts_run(conn, calls, n, replies);
+        dlock__client_conn_put(c, conn);
+        if (rc == DLOCK_ECONN && reused && attempt == 0)
+            continue; /* a pooled connection went stale: try a fresh one */
+        return rc;
+    }
+}
+
+/* Validate the options and fill the client's copies. */
+static int apply_opts(dlock_client *c, const dlock_client_opts *o)
+{
+    if (o->version < 1 || o->version > DLOCK_CLIENT_OPTS_VERSION)
+        return dlock__err(DLOCK_EINVAL, "dlock_client_opts.version %u is not supported "
+                          "(initialise with DLOCK_CLIENT_OPTS_INIT)", o->version);
+    if (o->connect_timeout_ms <= 0)
+        return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)", o->connect_timeout_ms);
+    if (o->command_timeout_ms <= 0)
+        return dlock__err(DLOCK_EINVAL, "command_timeout_ms must be > 0 (got %d)", o->command_timeout_ms);
+    c->connect_timeout_ms = o->connect_timeout_ms;
+    c->command_timeout_ms = o->command_timeout_ms;
+
+    const char *prefix = o->prefix ? o->prefix : "dlock:";
+    if (strlen(prefix) > 128)
+        return dlock__err(DLOCK_EINVAL, "prefix is longer than 128 bytes");
+    if (strpbrk(prefix, "{}"))
+        return dlock__err(DLOCK_EINVAL, "prefix must not contain '{' or '}' (they would change the hash slot)");
+    if (!(c->prefix = dlock__strdup(prefix)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+
+    char owner[256];
+    if (o->owner_id) {
+        size_t n = strlen(o->owner_id);
+        if (n == 0 || n > 200)
+            return dlock__err(DLOCK_EINVAL, "owner_id must be 1 to 200 bytes long");
+        for (const char *p = o->owner_id; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                return dlock__err(DLOCK_EINVAL, "owner_id must not contain control characters");
+        snprintf(owner, sizeof owner, "%s", o->owner_id);
+    } else {
+        char host[128];
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "unknown");
+        host[sizeof host - 1] = '\0';
+        snprintf(owner, sizeof owner, "%s:%ld", host, (long)getpid());
+    }
+    if (!(c->owner = dlock__strdup(owner)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+
+    if (o->username) {
+        dlock__free(c->ep.user);
+        if (!(c->ep.user = dlock__strdup(o->username)))
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+    }
+    if (o->password) {
+        dlock__free(c->ep.pass);
+        c->ep.pass = NULL;
+        if (o->password[0] && !(c->ep.pass = dlock__strdup(o->password)))
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+/* Free everything of a client that never started threads or waiters. */
+static void client_free(dlock_client *c)
+{
+    while (c->idle) {
+        dlock__conn *n = *dlock__conn_next(c->idle);
+        dlock__conn_close(c->idle);
+        c->idle = n;
+    }
+    if (c->wake_pipe[0] >= 0)
+        close(c->wake_pipe[0]);
+    if (c->wake_pipe[1] >= 0)
+        close(c->wake_pipe[1]);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    dlock__endpoint_clear(&c->ep);
+    dlock__free(c->prefix);
+    dlock__free(c->owner);
+    dlock__free(c);
+}
+
+int dlock_client_open(dlock_client **out, const char *url, const dlock_client_opts *opts)
+{
+    dlock__err_clear();
+    if (!out)
+        return dlock__err(DLOCK_EINVAL, "out is NULL");
+    *out = NULL;
+    if (!url)
+        return dlock__err(DLOCK_EINVAL, "url is NULL");
+    dlock_client_opts defaults = DLOCK_CLIENT_OPTS_INIT;
+    if (!opts)
+        opts = &defaults;
+    dlock_client *c = dlock__calloc(1, sizeof *c);
+    if (!c)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    c->wake_pipe[0] = c->wake_pipe[1] = -1;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = dlock__url_parse(&c->ep, url);
+    if (rc == 0)
+        rc = apply_opts(c, opts);
+    if (rc == 0 && pipe2(c->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        rc = dlock__err(DLOCK_ENOMEM, "pipe: %s", strerror(errno));
+    /* Connect once now so a wrong URL or password fails here, not later. */
+    dlock__conn *conn = NULL;
+    int reused;
+    if (rc == 0 && (rc = dlock__client_conn_get(c, &conn, &reused)) == 0)
+        dlock__client_conn_put(c, conn);
+    if (rc) {
+        client_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void dlock_client_close(dlock_client *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    ssize_t w = write(c->wake_pipe[1], "x", 1); /* wakes every waiter, for good */
+    (void)w;
+    dlock__watchdog_stop(c);
+
+    /* Wait for calls in progress (waiters are on their way out). */
+    pthread_mutex_lock(&c->mu);
+    while (c->active > 0)
+        pthread_cond_wait(&c->cv, &c->mu);
+    dlock_lock *held = c->locks;
+    c->locks = NULL;
+    pthread_mutex_unlock(&c->mu);
+
+    /* Release what is still held, in one pipelined round. */
+    int n = 0;
+    for (dlock_lock *l = held; l; l = l->next)
+        n++;
+    dlock__call *calls = n ? dlock__calloc((size_t)n, sizeof *calls) : NULL;
+    dlock__reply **replies = n ? dlock__calloc((size_t)n, sizeof *replies) : NULL;
+    if (calls && replies) {
+        int i = 0;
+        for (dlock_lock *l = held; l; l = l->next, i++)
+            calls[i] = (dlock__call){&dlock__script_release, 1, 1, {l->lock_key}, {l->token}};
+        if (dlock__client_run(c, calls, n, replies) == 0)
+            for (i = 0; i < n; i++)
+                dlock__reply_free(replies[i]);
+    }
+    dlock__free(calls);
+    dlock__free(replies);
+    while (held) {
+        dlock_lock *next = held->next;
+        dlock__free(held->key);
+        dlock__free(held->lock_key);
+        dlock__free(held->fence_key);
+        dlock__free(held);
+        held = next;
+    }
+    client_free(c);
+}
+
+void dlock__client_set_faults(dlock_client *c, const dlock__faults *f)
+{
+    pthread_mutex_lock(&c->mu);
+    c->has_faults = f != NULL;
+    if (f)
+        c->faults = *f;
+    dlock__conn *idle = c->idle;
+    c->idle = NULL;
+    c->nidle = 0;
+    pthread_mutex_unlock(&c->mu);
+    while (idle) {
+        dlock__conn *n = *dlock__conn_next(idle);
+        dlock__conn_close(idle);
+        idle = n;
+    }
+}
+
+int dlock_stats(dlock_stats_t *out, dlock_client *c)
+{
+    if (!out || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    out->version = DLOCK_STATS_VERSION;
+    out->round_trips = atomic_load(&c->counters.round_trips);
+    out->commands = atomic_load(&c->counters.commands);
+    out->connects = atomic_load(&c->counters.connects);
+    out->errors = atomic_load(&c->counters.errors);
+    out->acquired = atomic_load(&c->acquired);
+    out->busy = atomic_load(&c->busy);
+    out->timeouts = atomic_load(&c->timeouts);
+    out->renewals = atomic_load(&c->renewals);
+    out->renew_failures = atomic_load(&c->renew_failures);
+    out->lost = atomic_load(&c->lost);
+    out->held_now = atomic_load(&c->held_now);
+    return 0;
+}
+
+/* Parse "<token>:<fence>:<owner>" into info. Returns 0 or DLOCK_EPROTO. */
+static int parse_value(dlock_info *info, const char *v, size_t len)
+{
+    if (len < DLOCK__TOKEN_LEN + 3 || v[DLOCK__TOKEN_LEN] != ':')
+        return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
+    const char *p = v + DLOCK__TOKEN_LEN + 1;
+    uint64_t f = 0;
+    int digits = 0;
+    while (*p >= '0' && *p <= '9' && digits < 17) {
+        f = f * 10 + (uint64_t)(*p++ - '0');
+        digits++;
+    }
+    if (digits == 0 || *p != ':')
+        return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
+    info->fencing_token = f;
+    snprintf(info->owner, sizeof info->owner, "%s", p + 1);
+    return 0;
+}
+
+int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
+{
+    dlock__err_clear();
+    if (!out || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    char *lock_key = NULL;
+    int rc = dlock__key_name(&lock_key, c, key, "lock");
+    if (rc)
+        return rc;
+    if ((rc = dlock__client_enter(c)) != 0) {
+        dlock__free(lock_key);
+        return rc;
+    }
+    dlock__call call = {&dlock__script_inspect, 1, 0, {lock_key}, {NULL}};
+    dlock__reply *r = NULL;
+    rc = dlock__client_run(c, &call, 1, &r);
+    if (rc == 0) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+            r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER)
+            rc = dlock__err(DLOCK_EPROTO, "inspect: unexpected reply%s%s",
+                            r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
+        else if (r->element[0]->type == REDIS_REPLY_STRING) {
+            rc = parse_value(out, r->element[0]->str, r->element[0]->len);
+            out->held = rc == 0;
+            out->ttl_ms = r->element[1]->integer;
+            out->waiters = r->element[2]->integer;
+        } else {
+            out->waiters = r->element[2]->integer;
+        }
+    }
+    dlock__reply_free(r);
+    dlock__free(lock_key);
+    dlock__client_leave(c);
+    return rc;
+}
+
+int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
+{
+    dlock__err_clear();
+    if (!out_removed || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    *out_removed = 0;
+    char *lock_key = NULL;
+    int rc = dlock__key_name(&lock_key, c, key, "lock");
+    if (rc)
+        return rc;
+    if ((rc = dlock__client_enter(c)) != 0) {
+        dlock__free(lock_key);
+        return rc;
+    }
+    dlock__conn *conn;
+    int reused;
+    dlock__reply *r = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((rc = dlock__client_conn_get(c, &conn, &reused)) != 0)
+            break;
+        const char *argv[2] = {"DEL", lock_key};
+        rc = dlock__conn_command(conn, &r, 2, argv, NULL);
+        dlock__client_conn_put(c, conn);
+        if (!(rc == DLOCK_ECONN && reused))
+            break;
+    }
+    if (rc == 0) {
+        if (r->type == REDIS_REPLY_INTEGER)
+            *out_removed = r->integer > 0;
+        else
+            rc = dlock__err(DLOCK_EPROTO, "DEL: %s", r->str ? r->str : "unexpected reply");
+    }
+    dlock__reply_free(r);
+    dlock__free(lock_key);
+    dlock__client_leave(c);
+    return rc;
+}

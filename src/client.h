@@ -1,0 +1,109 @@
+/*
+ * client.h — the insides of dlock_client and dlock_lock, shared by the
+ * modules that implement them (client.c, lock.c, watchdog.c, wait.c).
+ *
+ * Locking rule: client->mu protects the connection pool, the list of held
+ * locks, the watchdog's schedule and the shutdown state. It is never held
+ * across a network round trip. Lock fields read by dlock_is_held() from
+ * any thread (state, valid_until_ns, renew_error) are atomics.
+ */
+#ifndef DLOCK_CLIENT_H
+#define DLOCK_CLIENT_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "dlock.h"
+#include "scripts.h"
+#include "url.h"
+
+enum { DLOCK__HELD = 1, DLOCK__LOST = 2, DLOCK__RELEASED = 3 };
+
+#define DLOCK__TOKEN_LEN 32
+#define DLOCK__IDLE_MAX 16
+
+struct dlock_lock {
+    dlock_client *client;
+    char *key;        /* user key */
+    char *lock_key;   /* <prefix>{tag}...:lock */
+    char *fence_key;  /* ...:fence */
+    char token[DLOCK__TOKEN_LEN + 1];
+    uint64_t fence;
+    int64_t ttl_ms;
+    int auto_renew;
+    double renew_fraction;
+    dlock_lost_fn on_lost;
+    void *on_lost_arg;
+
+    atomic_int state;
+    atomic_int_fast64_t valid_until_ns; /* CLOCK_BOOTTIME */
+    atomic_int renew_error;
+
+    /* watchdog bookkeeping, under client->mu */
+    int64_t renew_at_ns;
+    int inflight;            /* the watchdog is using this lock right now */
+    int linked;              /* in the client's list */
+    dlock_lock *prev, *next; /* client's list of held locks */
+};
+
+struct dlock_client {
+    dlock__endpoint ep;
+    int connect_timeout_ms, command_timeout_ms;
+    char *prefix;
+    char *owner;
+    dlock__counters counters;
+    atomic_uint_fast64_t acquired, busy, timeouts, renewals, renew_failures, lost;
+    atomic_int_fast64_t held_now;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;       /* watchdog schedule, inflight, active calls */
+    dlock__conn *idle;
+    int nidle;
+    dlock__faults faults;    /* test hook */
+    int has_faults;
+    dlock_lock *locks;       /* held locks (all, renewed or not) */
+    int closing;
+    int active;              /* API calls in progress */
+    int wake_pipe[2];        /* written once at close: wakes every waiter */
+    pthread_t watchdog;
+    int watchdog_started;
+};
+
+/* Borrow a connection (idle one, or a new one). *reused says whether it
+ * came from the pool (a pooled connection may have gone stale). */
+int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused);
+/* Give it back: broken connections are closed, others kept (bounded). */
+void dlock__client_conn_put(dlock_client *c, dlock__conn *conn);
+/* Run script calls on a borrowed connection, retrying once on a fresh
+ * connection if a pooled one turned out to be dead (server restart). */
+int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies);
+
+/* Enter/leave an API call (close waits for all to leave). Enter fails with
+ * DLOCK_ECLOSED once the client is closing. */
+int dlock__client_enter(dlock_client *c);
+void dlock__client_leave(dlock_client *c);
+
+/* Build "<prefix>{tag}...<suffix>" for `key`. Returns 0, EINVAL or ENOMEM. */
+int dlock__key_name(char **out, const dlock_client *c, const char *key, const char *suffix);
+/* Check a user key: non-empty, at most DLOCK_KEY_MAX bytes. */
+int dlock__key_check(const char *key);
+
+/* Watchdog (watchdog.c): add a freshly acquired lock to the client's list
+ * and, if auto-renewed, to the renewal schedule (starting the thread on
+ * first use); remove it before release (waits out an in-flight renewal). */
+int dlock__watchdog_add(dlock_client *c, dlock_lock *lock);
+void dlock__watchdog_remove(dlock_client *c, dlock_lock *lock);
+/* Stop and join the thread (at close; client->closing already set). */
+void dlock__watchdog_stop(dlock_client *c);
+/* Mark a lock lost once (why: the error that made it so); returns 1 if
+ * this call made the transition (the caller then runs on_lost). */
+int dlock__lock_mark_lost(dlock_lock *l, int why);
+/* Validity left for a lock confirmed at start_ns: start + ttl - drift. */
+int64_t dlock__validity_end(int64_t start_ns, int64_t ttl_ms);
+
+/* Test hook: misbehaving transports for every new connection (NULL: off);
+ * idle connections are dropped so the next call connects anew. */
+void dlock__client_set_faults(dlock_client *c, const dlock__faults *f);
+
+#endif

@@ -1,0 +1,275 @@
+/*
+ * conn.c — a Redis connection on a dlock transport (see conn.h).
+ *
+ * Writes go out of one buffer that holds every pipelined command; replies
+ * are read into the hiredis reader and taken out one by one. The reader's
+ * unparsed input is capped (DLOCK__REPLY_MAX_BUF) and the reply builder
+ * bounds each object, so neither a slow nor a hostile server can make the
+ * client allocate without limit or wait past its deadline.
+ */
+#include "conn.h"
+
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "error.h"
+
+struct dlock__conn {
+    dlock__transport *t;
+    redisReader *reader;
+    char *obuf;
+    size_t olen, ocap;
+    int queued;
+    int broken;
+    int command_timeout_ms;
+    dlock__counters *counters;
+    dlock__conn *next;
+};
+
+#define COUNT(c, field, n)                                                              \
+    do {                                                                                \
+        if ((c)->counters)                                                              \
+            atomic_fetch_add_explicit(&(c)->counters->field, (n), memory_order_relaxed); \
+    } while (0)
+
+void dlock__conn_close(dlock__conn *c)
+{
+    if (!c)
+        return;
+    if (c->t)
+        c->t->ops->close(c->t);
+    if (c->reader)
+        redisReaderFree(c->reader);
+    dlock__free(c->obuf);
+    dlock__free(c);
+}
+
+int dlock__conn_broken(const dlock__conn *c)
+{
+    return c->broken;
+}
+
+const char *dlock__conn_desc(const dlock__conn *c)
+{
+    return c->t->desc;
+}
+
+dlock__conn **dlock__conn_next(dlock__conn *c)
+{
+    return &c->next;
+}
+
+/* Mark the connection unusable and count the error. Returns rc. */
+static int fail(dlock__conn *c, int rc)
+{
+    c->broken = 1;
+    COUNT(c, errors, 1);
+    return rc;
+}
+
+int dlock__conn_append(dlock__conn *c, int argc, const char **argv, const size_t *lens)
+{
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0)
+        return fail(c, dlock__err(DLOCK_ENOMEM, "out of memory formatting a command"));
+    if (c->olen + (size_t)len > c->ocap) {
+        size_t cap = c->ocap ? c->ocap : 256;
+        while (cap < c->olen + (size_t)len)
+            cap *= 2;
+        char *nb = dlock__realloc(c->obuf, cap);
+        if (!nb) {
+            redisFreeCommand(cmd);
+            return fail(c, dlock__err(DLOCK_ENOMEM, "out of memory queueing a command"));
+        }
+        c->obuf = nb;
+        c->ocap = cap;
+    }
+    memcpy(c->obuf + c->olen, cmd, (size_t)len);
+    c->olen += (size_t)len;
+    c->queued++;
+    redisFreeCommand(cmd);
+    return 0;
+}
+
+/* Write the whole output buffer before the deadline. */
+static int flush_out(dlock__conn *c, int64_t deadline)
+{
+    size_t off = 0;
+    while (off < c->olen) {
+        int want = 0;
+        ssize_t w = c->t->ops->write(c->t, c->obuf + off, c->olen - off, &want);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0)
+            return w;
+        int rc = dlock__transport_wait(c->t, want, deadline);
+        if (rc == DLOCK_ETIMEDOUT)
+            return dlock__err(DLOCK_ECONN, "%s: timed out sending a command", c->t->desc);
+        if (rc)
+            return rc;
+    }
+    c->olen = 0;
+    return 0;
+}
+
+/* Read until one complete reply is available; *out gets it. */
+static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline)
+{
+    char buf[16384];
+    for (;;) {
+        void *obj = NULL;
+        if (redisReaderGetReply(c->reader, &obj) != REDIS_OK) {
+            if (dlock__reader_take_over_limit())
+                return dlock__err(DLOCK_EPROTO, "%s: reply exceeds the size limit", c->t->desc);
+            if (c->reader->err == REDIS_ERR_OOM)
+                return dlock__err(DLOCK_ENOMEM, "out of memory reading a reply");
+            return dlock__err(DLOCK_EPROTO, "%s: protocol error: %s", c->t->desc, c->reader->errstr);
+        }
+        if (obj) {
+            *out = obj;
+            return 0;
+        }
+        if (c->reader->len - c->reader->pos > DLOCK__REPLY_MAX_BUF)
+            return dlock__err(DLOCK_EPROTO, "%s: reply exceeds the size limit", c->t->desc);
+        int want = 0;
+        ssize_t r = c->t->ops->read(c->t, buf, sizeof buf, &want);
+        if (r < 0)
+            return (int)r;
+        if (r == 0) {
+            int rc = dlock__transport_wait(c->t, want, deadline);
+            if (rc == DLOCK_ETIMEDOUT)
+                return dlock__err(DLOCK_ECONN, "%s: timed out waiting for a reply", c->t->desc);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (redisReaderFeed(c->reader, buf, (size_t)r) != REDIS_OK)
+            return dlock__err(DLOCK_ENOMEM, "out of memory reading a reply");
+    }
+}
+
+int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int timeout_ms)
+{
+    if (c->broken)
+        return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
+    if (n != c->queued)
+        return fail(c, dlock__err(DLOCK_EINVAL, "internal: %d replies expected, %d queued", n, c->queued));
+    int64_t deadline = dlock__now_ns() +
+                       (int64_t)(timeout_ms > 0 ? timeout_ms : c->command_timeout_ms) * 1000000;
+    COUNT(c, round_trips, 1);
+    COUNT(c, commands, (uint64_t)n);
+    int rc = flush_out(c, deadline);
+    if (rc)
+        return fail(c, rc);
+    c->queued = 0;
+    for (int i = 0; i < n; i++) {
+        if ((rc = read_reply(c, &replies[i], deadline)) != 0) {
+            while (i-- > 0) {
+                dlock__reply_free(replies[i]);
+                replies[i] = NULL;
+            }
+            return fail(c, rc);
+        }
+    }
+    return 0;
+}
+
+int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc,
+                        const char **argv, const size_t *lens)
+{
+    *out = NULL;
+    int rc = dlock__conn_append(c, argc, argv, lens);
+    if (rc)
+        return rc;
+    return dlock__conn_exchange(c, out, 1, 0);
+}
+
+/* Map a handshake error reply to a code and message (no secrets in it). */
+static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *step)
+{
+    const char *msg = r->str ? r->str : "";
+    if (dlock__reply_is_error(r, "WRONGPASS") || dlock__reply_is_error(r, "NOAUTH") ||
+        strstr(msg, "invalid password") || strstr(msg, "invalid username") ||
+        strstr(msg, "without any password configured"))
+        return dlock__err(DLOCK_EAUTH, "%s: %s: %s", c->t->desc, step, msg);
+    if (dlock__reply_is_error(r, "NOPERM"))
+        return dlock__err(DLOCK_EAUTH, "%s: %s: %s", c->t->desc, step, msg);
+    return dlock__err(DLOCK_EPROTO, "%s: %s: %s", c->t->desc, step, msg);
+}
+
+int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg)
+{
+    *out = NULL;
+    dlock__conn *c = dlock__calloc(1, sizeof *c);
+    if (!c)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    c->command_timeout_ms = cfg->command_timeout_ms;
+    c->counters = cfg->counters;
+    c->reader = dlock__reader_new();
+    if (!c->reader) {
+        dlock__conn_close(c);
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    }
+    int64_t deadline = dlock__now_ns() + (int64_t)cfg->connect_timeout_ms * 1000000;
+    int rc = dlock__transport_connect(&c->t, cfg->ep, deadline);
+    if (rc == 0 && cfg->faults)
+        rc = dlock__transport_inject(&c->t, cfg->faults);
+    if (rc) {
+        dlock__conn_close(c);
+        return rc;
+    }
+    COUNT(c, connects, 1);
+
+    /* The handshake is one pipelined exchange: [AUTH] [SELECT] or PING. */
+    const dlock__endpoint *ep = cfg->ep;
+    const char *steps[2];
+    int n = 0;
+    if (ep->pass) {
+        const char *av[3] = {"AUTH", ep->user ? ep->user : ep->pass, ep->pass};
+        rc = dlock__conn_append(c, ep->user ? 3 : 2, av, NULL);
+        steps[n++] = "AUTH";
+    } else if (ep->user) {
+        dlock__conn_close(c);
+        return dlock__err(DLOCK_EAUTH, "%s: user '%s' given without a password", ep->desc, ep->user);
+    }
+    char db[16];
+    if (rc == 0 && ep->db != 0) {
+        snprintf(db, sizeof db, "%d", ep->db);
+        const char *av[2] = {"SELECT", db};
+        rc = dlock__conn_append(c, 2, av, NULL);
+        steps[n++] = "SELECT";
+    }
+    if (rc == 0 && n == 0) {
+        const char *av[1] = {"PING"};
+        rc = dlock__conn_append(c, 1, av, NULL);
+        steps[n++] = "PING";
+    }
+    dlock__reply *r[2] = {NULL, NULL};
+    if (rc == 0) {
+        int64_t left_ms = (deadline - dlock__now_ns()) / 1000000;
+        if (left_ms < 1)
+            left_ms = 1;
+        rc = dlock__conn_exchange(c, r, n, (int)left_ms);
+        if (rc == DLOCK_ECONN && strstr(dlock_last_errmsg(), "timed out"))
+            dlock__err(DLOCK_ECONN, "%s: no answer within the connect timeout (%d ms)",
+                       ep->desc, cfg->connect_timeout_ms);
+    }
+    for (int i = 0; rc == 0 && i < n; i++)
+        if (r[i]->type == REDIS_REPLY_ERROR)
+            rc = handshake_error(c, r[i], steps[i]);
+    for (int i = 0; i < n; i++)
+        dlock__reply_free(r[i]);
+    if (rc) {
+        dlock__conn_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}

@@ -1,0 +1,67 @@
+/*
+ * conn.h — one Redis connection: handshake, pipelined commands, replies.
+ *
+ * A connection owns a transport and a bounded reply reader. Commands are
+ * appended (formatted by hiredis's redisFormatCommandArgv) into an output
+ * buffer; dlock__conn_exchange() writes them all in one go and reads exactly
+ * as many replies, in order, under one deadline. That is pipelining: N
+ * commands cost one round trip. Any transport or protocol failure marks the
+ * connection broken; the owner closes it and opens a new one (reconnect).
+ *
+ * A connection is used by one thread at a time (the client's pool hands it
+ * out). Counters are shared with the client and updated atomically.
+ */
+#ifndef DLOCK_CONN_H
+#define DLOCK_CONN_H
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "reply.h"
+#include "transport.h"
+#include "url.h"
+
+typedef struct dlock__counters {
+    atomic_uint_fast64_t round_trips, commands, connects, errors;
+} dlock__counters;
+
+typedef struct dlock__conn_cfg {
+    const dlock__endpoint *ep;
+    int connect_timeout_ms;  /* whole handshake: connect + AUTH + SELECT */
+    int command_timeout_ms;  /* one exchange */
+    const dlock__faults *faults; /* test hook; NULL in normal use */
+    dlock__counters *counters;   /* may be NULL */
+} dlock__conn_cfg;
+
+typedef struct dlock__conn dlock__conn;
+
+/* Connect and log in: AUTH (user and/or password) and SELECT db when the
+ * endpoint asks for them, else a PING, so a server that accepts but never
+ * answers is found out here. Returns 0, DLOCK_ECONN, DLOCK_EAUTH,
+ * DLOCK_EPROTO, DLOCK_ENOMEM. */
+int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg);
+
+void dlock__conn_close(dlock__conn *c); /* NULL ok */
+
+/* Queue one command. Returns 0 or DLOCK_ENOMEM / DLOCK_EINVAL. */
+int dlock__conn_append(dlock__conn *c, int argc, const char **argv, const size_t *lens);
+
+/* Send every queued command and read one reply per command into
+ * replies[0..n) (n must equal the number queued). Error replies from Redis
+ * are replies, not failures. Returns 0, DLOCK_ECONN (I/O failure or
+ * timeout), DLOCK_EPROTO (unparsable or oversized reply), DLOCK_ENOMEM; on
+ * failure no replies are returned and the connection is broken. The
+ * deadline is now + command timeout unless timeout_ms > 0 overrides it. */
+int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int timeout_ms);
+
+/* One command, one reply: dlock__conn_append + dlock__conn_exchange. */
+int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc,
+                        const char **argv, const size_t *lens);
+
+int dlock__conn_broken(const dlock__conn *c);
+const char *dlock__conn_desc(const dlock__conn *c);
+
+/* Pool link for the client's idle list. */
+dlock__conn **dlock__conn_next(dlock__conn *c);
+
+#endif

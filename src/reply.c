@@ -1,0 +1,125 @@
+/*
+ * reply.c — the bounded reply builder behind dlock__reader_new().
+ *
+ * hiredis calls these functions as it parses; each returns the new object or
+ * NULL, and NULL makes the reader stop with an out-of-memory error. We use
+ * that for our size limits too and record in a thread-local flag that the
+ * cause was a limit (parsing runs on the thread that reads the reply), so the
+ * connection can report "reply too large" rather than "out of memory".
+ */
+#include "reply.h"
+
+#include <hiredis/hiredis.h>
+#include <string.h>
+
+#include "alloc.h"
+
+static _Thread_local int over_limit;
+
+/* Allocate a reply of `type` and hang it into its parent array, if any. */
+static dlock__reply *new_reply(const redisReadTask *task, int type)
+{
+    dlock__reply *r = dlock__calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->type = type;
+    if (task->parent) {
+        dlock__reply *parent = task->parent->obj;
+        parent->element[task->idx] = r;
+    }
+    return r;
+}
+
+static void *create_string(const redisReadTask *task, char *str, size_t len)
+{
+    if (len > DLOCK__REPLY_MAX_STR) {
+        over_limit = 1;
+        return NULL;
+    }
+    char *copy = dlock__malloc(len + 1);
+    if (!copy)
+        return NULL;
+    dlock__reply *r = new_reply(task, task->type);
+    if (!r) {
+        dlock__free(copy);
+        return NULL;
+    }
+    memcpy(copy, str, len);
+    copy[len] = '\0';
+    r->str = copy;
+    r->len = len;
+    return r;
+}
+
+static void *create_array(const redisReadTask *task, int elements)
+{
+    if (elements < 0 || (unsigned)elements > DLOCK__REPLY_MAX_ELEMS) {
+        over_limit = 1;
+        return NULL;
+    }
+    dlock__reply **el = NULL;
+    if (elements > 0 && !(el = dlock__calloc((size_t)elements, sizeof *el)))
+        return NULL;
+    dlock__reply *r = new_reply(task, REDIS_REPLY_ARRAY);
+    if (!r) {
+        dlock__free(el);
+        return NULL;
+    }
+    r->element = el;
+    r->elements = (size_t)elements;
+    return r;
+}
+
+static void *create_integer(const redisReadTask *task, long long value)
+{
+    dlock__reply *r = new_reply(task, REDIS_REPLY_INTEGER);
+    if (r)
+        r->integer = value;
+    return r;
+}
+
+static void *create_nil(const redisReadTask *task)
+{
+    return new_reply(task, REDIS_REPLY_NIL);
+}
+
+void dlock__reply_free(dlock__reply *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        dlock__reply_free(r->element[i]);
+    dlock__free(r->element);
+    dlock__free(r->str);
+    dlock__free(r);
+}
+
+static void free_object(void *p)
+{
+    dlock__reply_free(p);
+}
+
+static redisReplyObjectFunctions bounded_fns = {
+    create_string, create_array, create_integer, create_nil, free_object,
+};
+
+redisReader *dlock__reader_new(void)
+{
+    redisReader *r = redisReaderCreateWithFunctions(&bounded_fns);
+    if (r)
+        r->maxbuf = 64 * 1024;
+    return r;
+}
+
+int dlock__reader_take_over_limit(void)
+{
+    int v = over_limit;
+    over_limit = 0;
+    return v;
+}
+
+int dlock__reply_is_error(const dlock__reply *r, const char *prefix)
+{
+    return r && r->type == REDIS_REPLY_ERROR && r->str &&
+           strncmp(r->str, prefix, strlen(prefix)) == 0;
+}

@@ -1,0 +1,46 @@
+/*
+ * scripts.h — the Lua scripts that make every lock operation atomic on the
+ * server, and how they are called.
+ *
+ * Each script is sent as EVALSHA with a SHA-1 computed locally; a NOSCRIPT
+ * reply (a restarted server, SCRIPT FLUSH) is answered by sending the same
+ * call as EVAL, which also loads it. Calls can be batched: n calls, one
+ * pipelined exchange (plus one more only for those that hit NOSCRIPT).
+ */
+#ifndef DLOCK_SCRIPTS_H
+#define DLOCK_SCRIPTS_H
+#include "conn.h"
+
+typedef struct dlock__script {
+    const char *name;
+    const char *src;
+    char sha[41];
+} dlock__script;
+
+/* KEYS: lock, fence. ARGV: token, owner, ttl_ms.
+ * Reply {1, fencing_token} when granted (or already ours with this token),
+ * {0, pttl_of_holder} when held by someone else. */
+extern dlock__script dlock__script_acquire;
+/* KEYS: lock. ARGV: token. Reply 1 deleted, 0 not ours. */
+extern dlock__script dlock__script_release;
+/* KEYS: lock. ARGV: token, ttl_ms. Reply 1 extended, 0 not ours. */
+extern dlock__script dlock__script_extend;
+/* KEYS: lock. Reply {value or nil, pttl, waiters}. */
+extern dlock__script dlock__script_inspect;
+
+#define DLOCK__SCRIPT_MAX_KEYS 4
+#define DLOCK__SCRIPT_MAX_ARGS 6
+
+typedef struct dlock__call {
+    const dlock__script *script;
+    int nkeys, nargs;
+    const char *keys[DLOCK__SCRIPT_MAX_KEYS];
+    const char *args[DLOCK__SCRIPT_MAX_ARGS];
+} dlock__call;
+
+/* Run calls[0..n) on c in one pipelined exchange; replies[i] answers
+ * calls[i] (an error reply is a reply). Returns 0 or the exchange's error
+ * (then no replies). */
+int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies);
+
+#endif

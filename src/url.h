@@ -1,0 +1,37 @@
+/*
+ * url.h — where a Redis server is and how to log in to it.
+ *
+ * A dlock__endpoint is the parsed form of one server URL:
+ *   redis://[user[:pass]@]host[:port][/db]     host may be [IPv6]
+ *   unix://[user[:pass]@]/path/to.sock[?db=N]
+ * User and password may be percent-encoded. Everything is validated here, so
+ * the connection code can trust the fields.
+ */
+#ifndef DLOCK_URL_H
+#define DLOCK_URL_H
+
+enum { DLOCK__EP_TCP = 1, DLOCK__EP_UNIX = 2 };
+
+typedef struct dlock__endpoint {
+    int kind;
+    char *host;   /* TCP: host name or address (no brackets) */
+    int port;     /* TCP */
+    char *path;   /* UNIX: socket path */
+    int db;       /* SELECT index, 0 = default */
+    char *user;   /* NULL: none */
+    char *pass;   /* NULL: none */
+    char desc[128]; /* "host:port" or the socket path: for messages, no secrets */
+} dlock__endpoint;
+
+/* Parse `url` into *out (zeroed first). Returns 0, DLOCK_EINVAL with a
+ * message naming the problem (never the password), or DLOCK_ENOMEM. On
+ * failure *out holds nothing to free. */
+int dlock__url_parse(dlock__endpoint *out, const char *url);
+
+/* Free the strings of *ep and zero it. */
+void dlock__endpoint_clear(dlock__endpoint *ep);
+
+/* Deep copy. Returns 0 or DLOCK_ENOMEM. */
+int dlock__endpoint_copy(dlock__endpoint *out, const dlock__endpoint *in);
+
+#endif

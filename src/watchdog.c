@@ -1,0 +1,259 @@
+/*
+ * watchdog.c — one thread per client that keeps auto-renewed locks alive.
+ *
+ * Every lock has a renewal instant (acquired/renewed at t: t + TTL *
+ * renew_fraction). The thread sleeps until the earliest one, then renews
+ * every lock that is due — or nearly due, within a quarter of its own renewal
+ * interval, so locks taken at about the same time travel together — in ONE
+ * pipelined round trip, however many there are. A renewal that fails with a
+ * transport error is retried at short intervals until the lock's validity
+ * instant; then the lock is marked lost and its on_lost callback runs here,
+ * on the watchdog thread. A reply saying the lock is no longer ours marks it
+ * lost at once.
+ *
+ * Release and close coordinate through client->mu and lock->inflight: a lock
+ * being renewed is flagged, and dlock_release() waits for the flag to clear
+ * before it unlinks the lock and sends its delete, so no renewal is ever sent
+ * after (or races with) a release.
+ */
+#include <hiredis/hiredis.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "client.h"
+#include "clock.h"
+#include "error.h"
+
+#define RETRY_MIN_MS 20
+#define RETRY_MAX_MS 500
+
+/* Wait on client->cv until CLOCK_BOOTTIME reaches until_ns (INT64_MAX:
+ * until signalled). Called with client->mu held. */
+static void wait_until(dlock_client *c, int64_t until_ns)
+{
+    if (until_ns == INT64_MAX) {
+        pthread_cond_wait(&c->cv, &c->mu);
+        return;
+    }
+    int64_t delta = until_ns - dlock__now_ns();
+    if (delta <= 0)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = ts.tv_nsec + delta % 1000000000;
+    ts.tv_sec += (time_t)(delta / 1000000000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+}
+
+/* How long to wait before retrying a failed renewal. */
+static int64_t retry_delay_ns(const dlock_lock *l)
+{
+    int64_t ms = l->ttl_ms / 10;
+    if (ms < RETRY_MIN_MS)
+        ms = RETRY_MIN_MS;
+    if (ms > RETRY_MAX_MS)
+        ms = RETRY_MAX_MS;
+    return ms * 1000000;
+}
+
+typedef struct batch {
+    dlock_lock **locks;
+    dlock__call *calls;
+    dlock__reply **replies;
+    char (*ttls)[24];
+    int n, cap;
+} batch;
+
+static void batch_free(batch *b)
+{
+    dlock__free(b->locks);
+    dlock__free(b->calls);
+    dlock__free(b->replies);
+    dlock__free(b->ttls);
+}
+
+/* Make room for one more; 0 or DLOCK_ENOMEM. */
+static int batch_grow(batch *b)
+{
+    if (b->n < b->cap)
+        return 0;
+    int cap = b->cap ? b->cap * 2 : 64;
+    dlock_lock **locks = dlock__realloc(b->locks, (size_t)cap * sizeof *locks);
+    if (locks)
+        b->locks = locks;
+    dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
+    if (calls)
+        b->calls = calls;
+    dlock__reply **replies = dlock__realloc(b->replies, (size_t)cap * sizeof *replies);
+    if (replies)
+        b->replies = replies;
+    char(*ttls)[24] = dlock__realloc(b->ttls, (size_t)cap * sizeof *ttls);
+    if (ttls)
+        b->ttls = ttls;
+    if (!locks || !calls || !replies || !ttls)
+        return DLOCK_ENOMEM;
+    b->cap = cap;
+    return 0;
+}
+
+/* Renew the due locks of one tick. Called and returns with c->mu held;
+ * drops it for the round trip and the callbacks. Returns the next instant
+ * at which something is due (INT64_MAX: nothing scheduled). */
+static int64_t tick(dlock_client *c, batch *b)
+{
+    int64_t now = dlock__now_ns(), next = INT64_MAX;
+    b->n = 0;
+    for (dlock_lock *l = c->locks; l; l = l->next) {
+        if (!l->auto_renew || atomic_load(&l->state) != DLOCK__HELD)
+            continue;
+        int64_t interval = (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
+        if (l->renew_at_ns - interval / 4 > now) {
+            if (l->renew_at_ns < next)
+                next = l->renew_at_ns;
+            continue;
+        }
+        if (now >= atomic_load(&l->valid_until_ns)) {
+            /* validity ran out while renewals kept failing */
+            if (dlock__lock_mark_lost(l, atomic_load(&l->renew_error) ? atomic_load(&l->renew_error)
+                                                                       : DLOCK_ETIMEDOUT)) {
+                l->inflight = 1;
+                pthread_mutex_unlock(&c->mu);
+                if (l->on_lost)
+                    l->on_lost(l, l->on_lost_arg);
+                pthread_mutex_lock(&c->mu);
+                l->inflight = 0;
+                pthread_cond_broadcast(&c->cv);
+            }
+            return dlock__now_ns(); /* the list may have changed: rescan */
+        }
+        if (batch_grow(b) != 0) {
+            next = now + (int64_t)RETRY_MIN_MS * 1000000; /* try again soon */
+            break;
+        }
+        snprintf(b->ttls[b->n], sizeof b->ttls[0], "%lld", (long long)l->ttl_ms);
+        b->calls[b->n] = (dlock__call){&dlock__script_extend, 1, 2, {l->lock_key}, {l->token, b->ttls[b->n]}};
+        b->replies[b->n] = NULL;
+        b->locks[b->n++] = l;
+        l->inflight = 1;
+    }
+    if (b->n == 0)
+        return next;
+
+    pthread_mutex_unlock(&c->mu);
+    int64_t start = dlock__now_ns();
+    int rc = dlock__client_run(c, b->calls, b->n, b->replies);
+    pthread_mutex_lock(&c->mu);
+
+    int lost_n = 0;
+    for (int i = 0; i < b->n; i++) {
+        dlock_lock *l = b->locks[i];
+        dlock__reply *r = rc == 0 ? b->replies[i] : NULL;
+        int res = rc;
+        if (rc == 0 && (!r || r->type != REDIS_REPLY_INTEGER))
+            res = DLOCK_EPROTO;
+        if (res == 0 && r->integer == 1) {
+            atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
+            l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
+            atomic_store(&l->renew_error, 0);
+            atomic_fetch_add(&c->renewals, 1);
+            l->inflight = 0;
+        } else if (res == 0) {
+            /* the server says it is not ours any more */
+            if (dlock__lock_mark_lost(l, DLOCK_ENOTHELD))
+                b->locks[lost_n++] = l; /* keeps inflight until its callback ran */
+            else
+                l->inflight = 0;
+        } else {
+            atomic_store(&l->renew_error, res);
+            atomic_fetch_add(&c->renew_failures, 1);
+            int64_t at = dlock__now_ns() + retry_delay_ns(l);
+            int64_t until = atomic_load(&l->valid_until_ns);
+            l->renew_at_ns = at < until ? at : until;
+            l->inflight = 0;
+        }
+        dlock__reply_free(r);
+    }
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < lost_n; i++)
+        if (b->locks[i]->on_lost)
+            b->locks[i]->on_lost(b->locks[i], b->locks[i]->on_lost_arg);
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < lost_n; i++)
+        b->locks[i]->inflight = 0;
+    pthread_cond_broadcast(&c->cv);
+    return dlock__now_ns(); /* rescan */
+}
+
+static void *watchdog_main(void *arg)
+{
+    dlock_client *c = arg;
+    batch b = {0};
+    pthread_mutex_lock(&c->mu);
+    while (!c->closing) {
+        int64_t next = tick(c, &b);
+        if (!c->closing && next > dlock__now_ns())
+            wait_until(c, next);
+    }
+    pthread_mutex_unlock(&c->mu);
+    batch_free(&b);
+    return NULL;
+}
+
+int dlock__watchdog_add(dlock_client *c, dlock_lock *l)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    if (l->auto_renew && !c->watchdog_started) {
+        if (pthread_create(&c->watchdog, NULL, watchdog_main, c) != 0)
+            rc = dlock__err(DLOCK_ENOMEM, "cannot start the watchdog thread");
+        else
+            c->watchdog_started = 1;
+    }
+    if (rc == 0) {
+        l->prev = NULL;
+        l->next = c->locks;
+        if (c->locks)
+            c->locks->prev = l;
+        c->locks = l;
+        l->linked = 1;
+        atomic_fetch_add(&c->held_now, 1);
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
+{
+    pthread_mutex_lock(&c->mu);
+    while (l->inflight)
+        pthread_cond_wait(&c->cv, &c->mu);
+    if (l->linked) {
+        if (l->prev)
+            l->prev->next = l->next;
+        else
+            c->locks = l->next;
+        if (l->next)
+            l->next->prev = l->prev;
+        l->prev = l->next = NULL;
+        l->linked = 0;
+        if (atomic_load(&l->state) == DLOCK__HELD)
+            atomic_fetch_sub(&c->held_now, 1);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void dlock__watchdog_stop(dlock_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int started = c->watchdog_started;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (started)
+        pthread_join(c->watchdog, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->watchdog_started = 0;
+    pthread_mutex_unlock(&c->mu);
+}
