@@ -165,10 +165,13 @@ typedef struct dlock_lock_opts {
     dlock_lost_fn on_lost;  /* optional */
     void *on_lost_arg;
     dlock_cancel *cancel;   /* optional cancel token for the wait */
+    int fair;               /* default 1: first come, first served; a release
+                               hands the lock to the longest waiter. 0: any
+                               contender may take a free lock (barging). */
 } dlock_lock_opts;
 
 #define DLOCK_LOCK_OPTS_INIT \
-    { DLOCK_LOCK_OPTS_VERSION, 30000, DLOCK_WAIT_FOREVER, 1, 1.0 / 3, NULL, NULL, NULL }
+    { DLOCK_LOCK_OPTS_VERSION, 30000, DLOCK_WAIT_FOREVER, 1, 1.0 / 3, NULL, NULL, NULL, 1 }
 
 /* Acquire the mutex `key`, waiting up to opts->wait_ms for it.
  * On success *out is the held lock; release it with dlock_release().

@@ -26,6 +26,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "pubsub.h"
 
 int dlock__key_check(const char *key)
 {
@@ -271,6 +272,7 @@ void dlock_client_close(dlock_client *c)
     dlock_lock *held = c->locks;
     c->locks = NULL;
     pthread_mutex_unlock(&c->mu);
+    dlock__listener_stop(c);
 
     /* Release what is still held, in one pipelined round. */
     int n = 0;
@@ -281,7 +283,9 @@ void dlock_client_close(dlock_client *c)
     if (calls && replies) {
         int i = 0;
         for (dlock_lock *l = held; l; l = l->next, i++)
-            calls[i] = (dlock__call){&dlock__script_release, 1, 1, {l->lock_key}, {l->token}};
+            calls[i] = (dlock__call){&dlock__script_release, 5, 3,
+                                     {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key, l->chan_key},
+                                     {l->token, DLOCK__HANDOFF_TTL_S, "0"}};
         if (dlock__client_run(c, calls, n, replies) == 0)
             for (i = 0; i < n; i++)
                 dlock__reply_free(replies[i]);
@@ -293,6 +297,9 @@ void dlock_client_close(dlock_client *c)
         dlock__free(held->key);
         dlock__free(held->lock_key);
         dlock__free(held->fence_key);
+        dlock__free(held->queue_key);
+        dlock__free(held->qinfo_key);
+        dlock__free(held->chan_key);
         dlock__free(held);
         held = next;
     }
@@ -361,15 +368,18 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
     if (!out || !c)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     memset(out, 0, sizeof *out);
-    char *lock_key = NULL;
+    char *lock_key = NULL, *queue_key = NULL;
     int rc = dlock__key_name(&lock_key, c, key, "lock");
-    if (rc)
-        return rc;
-    if ((rc = dlock__client_enter(c)) != 0) {
+    if (rc == 0)
+        rc = dlock__key_name(&queue_key, c, key, "queue");
+    if (rc == 0)
+        rc = dlock__client_enter(c);
+    if (rc) {
         dlock__free(lock_key);
+        dlock__free(queue_key);
         return rc;
     }
-    dlock__call call = {&dlock__script_inspect, 1, 0, {lock_key}, {NULL}};
+    dlock__call call = {&dlock__script_inspect, 2, 0, {lock_key, queue_key}, {NULL}};
     dlock__reply *r = NULL;
     rc = dlock__client_run(c, &call, 1, &r);
     if (rc == 0) {
@@ -388,6 +398,7 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
     }
     dlock__reply_free(r);
     dlock__free(lock_key);
+    dlock__free(queue_key);
     dlock__client_leave(c);
     return rc;
 }
@@ -398,34 +409,28 @@ int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
     if (!out_removed || !c)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     *out_removed = 0;
-    char *lock_key = NULL;
-    int rc = dlock__key_name(&lock_key, c, key, "lock");
-    if (rc)
-        return rc;
-    if ((rc = dlock__client_enter(c)) != 0) {
-        dlock__free(lock_key);
-        return rc;
-    }
-    dlock__conn *conn;
-    int reused;
-    dlock__reply *r = NULL;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if ((rc = dlock__client_conn_get(c, &conn, &reused)) != 0)
-            break;
-        const char *argv[2] = {"DEL", lock_key};
-        rc = dlock__conn_command(conn, &r, 2, argv, NULL);
-        dlock__client_conn_put(c, conn);
-        if (!(rc == DLOCK_ECONN && reused))
-            break;
-    }
+    static const char *const kinds[5] = {"lock", "fence", "queue", "qinfo", "chan"};
+    char *names[5] = {NULL};
+    int rc = 0;
+    for (int i = 0; i < 5 && rc == 0; i++)
+        rc = dlock__key_name(&names[i], c, key, kinds[i]);
+    if (rc == 0)
+        rc = dlock__client_enter(c);
     if (rc == 0) {
-        if (r->type == REDIS_REPLY_INTEGER)
-            *out_removed = r->integer > 0;
-        else
-            rc = dlock__err(DLOCK_EPROTO, "DEL: %s", r->str ? r->str : "unexpected reply");
+        /* the release script with force: the next waiter gets the lock */
+        dlock__call call = {&dlock__script_release, 5, 3,
+                            {names[0], names[1], names[2], names[3], names[4]},
+                            {"", DLOCK__HANDOFF_TTL_S, "1"}};
+        dlock__reply *r = NULL;
+        rc = dlock__client_run(c, &call, 1, &r);
+        if (rc == 0 && r->type == REDIS_REPLY_INTEGER)
+            *out_removed = r->integer == 1;
+        else if (rc == 0)
+            rc = dlock__err(DLOCK_EPROTO, "unlock: %s", r->str ? r->str : "unexpected reply");
+        dlock__reply_free(r);
+        dlock__client_leave(c);
     }
-    dlock__reply_free(r);
-    dlock__free(lock_key);
-    dlock__client_leave(c);
+    for (int i = 0; i < 5; i++)
+        dlock__free(names[i]);
     return rc;
 }

@@ -22,12 +22,19 @@ enum { DLOCK__HELD = 1, DLOCK__LOST = 2, DLOCK__RELEASED = 3 };
 
 #define DLOCK__TOKEN_LEN 32
 #define DLOCK__IDLE_MAX 16
+/* A lock handed to a waiter by a release must be confirmed within this. */
+#define DLOCK__HANDOFF_TTL_MS 5000
+#define DLOCK__HANDOFF_TTL_S "5000"
 
 struct dlock_lock {
     dlock_client *client;
     char *key;        /* user key */
     char *lock_key;   /* <prefix>{tag}...:lock */
-    char *fence_key;  /* ...:fence */
+    char *fence_key;  /* ...:fence  last fencing token */
+    char *queue_key;  /* ...:queue  waiters in arrival order (zset) */
+    char *qinfo_key;  /* ...:qinfo  waiter -> "expiry:ttl:owner" (hash) */
+    char *chan_key;   /* ...:chan   release notifications */
+    int fair;
     char token[DLOCK__TOKEN_LEN + 1];
     uint64_t fence;
     int64_t ttl_ms;
@@ -68,6 +75,7 @@ struct dlock_client {
     int wake_pipe[2];        /* written once at close: wakes every waiter */
     pthread_t watchdog;
     int watchdog_started;
+    struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
 };
 
 /* Borrow a connection (idle one, or a new one). *reused says whether it

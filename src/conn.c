@@ -143,6 +143,8 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline)
         if (r < 0)
             return (int)r;
         if (r == 0) {
+            if (deadline == 1)
+                return DLOCK__IO_AGAIN; /* non-blocking read: nothing complete yet */
             int rc = dlock__transport_wait(c->t, want, deadline);
             if (rc == DLOCK_ETIMEDOUT)
                 return dlock__err(DLOCK_ECONN, "%s: timed out waiting for a reply", c->t->desc);
@@ -179,6 +181,34 @@ int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int time
         }
     }
     return 0;
+}
+
+int dlock__conn_send(dlock__conn *c, int timeout_ms)
+{
+    if (c->broken)
+        return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
+    int64_t deadline = dlock__now_ns() + (int64_t)timeout_ms * 1000000;
+    COUNT(c, commands, (uint64_t)c->queued);
+    int rc = flush_out(c, deadline);
+    if (rc)
+        return fail(c, rc);
+    c->queued = 0;
+    return 0;
+}
+
+int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns)
+{
+    *out = NULL;
+    if (c->broken)
+        return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
+    /* deadline 1 (long past) tells read_reply not to wait */
+    int rc = read_reply(c, out, deadline_ns ? deadline_ns : 1);
+    return rc ? fail(c, rc) : 0;
+}
+
+int dlock__conn_poll_fd(dlock__conn *c)
+{
+    return c->t->ops->poll_fd(c->t);
 }
 
 int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc,

@@ -58,6 +58,14 @@ int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int time
 int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc,
                         const char **argv, const size_t *lens);
 
+/* For a connection in pub/sub mode, whose replies come unasked:
+ * send everything queued (no replies expected now), and read one reply
+ * waiting at most until deadline_ns (0: do not wait; returns 0 with *out
+ * NULL when nothing complete has arrived yet). */
+int dlock__conn_send(dlock__conn *c, int timeout_ms);
+int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns);
+int dlock__conn_poll_fd(dlock__conn *c);
+
 int dlock__conn_broken(const dlock__conn *c);
 const char *dlock__conn_desc(const dlock__conn *c);
 

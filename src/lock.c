@@ -8,10 +8,13 @@
  * may have granted it any time after), so the local view never outlives the
  * server's: valid_until = send time + TTL - drift, on CLOCK_BOOTTIME.
  *
- * Waiting is, for now, retrying with exponential backoff and full jitter
- * (sleep a random time in [0, min(cap, base * 2^n)]) so that contenders
- * spread out instead of retrying in lockstep. The sleeps poll the client's
- * close pipe and the cancel token, so close and cancel end a wait at once.
+ * Waiting is event-driven and fair (see wait_for()): a waiter joins the
+ * key's queue in Redis, subscribes to the key's channel through the client's
+ * listener, and then sleeps until a release hands it the lock (one message,
+ * then one confirming round trip) or until the holder's TTL would have run
+ * out. It wakes at least every REFRESH_MS to keep its queue entry alive, so
+ * a waiter that dies leaves the queue within ENTRY_TTL_MS. Sleeps also watch
+ * the client's close pipe and the cancel token.
  */
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -19,6 +22,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -27,9 +31,11 @@
 #include "client.h"
 #include "clock.h"
 #include "error.h"
+#include "pubsub.h"
 
-#define BACKOFF_BASE_MS 4
-#define BACKOFF_CAP_MS 256
+#define ENTRY_TTL_MS 10000              /* a waiter's queue entry lives this long... */
+#define REFRESH_MS (ENTRY_TTL_MS / 3)    /* ...and is refreshed this often */
+#define UNCONFIRMED_RECHECK_MS 100       /* re-check interval while not subscribed */
 
 /* Validate a lock options struct (NULL means defaults). */
 static int check_opts(dlock_lock_opts *dst, const dlock_lock_opts *o)
@@ -47,6 +53,8 @@ static int check_opts(dlock_lock_opts *dst, const dlock_lock_opts *o)
     if (o->wait_ms < 0 && o->wait_ms != DLOCK_WAIT_FOREVER)
         return dlock__err(DLOCK_EINVAL, "wait_ms must be >= 0 or DLOCK_WAIT_FOREVER (got %lld)",
                           (long long)o->wait_ms);
+    if (o->version >= 1 && o->fair != 0 && o->fair != 1)
+        return dlock__err(DLOCK_EINVAL, "fair must be 0 or 1 (got %d)", o->fair);
     if (!(o->renew_fraction > 0.0 && o->renew_fraction < 1.0))
         return dlock__err(DLOCK_EINVAL, "renew_fraction must be between 0 and 1, exclusive (got %g)",
                           o->renew_fraction);
@@ -91,6 +99,9 @@ static void lock_free(dlock_lock *l)
     dlock__free(l->key);
     dlock__free(l->lock_key);
     dlock__free(l->fence_key);
+    dlock__free(l->queue_key);
+    dlock__free(l->qinfo_key);
+    dlock__free(l->chan_key);
     dlock__free(l);
 }
 
@@ -109,6 +120,12 @@ static int lock_new(dlock_lock **out, dlock_client *c, const char *key, const dl
     if (rc == 0)
         rc = dlock__key_name(&l->fence_key, c, key, "fence");
     if (rc == 0)
+        rc = dlock__key_name(&l->queue_key, c, key, "queue");
+    if (rc == 0)
+        rc = dlock__key_name(&l->qinfo_key, c, key, "qinfo");
+    if (rc == 0)
+        rc = dlock__key_name(&l->chan_key, c, key, "chan");
+    if (rc == 0)
         rc = make_token(l->token);
     if (rc) {
         lock_free(l);
@@ -120,18 +137,22 @@ static int lock_new(dlock_lock **out, dlock_client *c, const char *key, const dl
     l->renew_fraction = o->renew_fraction;
     l->on_lost = o->on_lost;
     l->on_lost_arg = o->on_lost_arg;
+    l->fair = o->fair;
     *out = l;
     return 0;
 }
 
 /* One acquire round trip. Returns 0 (held; fence and validity set),
  * DLOCK_EBUSY (*holder_pttl = holder's remaining TTL), or an error. */
-static int attempt(dlock_lock *l, int64_t *holder_pttl)
+static int attempt(dlock_lock *l, int mode, int64_t *holder_pttl)
 {
-    char ttl[24];
+    char ttl[24], mode_s[4], entry_ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
-    dlock__call call = {&dlock__script_acquire, 2, 3,
-                        {l->lock_key, l->fence_key}, {l->token, l->client->owner, ttl}};
+    snprintf(mode_s, sizeof mode_s, "%d", mode);
+    snprintf(entry_ttl, sizeof entry_ttl, "%d", ENTRY_TTL_MS);
+    dlock__call call = {&dlock__script_acquire, 4, 5,
+                        {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key},
+                        {l->token, l->client->owner, ttl, mode_s, entry_ttl}};
     dlock__reply *r = NULL;
     int64_t start = dlock__now_ns();
     int rc = dlock__client_run(l->client, &call, 1, &r);
@@ -155,33 +176,117 @@ static int attempt(dlock_lock *l, int64_t *holder_pttl)
     return rc;
 }
 
-/* Sleep up to ms, waking early (with the code) on client close or cancel. */
-static int nap(dlock_client *c, dlock_cancel *cancel, int64_t ms)
+/* Give up a wait: leave the queue, and if a release handed us the lock in
+ * the meantime, release it again (to the next waiter). Keeps the caller's
+ * error message. */
+static void abandon(dlock_lock *l)
 {
-    struct pollfd p[2] = {{.fd = c->wake_pipe[0], .events = POLLIN},
-                          {.fd = cancel ? cancel->fd : -1, .events = POLLIN}};
-    int64_t end = dlock__now_ns() + ms * 1000000;
-    for (;;) {
-        if (cancel && atomic_load(&cancel->triggered))
-            return dlock__err(DLOCK_ECANCELED, "the wait was cancelled");
-        int64_t left = (end - dlock__now_ns()) / 1000000;
-        if (left <= 0)
-            return 0;
-        int r = poll(p, 2, (int)(left > 1000 ? 1000 : left));
-        if (r > 0 && (p[0].revents & POLLIN))
-            return dlock__err(DLOCK_ECLOSED, "the client was closed while waiting");
-        if (r > 0 && (p[1].revents & POLLIN))
-            return dlock__err(DLOCK_ECANCELED, "the wait was cancelled");
-    }
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
+    dlock__call call = {&dlock__script_release, 5, 3,
+                        {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key, l->chan_key},
+                        {l->token, DLOCK__HANDOFF_TTL_S, "0"}};
+    dlock__reply *r = NULL;
+    if (dlock__client_run(l->client, &call, 1, &r) == 0)
+        dlock__reply_free(r);
+    dlock__err(0, "%s", msg);
 }
 
-/* Uniform random integer in [0, n]. */
-static int64_t jitter(int64_t n)
+static int64_t min64(int64_t a, int64_t b)
 {
-    uint32_t r = 0;
-    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
-        r = (uint32_t)dlock__now_ns();
-    return n > 0 ? (int64_t)(r % (uint64_t)(n + 1)) : 0;
+    return a < b ? a : b;
+}
+
+/* Wait for the lock after a first attempt found it busy (holder_pttl: the
+ * holder's TTL as of that attempt) until `deadline` (CLOCK_BOOTTIME ns,
+ * INT64_MAX: forever). Returns 0 (held), DLOCK_ETIMEDOUT, DLOCK_ECANCELED,
+ * DLOCK_ECLOSED or a transport error.
+ *
+ * Order matters: subscribe first, then attempt again, then sleep. A release
+ * between the first attempt and the subscription is caught by the second
+ * attempt; any release after it is caught by the subscription. The timer
+ * covers what sends no message: a holder whose TTL runs out, a handoff to a
+ * waiter that died, and the periodic refresh of our queue entry. */
+static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, int64_t holder_pttl)
+{
+    dlock_client *c = l->client;
+    int mode = l->fair ? DLOCK__MODE_WAIT : DLOCK__MODE_UNFAIR;
+    dlock__waiter w = {.channel = l->chan_key, .token = l->token};
+    w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w.efd < 0) {
+        int rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
+        abandon(l);
+        return rc;
+    }
+    int rc = dlock__listener_join(c, &w, c->command_timeout_ms);
+    int subscribed = rc == 0;
+    if (rc == DLOCK_ETIMEDOUT)
+        rc = 0; /* not confirmed yet: re-check on a short timer meanwhile */
+    int must_try = 1;
+    int64_t timer = INT64_MAX;
+    while (rc == 0) {
+        int64_t now = dlock__now_ns();
+        if (must_try) {
+            must_try = 0;
+            rc = attempt(l, mode, &holder_pttl);
+            if (rc != DLOCK_EBUSY)
+                break;
+            rc = 0;
+            now = dlock__now_ns();
+            int64_t t = REFRESH_MS;
+            if (holder_pttl > 0)
+                t = min64(t, holder_pttl + 1);
+            if (!subscribed)
+                t = min64(t, UNCONFIRMED_RECHECK_MS);
+            timer = now + t * 1000000;
+        }
+        if (now >= deadline) {
+            /* one last look, leaving the queue if still busy */
+            rc = attempt(l, DLOCK__MODE_ONCE, &holder_pttl);
+            if (rc == DLOCK_EBUSY) {
+                rc = dlock__err(DLOCK_ETIMEDOUT, "%s: still held by someone else after %lld ms",
+                                l->key, (long long)o->wait_ms);
+                atomic_fetch_add(&c->timeouts, 1);
+            }
+            break;
+        }
+        if (now >= timer) {
+            must_try = 1;
+            continue;
+        }
+        int64_t until = min64(timer, deadline);
+        struct pollfd p[3] = {{.fd = w.efd, .events = POLLIN},
+                              {.fd = c->wake_pipe[0], .events = POLLIN},
+                              {.fd = o->cancel ? o->cancel->fd : -1, .events = POLLIN}};
+        int64_t ms = (until - now + 999999) / 1000000;
+        int n = poll(p, 3, (int)min64(ms, 60000));
+        if (n < 0 && errno != EINTR) {
+            rc = dlock__err(DLOCK_ENOMEM, "poll: %s", strerror(errno));
+            abandon(l);
+            break;
+        }
+        if (p[1].revents & POLLIN) {
+            rc = dlock__err(DLOCK_ECLOSED, "the client was closed while waiting for %s", l->key);
+            abandon(l);
+            break;
+        }
+        if ((p[2].revents & POLLIN) || (o->cancel && atomic_load(&o->cancel->triggered))) {
+            rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", l->key);
+            abandon(l);
+            break;
+        }
+        if (p[0].revents & POLLIN) {
+            int news = dlock__listener_take(c, &w);
+            if (news & (DLOCK__NEWS_MINE | DLOCK__NEWS_RESET))
+                must_try = 1;
+            else if (news & DLOCK__NEWS_OTHER) /* if that waiter never confirms... */
+                timer = min64(timer, dlock__now_ns() + (int64_t)(DLOCK__HANDOFF_TTL_MS + 10) * 1000000);
+            subscribed = subscribed || w.confirmed;
+        }
+    }
+    dlock__listener_leave(c, &w);
+    close(w.efd);
+    return rc;
 }
 
 /* Acquire with the given (validated) options; wait_ms as given. */
@@ -197,40 +302,20 @@ static int acquire(dlock_lock **out, dlock_client *c, const char *key, const dlo
     }
     int64_t start = dlock__now_ns();
     int64_t deadline = o->wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : start + o->wait_ms * 1000000;
-    for (int n = 0;; n++) {
-        if (o->cancel && atomic_load(&o->cancel->triggered)) {
-            rc = dlock__err(DLOCK_ECANCELED, "the wait was cancelled");
-            break;
-        }
-        int64_t holder_pttl = 0;
-        rc = attempt(l, &holder_pttl);
-        if (rc != DLOCK_EBUSY)
-            break;
-        int64_t now = dlock__now_ns();
-        if (o->wait_ms == 0) {
-            rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", key);
-            atomic_fetch_add(&c->busy, 1);
-            break;
-        }
-        if (now >= deadline) {
-            rc = dlock__err(DLOCK_ETIMEDOUT, "%s: still held by someone else after %lld ms", key,
-                            (long long)o->wait_ms);
-            atomic_fetch_add(&c->timeouts, 1);
-            break;
-        }
-        int64_t cap = (int64_t)BACKOFF_BASE_MS << (n < 6 ? n : 6);
-        if (cap > BACKOFF_CAP_MS)
-            cap = BACKOFF_CAP_MS;
-        int64_t sleep_ms = jitter(cap);
-        if (holder_pttl >= 0 && sleep_ms > holder_pttl + 1)
-            sleep_ms = holder_pttl + 1;
-        if (deadline != INT64_MAX && sleep_ms > (deadline - now + 999999) / 1000000)
-            sleep_ms = (deadline - now + 999999) / 1000000;
-        if ((rc = nap(c, o->cancel, sleep_ms)) != 0)
-            break;
+    int64_t holder_pttl = 0;
+    int mode = o->wait_ms == 0 ? DLOCK__MODE_ONCE : l->fair ? DLOCK__MODE_WAIT : DLOCK__MODE_UNFAIR;
+    if (o->cancel && atomic_load(&o->cancel->triggered))
+        rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", key);
+    else
+        rc = attempt(l, mode, &holder_pttl);
+    if (rc == DLOCK_EBUSY && o->wait_ms == 0) {
+        rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", key);
+        atomic_fetch_add(&c->busy, 1);
+    } else if (rc == DLOCK_EBUSY) {
+        rc = wait_for(l, o, deadline, holder_pttl);
     }
-    if (rc == 0)
-        rc = dlock__watchdog_add(c, l);
+    if (rc == 0 && (rc = dlock__watchdog_add(c, l)) != 0)
+        abandon(l); /* held but cannot be kept: give it back */
     if (rc == 0)
         atomic_fetch_add(&c->acquired, 1);
     dlock__client_leave(c);
@@ -301,7 +386,9 @@ int dlock_release(dlock_lock *l)
     if (lost_by_server) {
         rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had been taken over", l->key);
     } else if ((rc = dlock__client_enter(c)) == 0) {
-        dlock__call call = {&dlock__script_release, 1, 1, {l->lock_key}, {l->token}};
+        dlock__call call = {&dlock__script_release, 5, 3,
+                            {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key, l->chan_key},
+                            {l->token, DLOCK__HANDOFF_TTL_S, "0"}};
         dlock__reply *r = NULL;
         rc = dlock__client_run(c, &call, 1, &r);
         if (rc)

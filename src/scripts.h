@@ -17,18 +17,22 @@ typedef struct dlock__script {
     char sha[41];
 } dlock__script;
 
-/* KEYS: lock, fence. ARGV: token, owner, ttl_ms.
- * Reply {1, fencing_token} when granted (or already ours with this token),
- * {0, pttl_of_holder} when held by someone else. */
+/* KEYS: lock, fence, queue, qinfo. ARGV: token, owner, ttl_ms, mode
+ * (DLOCK__MODE_*), queue entry TTL ms. Reply {1, fencing_token} when
+ * granted (or already ours with this token: a retry, or a handoff being
+ * confirmed), {0, pttl_of_holder} (0: free but a waiter is ahead) if not. */
 extern dlock__script dlock__script_acquire;
-/* KEYS: lock. ARGV: token. Reply 1 deleted, 0 not ours. */
+enum { DLOCK__MODE_ONCE = 0, DLOCK__MODE_WAIT = 1, DLOCK__MODE_UNFAIR = 2 };
+/* KEYS: lock, fence, queue, qinfo, chan. ARGV: token, handoff TTL cap ms,
+ * force ("1": whoever holds it). Reply 1 released (and handed to the next
+ * waiter), 0 not ours. Also removes the token from the queue. */
 extern dlock__script dlock__script_release;
 /* KEYS: lock. ARGV: token, ttl_ms. Reply 1 extended, 0 not ours. */
 extern dlock__script dlock__script_extend;
-/* KEYS: lock. Reply {value or nil, pttl, waiters}. */
+/* KEYS: lock, queue. Reply {value or nil, pttl, waiters}. */
 extern dlock__script dlock__script_inspect;
 
-#define DLOCK__SCRIPT_MAX_KEYS 4
+#define DLOCK__SCRIPT_MAX_KEYS 8
 #define DLOCK__SCRIPT_MAX_ARGS 6
 
 typedef struct dlock__call {

@@ -110,6 +110,9 @@ int cli_opt_next(cli_optstate *st, const cli_opt *opts);
 /* "dlock: ..." on stderr. */
 void cli_err(const char *fmt, ...) CLI_PRINTF(1, 2);
 
+/* "dlock: KEY: ..." on stderr, the key escaped and cut to 60 bytes. */
+void cli_key_err(const char *key, const char *fmt, ...) CLI_PRINTF(2, 3);
+
 /* Chatter on stderr that -q suppresses. */
 void cli_note(const cli_globals *g, const char *fmt, ...) CLI_PRINTF(2, 3);
 

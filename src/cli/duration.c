@@ -99,17 +99,24 @@ int cli_duration_parse(int64_t *out, const char *s, const char **why)
 
 /* See duration.h. Units grow with the value so that a human reads it at a
  * glance; precision shrinks accordingly (tenths of a second below a minute,
- * seconds below an hour, minutes above). */
+ * seconds below an hour, minutes above). Zero parts are left out: "5s",
+ * "2m", "1h" rather than "5.0s", "2m00s", "1h00m". */
 void cli_duration_format(char *buf, size_t size, int64_t ms)
 {
     if (size == 0)
         return;
     if (ms < 1000)
         snprintf(buf, size, "%" PRId64 "ms", ms);
+    else if (ms < 60 * 1000 && ms % 1000 < 100)
+        snprintf(buf, size, "%" PRId64 "s", ms / 1000);
     else if (ms < 60 * 1000)
         snprintf(buf, size, "%" PRId64 ".%" PRId64 "s", ms / 1000, (ms % 1000) / 100);
+    else if (ms < 60 * 60 * 1000 && ms % 60000 < 1000)
+        snprintf(buf, size, "%" PRId64 "m", ms / 60000);
     else if (ms < 60 * 60 * 1000)
         snprintf(buf, size, "%" PRId64 "m%02" PRId64 "s", ms / 60000, (ms % 60000) / 1000);
+    else if (ms % 3600000 < 60000)
+        snprintf(buf, size, "%" PRId64 "h", ms / 3600000);
     else
         snprintf(buf, size, "%" PRId64 "h%02" PRId64 "m", ms / 3600000,
                  (ms % 3600000) / 60000);

@@ -51,6 +51,23 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
     return CLI_EX_USAGE;
 }
 
+/* See cli.h. Keys can be 512 bytes of anything: the first 60 bytes,
+ * escaped, identify one well enough in a message. */
+void cli_key_err(const char *key, const char *fmt, ...)
+{
+    char shown[64];
+    int cut = snprintf(shown, sizeof shown, "%s", key) >= (int)sizeof shown;
+    va_list ap;
+
+    fputs("dlock: ", stderr);
+    cli_put_text(stderr, shown);
+    fputs(cut ? "...: " : ": ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
 /* See cli.h. The library's detail message usually says more than the
  * static text of the code ("connect to 127.0.0.1:6390: Connection refused"
  * rather than "backend unreachable"), so it wins when there is one. */
@@ -58,13 +75,10 @@ void cli_report(const char *context, int code, const char *detail)
 {
     const char *why = (detail != NULL && detail[0] != '\0') ? detail : dlock_strerror(code);
 
-    if (context != NULL) {
-        fputs("dlock: ", stderr);
-        cli_put_text(stderr, context);
-        fprintf(stderr, ": %s\n", why);
-    } else {
-        fprintf(stderr, "dlock: %s\n", why);
-    }
+    if (context != NULL && context[0] != '\0')
+        cli_key_err(context, "%s", why);
+    else
+        cli_err("%s", why);
 }
 
 int cli_exit_for(int code)

@@ -1,0 +1,330 @@
+/*
+ * pubsub.c — the client's pub/sub listener (see pubsub.h).
+ *
+ * The listener thread owns one connection in subscribe mode. Requests from
+ * waiting threads (subscribe to a channel, drop one) go through a list under
+ * the listener's mutex and a control pipe that wakes the thread's poll().
+ * The thread never holds the mutex across I/O. When the connection breaks,
+ * every waiter is told (DLOCK__NEWS_RESET: messages may have been lost, so
+ * it re-checks the lock), and the thread reconnects and subscribes again.
+ */
+#include "pubsub.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "client.h"
+#include "clock.h"
+#include "error.h"
+
+enum { CH_NEW, CH_SENT, CH_ACTIVE };
+
+typedef struct channel {
+    char *name;
+    int refs;
+    int state;
+    struct channel *next;
+} channel;
+
+struct dlock__listener {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    int ctl[2];
+    dlock__waiter *waiters;
+    channel *channels;
+    int stop;
+};
+
+/* Wake w with news bits (listener mutex held). */
+static void notify(dlock__waiter *w, int bits)
+{
+    w->news |= bits;
+    uint64_t one = 1;
+    ssize_t r = write(w->efd, &one, sizeof one);
+    (void)r;
+}
+
+static void poke(dlock__listener *ls)
+{
+    ssize_t r = write(ls->ctl[1], "x", 1);
+    (void)r;
+}
+
+/* The connection broke: every channel must be subscribed again, and every
+ * waiter re-checks its lock since messages may have been missed. */
+static void reset_all(dlock__listener *ls)
+{
+    for (channel *ch = ls->channels; ch; ch = ch->next)
+        ch->state = CH_NEW;
+    for (dlock__waiter *w = ls->waiters; w; w = w->next) {
+        w->confirmed = 0;
+        notify(w, DLOCK__NEWS_RESET);
+    }
+}
+
+/* Handle one pushed reply from the subscribe connection (mutex held). */
+static void dispatch(dlock__listener *ls, const dlock__reply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = r->element[0]->str, *name = r->element[1]->str;
+    if (strcmp(kind, "subscribe") == 0) {
+        for (channel *ch = ls->channels; ch; ch = ch->next)
+            if (strcmp(ch->name, name) == 0 && ch->state == CH_SENT)
+                ch->state = CH_ACTIVE;
+        for (dlock__waiter *w = ls->waiters; w; w = w->next)
+            if (strcmp(w->channel, name) == 0)
+                w->confirmed = 1;
+        pthread_cond_broadcast(&ls->cv);
+    } else if (strcmp(kind, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING) {
+        const char *payload = r->element[2]->str;
+        for (dlock__waiter *w = ls->waiters; w; w = w->next)
+            if (strcmp(w->channel, name) == 0)
+                notify(w, payload[0] == '\0' || strcmp(payload, w->token) == 0 ? DLOCK__NEWS_MINE
+                                                                                : DLOCK__NEWS_OTHER);
+    }
+}
+
+/* Queue SUBSCRIBE/UNSUBSCRIBE for channels that need it (mutex held).
+ * Returns the number of commands queued, or a negative code. */
+static int plan(dlock__listener *ls, dlock__conn *conn)
+{
+    int n = 0;
+    channel **pp = &ls->channels;
+    while (*pp) {
+        channel *ch = *pp;
+        if (ch->refs == 0) {
+            if (ch->state != CH_NEW) {
+                const char *av[2] = {"UNSUBSCRIBE", ch->name};
+                if (dlock__conn_append(conn, 2, av, NULL) != 0)
+                    return DLOCK_ENOMEM;
+                n++;
+            }
+            *pp = ch->next;
+            dlock__free(ch->name);
+            dlock__free(ch);
+            continue;
+        }
+        if (ch->state == CH_NEW) {
+            const char *av[2] = {"SUBSCRIBE", ch->name};
+            if (dlock__conn_append(conn, 2, av, NULL) != 0)
+                return DLOCK_ENOMEM;
+            ch->state = CH_SENT;
+            n++;
+        }
+        pp = &ch->next;
+    }
+    return n;
+}
+
+static void *listener_main(void *arg)
+{
+    dlock_client *c = arg;
+    dlock__listener *ls = c->listener;
+    dlock__conn *conn = NULL;
+    int backoff_ms = 10;
+    pthread_mutex_lock(&ls->mu);
+    while (!ls->stop) {
+        if (!conn) {
+            pthread_mutex_unlock(&ls->mu);
+            int reused; /* a pooled connection is fine: it becomes ours for good */
+            int rc = dlock__client_conn_get(c, &conn, &reused);
+            pthread_mutex_lock(&ls->mu);
+            if (rc) {
+                conn = NULL;
+                reset_all(ls);
+                pthread_mutex_unlock(&ls->mu);
+                struct pollfd p = {.fd = ls->ctl[0], .events = POLLIN};
+                poll(&p, 1, backoff_ms);
+                backoff_ms = backoff_ms < 1000 ? backoff_ms * 2 : 1000;
+                pthread_mutex_lock(&ls->mu);
+                continue;
+            }
+            backoff_ms = 10;
+            for (channel *ch = ls->channels; ch; ch = ch->next)
+                ch->state = CH_NEW;
+        }
+        int n = plan(ls, conn);
+        pthread_mutex_unlock(&ls->mu);
+        int rc = n < 0 ? n : n > 0 ? dlock__conn_send(conn, c->command_timeout_ms) : 0;
+        /* take every complete reply already here, then wait for more */
+        while (rc == 0) {
+            dlock__reply *r = NULL;
+            rc = dlock__conn_read(conn, &r, 0);
+            if (rc || !r)
+                break;
+            pthread_mutex_lock(&ls->mu);
+            dispatch(ls, r);
+            pthread_mutex_unlock(&ls->mu);
+            dlock__reply_free(r);
+        }
+        if (rc == 0) {
+            struct pollfd p[2] = {{.fd = dlock__conn_poll_fd(conn), .events = POLLIN},
+                                  {.fd = ls->ctl[0], .events = POLLIN}};
+            poll(p, 2, 1000);
+            if (p[1].revents & POLLIN) {
+                char buf[64];
+                while (read(ls->ctl[0], buf, sizeof buf) > 0) {
+                }
+            }
+        }
+        pthread_mutex_lock(&ls->mu);
+        if (rc) {
+            dlock__conn_close(conn);
+            conn = NULL;
+            reset_all(ls);
+        }
+    }
+    pthread_mutex_unlock(&ls->mu);
+    dlock__conn_close(conn);
+    return NULL;
+}
+
+/* Create and start the listener on first use (client->mu held). */
+static int listener_start(dlock_client *c)
+{
+    dlock__listener *ls = dlock__calloc(1, sizeof *ls);
+    if (!ls)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    if (pipe2(ls->ctl, O_CLOEXEC | O_NONBLOCK) != 0) {
+        dlock__free(ls);
+        return dlock__err(DLOCK_ENOMEM, "pipe: %s", strerror(errno));
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&ls->mu, NULL);
+    pthread_cond_init(&ls->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->listener = ls;
+    if (pthread_create(&ls->thread, NULL, listener_main, c) != 0) {
+        c->listener = NULL;
+        close(ls->ctl[0]);
+        close(ls->ctl[1]);
+        pthread_cond_destroy(&ls->cv);
+        pthread_mutex_destroy(&ls->mu);
+        dlock__free(ls);
+        return dlock__err(DLOCK_ENOMEM, "cannot start the listener thread");
+    }
+    return 0;
+}
+
+int dlock__listener_join(dlock_client *c, dlock__waiter *w, int timeout_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = c->closing ? dlock__err(DLOCK_ECLOSED, "the client was closed") : 0;
+    if (rc == 0 && !c->listener)
+        rc = listener_start(c);
+    dlock__listener *ls = c->listener;
+    pthread_mutex_unlock(&c->mu);
+    if (rc)
+        return rc;
+
+    pthread_mutex_lock(&ls->mu);
+    channel *ch = ls->channels;
+    while (ch && strcmp(ch->name, w->channel) != 0)
+        ch = ch->next;
+    if (!ch) {
+        ch = dlock__calloc(1, sizeof *ch);
+        if (!ch || !(ch->name = dlock__strdup(w->channel))) {
+            dlock__free(ch);
+            pthread_mutex_unlock(&ls->mu);
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
+        ch->state = CH_NEW;
+        ch->next = ls->channels;
+        ls->channels = ch;
+        poke(ls);
+    }
+    ch->refs++;
+    w->news = 0;
+    w->confirmed = ch->state == CH_ACTIVE;
+    w->next = ls->waiters;
+    ls->waiters = w;
+
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    while (!w->confirmed && !ls->stop)
+        if (pthread_cond_timedwait(&ls->cv, &ls->mu, &ts) == ETIMEDOUT)
+            break;
+    rc = w->confirmed ? 0 : ls->stop ? DLOCK_ECLOSED : DLOCK_ETIMEDOUT;
+    pthread_mutex_unlock(&ls->mu);
+    return rc;
+}
+
+void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
+{
+    pthread_mutex_lock(&c->mu);
+    dlock__listener *ls = c->listener;
+    pthread_mutex_unlock(&c->mu);
+    if (!ls)
+        return;
+    pthread_mutex_lock(&ls->mu);
+    for (dlock__waiter **pp = &ls->waiters; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    for (channel *ch = ls->channels; ch; ch = ch->next)
+        if (strcmp(ch->name, w->channel) == 0) {
+            if (--ch->refs == 0)
+                poke(ls);
+            break;
+        }
+    pthread_mutex_unlock(&ls->mu);
+}
+
+int dlock__listener_take(dlock_client *c, dlock__waiter *w)
+{
+    dlock__listener *ls = c->listener;
+    uint64_t v;
+    ssize_t r = read(w->efd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&ls->mu);
+    int news = w->news;
+    w->news = 0;
+    pthread_mutex_unlock(&ls->mu);
+    return news;
+}
+
+void dlock__listener_stop(dlock_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    dlock__listener *ls = c->listener;
+    c->listener = NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (!ls)
+        return;
+    pthread_mutex_lock(&ls->mu);
+    ls->stop = 1;
+    pthread_cond_broadcast(&ls->cv);
+    pthread_mutex_unlock(&ls->mu);
+    poke(ls);
+    pthread_join(ls->thread, NULL);
+    while (ls->channels) {
+        channel *n = ls->channels->next;
+        dlock__free(ls->channels->name);
+        dlock__free(ls->channels);
+        ls->channels = n;
+    }
+    close(ls->ctl[0]);
+    close(ls->ctl[1]);
+    pthread_cond_destroy(&ls->cv);
+    pthread_mutex_destroy(&ls->mu);
+    dlock__free(ls);
+}
