@@ -80,8 +80,8 @@ int dlock__client_enter(dlock_client *c)
 void dlock__client_leave(dlock_client *c)
 {
     pthread_mutex_lock(&c->mu);
-    if (--c->active == 0)
-        pthread_cond_broadcast(&c->cv);
+    if (--c->active == 0 && c->closing)
+        pthread_cond_broadcast(&c->idle_cv);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -207,6 +207,7 @@ static void client_free(dlock_client *c)
     if (c->wake_pipe[1] >= 0)
         close(c->wake_pipe[1]);
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->idle_cv);
     pthread_mutex_destroy(&c->mu);
     dlock__endpoint_clear(&c->ep);
     dlock__free(c->prefix);
@@ -234,6 +235,8 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, &ca);
+    pthread_cond_init(&c->idle_cv, NULL);
+    c->wd_wake_ns = INT64_MAX;
     pthread_condattr_destroy(&ca);
     int rc = dlock__url_parse(&c->ep, url);
     if (rc == 0)
@@ -268,7 +271,7 @@ void dlock_client_close(dlock_client *c)
     /* Wait for calls in progress (waiters are on their way out). */
     pthread_mutex_lock(&c->mu);
     while (c->active > 0)
-        pthread_cond_wait(&c->cv, &c->mu);
+        pthread_cond_wait(&c->idle_cv, &c->mu);
     dlock_lock *held = c->locks;
     c->locks = NULL;
     pthread_mutex_unlock(&c->mu);

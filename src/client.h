@@ -64,7 +64,9 @@ struct dlock_client {
     atomic_int_fast64_t held_now;
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* watchdog schedule, inflight, active calls */
+    pthread_cond_t cv;       /* watchdog schedule changes, inflight cleared */
+    pthread_cond_t idle_cv;  /* active dropped to 0 while closing */
+    int64_t wd_wake_ns;      /* when the watchdog plans to wake (INT64_MAX: never) */
     dlock__conn *idle;
     int nidle;
     dlock__faults faults;    /* test hook */

@@ -451,7 +451,8 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
         l->ttl_ms = ttl_ms;
         l->renew_at_ns = start + (int64_t)((double)ttl_ms * l->renew_fraction * 1e6);
         atomic_store(&l->valid_until_ns, dlock__validity_end(start, ttl_ms));
-        pthread_cond_broadcast(&c->cv); /* the watchdog re-plans */
+        if (l->renew_at_ns < c->wd_wake_ns)
+            pthread_cond_broadcast(&c->cv); /* the watchdog re-plans */
         pthread_mutex_unlock(&c->mu);
     }
     dlock__reply_free(r);

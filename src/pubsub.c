@@ -282,8 +282,9 @@ void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
         }
     for (channel *ch = ls->channels; ch; ch = ch->next)
         if (strcmp(ch->name, w->channel) == 0) {
-            if (--ch->refs == 0)
-                poke(ls);
+            /* no poke: the listener drops unused channels on its next pass,
+             * and a waiter coming back soon finds the channel still active */
+            ch->refs--;
             break;
         }
     pthread_mutex_unlock(&ls->mu);

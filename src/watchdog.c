@@ -193,8 +193,11 @@ static void *watchdog_main(void *arg)
     pthread_mutex_lock(&c->mu);
     while (!c->closing) {
         int64_t next = tick(c, &b);
-        if (!c->closing && next > dlock__now_ns())
+        if (!c->closing && next > dlock__now_ns()) {
+            c->wd_wake_ns = next;
             wait_until(c, next);
+            c->wd_wake_ns = INT64_MAX;
+        }
     }
     pthread_mutex_unlock(&c->mu);
     batch_free(&b);
@@ -219,7 +222,9 @@ int dlock__watchdog_add(dlock_client *c, dlock_lock *l)
         c->locks = l;
         l->linked = 1;
         atomic_fetch_add(&c->held_now, 1);
-        pthread_cond_broadcast(&c->cv);
+        /* wake the watchdog only if this lock is due before its plan */
+        if (l->auto_renew && l->renew_at_ns < c->wd_wake_ns)
+            pthread_cond_broadcast(&c->cv);
     }
     pthread_mutex_unlock(&c->mu);
     return rc;

@@ -1,0 +1,386 @@
+/*
+ * bench.c — dlock's benchmark, always side by side with a floor measured in
+ * the same run against the same Redis server.
+ *
+ *   1. uncontended acquire+release pairs/s on one connection:
+ *      floor = bare hiredis sending the same two EVALSHA scripts.
+ *   2. contended: P processes, one key, critical section = GET + SET of a
+ *      counter: sections/s, acquire wait p50/p99/max, Jain's fairness index
+ *      over per-worker counts, counter checked exact. Run for dlock (fair),
+ *      dlock (fair=0) and a polling SET NX lock (the floor most libraries use:
+ *      retry every 10 ms).
+ *   3. handoff latency: A releases, B (already waiting) returns from acquire;
+ *      median compared with the median PING round trip.
+ *   4. renewal cost: N held auto-renewed locks on one client; round trips
+ *      per watchdog tick.
+ *
+ * Usage: dlock_bench HOST PORT [--quick]. Needs a Redis server it may flush.
+ */
+#include <hiredis/hiredis.h>
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "dlock.h"
+#include "scripts.h"
+
+static const char *host;
+static int port;
+static char url[256];
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, size_t n, double p)
+{
+    if (n == 0)
+        return 0;
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static redisContext *rconnect(void)
+{
+    redisContext *c = redisConnect(host, port);
+    if (!c || c->err) {
+        fprintf(stderr, "bench: cannot connect to %s:%d\n", host, port);
+        exit(1);
+    }
+    return c;
+}
+
+static dlock_client *dconnect(void)
+{
+    dlock_client *c;
+    if (dlock_client_open(&c, url, NULL) != 0) {
+        fprintf(stderr, "bench: dlock_client_open: %s\n", dlock_last_errmsg());
+        exit(1);
+    }
+    return c;
+}
+
+static void flushall(void)
+{
+    redisContext *c = rconnect();
+    freeReplyObject(redisCommand(c, "FLUSHALL"));
+    redisFree(c);
+}
+
+/* ---------------------------------------------------------------- 1 */
+
+/* The floor: the same acquire and release scripts through bare hiredis. */
+static double floor_pairs(int n)
+{
+    redisContext *c = rconnect();
+    /* load the scripts so EVALSHA hits */
+    redisReply *r1 = redisCommand(c, "SCRIPT LOAD %s", dlock__script_acquire.src);
+    redisReply *r2 = redisCommand(c, "SCRIPT LOAD %s", dlock__script_release.src);
+    char sha_a[64], sha_r[64];
+    snprintf(sha_a, sizeof sha_a, "%s", r1->str);
+    snprintf(sha_r, sizeof sha_r, "%s", r2->str);
+    freeReplyObject(r1);
+    freeReplyObject(r2);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char tok[40];
+        snprintf(tok, sizeof tok, "%032x", i);
+        redisReply *a = redisCommand(c, "EVALSHA %s 4 dlock:{floor}:lock dlock:{floor}:fence "
+                                        "dlock:{floor}:queue dlock:{floor}:qinfo %s bench:1 30000 1 10000",
+                                     sha_a, tok);
+        if (!a || a->type != REDIS_REPLY_ARRAY || a->element[0]->integer != 1) {
+            fprintf(stderr, "bench: floor acquire failed\n");
+            exit(1);
+        }
+        freeReplyObject(a);
+        redisReply *r = redisCommand(c, "EVALSHA %s 5 dlock:{floor}:lock dlock:{floor}:fence "
+                                        "dlock:{floor}:queue dlock:{floor}:qinfo dlock:{floor}:chan %s 5000 0",
+                                     sha_r, tok);
+        freeReplyObject(r);
+    }
+    double dt = now_s() - t0;
+    redisFree(c);
+    return n / dt;
+}
+
+static double dlock_pairs(int n)
+{
+    dlock_client *c = dconnect();
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        dlock_lock *l;
+        if (dlock_acquire(&l, c, "pairs", NULL) != 0) {
+            fprintf(stderr, "bench: acquire: %s\n", dlock_last_errmsg());
+            exit(1);
+        }
+        dlock_release(l);
+    }
+    double dt = now_s() - t0;
+    dlock_client_close(c);
+    return n / dt;
+}
+
+static double ping_rtt_median(int n)
+{
+    redisContext *c = rconnect();
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        freeReplyObject(redisCommand(c, "PING"));
+        v[i] = now_s() - t0;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double m = pct(v, (size_t)n, 0.5);
+    free(v);
+    redisFree(c);
+    return m;
+}
+
+/* ---------------------------------------------------------------- 2 */
+
+enum { KIND_FAIR, KIND_UNFAIR, KIND_POLL };
+
+#define MAX_SAMPLES 200000
+
+typedef struct shared {
+    double waits[MAX_SAMPLES];
+    int nwaits;
+    int per_worker[64];
+    pthread_mutex_t mu;
+} shared;
+
+/* One contended worker process: sections until `until`. */
+static void worker(shared *sh, int id, int kind, double until)
+{
+    redisContext *rc = rconnect();
+    dlock_client *c = kind == KIND_POLL ? NULL : dconnect();
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.fair = kind == KIND_FAIR;
+    double *local = malloc(sizeof *local * MAX_SAMPLES);
+    int nl = 0, count = 0;
+    char tok[40];
+    snprintf(tok, sizeof tok, "worker-%d", id);
+    while (now_s() < until) {
+        double t0 = now_s();
+        dlock_lock *l = NULL;
+        if (kind == KIND_POLL) {
+            for (;;) {
+                redisReply *r = redisCommand(rc, "SET poll:lock %s NX PX 30000", tok);
+                int ok = r && r->type == REDIS_REPLY_STATUS;
+                freeReplyObject(r);
+                if (ok)
+                    break;
+                usleep(10000);
+            }
+        } else if (dlock_acquire(&l, c, "contended", &o) != 0) {
+            fprintf(stderr, "bench: worker acquire: %s\n", dlock_last_errmsg());
+            exit(1);
+        }
+        double waited = now_s() - t0;
+        redisReply *g = redisCommand(rc, "GET counter");
+        long v = g && g->type == REDIS_REPLY_STRING ? strtol(g->str, NULL, 10) : 0;
+        freeReplyObject(g);
+        freeReplyObject(redisCommand(rc, "SET counter %ld", v + 1));
+        if (kind == KIND_POLL)
+            freeReplyObject(redisCommand(rc, "DEL poll:lock"));
+        else
+            dlock_release(l);
+        if (nl < MAX_SAMPLES)
+            local[nl++] = waited;
+        count++;
+    }
+    pthread_mutex_lock(&sh->mu);
+    for (int i = 0; i < nl && sh->nwaits < MAX_SAMPLES; i++)
+        sh->waits[sh->nwaits++] = local[i];
+    sh->per_worker[id] = count;
+    pthread_mutex_unlock(&sh->mu);
+    free(local);
+    dlock_client_close(c);
+    redisFree(rc);
+}
+
+static void contended(const char *name, int kind, int procs, double secs)
+{
+    flushall();
+    shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(sh, 0, sizeof *sh);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutex_init(&sh->mu, &a);
+    double start = now_s(), until = start + secs;
+    for (int i = 0; i < procs; i++)
+        if (fork() == 0) {
+            worker(sh, i, kind, until);
+            _exit(0);
+        }
+    for (int i = 0; i < procs; i++)
+        wait(NULL);
+    double dt = now_s() - start;
+    long total = 0;
+    double sum = 0, sumsq = 0;
+    for (int i = 0; i < procs; i++) {
+        total += sh->per_worker[i];
+        sum += sh->per_worker[i];
+        sumsq += (double)sh->per_worker[i] * sh->per_worker[i];
+    }
+    double jain = sumsq > 0 ? sum * sum / (procs * sumsq) : 0;
+    redisContext *rc = rconnect();
+    redisReply *g = redisCommand(rc, "GET counter");
+    long counter = g && g->type == REDIS_REPLY_STRING ? strtol(g->str, NULL, 10) : 0;
+    freeReplyObject(g);
+    redisFree(rc);
+    qsort(sh->waits, (size_t)sh->nwaits, sizeof sh->waits[0], cmp_double);
+    printf("  %-22s %8.0f sections/s  wait p50 %7.3f ms  p99 %8.3f ms  max %8.3f ms  fairness %.4f  counter %ld/%ld %s\n",
+           name, total / dt, pct(sh->waits, (size_t)sh->nwaits, 0.5) * 1e3,
+           pct(sh->waits, (size_t)sh->nwaits, 0.99) * 1e3,
+           sh->nwaits ? sh->waits[sh->nwaits - 1] * 1e3 : 0, jain, counter, total,
+           counter == total ? "exact" : "WRONG");
+    fflush(stdout);
+    munmap(sh, sizeof *sh);
+}
+
+/* ---------------------------------------------------------------- 3 */
+
+typedef struct handoff_ctx {
+    dlock_client *b;
+    double t_ret;
+    int ok;
+} handoff_ctx;
+
+static void *waiter_thread(void *arg)
+{
+    handoff_ctx *h = arg;
+    dlock_lock *l;
+    h->ok = dlock_acquire(&l, h->b, "handoff", NULL) == 0;
+    h->t_ret = now_s();
+    if (h->ok)
+        dlock_release(l);
+    return NULL;
+}
+
+static double handoff_median(int n)
+{
+    dlock_client *a = dconnect(), *b = dconnect();
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        dlock_lock *l;
+        if (dlock_acquire(&l, a, "handoff", NULL) != 0)
+            exit(1);
+        handoff_ctx h = {b, 0, 0};
+        pthread_t t;
+        pthread_create(&t, NULL, waiter_thread, &h);
+        /* wait until B is queued (and subscribed: it queues first) */
+        dlock_info info;
+        for (int k = 0; k < 2000; k++) {
+            if (dlock_inspect(&info, a, "handoff") == 0 && info.waiters >= 1)
+                break;
+            usleep(500);
+        }
+        usleep(2000); /* B's subscription round trip follows its queueing */
+        double t0 = now_s();
+        dlock_release(l);
+        pthread_join(t, NULL);
+        v[i] = h.t_ret - t0;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double m = pct(v, (size_t)n, 0.5);
+    free(v);
+    dlock_client_close(a);
+    dlock_client_close(b);
+    return m;
+}
+
+/* ---------------------------------------------------------------- 4 */
+
+static void renewal_cost(int n)
+{
+    flushall();
+    dlock_client *c = dconnect();
+    dlock_lock **locks = malloc(sizeof *locks * (size_t)n);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.ttl_ms = 3000; /* renewed every second */
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "renew:%d", i);
+        if (dlock_acquire(&locks[i], c, key, &o) != 0) {
+            fprintf(stderr, "bench: %s\n", dlock_last_errmsg());
+            exit(1);
+        }
+    }
+    double acq = now_s() - t0;
+    dlock_stats_t s0, s1;
+    dlock_stats(&s0, c);
+    usleep(4500000);
+    dlock_stats(&s1, c);
+    uint64_t renewals = s1.renewals - s0.renewals;
+    uint64_t rts = s1.round_trips - s0.round_trips;
+    double ticks = (double)renewals / n;
+    int held = 0;
+    for (int i = 0; i < n; i++)
+        held += dlock_is_held(locks[i]);
+    printf("  %d locks (acquired in %.2f s): %llu renewals, %llu round trips in 4.5 s = %.2f round trips per tick"
+           " (%.1f renewal rounds), all still held: %s\n",
+           n, acq, (unsigned long long)renewals, (unsigned long long)rts,
+           ticks > 0 ? rts / ticks : 0, ticks, held == n ? "yes" : "NO");
+    for (int i = 0; i < n; i++)
+        dlock_release(locks[i]);
+    free(locks);
+    dlock_client_close(c);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s HOST PORT [--quick]\n", argv[0]);
+        return 64;
+    }
+    host = argv[1];
+    port = atoi(argv[2]);
+    int quick = argc > 3 && strcmp(argv[3], "--quick") == 0;
+    snprintf(url, sizeof url, "redis://%s:%d", host, port);
+    signal(SIGPIPE, SIG_IGN);
+    int pairs = quick ? 2000 : 20000;
+    double secs = quick ? 2 : 5;
+
+    flushall();
+    printf("dlock %s benchmark against redis %s:%d\n", dlock_version(), host, port);
+    double rtt = ping_rtt_median(2000);
+    printf("PING round trip median: %.1f us\n", rtt * 1e6);
+
+    printf("1. uncontended acquire+release pairs/s (one connection)\n");
+    double f = floor_pairs(pairs), d = dlock_pairs(pairs);
+    printf("  floor (hiredis, same scripts) %8.0f pairs/s\n  dlock                         %8.0f pairs/s\n  ratio dlock/floor             %8.3f\n",
+           f, d, d / f);
+
+    printf("2. contended: 8 processes, 1 key, GET+SET counter, %.0f s each\n", secs);
+    contended("dlock (fair, default)", KIND_FAIR, 8, secs);
+    contended("dlock (fair=0)", KIND_UNFAIR, 8, secs);
+    contended("polling SET NX, 10 ms", KIND_POLL, 8, secs);
+
+    printf("3. handoff latency (release by A -> acquire returns in B)\n");
+    double h = handoff_median(quick ? 50 : 300);
+    printf("  median %.1f us = %.2f PING round trips\n", h * 1e6, h / rtt);
+
+    printf("4. renewal cost\n");
+    renewal_cost(quick ? 2000 : 10000);
+    return 0;
+}
