@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "error.h"
 #include "pubsub.h"
 
@@ -87,6 +88,11 @@ void dlock__client_leave(dlock_client *c)
 
 int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused)
 {
+    return dlock__client_conn_get_within(c, out, reused, c->connect_timeout_ms);
+}
+
+int dlock__client_conn_get_within(dlock_client *c, dlock__conn **out, int *reused, int max_connect_ms)
+{
     pthread_mutex_lock(&c->mu);
     dlock__conn *conn = c->idle;
     if (conn) {
@@ -102,7 +108,8 @@ int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused)
         *out = conn;
         return 0;
     }
-    dlock__conn_cfg cfg = {&c->ep, c->connect_timeout_ms, c->command_timeout_ms,
+    int connect_ms = c->connect_timeout_ms < max_connect_ms ? c->connect_timeout_ms : max_connect_ms;
+    dlock__conn_cfg cfg = {&c->ep, connect_ms, c->command_timeout_ms,
                            has_faults ? &faults : NULL, &c->counters};
     return dlock__conn_open(out, &cfg);
 }
@@ -124,20 +131,34 @@ void dlock__client_conn_put(dlock_client *c, dlock__conn *conn)
     dlock__conn_close(conn);
 }
 
-int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies)
+int dlock__client_run_within(dlock_client *c, const dlock__call *calls, int n,
+                             dlock__reply **replies, int max_ms)
 {
+    int64_t end = dlock__now_ns() + (int64_t)max_ms * 1000000;
     for (int attempt = 0;; attempt++) {
+        int64_t left = (end - dlock__now_ns()) / 1000000;
+        if (left < 1)
+            return dlock__err(DLOCK_ECONN, "%s: no answer in time", c->ep.desc);
         dlock__conn *conn;
         int reused;
-        int rc = dlock__client_conn_get(c, &conn, &reused);
+        int rc = dlock__client_conn_get_within(c, &conn, &reused, (int)left);
         if (rc)
             return rc;
-        rc = dlock__scripts_run(conn, calls, n, replies);
+        left = (end - dlock__now_ns()) / 1000000;
+        rc = dlock__scripts_run(conn, calls, n, replies,
+                                left < 1 ? 1 : left < c->command_timeout_ms ? (int)left : 0);
         dlock__client_conn_put(c, conn);
         if (rc == DLOCK_ECONN && reused && attempt == 0)
             continue; /* a pooled connection went stale: try a fresh one */
         return rc;
     }
+}
+
+int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies)
+{
+    /* connect + command, twice at most (one stale pooled connection) */
+    int64_t max = 2 * ((int64_t)c->connect_timeout_ms + c->command_timeout_ms);
+    return dlock__client_run_within(c, calls, n, replies, max > INT32_MAX ? INT32_MAX : (int)max);
 }
 
 /* Validate the options and fill the client's copies. */

@@ -83,11 +83,16 @@ struct dlock_client {
 /* Borrow a connection (idle one, or a new one). *reused says whether it
  * came from the pool (a pooled connection may have gone stale). */
 int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused);
+/* The same, with the connect timeout capped at max_connect_ms (> 0). */
+int dlock__client_conn_get_within(dlock_client *c, dlock__conn **out, int *reused, int max_connect_ms);
 /* Give it back: broken connections are closed, others kept (bounded). */
 void dlock__client_conn_put(dlock_client *c, dlock__conn *conn);
 /* Run script calls on a borrowed connection, retrying once on a fresh
  * connection if a pooled one turned out to be dead (server restart). */
 int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies);
+/* The same, with connect and reply waits capped at max_ms in total. */
+int dlock__client_run_within(dlock_client *c, const dlock__call *calls, int n,
+                             dlock__reply **replies, int max_ms);
 
 /* Enter/leave an API call (close waits for all to leave). Enter fails with
  * DLOCK_ECLOSED once the client is closing. */

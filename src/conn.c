@@ -119,8 +119,11 @@ static int flush_out(dlock__conn *c, int64_t deadline)
     return 0;
 }
 
-/* Read until one complete reply is available; *out gets it. */
-static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline)
+/* Read until one complete reply is available; *out gets it. With
+ * poll_first, wait for readability before the first read: right after a
+ * request the reply cannot be there yet, and a read would only say EAGAIN
+ * (one system call saved per round trip). */
+static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int poll_first)
 {
     char buf[16384];
     for (;;) {
@@ -138,6 +141,14 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline)
         }
         if (c->reader->len - c->reader->pos > DLOCK__REPLY_MAX_BUF)
             return dlock__err(DLOCK_EPROTO, "%s: reply exceeds the size limit", c->t->desc);
+        if (poll_first) {
+            poll_first = 0;
+            int rc = dlock__transport_wait(c->t, POLLIN, deadline);
+            if (rc == DLOCK_ETIMEDOUT)
+                return dlock__err(DLOCK_ECONN, "%s: timed out waiting for a reply", c->t->desc);
+            if (rc)
+                return rc;
+        }
         int want = 0;
         ssize_t r = c->t->ops->read(c->t, buf, sizeof buf, &want);
         if (r < 0)
@@ -172,7 +183,7 @@ int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int time
         return fail(c, rc);
     c->queued = 0;
     for (int i = 0; i < n; i++) {
-        if ((rc = read_reply(c, &replies[i], deadline)) != 0) {
+        if ((rc = read_reply(c, &replies[i], deadline, i == 0)) != 0) {
             while (i-- > 0) {
                 dlock__reply_free(replies[i]);
                 replies[i] = NULL;
@@ -202,7 +213,7 @@ int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns)
     if (c->broken)
         return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
     /* deadline 1 (long past) tells read_reply not to wait */
-    int rc = read_reply(c, out, deadline_ns ? deadline_ns : 1);
+    int rc = read_reply(c, out, deadline_ns ? deadline_ns : 1, 0);
     return rc ? fail(c, rc) : 0;
 }
 

@@ -167,14 +167,15 @@ static int append_call(dlock__conn *c, const dlock__call *call, int use_sha)
     return dlock__conn_append(c, argc, argv, NULL);
 }
 
-int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies)
+int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies,
+                       int timeout_ms)
 {
     pthread_once(&sha_once, compute_shas);
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++)
         rc = append_call(c, &calls[i], 1);
     if (rc == 0)
-        rc = dlock__conn_exchange(c, replies, n, 0);
+        rc = dlock__conn_exchange(c, replies, n, timeout_ms);
     if (rc)
         return rc;
     /* Re-send, as EVAL, the calls whose script the server did not know. */
@@ -190,7 +191,7 @@ int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__r
     if (rc == 0 && !(again = dlock__calloc((size_t)missing, sizeof *again)))
         rc = dlock__err(DLOCK_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = dlock__conn_exchange(c, again, missing, 0);
+        rc = dlock__conn_exchange(c, again, missing, timeout_ms);
     if (rc == 0) {
         for (int i = 0, j = 0; i < n; i++)
             if (dlock__reply_is_error(replies[i], "NOSCRIPT")) {

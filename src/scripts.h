@@ -43,8 +43,10 @@ typedef struct dlock__call {
 } dlock__call;
 
 /* Run calls[0..n) on c in one pipelined exchange; replies[i] answers
- * calls[i] (an error reply is a reply). Returns 0 or the exchange's error
- * (then no replies). */
-int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies);
+ * calls[i] (an error reply is a reply). timeout_ms > 0 overrides the
+ * connection's command timeout. Returns 0 or the exchange's error (then no
+ * replies). */
+int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies,
+                       int timeout_ms);
 
 #endif

@@ -26,6 +26,11 @@
 #include "error.h"
 
 #define RETRY_MIN_MS 20
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
 #define RETRY_MAX_MS 500
 
 /* Wait on client->cv until CLOCK_BOOTTIME reaches until_ns (INT64_MAX:
@@ -133,17 +138,27 @@ static int64_t tick(dlock_client *c, batch *b)
             break;
         }
         snprintf(b->ttls[b->n], sizeof b->ttls[0], "%lld", (long long)l->ttl_ms);
-        b->calls[b->n] = (dlock__call){&dlock__script_extend, 1, 2, {l->lock_key}, {l->token, b->ttls[b->n]}};
-        b->replies[b->n] = NULL;
         b->locks[b->n++] = l;
         l->inflight = 1;
     }
     if (b->n == 0)
         return next;
+    /* the arrays are final now: calls may point into them */
+    int64_t earliest_end = INT64_MAX;
+    for (int i = 0; i < b->n; i++) {
+        dlock_lock *l = b->locks[i];
+        b->calls[i] = (dlock__call){&dlock__script_extend, 1, 2, {l->lock_key}, {l->token, b->ttls[i]}};
+        b->replies[i] = NULL;
+        earliest_end = min64(earliest_end, atomic_load(&l->valid_until_ns));
+    }
 
     pthread_mutex_unlock(&c->mu);
+    /* never let one round outlast the validity of a lock in it: a lock whose
+     * validity ends must be declared lost then, not after a slow connect */
     int64_t start = dlock__now_ns();
-    int rc = dlock__client_run(c, b->calls, b->n, b->replies);
+    int64_t budget_ms = (earliest_end - start) / 1000000;
+    int rc = dlock__client_run_within(c, b->calls, b->n, b->replies,
+                                      budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms);
     pthread_mutex_lock(&c->mu);
 
     int lost_n = 0;

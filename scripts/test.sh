@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# scripts/test.sh — everything CI runs (.ci/run is `exec scripts/test.sh`).
+#
+# Installs what is missing, then runs the test suite in phases, each in its
+# own build directory:
+#   1. werror  build/       -DDLOCK_WERROR=ON            the whole suite
+#   2. asan    build-asan/  -DDLOCK_SANITIZE=address     the whole suite, ASan+UBSan
+#   3. tsan    build-tsan/  -DDLOCK_SANITIZE=thread      threaded tests only
+#   4. fuzz    (not yet; see the marked place below)
+# Every phase runs even when an earlier one failed; the script exits non-zero
+# if any failed. The last line of output is the total over all phases:
+#   N passed, N failed
+# (a build that fails, or a phase that runs out of time, counts as one failure).
+#
+# Budget: about 15 minutes on 2 cores in all. Each phase's ctest run is cut at
+# its budget (seconds, override with the variables below); tests run one at a
+# time by default, DLOCK_TEST_JOBS=N runs N at once.
+#   DLOCK_BUDGET_WERROR=300 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
+#   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
+#   DLOCK_PHASES="werror asan tsan"   which phases to run
+
+# shellcheck source=SCRIPTDIR/common.sh disable=SC1091
+source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
+
+BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-300}
+BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-240}
+BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-120}
+TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
+TEST_JOBS=${DLOCK_TEST_JOBS:-1}
+PHASES=${DLOCK_PHASES:-werror asan tsan}
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+SUMMARY=()        # one line per phase, printed at the end
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/dlock-test.XXXXXX")
+trap 'rm -rf -- "$LOGDIR"' EXIT
+
+# Ctrl-C / SIGTERM: stop the running ctest's process group, then leave.
+on_signal() {
+    trap - INT TERM
+    if [ -s "$LOGDIR/ctest.pid" ]; then
+        kill -TERM -- "-$(cat -- "$LOGDIR/ctest.pid")" 2>/dev/null || true
+        wait || true
+    fi
+    printf '\ninterrupted\n' >&2
+    exit 130
+}
+trap on_signal INT TERM
+
+# Set by the caller before each run_phase:
+PHASE_CTEST_ARGS=()  # extra ctest arguments (-R REGEX, --no-tests=...)
+PHASE_WRAP=()        # command prefix for ctest (env VAR=..., setarch -R)
+
+# run_phase NAME DIR BUDGET [CMAKE_ARG...]
+# Build DIR with the cmake arguments, run ctest there within BUDGET seconds,
+# and add its counts to the totals.
+run_phase() {
+    local name=$1 dir=$2 budget=$3
+    shift 3
+    local start=$SECONDS log="$LOGDIR/$name.log" rc passed=0 failed=0 note=""
+
+    printf '\n==================== phase %s: %s/ (%s) ====================\n' \
+        "$name" "$dir" "${*:-default options}"
+    if ! dlock_build "$dir" "$@"; then
+        failed=1
+        note="build failed"
+    else
+        printf -- '---- %s: build done in %ds; running tests (budget %ds)\n' \
+            "$name" $((SECONDS - start)) "$budget"
+        # `timeout` runs ctest in a process group of its own and kills the
+        # whole group (tests and the redis-servers they started) when the
+        # budget runs out. The pipeline runs in the background so that the
+        # INT/TERM trap can run at once and stop that group too.
+        ( (cd -- "$dir" && printf '%s\n' "$BASHPID" >"$LOGDIR/ctest.pid" &&
+            exec timeout --kill-after=10 "$budget" \
+                "${PHASE_WRAP[@]}" ctest --output-on-failure \
+                --timeout "$TEST_TIMEOUT" -j "$TEST_JOBS" \
+                "${PHASE_CTEST_ARGS[@]}") 2>&1 | tee "$log" ) &
+        if wait "$!"; then rc=0; else rc=$?; fi
+        rm -f -- "$LOGDIR/ctest.pid"
+        # ctest ends with e.g. "92% tests passed, 1 tests failed out of 12".
+        local line
+        line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
+        if [ -n "$line" ]; then
+            local total
+            failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+            total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
+            passed=$((total - failed))
+        elif grep -q 'No tests were found' "$log"; then
+            note="no tests matched"
+        else
+            # cut short: count the tests that passed before that
+            passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log" || true)
+        fi
+        if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+            failed=1
+            if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+                note="ran out of its ${budget}s budget"
+            else
+                note="ctest exited $rc"
+            fi
+        fi
+    fi
+
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    local verdict=ok
+    [ "$failed" -eq 0 ] || verdict=FAILED
+    SUMMARY+=("$(printf '%-7s %-6s %3d passed, %3d failed, %4ds%s' \
+        "$name" "$verdict" "$passed" "$failed" $((SECONDS - start)) "${note:+  ($note)}")")
+    printf -- '---- phase %s: %s, %d passed, %d failed, %ds%s\n' \
+        "$name" "$verdict" "$passed" "$failed" $((SECONDS - start)) "${note:+ ($note)}"
+}
+
+want_phase() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+ALL_START=$SECONDS
+
+# ---- phase 1: warnings are errors, the whole suite -------------------------
+if want_phase werror; then
+    PHASE_CTEST_ARGS=(--no-tests=error)
+    PHASE_WRAP=()
+    run_phase werror build "$BUDGET_WERROR" -DDLOCK_WERROR=ON
+fi
+
+# ---- phase 2: AddressSanitizer + UndefinedBehaviorSanitizer ----------------
+if want_phase asan; then
+    PHASE_CTEST_ARGS=(--no-tests=error)
+    PHASE_WRAP=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
+                    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+    run_phase asan build-asan "$BUDGET_ASAN" -DDLOCK_SANITIZE=address
+fi
+
+# ---- phase 3: ThreadSanitizer, on the tests that use threads ---------------
+# Tests are picked by name: anything with mutex, cancel or watchdog in it.
+# A new threaded test should carry one of those words (or extend the regex).
+# setarch -R turns address randomisation off for the run: GCC 12's TSan
+# runtime cannot cope with the high mmap entropy of newer kernels
+# ("FATAL: ThreadSanitizer: unexpected memory mapping").
+if want_phase tsan; then
+    PHASE_CTEST_ARGS=(-R 'mutex|cancel|watchdog' --no-tests=ignore)
+    PHASE_WRAP=(env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1)
+    if setarch "$(uname -m)" -R true >/dev/null 2>&1; then
+        PHASE_WRAP=(setarch "$(uname -m)" -R "${PHASE_WRAP[@]}")
+    fi
+    run_phase tsan build-tsan "$BUDGET_TSAN" -DDLOCK_SANITIZE=thread
+fi
+
+# ---- phase 4: fuzzing (later) ----------------------------------------------
+# Place for the fuzz pass: a clang -fsanitize=fuzzer,address build in
+# build-fuzz/ with one target per parser (URLs, durations, key templates,
+# replies), each run for a bounded time (-max_total_time) over its corpus,
+# counted like a phase above: one failure per target that crashes.
+
+# ---- summary: the last line is the total ------------------------------------
+printf '\n==================== summary (%ds) ====================\n' $((SECONDS - ALL_START))
+printf '%s\n' "${SUMMARY[@]}"
+printf '%d passed, %d failed\n' "$TOTAL_PASSED" "$TOTAL_FAILED"
+[ "$TOTAL_FAILED" -eq 0 ]
