@@ -223,23 +223,6 @@ DLOCK_API int dlock_lock_renew_error(const dlock_lock *lock);
 /* The user key this lock was acquired for. */
 DLOCK_API const char *dlock_lock_key(const dlock_lock *lock);
 
-/* ------------------------------------------------------------- key helpers */
-
-/* printf-style key template: dlock_keyf(buf, sizeof buf, "payment:%s", id).
- * Returns 0, or DLOCK_EINVAL if the result is empty, does not fit in `size`
- * bytes (with its NUL), or is longer than DLOCK_KEY_MAX. */
-DLOCK_API int dlock_keyf(char *buf, size_t size, const char *fmt, ...)
-    DLOCK_PRINTF(3, 4);
-
-/* The critical section as a function: acquire `key`, call fn(lock, arg),
- * release, also when fn fails. Returns the acquire error if the lock was not
- * taken (fn is then not called). Otherwise fn's return value, unless fn
- * returned 0 and the lock turned out not to have been held to the end:
- * then DLOCK_ENOTHELD. */
-typedef int (*dlock_fn)(dlock_lock *lock, void *arg);
-DLOCK_API int dlock_with(dlock_client *client, const char *key,
-                         const dlock_lock_opts *opts, dlock_fn fn, void *arg);
-
 /* ------------------------------------------------------------- inspection */
 
 typedef struct dlock_info {
@@ -260,6 +243,109 @@ DLOCK_API int dlock_inspect(dlock_info *out, dlock_client *client,
  * to 1 if a lock was removed, 0 if the key was free. */
 DLOCK_API int dlock_force_unlock(int *out_removed, dlock_client *client,
                                  const char *key);
+
+/* ------------------------------------------------------------- semaphore */
+
+/* Take one of `limit` permits of the semaphore `key` (a counting lock: at
+ * most `limit` holders at once), waiting as dlock_acquire() does (FIFO,
+ * woken by releases). Each permit carries a slot index 0..limit-1
+ * (dlock_lock_slot), unique among the current holders, so a pool of N named
+ * resources is a semaphore of N. Release with dlock_release(); auto-renewed
+ * and lost-signalled like a mutex. A holder that dies gives its permit back
+ * when its TTL runs out; releasing twice is harmless.
+ * Different limits for one key: an acquisition succeeds only while the
+ * holders number fewer than ITS OWN limit (so a caller with a smaller limit
+ * may wait while one with a larger limit gets in).
+ * A semaphore key is separate from a mutex of the same name.
+ * Errors as dlock_acquire(), plus DLOCK_EINVAL for limit < 1 or > 100000. */
+DLOCK_API int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key,
+                                int limit, const dlock_lock_opts *opts);
+
+/* The permit's slot index (0..limit-1) for a semaphore permit; -1 for any
+ * other kind of lock. */
+DLOCK_API int dlock_lock_slot(const dlock_lock *lock);
+
+/* ------------------------------------------------------------ multi-lock */
+
+#define DLOCK_MULTI_MAX 64 /* keys in one dlock_acquire_all() */
+
+/* Acquire the mutexes of all n keys, or none: one atomic script checks and
+ * takes them together, so two callers taking {A,B} and {B,A} can never
+ * deadlock. Duplicate keys count once. A waiting caller is woken by the
+ * release of any of the keys and retries the whole set; it does not queue
+ * behind single-key waiters, and a release never hands it part of the set.
+ * One handle holds and releases them all; dlock_lock_fencing_token() is the
+ * first key's token, dlock_lock_fencing_token_at(lock, i) the i-th
+ * distinct key's (in the order given, duplicates removed).
+ * On Redis Cluster all keys must hash to one slot: give them a common
+ * {hash tag}, e.g. "acct:{u42}:from" / "acct:{u42}:to"; otherwise
+ * DLOCK_EINVAL. Errors as dlock_acquire(), plus DLOCK_EINVAL for n == 0,
+ * n > DLOCK_MULTI_MAX, or an invalid key. */
+DLOCK_API int dlock_acquire_all(dlock_lock **out, dlock_client *client,
+                                const char *const *keys, size_t n,
+                                const dlock_lock_opts *opts);
+
+/* Number of keys a handle holds (1 except for dlock_acquire_all), and the
+ * i-th key and fencing token (NULL / 0 when i is out of range). */
+DLOCK_API size_t dlock_lock_count(const dlock_lock *lock);
+DLOCK_API const char *dlock_lock_key_at(const dlock_lock *lock, size_t i);
+DLOCK_API uint64_t dlock_lock_fencing_token_at(const dlock_lock *lock, size_t i);
+
+/* ------------------------------------------------------- read-write lock */
+
+enum { DLOCK_READ = 1, DLOCK_WRITE = 2 };
+
+/* Take `key` for reading (shared with other readers) or writing (alone).
+ * The write side is the key's ordinary mutex: dlock_acquire(key) and
+ * dlock_rw_acquire(key, DLOCK_WRITE) are the same lock. Waiting is FIFO: a
+ * reader does not overtake a writer queued before it, so a stream of readers
+ * cannot starve writers; consecutive queued readers are admitted together.
+ * Each reader gets its own fencing token. */
+DLOCK_API int dlock_rw_acquire(dlock_lock **out, dlock_client *client, const char *key,
+                               int mode, const dlock_lock_opts *opts);
+
+/* ------------------------------------------------------- leader election */
+
+/* Campaign for leadership of `key`: wait (opts->wait_ms, default forever)
+ * until this client is the leader. Leadership is a mutex on `key` with the
+ * owner id as the leader's identity: auto-renewed, lost-signalled (on_lost)
+ * like any lock. Announces the new leader to watchers. */
+DLOCK_API int dlock_campaign(dlock_lock **out, dlock_client *client, const char *key,
+                             const dlock_lock_opts *opts);
+
+/* Step down: dlock_release() of the leadership (frees the handle). */
+DLOCK_API int dlock_resign(dlock_lock *leadership);
+
+/* The current leader of `key`: out->held is 0 if there is none; otherwise
+ * out->owner is its id and out->fencing_token its term (a new leader always
+ * has a larger token). One round trip. */
+DLOCK_API int dlock_leader(dlock_info *out, dlock_client *client, const char *key);
+
+/* Wait until the leadership of `key` differs from the term `known_token`
+ * (0: "no leader"), then fill *out with the new state. A new leader, a
+ * resignation and an expiry all count. Returns 0, DLOCK_ETIMEDOUT after
+ * wait_ms (DLOCK_WAIT_FOREVER: no limit), DLOCK_ECANCELED (cancel may be
+ * NULL), DLOCK_ECLOSED, or a transport error. Woken by pub/sub, not by
+ * polling. */
+DLOCK_API int dlock_leader_wait(dlock_info *out, dlock_client *client, const char *key,
+                                uint64_t known_token, int64_t wait_ms, dlock_cancel *cancel);
+
+/* ------------------------------------------------------------- key helpers */
+
+/* printf-style key template: dlock_keyf(buf, sizeof buf, "payment:%s", id).
+ * Returns 0, or DLOCK_EINVAL if the result is empty, does not fit in `size`
+ * bytes (with its NUL), or is longer than DLOCK_KEY_MAX. */
+DLOCK_API int dlock_keyf(char *buf, size_t size, const char *fmt, ...)
+    DLOCK_PRINTF(3, 4);
+
+/* The critical section as a function: acquire `key`, call fn(lock, arg),
+ * release, also when fn fails. Returns the acquire error if the lock was not
+ * taken (fn is then not called). Otherwise fn's return value, unless fn
+ * returned 0 and the lock turned out not to have been held to the end:
+ * then DLOCK_ENOTHELD. */
+typedef int (*dlock_fn)(dlock_lock *lock, void *arg);
+DLOCK_API int dlock_with(dlock_client *client, const char *key,
+                         const dlock_lock_opts *opts, dlock_fn fn, void *arg);
 
 /* ------------------------------------------------------------- statistics */
 

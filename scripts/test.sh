@@ -18,6 +18,7 @@
 #   DLOCK_BUDGET_WERROR=300 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
 #   DLOCK_PHASES="werror asan tsan"   which phases to run
+#   DLOCK_TSAN_TESTS='mutex|cancel|watchdog|wait'   ctest -R regex for TSan
 
 # shellcheck source=SCRIPTDIR/common.sh disable=SC1091
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
@@ -28,6 +29,7 @@ BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-120}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
 PHASES=${DLOCK_PHASES:-werror asan tsan}
+TSAN_TESTS=${DLOCK_TSAN_TESTS:-mutex|cancel|watchdog|wait}
 
 TOTAL_PASSED=0
 TOTAL_FAILED=0
@@ -132,13 +134,14 @@ if want_phase asan; then
 fi
 
 # ---- phase 3: ThreadSanitizer, on the tests that use threads ---------------
-# Tests are picked by name: anything with mutex, cancel or watchdog in it.
-# A new threaded test should carry one of those words (or extend the regex).
+# Tests are picked by name: mutex, cancel, watchdog or wait in it (the
+# threads: waiters, the pub/sub listener, the watchdog). A new threaded test
+# should carry one of those words, or extend TSAN_TESTS.
 # setarch -R turns address randomisation off for the run: GCC 12's TSan
 # runtime cannot cope with the high mmap entropy of newer kernels
 # ("FATAL: ThreadSanitizer: unexpected memory mapping").
 if want_phase tsan; then
-    PHASE_CTEST_ARGS=(-R 'mutex|cancel|watchdog' --no-tests=ignore)
+    PHASE_CTEST_ARGS=(-R "$TSAN_TESTS" --no-tests=ignore)
     PHASE_WRAP=(env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1)
     if setarch "$(uname -m)" -R true >/dev/null 2>&1; then
         PHASE_WRAP=(setarch "$(uname -m)" -R "${PHASE_WRAP[@]}")

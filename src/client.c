@@ -301,15 +301,15 @@ void dlock_client_close(dlock_client *c)
     /* Release what is still held, in one pipelined round. */
     int n = 0;
     for (dlock_lock *l = held; l; l = l->next)
-        n++;
+        n += (int)l->nparts;
     dlock__call *calls = n ? dlock__calloc((size_t)n, sizeof *calls) : NULL;
     dlock__reply **replies = n ? dlock__calloc((size_t)n, sizeof *replies) : NULL;
     if (calls && replies) {
         int i = 0;
-        for (dlock_lock *l = held; l; l = l->next, i++)
-            calls[i] = (dlock__call){&dlock__script_release, 5, 3,
-                                     {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key, l->chan_key},
-                                     {l->token, DLOCK__HANDOFF_TTL_S, "0"}};
+        for (dlock_lock *l = held; l; l = l->next) {
+            dlock__lock_release_calls(l, &calls[i]);
+            i += (int)l->nparts;
+        }
         if (dlock__client_run(c, calls, n, replies) == 0)
             for (i = 0; i < n; i++)
                 dlock__reply_free(replies[i]);
@@ -318,13 +318,7 @@ void dlock_client_close(dlock_client *c)
     dlock__free(replies);
     while (held) {
         dlock_lock *next = held->next;
-        dlock__free(held->key);
-        dlock__free(held->lock_key);
-        dlock__free(held->fence_key);
-        dlock__free(held->queue_key);
-        dlock__free(held->qinfo_key);
-        dlock__free(held->chan_key);
-        dlock__free(held);
+        dlock__lock_free(held);
         held = next;
     }
     client_free(c);
@@ -403,7 +397,8 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
         dlock__free(queue_key);
         return rc;
     }
-    dlock__call call = {&dlock__script_inspect, 2, 0, {lock_key, queue_key}, {NULL}};
+    const char *keys[2] = {lock_key, queue_key};
+    dlock__call call = {&dlock__script_inspect, 2, 0, keys, NULL};
     dlock__reply *r = NULL;
     rc = dlock__client_run(c, &call, 1, &r);
     if (rc == 0) {
@@ -433,18 +428,17 @@ int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
     if (!out_removed || !c)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     *out_removed = 0;
-    static const char *const kinds[5] = {"lock", "fence", "queue", "qinfo", "chan"};
-    char *names[5] = {NULL};
+    static const char *const kinds[7] = {"lock", "readers", "rinfo", "fence", "queue", "qinfo", "chan"};
+    char *names[7] = {NULL};
     int rc = 0;
-    for (int i = 0; i < 5 && rc == 0; i++)
+    for (int i = 0; i < 7 && rc == 0; i++)
         rc = dlock__key_name(&names[i], c, key, kinds[i]);
     if (rc == 0)
         rc = dlock__client_enter(c);
     if (rc == 0) {
         /* the release script with force: the next waiter gets the lock */
-        dlock__call call = {&dlock__script_release, 5, 3,
-                            {names[0], names[1], names[2], names[3], names[4]},
-                            {"", DLOCK__HANDOFF_TTL_S, "1"}};
+        static const char *const args[3] = {"", DLOCK__HANDOFF_TTL_S, "1"};
+        dlock__call call = {&dlock__script_release, 7, 3, (const char *const *)names, args};
         dlock__reply *r = NULL;
         rc = dlock__client_run(c, &call, 1, &r);
         if (rc == 0 && r->type == REDIS_REPLY_INTEGER)
@@ -454,7 +448,7 @@ int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
         dlock__reply_free(r);
         dlock__client_leave(c);
     }
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < 7; i++)
         dlock__free(names[i]);
     return rc;
 }

@@ -26,18 +26,31 @@ enum { DLOCK__HELD = 1, DLOCK__LOST = 2, DLOCK__RELEASED = 3 };
 #define DLOCK__HANDOFF_TTL_MS 5000
 #define DLOCK__HANDOFF_TTL_S "5000"
 
+enum { DLOCK__KIND_MUTEX, DLOCK__KIND_READ, DLOCK__KIND_SEM, DLOCK__KIND_MULTI };
+
+/* Redis key names of one user key, in the order the scripts take them
+ * (scripts.h): mutex/rw: lock readers rinfo fence queue qinfo chan;
+ * semaphore: sem sinfo sfence squeue sqinfo schan (last slot unused). */
+#define DLOCK__NAMES 7
+enum { DLOCK__N_CHAN = 6, DLOCK__N_SCHAN = 5 };
+
+typedef struct dlock__part {
+    char *key;                    /* user key */
+    char *names[DLOCK__NAMES];
+    uint64_t fence;               /* fencing token of this key */
+} dlock__part;
+
 struct dlock_lock {
     dlock_client *client;
-    char *key;        /* user key */
-    char *lock_key;   /* <prefix>{tag}...:lock */
-    char *fence_key;  /* ...:fence  last fencing token */
-    char *queue_key;  /* ...:queue  waiters in arrival order (zset) */
-    char *qinfo_key;  /* ...:qinfo  waiter -> "expiry:ttl:owner" (hash) */
-    char *chan_key;   /* ...:chan   release notifications */
+    int kind;                 /* DLOCK__KIND_* */
+    int limit, slot;          /* semaphore */
+    int announce;             /* campaign: publish the new leader */
     int fair;
+    size_t nparts;            /* keys held (several for a multi-lock) */
+    dlock__part *parts;
     char token[DLOCK__TOKEN_LEN + 1];
-    uint64_t fence;
-    int64_t ttl_ms;
+    const char *release_args[3]; /* token, handoff cap, "0" */
+    int64_t ttl_ms;           /* under client->mu once linked */
     int auto_renew;
     double renew_fraction;
     dlock_lost_fn on_lost;
@@ -53,6 +66,14 @@ struct dlock_lock {
     int linked;              /* in the client's list */
     dlock_lock *prev, *next; /* client's list of held locks */
 };
+
+/* The calls that renew (extend) or release every part of l: fill calls[0..
+ * l->nparts); extend args point at args[] (2 per part: token, ttl), which
+ * the caller keeps alive with `ttl` until the calls ran. */
+void dlock__lock_extend_calls(const dlock_lock *l, dlock__call *calls, const char **args,
+                              const char *ttl);
+void dlock__lock_release_calls(const dlock_lock *l, dlock__call *calls);
+void dlock__lock_free(dlock_lock *l);
 
 struct dlock_client {
     dlock__endpoint ep;

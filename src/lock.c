@@ -1,12 +1,14 @@
 /*
- * lock.c — the mutex: acquire (one attempt or waiting), release, extend,
- * local validity, key templates and dlock_with().
+ * lock.c — lock handles: acquire (one attempt or waiting) for every kind of
+ * lock (mutex, read side of a read-write lock, semaphore permit, multi-lock,
+ * leadership), release, extend, local validity, key templates, dlock_with().
  *
- * An acquisition is one round trip: the acquire script checks the key, sets
- * it with our random token and TTL, and hands out the fencing token. The
- * lock's validity starts from the moment we *sent* that request (the server
- * may have granted it any time after), so the local view never outlives the
- * server's: valid_until = send time + TTL - drift, on CLOCK_BOOTTIME.
+ * A handle holds one or more "parts" (user keys with their Redis names and
+ * fencing tokens) and a kind; the kind picks the scripts (scripts.h). An
+ * acquisition is one round trip. Its validity starts from the moment we
+ * *sent* the request (the server may have granted it any time after), so the
+ * local view never outlives the server's: valid_until = send time + TTL -
+ * drift, on CLOCK_BOOTTIME.
  *
  * Waiting is event-driven and fair (see wait_for()): a waiter joins the
  * key's queue in Redis, subscribes to the key's channel through the client's
@@ -33,11 +35,22 @@
 #include "error.h"
 #include "pubsub.h"
 
-#define ENTRY_TTL_MS 10000              /* a waiter's queue entry lives this long... */
-#define REFRESH_MS (ENTRY_TTL_MS / 3)    /* ...and is refreshed this often */
-#define UNCONFIRMED_RECHECK_MS 100       /* re-check interval while not subscribed */
+#define ENTRY_TTL_MS 10000            /* a waiter's queue entry lives this long... */
+#define REFRESH_MS (ENTRY_TTL_MS / 3) /* ...and is refreshed this often */
+#define UNCONFIRMED_RECHECK_MS 100    /* re-check interval while not subscribed */
+#define SEM_LIMIT_MAX 100000
 
-/* Validate a lock options struct (NULL means defaults). */
+static const char *const mutex_kinds[DLOCK__NAMES] = {"lock",  "readers", "rinfo", "fence",
+                                                      "queue", "qinfo",   "chan"};
+static const char *const sem_kinds[DLOCK__NAMES] = {"sem",    "sinfo",  "sfence", "squeue",
+                                                    "sqinfo", "schan",  NULL};
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Validate a lock options struct (NULL means defaults) into *dst. */
 static int check_opts(dlock_lock_opts *dst, const dlock_lock_opts *o)
 {
     dlock_lock_opts defaults = DLOCK_LOCK_OPTS_INIT;
@@ -53,11 +66,13 @@ static int check_opts(dlock_lock_opts *dst, const dlock_lock_opts *o)
     if (o->wait_ms < 0 && o->wait_ms != DLOCK_WAIT_FOREVER)
         return dlock__err(DLOCK_EINVAL, "wait_ms must be >= 0 or DLOCK_WAIT_FOREVER (got %lld)",
                           (long long)o->wait_ms);
-    if (o->version >= 1 && o->fair != 0 && o->fair != 1)
-        return dlock__err(DLOCK_EINVAL, "fair must be 0 or 1 (got %d)", o->fair);
+    if (o->wait_ms > (int64_t)1 << 40)
+        return dlock__err(DLOCK_EINVAL, "wait_ms is too large (got %lld)", (long long)o->wait_ms);
     if (!(o->renew_fraction > 0.0 && o->renew_fraction < 1.0))
         return dlock__err(DLOCK_EINVAL, "renew_fraction must be between 0 and 1, exclusive (got %g)",
                           o->renew_fraction);
+    if (o->fair != 0 && o->fair != 1)
+        return dlock__err(DLOCK_EINVAL, "fair must be 0 or 1 (got %d)", o->fair);
     *dst = *o;
     return 0;
 }
@@ -92,46 +107,52 @@ int64_t dlock__validity_end(int64_t start_ns, int64_t ttl_ms)
     return start_ns + ttl_ms * 1000000 - drift_ns;
 }
 
-static void lock_free(dlock_lock *l)
+void dlock__lock_free(dlock_lock *l)
 {
     if (!l)
         return;
-    dlock__free(l->key);
-    dlock__free(l->lock_key);
-    dlock__free(l->fence_key);
-    dlock__free(l->queue_key);
-    dlock__free(l->qinfo_key);
-    dlock__free(l->chan_key);
+    for (size_t i = 0; i < l->nparts; i++) {
+        dlock__free(l->parts[i].key);
+        for (int k = 0; k < DLOCK__NAMES; k++)
+            dlock__free(l->parts[i].names[k]);
+    }
+    dlock__free(l->parts);
     dlock__free(l);
 }
 
-/* A new, not yet held handle for `key`. */
-static int lock_new(dlock_lock **out, dlock_client *c, const char *key, const dlock_lock_opts *o)
+/* A new, not yet held handle of `kind` for keys[0..n) (already validated
+ * and free of duplicates). */
+static int lock_new(dlock_lock **out, dlock_client *c, int kind, const char *const *keys,
+                    size_t n, const dlock_lock_opts *o)
 {
     *out = NULL;
     dlock_lock *l = dlock__calloc(1, sizeof *l);
     if (!l)
         return dlock__err(DLOCK_ENOMEM, "out of memory");
-    int rc = 0;
-    if (!(l->key = dlock__strdup(key)))
-        rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+    l->parts = dlock__calloc(n, sizeof *l->parts);
+    int rc = l->parts ? 0 : dlock__err(DLOCK_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = dlock__key_name(&l->lock_key, c, key, "lock");
-    if (rc == 0)
-        rc = dlock__key_name(&l->fence_key, c, key, "fence");
-    if (rc == 0)
-        rc = dlock__key_name(&l->queue_key, c, key, "queue");
-    if (rc == 0)
-        rc = dlock__key_name(&l->qinfo_key, c, key, "qinfo");
-    if (rc == 0)
-        rc = dlock__key_name(&l->chan_key, c, key, "chan");
+        l->nparts = n;
+    const char *const *kinds = kind == DLOCK__KIND_SEM ? sem_kinds : mutex_kinds;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (!(l->parts[i].key = dlock__strdup(keys[i])))
+            rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+        for (int k = 0; k < DLOCK__NAMES && rc == 0; k++)
+            if (kinds[k])
+                rc = dlock__key_name(&l->parts[i].names[k], c, keys[i], kinds[k]);
+    }
     if (rc == 0)
         rc = make_token(l->token);
     if (rc) {
-        lock_free(l);
+        dlock__lock_free(l);
         return rc;
     }
     l->client = c;
+    l->kind = kind;
+    l->slot = -1;
+    l->release_args[0] = l->token;
+    l->release_args[1] = DLOCK__HANDOFF_TTL_S;
+    l->release_args[2] = "0";
     l->ttl_ms = o->ttl_ms;
     l->auto_renew = o->auto_renew;
     l->renew_fraction = o->renew_fraction;
@@ -142,63 +163,166 @@ static int lock_new(dlock_lock **out, dlock_client *c, const char *key, const dl
     return 0;
 }
 
-/* One acquire round trip. Returns 0 (held; fence and validity set),
- * DLOCK_EBUSY (*holder_pttl = holder's remaining TTL), or an error. */
-static int attempt(dlock_lock *l, int mode, int64_t *holder_pttl)
+void dlock__lock_extend_calls(const dlock_lock *l, dlock__call *calls, const char **args,
+                              const char *ttl)
 {
-    char ttl[24], mode_s[4], entry_ttl[24];
+    for (size_t i = 0; i < l->nparts; i++) {
+        args[2 * i] = l->token;
+        args[2 * i + 1] = ttl;
+        const dlock__part *p = &l->parts[i];
+        if (l->kind == DLOCK__KIND_READ)
+            calls[i] = (dlock__call){&dlock__script_member_extend, 2, 2,
+                                     (const char *const *)&p->names[1], &args[2 * i]};
+        else if (l->kind == DLOCK__KIND_SEM)
+            calls[i] = (dlock__call){&dlock__script_member_extend, 2, 2,
+                                     (const char *const *)&p->names[0], &args[2 * i]};
+        else
+            calls[i] = (dlock__call){&dlock__script_extend, 1, 2,
+                                     (const char *const *)&p->names[0], &args[2 * i]};
+    }
+}
+
+void dlock__lock_release_calls(const dlock_lock *l, dlock__call *calls)
+{
+    for (size_t i = 0; i < l->nparts; i++) {
+        const char *const *keys = (const char *const *)l->parts[i].names;
+        if (l->kind == DLOCK__KIND_READ)
+            calls[i] = (dlock__call){&dlock__script_read_release, 7, 2, keys, l->release_args};
+        else if (l->kind == DLOCK__KIND_SEM)
+            calls[i] = (dlock__call){&dlock__script_sem_release, 6, 2, keys, l->release_args};
+        else
+            calls[i] = (dlock__call){&dlock__script_release, 7, 3, keys, l->release_args};
+    }
+}
+
+/* Run the release calls of every part in one round trip. Returns 0 if
+ * every part was ours, DLOCK_ENOTHELD if any was not, or a transport
+ * error. */
+static int release_parts(dlock_lock *l)
+{
+    dlock__call small_calls[4];
+    dlock__reply *small_replies[4] = {NULL};
+    dlock__call *calls = small_calls;
+    dlock__reply **replies = small_replies;
+    if (l->nparts > 4) {
+        calls = dlock__calloc(l->nparts, sizeof *calls);
+        replies = dlock__calloc(l->nparts, sizeof *replies);
+        if (!calls || !replies) {
+            if (calls != small_calls)
+                dlock__free(calls);
+            if (replies != small_replies)
+                dlock__free(replies);
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
+    }
+    dlock__lock_release_calls(l, calls);
+    int rc = dlock__client_run(l->client, calls, (int)l->nparts, replies);
+    for (size_t i = 0; rc == 0 && i < l->nparts; i++)
+        if (replies[i]->type != REDIS_REPLY_INTEGER)
+            rc = dlock__err(DLOCK_EPROTO, "release %s: unexpected reply%s%s", l->parts[i].key,
+                            replies[i]->type == REDIS_REPLY_ERROR ? ": " : "",
+                            replies[i]->type == REDIS_REPLY_ERROR ? replies[i]->str : "");
+    for (size_t i = 0; rc == 0 && i < l->nparts; i++)
+        if (replies[i]->integer != 1)
+            rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had expired or been taken over",
+                            l->parts[i].key);
+    if (rc != 0 && rc != DLOCK_ENOTHELD && rc != DLOCK_EPROTO)
+        dlock__err_prefix(rc, "release %s", l->parts[0].key);
+    for (size_t i = 0; i < l->nparts; i++)
+        dlock__reply_free(replies[i]);
+    if (calls != small_calls)
+        dlock__free(calls);
+    if (replies != small_replies)
+        dlock__free(replies);
+    return rc;
+}
+
+/* One acquire round trip. Returns 0 (held; fences, slot and validity set),
+ * DLOCK_EBUSY (*wait_hint_ms: when the holder's TTL runs out, 0 unknown),
+ * or an error. */
+static int attempt(dlock_lock *l, int mode, int64_t *wait_hint_ms)
+{
+    dlock_client *c = l->client;
+    char ttl[24], mode_s[4], entry_ttl[24], limit[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
     snprintf(mode_s, sizeof mode_s, "%d", mode);
     snprintf(entry_ttl, sizeof entry_ttl, "%d", ENTRY_TTL_MS);
-    dlock__call call = {&dlock__script_acquire, 4, 5,
-                        {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key},
-                        {l->token, l->client->owner, ttl, mode_s, entry_ttl}};
+    snprintf(limit, sizeof limit, "%d", l->limit);
+    const char *args[6] = {l->token, c->owner, ttl, mode_s, entry_ttl,
+                           l->kind == DLOCK__KIND_SEM ? limit : l->announce ? "1" : "0"};
+    const char *const *names = (const char *const *)l->parts[0].names;
+    const char *multi_small[12], **multi_keys = NULL;
+    dlock__call call;
+    switch (l->kind) {
+    case DLOCK__KIND_READ:
+        call = (dlock__call){&dlock__script_read_acquire, 7, 5, names, args};
+        break;
+    case DLOCK__KIND_SEM:
+        call = (dlock__call){&dlock__script_sem_acquire, 6, 6, names, args};
+        break;
+    case DLOCK__KIND_MULTI:
+        multi_keys = l->nparts <= 4 ? multi_small : dlock__calloc(3 * l->nparts, sizeof *multi_keys);
+        if (!multi_keys)
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        for (size_t i = 0; i < l->nparts; i++) {
+            multi_keys[3 * i] = l->parts[i].names[0];     /* lock */
+            multi_keys[3 * i + 1] = l->parts[i].names[1]; /* readers */
+            multi_keys[3 * i + 2] = l->parts[i].names[3]; /* fence */
+        }
+        call = (dlock__call){&dlock__script_multi_acquire, (int)(3 * l->nparts), 3, multi_keys, args};
+        break;
+    default:
+        call = (dlock__call){&dlock__script_acquire, 7, 6, names, args};
+    }
     dlock__reply *r = NULL;
     int64_t start = dlock__now_ns();
-    int rc = dlock__client_run(l->client, &call, 1, &r);
+    int rc = dlock__client_run(c, &call, 1, &r);
+    if (multi_keys && multi_keys != multi_small)
+        dlock__free(multi_keys);
     if (rc)
-        return dlock__err_prefix(rc, "acquire %s", l->key);
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
-        rc = dlock__err(DLOCK_EPROTO, "acquire %s: unexpected reply%s%s", l->key,
+        return dlock__err_prefix(rc, "acquire %s", l->parts[0].key);
+    size_t want = l->kind == DLOCK__KIND_MULTI ? 1 + l->nparts : l->kind == DLOCK__KIND_SEM ? 3 : 2;
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2;
+    for (size_t i = 0; ok && i < r->elements; i++)
+        ok = r->element[i]->type == REDIS_REPLY_INTEGER;
+    if (ok && r->element[0]->integer == 1 && r->elements != want)
+        ok = 0;
+    if (!ok) {
+        rc = dlock__err(DLOCK_EPROTO, "acquire %s: unexpected reply%s%s", l->parts[0].key,
                         r->type == REDIS_REPLY_ERROR ? ": " : "",
                         r->type == REDIS_REPLY_ERROR ? r->str : "");
     } else if (r->element[0]->integer == 1) {
-        l->fence = (uint64_t)r->element[1]->integer;
+        if (l->kind == DLOCK__KIND_MULTI)
+            for (size_t i = 0; i < l->nparts; i++)
+                l->parts[i].fence = (uint64_t)r->element[1 + i]->integer;
+        else
+            l->parts[0].fence = (uint64_t)r->element[1]->integer;
+        if (l->kind == DLOCK__KIND_SEM)
+            l->slot = (int)r->element[2]->integer;
         atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
         atomic_store(&l->state, DLOCK__HELD);
         l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
     } else {
-        *holder_pttl = r->element[1]->integer;
+        *wait_hint_ms = r->element[1]->integer;
         rc = DLOCK_EBUSY;
     }
     dlock__reply_free(r);
     return rc;
 }
 
-/* Give up a wait: leave the queue, and if a release handed us the lock in
- * the meantime, release it again (to the next waiter). Keeps the caller's
- * error message. */
+/* Give up a wait: leave the queue(s), and if a release handed us the lock
+ * in the meantime, release it again (to the next waiter). Keeps the
+ * caller's error message. */
 static void abandon(dlock_lock *l)
 {
     char msg[512];
     snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
-    dlock__call call = {&dlock__script_release, 5, 3,
-                        {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key, l->chan_key},
-                        {l->token, DLOCK__HANDOFF_TTL_S, "0"}};
-    dlock__reply *r = NULL;
-    if (dlock__client_run(l->client, &call, 1, &r) == 0)
-        dlock__reply_free(r);
+    release_parts(l);
     dlock__err(0, "%s", msg);
 }
 
-static int64_t min64(int64_t a, int64_t b)
-{
-    return a < b ? a : b;
-}
-
-/* Wait for the lock after a first attempt found it busy (holder_pttl: the
- * holder's TTL as of that attempt) until `deadline` (CLOCK_BOOTTIME ns,
+/* Wait for the lock after a first attempt found it busy (hint: when the
+ * holder's TTL runs out, ms) until `deadline` (CLOCK_BOOTTIME ns,
  * INT64_MAX: forever). Returns 0 (held), DLOCK_ETIMEDOUT, DLOCK_ECANCELED,
  * DLOCK_ECLOSED or a transport error.
  *
@@ -207,45 +331,63 @@ static int64_t min64(int64_t a, int64_t b)
  * attempt; any release after it is caught by the subscription. The timer
  * covers what sends no message: a holder whose TTL runs out, a handoff to a
  * waiter that died, and the periodic refresh of our queue entry. */
-static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, int64_t holder_pttl)
+static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, int64_t hint)
 {
     dlock_client *c = l->client;
     int mode = l->fair ? DLOCK__MODE_WAIT : DLOCK__MODE_UNFAIR;
-    dlock__waiter w = {.channel = l->chan_key, .token = l->token};
-    w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (w.efd < 0) {
-        int rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
+    dlock__waiter small[4], *ws = small;
+    if (l->nparts > 4 && !(ws = dlock__calloc(l->nparts, sizeof *ws))) {
+        int rc = dlock__err(DLOCK_ENOMEM, "out of memory");
         abandon(l);
         return rc;
     }
-    int rc = dlock__listener_join(c, &w, c->command_timeout_ms);
-    int subscribed = rc == 0;
-    if (rc == DLOCK_ETIMEDOUT)
-        rc = 0; /* not confirmed yet: re-check on a short timer meanwhile */
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) {
+        int rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
+        if (ws != small)
+            dlock__free(ws);
+        abandon(l);
+        return rc;
+    }
+    int rc = 0, subscribed = 1;
+    size_t joined = 0;
+    int chan = l->kind == DLOCK__KIND_SEM ? DLOCK__N_SCHAN : DLOCK__N_CHAN;
+    for (; joined < l->nparts; joined++) {
+        ws[joined] = (dlock__waiter){.channel = l->parts[joined].names[chan], .token = l->token, .efd = efd};
+        int jrc = dlock__listener_join(c, &ws[joined], c->command_timeout_ms);
+        if (jrc == DLOCK_ETIMEDOUT) {
+            subscribed = 0; /* not confirmed yet: re-check on a short timer */
+        } else if (jrc) {
+            rc = jrc;
+            break;
+        }
+    }
+    if (rc)
+        abandon(l);
     int must_try = 1;
     int64_t timer = INT64_MAX;
     while (rc == 0) {
         int64_t now = dlock__now_ns();
         if (must_try) {
             must_try = 0;
-            rc = attempt(l, mode, &holder_pttl);
+            rc = attempt(l, mode, &hint);
             if (rc != DLOCK_EBUSY)
                 break;
             rc = 0;
             now = dlock__now_ns();
             int64_t t = REFRESH_MS;
-            if (holder_pttl > 0)
-                t = min64(t, holder_pttl + 1);
+            if (hint > 0)
+                t = min64(t, hint + 1);
             if (!subscribed)
                 t = min64(t, UNCONFIRMED_RECHECK_MS);
             timer = now + t * 1000000;
         }
         if (now >= deadline) {
             /* one last look, leaving the queue if still busy */
-            rc = attempt(l, DLOCK__MODE_ONCE, &holder_pttl);
+            rc = attempt(l, DLOCK__MODE_ONCE, &hint);
             if (rc == DLOCK_EBUSY) {
                 rc = dlock__err(DLOCK_ETIMEDOUT, "%s: still held by someone else after %lld ms",
-                                l->key, (long long)o->wait_ms);
+                                l->parts[0].key, (long long)o->wait_ms);
                 atomic_fetch_add(&c->timeouts, 1);
             }
             break;
@@ -255,7 +397,7 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
             continue;
         }
         int64_t until = min64(timer, deadline);
-        struct pollfd p[3] = {{.fd = w.efd, .events = POLLIN},
+        struct pollfd p[3] = {{.fd = efd, .events = POLLIN},
                               {.fd = c->wake_pipe[0], .events = POLLIN},
                               {.fd = o->cancel ? o->cancel->fd : -1, .events = POLLIN}};
         int64_t ms = (until - now + 999999) / 1000000;
@@ -266,53 +408,66 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
             break;
         }
         if (p[1].revents & POLLIN) {
-            rc = dlock__err(DLOCK_ECLOSED, "the client was closed while waiting for %s", l->key);
+            rc = dlock__err(DLOCK_ECLOSED, "the client was closed while waiting for %s", l->parts[0].key);
             abandon(l);
             break;
         }
         if ((p[2].revents & POLLIN) || (o->cancel && atomic_load(&o->cancel->triggered))) {
-            rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", l->key);
+            rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", l->parts[0].key);
             abandon(l);
             break;
         }
         if (p[0].revents & POLLIN) {
-            int news = dlock__listener_take(c, &w);
+            int news = 0, all = 1;
+            for (size_t i = 0; i < joined; i++) {
+                int confirmed;
+                news |= dlock__listener_take(c, &ws[i], &confirmed);
+                all = all && confirmed;
+            }
+            subscribed = all;
             if (news & (DLOCK__NEWS_MINE | DLOCK__NEWS_RESET))
                 must_try = 1;
             else if (news & DLOCK__NEWS_OTHER) /* if that waiter never confirms... */
                 timer = min64(timer, dlock__now_ns() + (int64_t)(DLOCK__HANDOFF_TTL_MS + 10) * 1000000);
-            subscribed = subscribed || w.confirmed;
         }
     }
-    dlock__listener_leave(c, &w);
-    close(w.efd);
+    for (size_t i = 0; i < joined; i++)
+        dlock__listener_leave(c, &ws[i]);
+    close(efd);
+    if (ws != small)
+        dlock__free(ws);
     return rc;
 }
 
-/* Acquire with the given (validated) options; wait_ms as given. */
-static int acquire(dlock_lock **out, dlock_client *c, const char *key, const dlock_lock_opts *o)
+/* Acquire a new handle of `kind` on keys[0..n) with validated options. */
+static int acquire(dlock_lock **out, dlock_client *c, int kind, const char *const *keys, size_t n,
+                   int limit, int announce, const dlock_lock_opts *o)
 {
     dlock_lock *l;
-    int rc = lock_new(&l, c, key, o);
+    int rc = lock_new(&l, c, kind, keys, n, o);
     if (rc)
         return rc;
+    l->limit = limit;
+    l->announce = announce;
+    if (kind == DLOCK__KIND_MULTI)
+        l->fair = 0; /* multi-locks never queue: see dlock_acquire_all() */
     if ((rc = dlock__client_enter(c)) != 0) {
-        lock_free(l);
+        dlock__lock_free(l);
         return rc;
     }
     int64_t start = dlock__now_ns();
     int64_t deadline = o->wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : start + o->wait_ms * 1000000;
-    int64_t holder_pttl = 0;
+    int64_t hint = 0;
     int mode = o->wait_ms == 0 ? DLOCK__MODE_ONCE : l->fair ? DLOCK__MODE_WAIT : DLOCK__MODE_UNFAIR;
     if (o->cancel && atomic_load(&o->cancel->triggered))
-        rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", key);
+        rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", keys[0]);
     else
-        rc = attempt(l, mode, &holder_pttl);
+        rc = attempt(l, mode, &hint);
     if (rc == DLOCK_EBUSY && o->wait_ms == 0) {
-        rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", key);
+        rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", keys[0]);
         atomic_fetch_add(&c->busy, 1);
     } else if (rc == DLOCK_EBUSY) {
-        rc = wait_for(l, o, deadline, holder_pttl);
+        rc = wait_for(l, o, deadline, hint);
     }
     if (rc == 0 && (rc = dlock__watchdog_add(c, l)) != 0)
         abandon(l); /* held but cannot be kept: give it back */
@@ -320,15 +475,16 @@ static int acquire(dlock_lock **out, dlock_client *c, const char *key, const dlo
         atomic_fetch_add(&c->acquired, 1);
     dlock__client_leave(c);
     if (rc) {
-        lock_free(l);
+        dlock__lock_free(l);
         return rc;
     }
     *out = l;
     return 0;
 }
 
-int dlock_acquire(dlock_lock **out, dlock_client *client, const char *key,
-                  const dlock_lock_opts *opts)
+/* Common argument checks of the acquire family. */
+static int check_acquire(dlock_lock **out, dlock_client *client, dlock_lock_opts *o,
+                         const dlock_lock_opts *opts)
 {
     dlock__err_clear();
     if (!out)
@@ -336,32 +492,90 @@ int dlock_acquire(dlock_lock **out, dlock_client *client, const char *key,
     *out = NULL;
     if (!client)
         return dlock__err(DLOCK_EINVAL, "client is NULL");
+    return check_opts(o, opts);
+}
+
+int dlock_acquire(dlock_lock **out, dlock_client *client, const char *key,
+                  const dlock_lock_opts *opts)
+{
     dlock_lock_opts o;
-    int rc = check_opts(&o, opts);
+    int rc = check_acquire(out, client, &o, opts);
     if (rc == 0)
         rc = dlock__key_check(key);
-    if (rc)
-        return rc;
-    return acquire(out, client, key, &o);
+    return rc ? rc : acquire(out, client, DLOCK__KIND_MUTEX, &key, 1, 0, 0, &o);
 }
 
 int dlock_try_acquire(dlock_lock **out, dlock_client *client, const char *key,
                       const dlock_lock_opts *opts)
 {
-    dlock__err_clear();
-    if (!out)
-        return dlock__err(DLOCK_EINVAL, "out is NULL");
-    *out = NULL;
-    if (!client)
-        return dlock__err(DLOCK_EINVAL, "client is NULL");
     dlock_lock_opts o;
-    int rc = check_opts(&o, opts);
+    int rc = check_acquire(out, client, &o, opts);
     if (rc == 0)
         rc = dlock__key_check(key);
+    o.wait_ms = 0;
+    return rc ? rc : acquire(out, client, DLOCK__KIND_MUTEX, &key, 1, 0, 0, &o);
+}
+
+int dlock_rw_acquire(dlock_lock **out, dlock_client *client, const char *key, int mode,
+                     const dlock_lock_opts *opts)
+{
+    dlock_lock_opts o;
+    int rc = check_acquire(out, client, &o, opts);
+    if (rc == 0)
+        rc = dlock__key_check(key);
+    if (rc == 0 && mode != DLOCK_READ && mode != DLOCK_WRITE)
+        rc = dlock__err(DLOCK_EINVAL, "mode must be DLOCK_READ or DLOCK_WRITE (got %d)", mode);
     if (rc)
         return rc;
-    o.wait_ms = 0;
-    return acquire(out, client, key, &o);
+    return acquire(out, client, mode == DLOCK_READ ? DLOCK__KIND_READ : DLOCK__KIND_MUTEX, &key, 1,
+                   0, 0, &o);
+}
+
+int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key, int limit,
+                      const dlock_lock_opts *opts)
+{
+    dlock_lock_opts o;
+    int rc = check_acquire(out, client, &o, opts);
+    if (rc == 0)
+        rc = dlock__key_check(key);
+    if (rc == 0 && (limit < 1 || limit > SEM_LIMIT_MAX))
+        rc = dlock__err(DLOCK_EINVAL, "limit must be from 1 to %d (got %d)", SEM_LIMIT_MAX, limit);
+    return rc ? rc : acquire(out, client, DLOCK__KIND_SEM, &key, 1, limit, 0, &o);
+}
+
+int dlock_campaign(dlock_lock **out, dlock_client *client, const char *key,
+                   const dlock_lock_opts *opts)
+{
+    dlock_lock_opts o;
+    int rc = check_acquire(out, client, &o, opts);
+    if (rc == 0)
+        rc = dlock__key_check(key);
+    return rc ? rc : acquire(out, client, DLOCK__KIND_MUTEX, &key, 1, 0, 1, &o);
+}
+
+int dlock_acquire_all(dlock_lock **out, dlock_client *client, const char *const *keys, size_t n,
+                      const dlock_lock_opts *opts)
+{
+    dlock_lock_opts o;
+    int rc = check_acquire(out, client, &o, opts);
+    if (rc)
+        return rc;
+    if (!keys || n == 0)
+        return dlock__err(DLOCK_EINVAL, "no keys given");
+    if (n > DLOCK_MULTI_MAX)
+        return dlock__err(DLOCK_EINVAL, "%zu keys; at most %d can be locked together", n, DLOCK_MULTI_MAX);
+    const char *uniq[DLOCK_MULTI_MAX];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = dlock__key_check(keys[i])) != 0)
+            return dlock__err_prefix(rc, "key %zu", i + 1);
+        size_t j = 0;
+        while (j < m && strcmp(uniq[j], keys[i]) != 0)
+            j++;
+        if (j == m)
+            uniq[m++] = keys[i];
+    }
+    return acquire(out, client, m == 1 ? DLOCK__KIND_MUTEX : DLOCK__KIND_MULTI, uniq, m, 0, 0, &o);
 }
 
 int dlock_release(dlock_lock *l)
@@ -379,36 +593,28 @@ int dlock_release(dlock_lock *l)
      * or will be sent, so nothing can follow our delete. */
     dlock__watchdog_remove(c, l);
     int was_valid = dlock_is_held(l);
-    int lost_by_server = atomic_load(&l->state) == DLOCK__LOST && !was_valid &&
+    int lost_by_server = atomic_load(&l->state) == DLOCK__LOST &&
                          atomic_load(&l->renew_error) == DLOCK_ENOTHELD;
     atomic_store(&l->state, DLOCK__RELEASED);
     int rc = 0;
     if (lost_by_server) {
-        rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had been taken over", l->key);
+        rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had been taken over", l->parts[0].key);
     } else if ((rc = dlock__client_enter(c)) == 0) {
-        dlock__call call = {&dlock__script_release, 5, 3,
-                            {l->lock_key, l->fence_key, l->queue_key, l->qinfo_key, l->chan_key},
-                            {l->token, DLOCK__HANDOFF_TTL_S, "0"}};
-        dlock__reply *r = NULL;
-        rc = dlock__client_run(c, &call, 1, &r);
-        if (rc)
-            dlock__err_prefix(rc, "release %s", l->key);
-        else if (r->type != REDIS_REPLY_INTEGER)
-            rc = dlock__err(DLOCK_EPROTO, "release %s: unexpected reply%s%s", l->key,
-                            r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
-        else if (r->integer != 1)
-            rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had expired or been taken over", l->key);
-        else if (!was_valid)
-            rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock's validity had run out before the release", l->key);
-        dlock__reply_free(r);
+        rc = release_parts(l);
+        if (rc == 0 && !was_valid)
+            rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock's validity had run out before the release",
+                            l->parts[0].key);
         dlock__client_leave(c);
     }
-    lock_free(l);
+    dlock__lock_free(l);
     return rc;
 }
 
-/* Mark l lost (once): counters, and the caller runs the callback. Returns 1
- * if this call made the transition. */
+int dlock_resign(dlock_lock *leadership)
+{
+    return dlock_release(leadership);
+}
+
 int dlock__lock_mark_lost(dlock_lock *l, int why)
 {
     int expect = DLOCK__HELD;
@@ -428,25 +634,30 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     if (ttl_ms <= 0 || ttl_ms > (int64_t)1 << 40)
         return dlock__err(DLOCK_EINVAL, "ttl_ms must be > 0 (got %lld)", (long long)ttl_ms);
     if (!dlock_is_held(l))
-        return dlock__err(DLOCK_ENOTHELD, "extend %s: the lock is no longer held", l->key);
+        return dlock__err(DLOCK_ENOTHELD, "extend %s: the lock is no longer held", l->parts[0].key);
     dlock_client *c = l->client;
     int rc = dlock__client_enter(c);
     if (rc)
         return rc;
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-    dlock__call call = {&dlock__script_extend, 1, 2, {l->lock_key}, {l->token, ttl}};
-    dlock__reply *r = NULL;
+    dlock__call calls[DLOCK_MULTI_MAX];
+    dlock__reply *replies[DLOCK_MULTI_MAX] = {NULL};
+    const char *args[2 * DLOCK_MULTI_MAX];
+    dlock__lock_extend_calls(l, calls, args, ttl);
     int64_t start = dlock__now_ns();
-    rc = dlock__client_run(c, &call, 1, &r);
-    if (rc) {
-        dlock__err_prefix(rc, "extend %s", l->key);
-    } else if (r->type != REDIS_REPLY_INTEGER) {
-        rc = dlock__err(DLOCK_EPROTO, "extend %s: unexpected reply", l->key);
-    } else if (r->integer != 1) {
-        rc = dlock__err(DLOCK_ENOTHELD, "extend %s: the lock had expired or been taken over", l->key);
+    rc = dlock__client_run(c, calls, (int)l->nparts, replies);
+    if (rc)
+        dlock__err_prefix(rc, "extend %s", l->parts[0].key);
+    for (size_t i = 0; rc == 0 && i < l->nparts; i++)
+        if (replies[i]->type != REDIS_REPLY_INTEGER)
+            rc = dlock__err(DLOCK_EPROTO, "extend %s: unexpected reply", l->parts[i].key);
+        else if (replies[i]->integer != 1)
+            rc = dlock__err(DLOCK_ENOTHELD, "extend %s: the lock had expired or been taken over",
+                            l->parts[i].key);
+    if (rc == DLOCK_ENOTHELD) {
         dlock__lock_mark_lost(l, DLOCK_ENOTHELD);
-    } else {
+    } else if (rc == 0) {
         pthread_mutex_lock(&c->mu);
         l->ttl_ms = ttl_ms;
         l->renew_at_ns = start + (int64_t)((double)ttl_ms * l->renew_fraction * 1e6);
@@ -455,7 +666,8 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
             pthread_cond_broadcast(&c->cv); /* the watchdog re-plans */
         pthread_mutex_unlock(&c->mu);
     }
-    dlock__reply_free(r);
+    for (size_t i = 0; i < l->nparts; i++)
+        dlock__reply_free(replies[i]);
     dlock__client_leave(c);
     return rc;
 }
@@ -483,12 +695,32 @@ int dlock_lock_renew_error(const dlock_lock *l)
 
 uint64_t dlock_lock_fencing_token(const dlock_lock *l)
 {
-    return l ? l->fence : 0;
+    return l ? l->parts[0].fence : 0;
 }
 
 const char *dlock_lock_key(const dlock_lock *l)
 {
-    return l ? l->key : NULL;
+    return l ? l->parts[0].key : NULL;
+}
+
+int dlock_lock_slot(const dlock_lock *l)
+{
+    return l && l->kind == DLOCK__KIND_SEM ? l->slot : -1;
+}
+
+size_t dlock_lock_count(const dlock_lock *l)
+{
+    return l ? l->nparts : 0;
+}
+
+const char *dlock_lock_key_at(const dlock_lock *l, size_t i)
+{
+    return l && i < l->nparts ? l->parts[i].key : NULL;
+}
+
+uint64_t dlock_lock_fencing_token_at(const dlock_lock *l, size_t i)
+{
+    return l && i < l->nparts ? l->parts[i].fence : 0;
 }
 
 int dlock_keyf(char *buf, size_t size, const char *fmt, ...)
@@ -532,4 +764,79 @@ int dlock_with(dlock_client *client, const char *key, const dlock_lock_opts *opt
     if (frc != 0)
         dlock__err(frc, "%s", msg); /* keep fn's message, not the release's */
     return frc;
+}
+
+/* ------------------------------------------------------- leader election */
+
+int dlock_leader(dlock_info *out, dlock_client *client, const char *key)
+{
+    return dlock_inspect(out, client, key);
+}
+
+int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_t known_token,
+                      int64_t wait_ms, dlock_cancel *cancel)
+{
+    dlock__err_clear();
+    if (!out || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    if (wait_ms < 0 && wait_ms != DLOCK_WAIT_FOREVER)
+        return dlock__err(DLOCK_EINVAL, "wait_ms must be >= 0 or DLOCK_WAIT_FOREVER");
+    char *chan = NULL;
+    int rc = dlock__key_name(&chan, c, key, "chan");
+    if (rc)
+        return rc;
+    if ((rc = dlock__client_enter(c)) != 0) {
+        dlock__free(chan);
+        return rc;
+    }
+    int64_t deadline = wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : dlock__now_ns() + wait_ms * 1000000;
+    dlock__waiter w = {.channel = chan, .token = "", .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    if (w.efd < 0)
+        rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
+    int joined = 0, subscribed = 0;
+    if (rc == 0) {
+        int jrc = dlock__listener_join(c, &w, c->command_timeout_ms);
+        joined = jrc == 0 || jrc == DLOCK_ETIMEDOUT;
+        subscribed = jrc == 0;
+        if (!joined)
+            rc = jrc;
+    }
+    /* subscribed first, so no change between a look and the wait is missed */
+    while (rc == 0) {
+        if ((rc = dlock_inspect(out, c, key)) != 0)
+            break;
+        uint64_t term = out->held ? out->fencing_token : 0;
+        if (term != known_token)
+            break;
+        int64_t now = dlock__now_ns();
+        if (now >= deadline) {
+            rc = dlock__err(DLOCK_ETIMEDOUT, "%s: the leadership did not change in %lld ms", key,
+                            (long long)wait_ms);
+            break;
+        }
+        int64_t t = out->held && out->ttl_ms > 0 ? out->ttl_ms + 1 : REFRESH_MS;
+        if (!subscribed)
+            t = min64(t, UNCONFIRMED_RECHECK_MS);
+        int64_t until = min64(deadline, now + t * 1000000);
+        struct pollfd p[3] = {{.fd = w.efd, .events = POLLIN},
+                              {.fd = c->wake_pipe[0], .events = POLLIN},
+                              {.fd = cancel ? cancel->fd : -1, .events = POLLIN}};
+        poll(p, 3, (int)min64((until - now + 999999) / 1000000, 60000));
+        if (p[1].revents & POLLIN)
+            rc = dlock__err(DLOCK_ECLOSED, "the client was closed");
+        else if ((p[2].revents & POLLIN) || (cancel && atomic_load(&cancel->triggered)))
+            rc = dlock__err(DLOCK_ECANCELED, "the wait was cancelled");
+        else if (p[0].revents & POLLIN) {
+            int confirmed;
+            dlock__listener_take(c, &w, &confirmed);
+            subscribed = confirmed;
+        }
+    }
+    if (joined)
+        dlock__listener_leave(c, &w);
+    if (w.efd >= 0)
+        close(w.efd);
+    dlock__free(chan);
+    dlock__client_leave(c);
+    return rc;
 }

@@ -290,7 +290,7 @@ void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
     pthread_mutex_unlock(&ls->mu);
 }
 
-int dlock__listener_take(dlock_client *c, dlock__waiter *w)
+int dlock__listener_take(dlock_client *c, dlock__waiter *w, int *confirmed)
 {
     dlock__listener *ls = c->listener;
     uint64_t v;
@@ -299,6 +299,8 @@ int dlock__listener_take(dlock_client *c, dlock__waiter *w)
     pthread_mutex_lock(&ls->mu);
     int news = w->news;
     w->news = 0;
+    if (confirmed)
+        *confirmed = w->confirmed;
     pthread_mutex_unlock(&ls->mu);
     return news;
 }

@@ -42,8 +42,9 @@ int dlock__listener_join(dlock_client *c, dlock__waiter *w, int timeout_ms);
 /* Unregister w (drops the subscription when no one else waits on it). */
 void dlock__listener_leave(dlock_client *c, dlock__waiter *w);
 
-/* Take and clear w's news bits. */
-int dlock__listener_take(dlock_client *c, dlock__waiter *w);
+/* Take and clear w's news bits; *confirmed (may be NULL) says whether its
+ * subscription is active. */
+int dlock__listener_take(dlock_client *c, dlock__waiter *w, int *confirmed);
 
 /* Stop the listener thread and free it (client close). */
 void dlock__listener_stop(dlock_client *c);

@@ -6,6 +6,25 @@
  * reply (a restarted server, SCRIPT FLUSH) is answered by sending the same
  * call as EVAL, which also loads it. Calls can be batched: n calls, one
  * pipelined exchange (plus one more only for those that hit NOSCRIPT).
+ *
+ * Keys of one user key (all share its hash tag; see client.c):
+ *   mutex / read-write:  lock readers rinfo fence queue qinfo chan
+ *   semaphore:           sem  sinfo   sfence squeue sqinfo schan
+ * in exactly that order, so a call can pass a contiguous slice.
+ *
+ *   lock     string  "<token>:<fence>:<owner>" of the writer / mutex holder
+ *   readers  zset    reader token -> expiry (server ms)
+ *   rinfo    hash    reader token -> "<fence>:<owner>"
+ *   sem      zset    permit token -> expiry (server ms)
+ *   sinfo    hash    permit token -> "<slot>:<fence>:<owner>"
+ *   fence    string  last fencing token handed out for the key
+ *   queue    zset    waiter token -> arrival (server us): FIFO order
+ *   qinfo    hash    waiter token -> "<expiry ms>:<ttl>:<kind>:<owner>",
+ *                    kind 'w' (writer/mutex), 'r' (reader) or a semaphore
+ *                    limit; a waiter refreshes its expiry while it waits
+ *   chan     channel releases publish the token of the waiter they handed
+ *                    the lock to ("" for nobody); a campaign announces its
+ *                    new leader as "!<token>"
  */
 #ifndef DLOCK_SCRIPTS_H
 #define DLOCK_SCRIPTS_H
@@ -17,29 +36,42 @@ typedef struct dlock__script {
     char sha[41];
 } dlock__script;
 
-/* KEYS: lock, fence, queue, qinfo. ARGV: token, owner, ttl_ms, mode
- * (DLOCK__MODE_*), queue entry TTL ms. Reply {1, fencing_token} when
- * granted (or already ours with this token: a retry, or a handoff being
- * confirmed), {0, pttl_of_holder} (0: free but a waiter is ahead) if not. */
-extern dlock__script dlock__script_acquire;
 enum { DLOCK__MODE_ONCE = 0, DLOCK__MODE_WAIT = 1, DLOCK__MODE_UNFAIR = 2 };
-/* KEYS: lock, fence, queue, qinfo, chan. ARGV: token, handoff TTL cap ms,
- * force ("1": whoever holds it). Reply 1 released (and handed to the next
- * waiter), 0 not ours. Also removes the token from the queue. */
-extern dlock__script dlock__script_release;
-/* KEYS: lock. ARGV: token, ttl_ms. Reply 1 extended, 0 not ours. */
-extern dlock__script dlock__script_extend;
+
+/* Acquire scripts. ARGV: token owner ttl mode entry_ttl [extra].
+ * mode ONCE: one attempt (leave the queue if busy); WAIT: join or refresh
+ * the queue if busy; UNFAIR: take it if free, whatever the queue.
+ * Reply {1, fencing_token[, slot]} when granted (or already ours with this
+ * token: a retry, or a handoff being confirmed), {0, ms} when not, ms being
+ * when the current holder's TTL runs out (0: free but a waiter is ahead). */
+extern dlock__script dlock__script_acquire;      /* KEYS lock..chan (7); extra: announce "1"/"0" */
+extern dlock__script dlock__script_read_acquire; /* KEYS lock..chan (7) */
+extern dlock__script dlock__script_sem_acquire;  /* KEYS sem..schan (6); extra: limit */
+/* KEYS: lock_i readers_i fence_i for each key. ARGV token owner ttl.
+ * All or nothing, no queue. Reply {1, fence_1..fence_n} or {0, ms}. */
+extern dlock__script dlock__script_multi_acquire;
+
+/* Release scripts: leave the queue in any case (a waiter giving up calls
+ * them too); if the lock is ours, free it and hand it straight to the first
+ * live waiter(s) — with fresh fencing tokens and a short TTL that the
+ * waiter's own confirming round trip replaces — and publish. Reply 1
+ * released, 0 not ours. ARGV: token handoff_cap_ms [force "1"]. */
+extern dlock__script dlock__script_release;      /* KEYS lock..chan (7) */
+extern dlock__script dlock__script_read_release; /* KEYS lock..chan (7) */
+extern dlock__script dlock__script_sem_release;  /* KEYS sem..schan (6) */
+
+/* Extend: ARGV token ttl. Reply 1 extended, 0 not ours. */
+extern dlock__script dlock__script_extend;        /* KEYS lock */
+extern dlock__script dlock__script_member_extend; /* KEYS readers rinfo | sem sinfo */
+
 /* KEYS: lock, queue. Reply {value or nil, pttl, waiters}. */
 extern dlock__script dlock__script_inspect;
-
-#define DLOCK__SCRIPT_MAX_KEYS 8
-#define DLOCK__SCRIPT_MAX_ARGS 6
 
 typedef struct dlock__call {
     const dlock__script *script;
     int nkeys, nargs;
-    const char *keys[DLOCK__SCRIPT_MAX_KEYS];
-    const char *args[DLOCK__SCRIPT_MAX_ARGS];
+    const char *const *keys; /* caller-owned, alive until the call ran */
+    const char *const *args;
 } dlock__call;
 
 /* Run calls[0..n) on c in one pipelined exchange; replies[i] answers

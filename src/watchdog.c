@@ -63,43 +63,59 @@ static int64_t retry_delay_ns(const dlock_lock *l)
     return ms * 1000000;
 }
 
+/* One tick's work: the locks being renewed (n, with their ttl as text),
+ * and their calls (ncalls: one per part; a multi-lock has several). */
 typedef struct batch {
     dlock_lock **locks;
-    dlock__call *calls;
-    dlock__reply **replies;
     char (*ttls)[24];
     int n, cap;
+    dlock__call *calls;
+    dlock__reply **replies;
+    const char **args;
+    int ncalls, callcap;
 } batch;
 
 static void batch_free(batch *b)
 {
     dlock__free(b->locks);
+    dlock__free(b->ttls);
     dlock__free(b->calls);
     dlock__free(b->replies);
-    dlock__free(b->ttls);
+    dlock__free(b->args);
 }
 
-/* Make room for one more; 0 or DLOCK_ENOMEM. */
-static int batch_grow(batch *b)
+/* Make room for one more lock of `parts` parts; 0 or DLOCK_ENOMEM. */
+static int batch_grow(batch *b, int parts)
 {
-    if (b->n < b->cap)
-        return 0;
-    int cap = b->cap ? b->cap * 2 : 64;
-    dlock_lock **locks = dlock__realloc(b->locks, (size_t)cap * sizeof *locks);
-    if (locks)
-        b->locks = locks;
-    dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
-    if (calls)
-        b->calls = calls;
-    dlock__reply **replies = dlock__realloc(b->replies, (size_t)cap * sizeof *replies);
-    if (replies)
-        b->replies = replies;
-    char(*ttls)[24] = dlock__realloc(b->ttls, (size_t)cap * sizeof *ttls);
-    if (ttls)
-        b->ttls = ttls;
-    if (!locks || !calls || !replies || !ttls)
-        return DLOCK_ENOMEM;
-    b->cap = cap;
+    if (b->n == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 64;
+        dlock_lock **locks = dlock__realloc(b->locks, (size_t)cap * sizeof *locks);
+        if (locks)
+            b->locks = locks;
+        char(*ttls)[24] = dlock__realloc(b->ttls, (size_t)cap * sizeof *ttls);
+        if (ttls)
+            b->ttls = ttls;
+        if (!locks || !ttls)
+            return DLOCK_ENOMEM;
+        b->cap = cap;
+    }
+    if (b->ncalls + parts > b->callcap) {
+        int cap = b->callcap ? b->callcap : 64;
+        while (cap < b->ncalls + parts)
+            cap *= 2;
+        dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
+        if (calls)
+            b->calls = calls;
+        dlock__reply **replies = dlock__realloc(b->replies, (size_t)cap * sizeof *replies);
+        if (replies)
+            b->replies = replies;
+        const char **args = dlock__realloc(b->args, (size_t)cap * 2 * sizeof *args);
+        if (args)
+            b->args = args;
+        if (!calls || !replies || !args)
+            return DLOCK_ENOMEM;
+        b->callcap = cap;
+    }
     return 0;
 }
 
@@ -110,6 +126,7 @@ static int64_t tick(dlock_client *c, batch *b)
 {
     int64_t now = dlock__now_ns(), next = INT64_MAX;
     b->n = 0;
+    b->ncalls = 0;
     for (dlock_lock *l = c->locks; l; l = l->next) {
         if (!l->auto_renew || atomic_load(&l->state) != DLOCK__HELD)
             continue;
@@ -133,22 +150,25 @@ static int64_t tick(dlock_client *c, batch *b)
             }
             return dlock__now_ns(); /* the list may have changed: rescan */
         }
-        if (batch_grow(b) != 0) {
+        if (batch_grow(b, (int)l->nparts) != 0) {
             next = now + (int64_t)RETRY_MIN_MS * 1000000; /* try again soon */
             break;
         }
         snprintf(b->ttls[b->n], sizeof b->ttls[0], "%lld", (long long)l->ttl_ms);
         b->locks[b->n++] = l;
+        b->ncalls += (int)l->nparts;
         l->inflight = 1;
     }
     if (b->n == 0)
         return next;
     /* the arrays are final now: calls may point into them */
     int64_t earliest_end = INT64_MAX;
-    for (int i = 0; i < b->n; i++) {
+    for (int i = 0, k = 0; i < b->n; i++) {
         dlock_lock *l = b->locks[i];
-        b->calls[i] = (dlock__call){&dlock__script_extend, 1, 2, {l->lock_key}, {l->token, b->ttls[i]}};
-        b->replies[i] = NULL;
+        dlock__lock_extend_calls(l, &b->calls[k], &b->args[2 * k], b->ttls[i]);
+        for (size_t p = 0; p < l->nparts; p++)
+            b->replies[k + (int)p] = NULL;
+        k += (int)l->nparts;
         earliest_end = min64(earliest_end, atomic_load(&l->valid_until_ns));
     }
 
@@ -157,18 +177,24 @@ static int64_t tick(dlock_client *c, batch *b)
      * validity ends must be declared lost then, not after a slow connect */
     int64_t start = dlock__now_ns();
     int64_t budget_ms = (earliest_end - start) / 1000000;
-    int rc = dlock__client_run_within(c, b->calls, b->n, b->replies,
+    int rc = dlock__client_run_within(c, b->calls, b->ncalls, b->replies,
                                       budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms);
     pthread_mutex_lock(&c->mu);
 
     int lost_n = 0;
-    for (int i = 0; i < b->n; i++) {
+    for (int i = 0, k = 0; i < b->n; i++) {
         dlock_lock *l = b->locks[i];
-        dlock__reply *r = rc == 0 ? b->replies[i] : NULL;
-        int res = rc;
-        if (rc == 0 && (!r || r->type != REDIS_REPLY_INTEGER))
-            res = DLOCK_EPROTO;
-        if (res == 0 && r->integer == 1) {
+        /* a lock with several parts is renewed only if every part was */
+        int res = rc, mine = 1;
+        for (size_t p = 0; p < l->nparts; p++, k++) {
+            dlock__reply *r = rc == 0 ? b->replies[k] : NULL;
+            if (rc == 0 && res == 0 && (!r || r->type != REDIS_REPLY_INTEGER))
+                res = DLOCK_EPROTO;
+            else if (rc == 0 && r && r->type == REDIS_REPLY_INTEGER && r->integer != 1)
+                mine = 0;
+            dlock__reply_free(r);
+        }
+        if (res == 0 && mine) {
             atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
             l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
             atomic_store(&l->renew_error, 0);
@@ -188,7 +214,6 @@ static int64_t tick(dlock_client *c, batch *b)
             l->renew_at_ns = at < until ? at : until;
             l->inflight = 0;
         }
-        dlock__reply_free(r);
     }
     pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < lost_n; i++)

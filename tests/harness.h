@@ -14,9 +14,14 @@
  * hanging it. Functions return 0 / a value on success and -1 on a harness
  * failure (with a message on stderr): a harness failure fails the test.
  *
- * Servers must be started from the main thread (PR_SET_PDEATHSIG is tied to
- * the thread that forked). Not thread-safe unless stated: the dh_cmd_*
- * helpers open their own connection per call and may be used from any thread.
+ * Temp dirs are named "<TMPDIR or /tmp>/dh-<pid>-..."; ones left by a run
+ * that was killed with SIGKILL are removed at the next run's first use.
+ *
+ * Threads: servers and processes must be started from the main thread
+ * (PR_SET_PDEATHSIG is tied to the thread that forked), and the registry is
+ * not locked. dh_connect, dh_cmd*, dh_find_key, dh_dbsize (a connection of
+ * their own per call), dh_round_trips, dh_now_ms and dh_wait_until may be
+ * used from any thread.
  */
 #ifndef DLOCK_TEST_HARNESS_H
 #define DLOCK_TEST_HARNESS_H

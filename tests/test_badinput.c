@@ -277,6 +277,51 @@ static void test_missing_socket(void **state)
     expect_econn(url, 5000);
 }
 
+/* A server that dies or stops answering after the client was opened: the
+ * next acquire fails with DLOCK_ECONN within a bound of the timeouts, and
+ * the client works again once a server is back on the same port. */
+static void test_server_gone(void **state)
+{
+    (void)state;
+    dh_redis *r = dh_redis_start(NULL);
+    assert_non_null(r);
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.connect_timeout_ms = 500;
+    co.command_timeout_ms = 500;
+    dlock_client *c = NULL;
+    dh_assert_rc(dlock_client_open(&c, r->url, &co), 0);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    dlock_lock *l = NULL;
+    dh_assert_rc(dlock_acquire(&l, c, "b:gone", &o), 0);
+    dh_assert_rc(dlock_release(l), 0);
+
+    /* Stopped (SIGSTOP): connections stay open, replies never come. */
+    assert_int_equal(dh_redis_pause(r), 0);
+    int64_t t0 = dh_now_ms();
+    l = (dlock_lock *)&l;
+    dh_assert_rc(dlock_acquire(&l, c, "b:gone", &o), DLOCK_ECONN);
+    assert_null(l);
+    assert_msg();
+    if (dh_now_ms() - t0 > 5000)
+        fail_msg("acquire on a stopped server took %lld ms", (long long)(dh_now_ms() - t0));
+    assert_int_equal(dh_redis_resume(r), 0);
+
+    /* Killed: refused. */
+    assert_int_equal(dh_redis_kill9(r), 0);
+    t0 = dh_now_ms();
+    dh_assert_rc(dlock_acquire(&l, c, "b:gone", &o), DLOCK_ECONN);
+    assert_msg();
+    assert_true(dh_now_ms() - t0 < 5000);
+
+    /* Back (empty): the same client reconnects on demand. */
+    assert_int_equal(dh_redis_restart(r), 0);
+    dh_assert_rc(dlock_acquire(&l, c, "b:gone", &o), 0);
+    dh_assert_rc(dlock_release(l), 0);
+    dlock_client_close(c);
+    dh_redis_stop(r);
+}
+
 /* Open with url/opts; want `want`. On success, prove the client works. */
 static void check_auth(const char *url, const char *user, const char *pass, int want)
 {
@@ -348,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_closed_port),
         cmocka_unit_test(test_never_accepting),
         cmocka_unit_test(test_missing_socket),
+        cmocka_unit_test(test_server_gone),
         cmocka_unit_test(test_auth),
     };
     return cmocka_run_group_tests_name("badinput", tests, group_setup, group_teardown);

@@ -433,6 +433,18 @@ static void test_exit_status(void **state)
     assert_int_equal(info.held, 0);
 }
 
+struct waiters_arg {
+    const char *key;
+    int64_t min;
+};
+
+static int has_waiters(void *arg)
+{
+    struct waiters_arg *w = arg;
+    dlock_info info;
+    return dlock_inspect(&info, holder, w->key) == 0 && info.waiters >= w->min;
+}
+
 static void test_conflicts(void **state)
 {
     (void)state;
@@ -457,7 +469,22 @@ static void test_conflicts(void **state)
 
     /* The holder was not disturbed. */
     assert_int_equal(dlock_is_held(l), 1);
+
+    /* A waiting run gets the lock when the holder releases it. */
+    dh_proc *p = cli_bg(NULL, "-u", srv->url, "run", "--wait", "20s", "c:busy", "--", "sh", "-c",
+                        "echo ran", (const char *)NULL);
+    struct waiters_arg wa = { "c:busy", 1 };
+    if (!dh_wait_until(has_waiters, &wa, 10000)) {
+        dh_proc_output(p, out, sizeof out, err, sizeof err);
+        fail_msg("the waiting dlock run never showed up as a waiter; stderr: %s", err);
+    }
+    assert_false(dh_proc_done(p));
     dh_assert_rc(dlock_release(l), 0);
+    st = dh_proc_wait(p, 10000);
+    dh_proc_output(p, out, sizeof out, err, sizeof err);
+    expect_status(st, 0, "waiting run after the release");
+    assert_string_equal(out, "ran\n");
+    dh_proc_free(p);
     st = cli("-u", srv->url, "run", "--no-wait", "c:busy", "--", "sh", "-c", "echo ran");
     expect_status(st, 0, "--no-wait on a free key");
     assert_string_equal(out, "ran\n");
@@ -724,12 +751,14 @@ static void test_signal_forwarded(void **state)
  * background sleep into a file; wait)` on r; returns once both pids are
  * known and the lock is in Redis. */
 static dh_proc *start_victim(dh_redis *r, const char *key, const char *owner, char *pidfile,
-                             size_t pidlen, struct two_pids *pids)
+                             size_t pidlen, struct two_pids *pids, int ignore_term)
 {
-    char cmd[DH_PATH_MAX + 128];
+    char cmd[DH_PATH_MAX * 2 + 128];
     assert_int_equal(dh_tmpfile(pidfile, pidlen, "pids"), 0);
-    snprintf(cmd, sizeof cmd, "echo $$ > '%s'; sleep 30 & echo $! >> '%s'; wait", pidfile,
-             pidfile);
+    /* With ignore_term, sh and (inheriting it) sleep ignore SIGTERM: only
+     * the SIGKILL at the validity instant can stop them. */
+    snprintf(cmd, sizeof cmd, "%secho $$ > '%s'; sleep 30 & echo $! >> '%s'; wait",
+             ignore_term ? "trap '' TERM; " : "", pidfile, pidfile);
     dh_proc *p = cli_bg(NULL, "-u", r->url, "--id", owner, "run", "--ttl", "1s", "--grace",
                         "500ms", key, "--", "sh", "-c", cmd, (const char *)NULL);
     if (!dh_wait_until(pidfile_ready, pidfile, 10000)) {
@@ -766,7 +795,7 @@ static void test_loss_server_paused(void **state)
     assert_non_null(r);
     char pidfile[DH_PATH_MAX];
     struct two_pids pids;
-    dh_proc *p = start_victim(r, "c:loss", "cli-loss-pause", pidfile, sizeof pidfile, &pids);
+    dh_proc *p = start_victim(r, "c:loss", "cli-loss-pause", pidfile, sizeof pidfile, &pids, 0);
     assert_int_equal(dh_redis_pause(r), 0);
     expect_lost(p, &pids, "server paused");
     dh_proc_free(p);
@@ -779,11 +808,41 @@ static void test_loss_key_deleted(void **state)
     (void)state;
     char pidfile[DH_PATH_MAX], name[1024];
     struct two_pids pids;
-    dh_proc *p = start_victim(srv, "c:loss2", "cli-loss-del", pidfile, sizeof pidfile, &pids);
+    dh_proc *p = start_victim(srv, "c:loss2", "cli-loss-del", pidfile, sizeof pidfile, &pids, 0);
     assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "c:loss2", "cli-loss-del"), 1);
     assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
     expect_lost(p, &pids, "lock key deleted");
     dh_proc_free(p);
+}
+
+static void test_loss_cmd_ignores_term(void **state)
+{
+    (void)state;
+    char pidfile[DH_PATH_MAX], name[1024];
+    struct two_pids pids;
+    dh_proc *p = start_victim(srv, "c:loss4", "cli-loss-term", pidfile, sizeof pidfile, &pids, 1);
+    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "c:loss4", "cli-loss-term"), 1);
+    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
+    expect_lost(p, &pids, "lock key deleted, CMD ignores SIGTERM");
+    dh_proc_free(p);
+}
+
+/* CMD dies with dlock (PR_SET_PDEATHSIG), and the lock frees itself. */
+static void test_dlock_killed(void **state)
+{
+    (void)state;
+    char pidfile[DH_PATH_MAX];
+    struct two_pids pids;
+    dh_proc *p = start_victim(srv, "c:orphan", "cli-orphan", pidfile, sizeof pidfile, &pids, 0);
+    assert_int_equal(dh_proc_signal(p, SIGKILL), 0);
+    assert_int_equal(dh_proc_wait(p, 5000), 128 + SIGKILL);
+    /* The direct child (sh) gets the death signal. */
+    if (!dh_wait_until(both_dead, &(struct two_pids){ pids.a, pids.a }, 5000))
+        fail_msg("CMD (pid %d) survived dlock's death", (int)pids.a);
+    dh_proc_free(p);
+    kill(pids.b, SIGKILL); /* the grandchild is not covered by the contract */
+    struct keywatch kw = { srv, "c:orphan", "cli-orphan" };
+    assert_true(dh_wait_until(key_absent, &kw, 5000)); /* ttl 1s, not renewed */
 }
 
 static void test_loss_server_killed(void **state)
@@ -793,7 +852,7 @@ static void test_loss_server_killed(void **state)
     assert_non_null(r);
     char pidfile[DH_PATH_MAX];
     struct two_pids pids;
-    dh_proc *p = start_victim(r, "c:loss3", "cli-loss-kill", pidfile, sizeof pidfile, &pids);
+    dh_proc *p = start_victim(r, "c:loss3", "cli-loss-kill", pidfile, sizeof pidfile, &pids, 0);
     assert_int_equal(dh_redis_kill9(r), 0);
     expect_lost(p, &pids, "server killed");
     dh_proc_free(p);
@@ -817,7 +876,9 @@ int main(void)
         cmocka_unit_test(test_signal_forwarded),
         cmocka_unit_test(test_loss_server_paused),
         cmocka_unit_test(test_loss_key_deleted),
+        cmocka_unit_test(test_loss_cmd_ignores_term),
         cmocka_unit_test(test_loss_server_killed),
+        cmocka_unit_test(test_dlock_killed),
     };
     return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
 }

@@ -227,7 +227,7 @@ static void test_wait_then_acquire(void **state)
     assert_non_null(a);
     assert_non_null(b);
     dlock_lock_opts o = lock_opts(10000, 0);
-    struct holder h;
+    static struct holder h; /* static: outlives a failed test */
     memset(&h, 0, sizeof h);
     dh_assert_rc(dlock_acquire(&h.lock, a, "m:handoff", &o), 0);
     uint64_t first_token = dlock_lock_fencing_token(h.lock);
@@ -323,6 +323,23 @@ static int with_fn(dlock_lock *lock, void *arg)
     return w->ret;
 }
 
+struct with_steal {
+    const char *owner;
+    int found;
+};
+
+/* Deletes its own lock in Redis (as an operator or an expiry would). */
+static int steal_fn(dlock_lock *lock, void *arg)
+{
+    (void)lock;
+    struct with_steal *s = arg;
+    char name[1024];
+    s->found = dh_find_key(name, sizeof name, srv, 0, "m:with-steal", s->owner);
+    if (s->found == 1)
+        dh_cmd_int(srv, 0, "DEL %s", name);
+    return 0;
+}
+
 static void test_with(void **state)
 {
     (void)state;
@@ -352,6 +369,12 @@ static void test_with(void **state)
     assert_int_equal(lock_in_redis("m:with", owner, 0), 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_try_acquire(&l, other, "m:with", &o), 0);
+
+    /* fn returns 0 but the lock was taken from it meanwhile: ENOTHELD. */
+    w.ret = 0;
+    struct with_steal ws = { owner };
+    dh_assert_rc(dlock_with(c, "m:with-steal", &o, steal_fn, &ws), DLOCK_ENOTHELD);
+    assert_int_equal(ws.found, 1);
 
     /* Busy: the acquire error comes back and fn is not called. */
     w.ret = 0;
@@ -405,7 +428,7 @@ static void test_cancel(void **state)
     dlock_cancel *tok = NULL;
     dh_assert_rc(dlock_cancel_new(&tok), 0);
     assert_non_null(tok);
-    struct acq_thread t;
+    static struct acq_thread t; /* static: outlives a failed test */
     memset(&t, 0, sizeof t);
     t.client = b;
     t.key = "m:cancel";
@@ -452,7 +475,7 @@ static void test_close_wakes_waiter(void **state)
     dlock_lock *la = NULL;
     dh_assert_rc(dlock_acquire(&la, a, "m:close", &o), 0);
 
-    struct acq_thread t;
+    static struct acq_thread t; /* static: outlives a failed test */
     memset(&t, 0, sizeof t);
     t.client = b;
     t.key = "m:close";
@@ -658,11 +681,51 @@ static void test_force_unlock(void **state)
      * says it no longer held it and leaves the new lock alone. */
     dh_assert_rc(dlock_acquire(&lb, op, "m:force", &o), 0);
     assert_true(dlock_lock_fencing_token(lb) > ta);
+    dh_assert_rc(dlock_extend(la, 20000), DLOCK_ENOTHELD);
+    assert_int_equal(dlock_is_held(la), 0); /* marked lost */
     dh_assert_rc(dlock_release(la), DLOCK_ENOTHELD);
     assert_int_equal(lock_in_redis("m:force", "force-operator", 0), 1);
     dh_assert_rc(dlock_release(lb), 0);
     dlock_client_close(a);
     dlock_client_close(op);
+}
+
+/* Keys are opaque bytes to the caller: spaces, glob characters, braces (a
+ * hash tag), UTF-8. Keys sharing a hash tag are still different locks. */
+static void test_odd_keys(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {
+        "a b", "*?[x]", "x{y}z", "x{y}w", "{y}", "{}", "{", "}", "ü-ключ", "a:b:c", "%s%n",
+    };
+    const size_t n = sizeof keys / sizeof keys[0];
+    dlock_client *a = dh_client(srv->url, "odd-a");
+    dlock_client *b = dh_client(srv->url, "odd-b");
+    assert_non_null(a);
+    assert_non_null(b);
+    dlock_lock_opts o = lock_opts(10000, 0);
+    dlock_lock *held[sizeof keys / sizeof keys[0]];
+    for (size_t i = 0; i < n; i++) {
+        int rc = dlock_acquire(&held[i], a, keys[i], &o);
+        if (rc != 0)
+            fail_msg("acquire \"%s\" (with %zu other keys held): %s: %s", keys[i], i,
+                     dlock_strerror(rc), dlock_last_errmsg());
+        assert_string_equal(dlock_lock_key(held[i]), keys[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        dlock_lock *l = NULL;
+        int rc = dlock_try_acquire(&l, b, keys[i], &o);
+        if (rc != DLOCK_EBUSY)
+            fail_msg("try_acquire \"%s\" while held: %d (%s)", keys[i], rc, dlock_strerror(rc));
+        dlock_info info;
+        dh_assert_rc(dlock_inspect(&info, b, keys[i]), 0);
+        assert_int_equal(info.held, 1);
+        assert_true(info.fencing_token == dlock_lock_fencing_token(held[i]));
+    }
+    for (size_t i = 0; i < n; i++)
+        dh_assert_rc(dlock_release(held[i]), 0);
+    dlock_client_close(a);
+    dlock_client_close(b);
 }
 
 int main(void)
@@ -684,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_auto_renew),
         cmocka_unit_test(test_inspect),
         cmocka_unit_test(test_force_unlock),
+        cmocka_unit_test(test_odd_keys),
     };
     return cmocka_run_group_tests_name("mutex", tests, group_setup, group_teardown);
 }

@@ -120,11 +120,12 @@ void cli_note(const cli_globals *g, const char *fmt, ...) CLI_PRINTF(2, 3);
  * Returns CLI_EX_USAGE so callers can `return cli_usage_error(...)`. */
 int cli_usage_error(const char *prog, const char *fmt, ...) CLI_PRINTF(2, 3);
 
-/* Report a failed library call on stderr: "dlock: CONTEXT: DETAIL" where
- * DETAIL is dlock_last_errmsg() or, if that is empty, dlock_strerror(code).
- * `detail` must be the dlock_last_errmsg() captured right after the failure
- * (or NULL). `context` may be NULL. */
-void cli_report(const char *context, int code, const char *detail);
+/* Report a failed library call on stderr: "dlock: CONTEXT: DETAIL (NOTE)"
+ * where DETAIL is the library's message or, if that is empty,
+ * dlock_strerror(code). `detail` must be the dlock_last_errmsg() captured
+ * right after the failure (or NULL). `context` (a key) is left out when
+ * DETAIL already names it; `context` and `note` may be NULL. */
+void cli_report(const char *context, int code, const char *detail, const char *note);
 
 /* The exit status for a library error outside `dlock run`'s acquire:
  * 69 unreachable/auth/quorum, 64 invalid argument, 70 anything else. */

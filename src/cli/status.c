@@ -176,7 +176,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
     for (i = 0; i < nkeys; i++) {
         int rc = dlock_inspect(&infos[i], client, keys[i]);
         if (rc != 0) {
-            cli_report(keys[i], rc, dlock_last_errmsg());
+            cli_report(keys[i], rc, dlock_last_errmsg(), NULL);
             ex = cli_exit_for(rc);
             goto out;
         }

@@ -96,7 +96,7 @@ int cli_cmd_unlock(const cli_globals *g, int argc, char **argv)
         return ex;
     rc = dlock_force_unlock(&removed, client, key);
     if (rc != 0) {
-        cli_report(key, rc, dlock_last_errmsg());
+        cli_report(key, rc, dlock_last_errmsg(), NULL);
         ex = cli_exit_for(rc);
     } else if (!g->quiet) {
         cli_put_text(stdout, key);

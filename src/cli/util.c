@@ -70,15 +70,26 @@ void cli_key_err(const char *key, const char *fmt, ...)
 
 /* See cli.h. The library's detail message usually says more than the
  * static text of the code ("connect to 127.0.0.1:6390: Connection refused"
- * rather than "backend unreachable"), so it wins when there is one. */
-void cli_report(const char *context, int code, const char *detail)
+ * rather than "backend unreachable"), so it wins when there is one. Many
+ * details already name the key ("release payment:42: ..."); the context is
+ * then not repeated. Details can quote keys and server replies, so they are
+ * escaped like any untrusted text. */
+void cli_report(const char *context, int code, const char *detail, const char *note)
 {
-    const char *why = (detail != NULL && detail[0] != '\0') ? detail : dlock_strerror(code);
+    int have_detail = detail != NULL && detail[0] != '\0';
+    const char *why = have_detail ? detail : dlock_strerror(code);
+    char shown[64];
 
-    if (context != NULL && context[0] != '\0')
-        cli_key_err(context, "%s", why);
-    else
-        cli_err("%s", why);
+    fputs("dlock: ", stderr);
+    if (context != NULL && context[0] != '\0' && !(have_detail && strstr(detail, context))) {
+        int cut = snprintf(shown, sizeof shown, "%s", context) >= (int)sizeof shown;
+        cli_put_text(stderr, shown);
+        fputs(cut ? "...: " : ": ", stderr);
+    }
+    cli_put_text(stderr, why);
+    if (note != NULL)
+        fprintf(stderr, " (%s)", note);
+    fputc('\n', stderr);
 }
 
 int cli_exit_for(int code)
@@ -111,7 +122,7 @@ int cli_client_open(dlock_client **out, const cli_globals *g)
     o.password = g->password;
     rc = dlock_client_open(out, g->url, &o);
     if (rc != 0) {
-        cli_report(NULL, rc, dlock_last_errmsg());
+        cli_report(NULL, rc, dlock_last_errmsg(), NULL);
         *out = NULL;
         return cli_exit_for(rc);
     }
