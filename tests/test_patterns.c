@@ -1,0 +1,617 @@
+/*
+ * test_patterns.c — the patterns: semaphore (limit reached, never exceeded,
+ * a killed holder's permit comes back, slots, mixed limits, double release),
+ * multi-lock (all-or-nothing, no deadlock with opposite orders, duplicates,
+ * bad input), leader election (one leader, a killed leader is replaced
+ * within its TTL, dlock_leader_wait follows changes) and the read-write lock
+ * (readers share, writers exclude, writers are not starved).
+ *
+ * Design. Concurrency across processes uses fork(): each child opens its own
+ * client and reports through a shared anonymous mapping (atomics), the
+ * parent asserts. Concurrency levels are measured inside the critical
+ * sections with atomic counters (current and maximum). Every wait is
+ * bounded.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static dh_redis *srv;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    srv = dh_redis_start(NULL);
+    return srv ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    dh_redis_stop(srv);
+    srv = NULL;
+    dh_cleanup();
+    return 0;
+}
+
+typedef struct shared {
+    atomic_int cur, max, sections, errors, slot_clash;
+    atomic_int slot_used[16];
+    atomic_int readers_cur, writers_cur, max_readers, overlap;
+    atomic_int ready;
+} shared;
+
+static shared *shared_new(void)
+{
+    shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    return sh;
+}
+
+static void bump_max(atomic_int *max, int v)
+{
+    int m = atomic_load(max);
+    while (v > m && !atomic_compare_exchange_weak(max, &m, v)) {
+    }
+}
+
+/* Busy work inside a critical section (no sleeping). */
+static void spin(int n)
+{
+    volatile unsigned x = 0;
+    for (int i = 0; i < n; i++)
+        x += (unsigned)i;
+}
+
+static dlock_client *open_client(void)
+{
+    dlock_client *c = NULL;
+    if (dlock_client_open(&c, srv->url, NULL) != 0)
+        return NULL;
+    return c;
+}
+
+static int wait_children(pid_t *pids, int n, int timeout_ms)
+{
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        int st = -1;
+        if (dh_waitpid(pids[i], &st, timeout_ms) != 1 || st != 0)
+            ok = 0;
+    }
+    return ok;
+}
+
+/* ------------------------------------------------------------ semaphore */
+
+/* 12 processes, limit 3: never more than 3 inside, and 3 is reached; slots
+ * are unique among the holders. */
+static void test_semaphore_limit(void **state)
+{
+    (void)state;
+    enum { PROCS = 12, ROUNDS = 15, LIMIT = 3 };
+    shared *sh = shared_new();
+    pid_t pids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            dlock_client *c = open_client();
+            if (!c)
+                _exit(2);
+            for (int i = 0; i < ROUNDS; i++) {
+                dlock_lock *l;
+                if (dlock_sem_acquire(&l, c, "sem:api", LIMIT, NULL) != 0) {
+                    atomic_fetch_add(&sh->errors, 1);
+                    continue;
+                }
+                int slot = dlock_lock_slot(l);
+                if (slot < 0 || slot >= LIMIT || atomic_fetch_add(&sh->slot_used[slot], 1) != 0)
+                    atomic_fetch_add(&sh->slot_clash, 1);
+                int now = atomic_fetch_add(&sh->cur, 1) + 1;
+                bump_max(&sh->max, now);
+                spin(200000);
+                atomic_fetch_sub(&sh->cur, 1);
+                if (slot >= 0 && slot < LIMIT)
+                    atomic_fetch_sub(&sh->slot_used[slot], 1);
+                atomic_fetch_add(&sh->sections, 1);
+                if (dlock_release(l) != 0)
+                    atomic_fetch_add(&sh->errors, 1);
+            }
+            dlock_client_close(c);
+            _exit(0);
+        }
+    }
+    assert_true(wait_children(pids, PROCS, 60000));
+    print_message("semaphore: %d workers, limit %d, max concurrent observed %d, %d sections\n", PROCS,
+                  LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
+    assert_int_equal(atomic_load(&sh->errors), 0);
+    assert_int_equal(atomic_load(&sh->slot_clash), 0);
+    assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
+    assert_int_equal(atomic_load(&sh->max), LIMIT);
+    munmap(sh, sizeof *sh);
+}
+
+/* A holder killed with SIGKILL: its permit comes back when its TTL runs
+ * out; a double release is harmless. */
+static void test_semaphore_crash_and_double_release(void **state)
+{
+    (void)state;
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dlock_client *c = open_client();
+        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+        o.ttl_ms = 1000;
+        dlock_lock *l;
+        char ok = c && dlock_sem_acquire(&l, c, "sem:crash", 1, &o) == 0 ? 'y' : 'n';
+        if (write(pipefd[1], &ok, 1) != 1)
+            _exit(2);
+        for (;;)
+            pause(); /* holds (and renews) until killed */
+    }
+    char ok = 0;
+    assert_int_equal(read(pipefd[0], &ok, 1), 1);
+    assert_int_equal(ok, 'y');
+    close(pipefd[0]);
+    close(pipefd[1]);
+    dlock_client *c = open_client();
+    dlock_lock *l = NULL;
+    dh_assert_rc(dlock_sem_acquire(&l, c, "sem:crash", 1, &(dlock_lock_opts){
+                                       DLOCK_LOCK_OPTS_VERSION, 30000, 0, 1, 1.0 / 3, NULL, NULL, NULL, 1}),
+                 DLOCK_EBUSY);
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(dh_waitpid(pid, &st, 5000), 1);
+    int64_t t0 = dh_now_ms();
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 10000;
+    dh_assert_rc(dlock_sem_acquire(&l, c, "sem:crash", 1, &o), 0);
+    int64_t took = dh_now_ms() - t0;
+    print_message("killed holder's permit came back after %lld ms (ttl 1000)\n", (long long)took);
+    assert_true(took <= 3000);
+    assert_int_equal(dlock_lock_slot(l), 0);
+    dh_assert_rc(dlock_release(l), 0);
+    /* A "double release": A's permit already came back by expiry and B holds
+     * it now; A's late release must neither free B's permit nor push the
+     * count below zero. */
+    dlock_lock_opts short_ttl = DLOCK_LOCK_OPTS_INIT;
+    short_ttl.ttl_ms = 300;
+    short_ttl.auto_renew = 0;
+    dlock_lock *a, *b, *x;
+    dh_assert_rc(dlock_sem_acquire(&a, c, "sem:twice", 1, &short_ttl), 0);
+    o.wait_ms = 5000;
+    dh_assert_rc(dlock_sem_acquire(&b, c, "sem:twice", 1, &o), 0); /* after a expired */
+    dh_assert_rc(dlock_release(a), DLOCK_ENOTHELD);
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:twice", 1, &once), DLOCK_EBUSY);
+    dh_assert_rc(dlock_release(b), 0);
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:twice", 1, &once), 0);
+    dh_assert_rc(dlock_release(x), 0);
+    dlock_client_close(c);
+}
+
+/* Mixed limits: an acquisition succeeds only while holders < its own
+ * limit. */
+static void test_semaphore_mixed_limits(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client();
+    dlock_lock *a, *b, *x;
+    dh_assert_rc(dlock_sem_acquire(&a, c, "sem:mixed", 3, NULL), 0);
+    dh_assert_rc(dlock_sem_acquire(&b, c, "sem:mixed", 3, NULL), 0);
+    dh_assert_rc(dlock_try_acquire(&x, c, "sem:mixed", NULL), 0); /* a mutex is another lock */
+    dh_assert_rc(dlock_release(x), 0);
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 2, &once), DLOCK_EBUSY); /* 2 holders, limit 2 */
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 3, &once), 0);           /* 2 < 3 */
+    dh_assert_rc(dlock_release(x), 0);
+    dh_assert_rc(dlock_release(a), 0);
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 2, &once), 0); /* 1 < 2 */
+    dh_assert_rc(dlock_release(x), 0);
+    dh_assert_rc(dlock_release(b), 0);
+    dlock_client_close(c);
+}
+
+static void test_semaphore_bad_input(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client();
+    dlock_lock *l = NULL;
+    dh_assert_rc(dlock_sem_acquire(&l, c, "sem:bad", 0, NULL), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "limit"));
+    dh_assert_rc(dlock_sem_acquire(&l, c, "sem:bad", -3, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_sem_acquire(&l, c, "", 2, NULL), DLOCK_EINVAL);
+    assert_null(l);
+    dlock_client_close(c);
+}
+
+/* ----------------------------------------------------------- multi-lock */
+
+/* Transfers between two accounts in opposite key orders from several
+ * processes: no deadlock, and the pair is always taken together. */
+static void test_multi_no_deadlock(void **state)
+{
+    (void)state;
+    enum { PROCS = 6, ROUNDS = 30 };
+    shared *sh = shared_new();
+    pid_t pids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            dlock_client *c = open_client();
+            if (!c)
+                _exit(2);
+            const char *ab[2] = {"acct:{bank}:A", "acct:{bank}:B"};
+            const char *ba[2] = {"acct:{bank}:B", "acct:{bank}:A"};
+            for (int i = 0; i < ROUNDS; i++) {
+                dlock_lock *l;
+                dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+                o.wait_ms = 20000;
+                if (dlock_acquire_all(&l, c, (p + i) % 2 ? ab : ba, 2, &o) != 0) {
+                    atomic_fetch_add(&sh->errors, 1);
+                    continue;
+                }
+                int now = atomic_fetch_add(&sh->cur, 1) + 1;
+                bump_max(&sh->max, now);
+                spin(100000);
+                atomic_fetch_sub(&sh->cur, 1);
+                atomic_fetch_add(&sh->sections, 1);
+                if (dlock_lock_count(l) != 2 || dlock_release(l) != 0)
+                    atomic_fetch_add(&sh->errors, 1);
+            }
+            dlock_client_close(c);
+            _exit(0);
+        }
+    }
+    assert_true(wait_children(pids, PROCS, 90000));
+    assert_int_equal(atomic_load(&sh->errors), 0);
+    assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
+    assert_int_equal(atomic_load(&sh->max), 1);
+    munmap(sh, sizeof *sh);
+}
+
+/* All or nothing: with one key of the set held elsewhere, none is taken;
+ * a single-key holder of the other key is unaffected. */
+static void test_multi_all_or_nothing(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client(), *d = open_client();
+    dlock_lock *b, *all = NULL, *a;
+    dh_assert_rc(dlock_acquire(&b, d, "m:{x}:b", NULL), 0);
+    const char *keys[3] = {"m:{x}:a", "m:{x}:b", "m:{x}:a"}; /* duplicate a */
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &once), DLOCK_EBUSY);
+    /* a was not taken */
+    dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:a", NULL), 0);
+    dh_assert_rc(dlock_release(a), 0);
+    /* waiting: woken by b's release, then holds both */
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 300;
+    dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &o), DLOCK_ETIMEDOUT);
+    dh_assert_rc(dlock_release(b), 0);
+    dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &once), 0);
+    assert_int_equal(dlock_lock_count(all), 2);
+    assert_string_equal(dlock_lock_key_at(all, 0), "m:{x}:a");
+    assert_string_equal(dlock_lock_key_at(all, 1), "m:{x}:b");
+    assert_true(dlock_lock_fencing_token_at(all, 0) > 0);
+    assert_true(dlock_lock_fencing_token_at(all, 1) > 0);
+    assert_int_equal(dlock_lock_fencing_token(all), dlock_lock_fencing_token_at(all, 0));
+    dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:a", NULL), DLOCK_EBUSY);
+    dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:b", NULL), DLOCK_EBUSY);
+    dh_assert_rc(dlock_release(all), 0);
+    dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:b", NULL), 0);
+    dh_assert_rc(dlock_release(a), 0);
+    dlock_client_close(c);
+    dlock_client_close(d);
+}
+
+static void test_multi_bad_input(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client();
+    dlock_lock *l = NULL;
+    const char *keys[DLOCK_MULTI_MAX + 1];
+    char buf[DLOCK_MULTI_MAX + 1][16];
+    for (int i = 0; i <= DLOCK_MULTI_MAX; i++) {
+        snprintf(buf[i], sizeof buf[i], "k%d", i);
+        keys[i] = buf[i];
+    }
+    dh_assert_rc(dlock_acquire_all(&l, c, keys, 0, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_acquire_all(&l, c, NULL, 2, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_acquire_all(&l, c, keys, DLOCK_MULTI_MAX + 1, NULL), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "at most"));
+    const char *with_empty[2] = {"k1", ""};
+    dh_assert_rc(dlock_acquire_all(&l, c, with_empty, 2, NULL), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "empty"));
+    assert_null(l);
+    dlock_client_close(c);
+}
+
+/* ------------------------------------------------------ leader election */
+
+/* A leader killed with SIGKILL is replaced within its TTL; watchers see it
+ * through dlock_leader_wait. */
+static void test_leader_failover(void **state)
+{
+    (void)state;
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+        co.owner_id = "leader-one";
+        dlock_client *c = NULL;
+        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+        o.ttl_ms = 1000;
+        dlock_lock *l;
+        char ok = dlock_client_open(&c, srv->url, &co) == 0 &&
+                  dlock_campaign(&l, c, "elect:svc", &o) == 0 ? 'y' : 'n';
+        if (write(pipefd[1], &ok, 1) != 1)
+            _exit(2);
+        for (;;)
+            pause();
+    }
+    char ok = 0;
+    assert_int_equal(read(pipefd[0], &ok, 1), 1);
+    assert_int_equal(ok, 'y');
+    close(pipefd[0]);
+    close(pipefd[1]);
+
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = "leader-two";
+    dlock_client *c;
+    dh_assert_rc(dlock_client_open(&c, srv->url, &co), 0);
+    dlock_info info;
+    dh_assert_rc(dlock_leader(&info, c, "elect:svc"), 0);
+    assert_int_equal(info.held, 1);
+    assert_string_equal(info.owner, "leader-one");
+    uint64_t term1 = info.fencing_token;
+
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(dh_waitpid(pid, &st, 5000), 1);
+    int64_t t0 = dh_now_ms();
+    dlock_lock *l;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.ttl_ms = 1000;
+    o.wait_ms = 10000;
+    dh_assert_rc(dlock_campaign(&l, c, "elect:svc", &o), 0);
+    int64_t took = dh_now_ms() - t0;
+    print_message("killed leader replaced after %lld ms (ttl 1000)\n", (long long)took);
+    assert_true(took <= 3000);
+    dh_assert_rc(dlock_leader(&info, c, "elect:svc"), 0);
+    assert_string_equal(info.owner, "leader-two");
+    assert_true(info.fencing_token > term1);
+    /* a watcher sees the resignation (no leader), without polling */
+    dlock_client *w = open_client();
+    uint64_t term2 = info.fencing_token;
+    dh_assert_rc(dlock_resign(l), 0);
+    dh_assert_rc(dlock_leader_wait(&info, w, "elect:svc", term2, 5000, NULL), 0);
+    assert_int_equal(info.held, 0);
+    dh_assert_rc(dlock_leader_wait(&info, w, "elect:svc", 0, 200, NULL), DLOCK_ETIMEDOUT);
+    dlock_client_close(w);
+    dlock_client_close(c);
+}
+
+typedef struct watch_ctx {
+    dlock_client *c;
+    uint64_t known;
+    dlock_info info;
+    atomic_int done;
+    int rc;
+} watch_ctx;
+
+static void *watch_main(void *arg)
+{
+    watch_ctx *w = arg;
+    w->rc = dlock_leader_wait(&w->info, w->c, "elect:watch", w->known, 10000, NULL);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+static int watch_done(void *arg)
+{
+    return atomic_load(&((watch_ctx *)arg)->done);
+}
+
+/* A watcher blocked on "no leader" sees a campaign win at once. */
+static void test_leader_wait_sees_new_leader(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client(), *wc = open_client();
+    watch_ctx w = {.c = wc, .known = 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, watch_main, &w), 0);
+    assert_false(dh_wait_until(watch_done, &w, 300)); /* no leader: keeps waiting */
+    dlock_lock *l;
+    dh_assert_rc(dlock_campaign(&l, c, "elect:watch", NULL), 0);
+    assert_true(dh_wait_until(watch_done, &w, 5000));
+    pthread_join(th, NULL);
+    dh_assert_rc(w.rc, 0);
+    assert_int_equal(w.info.held, 1);
+    assert_int_equal(w.info.fencing_token, dlock_lock_fencing_token(l));
+    dh_assert_rc(dlock_resign(l), 0);
+    dlock_client_close(c);
+    dlock_client_close(wc);
+}
+
+/* ------------------------------------------------------- read-write lock */
+
+/* Readers share; a writer excludes readers and writers. */
+static void test_rw_share_and_exclude(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client();
+    dlock_lock *r1, *r2, *w = NULL;
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    dh_assert_rc(dlock_rw_acquire(&r1, c, "rw:doc", DLOCK_READ, NULL), 0);
+    dh_assert_rc(dlock_rw_acquire(&r2, c, "rw:doc", DLOCK_READ, &once), 0);
+    assert_true(dlock_lock_fencing_token(r2) > dlock_lock_fencing_token(r1));
+    dh_assert_rc(dlock_rw_acquire(&w, c, "rw:doc", DLOCK_WRITE, &once), DLOCK_EBUSY);
+    dh_assert_rc(dlock_try_acquire(&w, c, "rw:doc", NULL), DLOCK_EBUSY); /* same lock */
+    dh_assert_rc(dlock_release(r1), 0);
+    dh_assert_rc(dlock_release(r2), 0);
+    dh_assert_rc(dlock_rw_acquire(&w, c, "rw:doc", DLOCK_WRITE, &once), 0);
+    dh_assert_rc(dlock_rw_acquire(&r1, c, "rw:doc", DLOCK_READ, &once), DLOCK_EBUSY);
+    dh_assert_rc(dlock_release(w), 0);
+    dh_assert_rc(dlock_rw_acquire(&w, c, "rw:doc", 3, NULL), DLOCK_EINVAL);
+    dlock_client_close(c);
+}
+
+/* Many readers and writers in processes: a writer is always alone, readers
+ * overlap, and writers finish while readers keep coming (no starvation). */
+static void test_rw_concurrent_no_starvation(void **state)
+{
+    (void)state;
+    enum { READERS = 6, WRITERS = 2, ROUNDS = 25 };
+    shared *sh = shared_new();
+    pid_t pids[READERS + WRITERS];
+    for (int p = 0; p < READERS + WRITERS; p++) {
+        if ((pids[p] = fork()) == 0) {
+            int writer = p >= READERS;
+            dlock_client *c = open_client();
+            if (!c)
+                _exit(2);
+            for (int i = 0; i < ROUNDS; i++) {
+                dlock_lock *l;
+                dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+                o.wait_ms = 30000;
+                if (dlock_rw_acquire(&l, c, "rw:load", writer ? DLOCK_WRITE : DLOCK_READ, &o) != 0) {
+                    atomic_fetch_add(&sh->errors, 1);
+                    continue;
+                }
+                if (writer) {
+                    if (atomic_fetch_add(&sh->writers_cur, 1) != 0 || atomic_load(&sh->readers_cur) != 0)
+                        atomic_fetch_add(&sh->overlap, 1);
+                    spin(300000);
+                    if (atomic_load(&sh->readers_cur) != 0)
+                        atomic_fetch_add(&sh->overlap, 1);
+                    atomic_fetch_sub(&sh->writers_cur, 1);
+                    atomic_fetch_add(&sh->sections, 1);
+                } else {
+                    int n = atomic_fetch_add(&sh->readers_cur, 1) + 1;
+                    bump_max(&sh->max_readers, n);
+                    if (atomic_load(&sh->writers_cur) != 0)
+                        atomic_fetch_add(&sh->overlap, 1);
+                    spin(300000);
+                    atomic_fetch_sub(&sh->readers_cur, 1);
+                }
+                if (dlock_release(l) != 0)
+                    atomic_fetch_add(&sh->errors, 1);
+            }
+            dlock_client_close(c);
+            _exit(0);
+        }
+    }
+    assert_true(wait_children(pids, READERS + WRITERS, 120000));
+    print_message("rw: max concurrent readers %d, writer sections %d, overlaps %d\n",
+                  atomic_load(&sh->max_readers), atomic_load(&sh->sections), atomic_load(&sh->overlap));
+    assert_int_equal(atomic_load(&sh->errors), 0);
+    assert_int_equal(atomic_load(&sh->overlap), 0);
+    assert_int_equal(atomic_load(&sh->sections), WRITERS * ROUNDS);
+    assert_true(atomic_load(&sh->max_readers) >= 2);
+    munmap(sh, sizeof *sh);
+}
+
+typedef struct rw_waiter {
+    dlock_client *c;
+    int mode;
+    atomic_int done;
+    int rc;
+    int64_t got_ms;
+    dlock_lock *lock;
+} rw_waiter;
+
+static void *rw_waiter_main(void *arg)
+{
+    rw_waiter *w = arg;
+    w->rc = dlock_rw_acquire(&w->lock, w->c, "rw:fair", w->mode, NULL);
+    w->got_ms = dh_now_ms();
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+static int rw_done(void *arg)
+{
+    return atomic_load(&((rw_waiter *)arg)->done);
+}
+
+static int64_t queued(dlock_client *c)
+{
+    dlock_info info;
+    return dlock_inspect(&info, c, "rw:fair") == 0 ? info.waiters : -1;
+}
+
+static int one_queued(void *arg)
+{
+    return queued(arg) >= 1;
+}
+
+static int two_queued(void *arg)
+{
+    return queued(arg) >= 2;
+}
+
+/* A writer queued behind a reader is served before readers that come after
+ * it: a new reader neither gets in with a try-lock nor overtakes it. */
+static void test_rw_writer_not_overtaken(void **state)
+{
+    (void)state;
+    dlock_client *c = open_client(), *wc = open_client(), *rc2 = open_client();
+    dlock_lock *r1, *x = NULL;
+    dh_assert_rc(dlock_rw_acquire(&r1, c, "rw:fair", DLOCK_READ, NULL), 0);
+    rw_waiter w = {.c = wc, .mode = DLOCK_WRITE};
+    pthread_t wt, rt;
+    assert_int_equal(pthread_create(&wt, NULL, rw_waiter_main, &w), 0);
+    assert_true(dh_wait_until(one_queued, c, 5000));
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    dh_assert_rc(dlock_rw_acquire(&x, c, "rw:fair", DLOCK_READ, &once), DLOCK_EBUSY);
+    rw_waiter r = {.c = rc2, .mode = DLOCK_READ};
+    assert_int_equal(pthread_create(&rt, NULL, rw_waiter_main, &r), 0);
+    assert_true(dh_wait_until(two_queued, c, 5000));
+    dh_assert_rc(dlock_release(r1), 0);
+    assert_true(dh_wait_until(rw_done, &w, 5000));
+    pthread_join(wt, NULL);
+    dh_assert_rc(w.rc, 0);
+    assert_false(dh_wait_until(rw_done, &r, 200)); /* the reader waits for the writer */
+    dh_assert_rc(dlock_release(w.lock), 0);
+    assert_true(dh_wait_until(rw_done, &r, 5000));
+    pthread_join(rt, NULL);
+    dh_assert_rc(r.rc, 0);
+    assert_true(r.got_ms >= w.got_ms);
+    dh_assert_rc(dlock_release(r.lock), 0);
+    dlock_client_close(c);
+    dlock_client_close(wc);
+    dlock_client_close(rc2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_semaphore_limit),
+        cmocka_unit_test(test_semaphore_crash_and_double_release),
+        cmocka_unit_test(test_semaphore_mixed_limits),
+        cmocka_unit_test(test_semaphore_bad_input),
+        cmocka_unit_test(test_multi_no_deadlock),
+        cmocka_unit_test(test_multi_all_or_nothing),
+        cmocka_unit_test(test_multi_bad_input),
+        cmocka_unit_test(test_leader_failover),
+        cmocka_unit_test(test_leader_wait_sees_new_leader),
+        cmocka_unit_test(test_rw_share_and_exclude),
+        cmocka_unit_test(test_rw_concurrent_no_starvation),
+        cmocka_unit_test(test_rw_writer_not_overtaken),
+    };
+    return cmocka_run_group_tests_name("patterns", tests, group_setup, group_teardown);
+}
