@@ -98,6 +98,15 @@ DLOCK_API const char *dlock_last_errmsg(void);
 typedef struct dlock_client dlock_client;
 typedef struct dlock_lock dlock_lock;
 
+/* Log levels and callback. The callback gets one line without a newline;
+ * it may run on any thread (the caller's, the watchdog's, the listener's)
+ * and must not call back into the client. Messages never contain
+ * passwords. Logged: failed acquisitions (ERROR; busy and timeouts at
+ * DEBUG), renewal failures being retried (WARN), lost locks (ERROR),
+ * reconnections (INFO). */
+enum { DLOCK_LOG_ERROR = 0, DLOCK_LOG_WARN = 1, DLOCK_LOG_INFO = 2, DLOCK_LOG_DEBUG = 3 };
+typedef void (*dlock_log_fn)(int level, const char *msg, void *arg);
+
 #define DLOCK_CLIENT_OPTS_VERSION 1
 
 typedef struct dlock_client_opts {
@@ -108,10 +117,14 @@ typedef struct dlock_client_opts {
     const char *owner_id;      /* shown by status; NULL = "hostname:pid" */
     const char *username;      /* ACL user; NULL = from the URL */
     const char *password;      /* NULL = from the URL */
+    dlock_log_fn log_fn;       /* optional: see dlock_log_fn */
+    void *log_arg;
+    int log_level;             /* most verbose level passed on; default WARN */
+    int metrics_by_key_prefix; /* 1: label metrics by key prefix (bounded) */
 } dlock_client_opts;
 
 #define DLOCK_CLIENT_OPTS_INIT \
-    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL }
+    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0 }
 
 /* Open a client for the Redis server named by `url`:
  *   redis://[user:pass@]host[:port][/db]     (IPv6: redis://[::1]:6379)
@@ -349,25 +362,52 @@ DLOCK_API int dlock_with(dlock_client *client, const char *key,
 
 /* ------------------------------------------------------------- statistics */
 
+/* Histogram buckets (upper bounds, seconds): 100us .. 60s, then +Inf. */
+#define DLOCK_HIST_BUCKETS 18
+DLOCK_API double dlock_hist_bound(int i); /* i in [0, DLOCK_HIST_BUCKETS) */
+
+typedef struct dlock_histogram {
+    uint64_t count;
+    double sum_seconds;
+    uint64_t le[DLOCK_HIST_BUCKETS]; /* cumulative: observations <= bound i */
+} dlock_histogram;
+
 #define DLOCK_STATS_VERSION 1
 
 typedef struct dlock_stats_t {
-    unsigned version;
+    unsigned version;          /* set by dlock_stats() */
     uint64_t round_trips;      /* request/reply exchanges with Redis */
     uint64_t commands;         /* commands sent (a pipeline counts each) */
     uint64_t connects;         /* connections opened */
     uint64_t errors;           /* transport or protocol errors */
-    uint64_t acquired;
+    uint64_t acquired;         /* acquisitions by result */
     uint64_t busy;
     uint64_t timeouts;
-    uint64_t renewals;         /* successful renewals */
-    uint64_t renew_failures;
-    uint64_t lost;
-    int64_t held_now;          /* locks held through this client now */
+    uint64_t acquire_errors;   /* any other failure (connection, cancel, ...) */
+    uint64_t renewals;         /* renewals by result: done */
+    uint64_t renew_failures;   /*   failed, to be retried */
+    uint64_t lost;             /* locks marked lost (renewal or extend) */
+    uint64_t released;         /* releases by result: freed */
+    uint64_t release_not_held; /*   it was no longer ours */
+    uint64_t release_errors;   /*   could not reach the server */
+    int64_t held_now;          /* locks held now (released, lost and expired
+                                  ones excluded; computed at the snapshot) */
+    dlock_histogram wait;      /* time to acquire, successful acquisitions */
+    dlock_histogram hold;      /* time from acquisition to release */
 } dlock_stats_t;
 
-/* A snapshot of the client's counters. Cheap; any thread. */
+/* A snapshot of the client's counters (atomics: cheap to update, so always
+ * on). Any thread. */
 DLOCK_API int dlock_stats(dlock_stats_t *out, dlock_client *client);
+
+/* Write the client's metrics in the Prometheus text exposition format
+ * (names dlock_..., base units, _total counters, histograms with buckets
+ * from 100 us to 60 s). With dlock_client_opts.metrics_by_key_prefix, the
+ * acquisition, wait and hold metrics also carry a label key_prefix (the
+ * key up to its first ':'), for at most 32 distinct values (more are
+ * counted as "_other"). Returns 0, or DLOCK_EINVAL (NULL), or DLOCK_ECONN
+ * if writing to f failed. */
+DLOCK_API int dlock_metrics_write(dlock_client *client, FILE *f);
 
 #ifdef __cplusplus
 }

@@ -173,30 +173,61 @@ out=$("${T[@]}" "$DLOCK" -u "$URL" status job:7 2>&1) || rc=$?
 ok "CLI: \`dlock status job:7\` while held:"
 indent <<<"$out"
 
+# ---- FIFO: waiters queue behind A and get the lock in arrival order ---------
+# Each waiter joins only once the previous one shows in the queue, so the
+# arrival order is known; each one's command appends its name to a file.
+waiters_now() {
+    "${T[@]}" "$DLOCK" -u "$URL" status --json job:7 2>/dev/null |
+        sed -n 's/.*"waiters": *\([0-9]*\).*/\1/p' | head -n 1
+}
+W_PIDS=()
+n=0
+for w in B C D; do
+    "${T[@]}" "$DLOCK" -u "$URL" --id "demo-$w" run --wait 20s job:7 -- \
+        sh -c 'printf "%s\n" "$1" >>"$2"' sh "$w" "$TMP/order" 2>>"$TMP/w.err" &
+    W_PIDS+=("$!")
+    BG_PIDS+=("$!")
+    n=$((n + 1))
+    for ((i = 0; i < 100; i++)); do
+        [ "$(waiters_now)" = "$n" ] && break
+        sleep 0.05
+    done
+    [ "$(waiters_now)" = "$n" ] || fail "fifo: \`dlock status\` does not show $n waiter(s) on job:7"
+done
+
 touch "$TMP/a.release"
 rc=0
 wait "$A_PID" || rc=$?
 [ "$rc" -eq 0 ] || fail "holder A: \`dlock run\` exited $rc after its command exited 0 (expected 0): $(cat "$TMP/a.err")"
+for pid in "${W_PIDS[@]}"; do
+    rc=0
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "fifo: a waiter's \`dlock run --wait 20s\` exited $rc: $(cat "$TMP/w.err")"
+done
+order=$(tr '\n' ' ' <"$TMP/order")
+[ "$order" = "B C D " ] || fail "fifo: waiters ran in the order ${order}(expected B C D)"
+ok "fifo:     B, C, D queued behind A (status: waiters 3); when A released, they ran in arrival order: ${order% }"
+
 out=$("${T[@]}" "$DLOCK" -u "$URL" status job:7 2>&1) || fail "status: exited non-zero on a free key: $out"
-grep -qi free <<<"$out" || fail "status: job:7 not free after A's command exited: $out"
-ok "CLI: A's command exited 0, dlock exited 0 and released: \`dlock status job:7\` says \"$out\""
+grep -qi free <<<"$out" || fail "status: job:7 not free after all holders exited: $out"
+ok "CLI: every \`dlock run\` exited 0 and released: \`dlock status job:7\` says \"$out\""
 
 # ---- unlock --force: the holder finds out and stops its command ---------------
-"${T[@]}" "$DLOCK" -u "$URL" --id demo-C run --ttl 3s job:9 -- sh -c '
+"${T[@]}" "$DLOCK" -u "$URL" --id demo-E run --ttl 3s job:9 -- sh -c '
     printf "%s\n" "$$" >"$1"; i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i + 1)); done
-' sh "$TMP/c.held" 2>"$TMP/c.err" &
-C_PID=$!
-BG_PIDS+=("$C_PID")
-wait_for_file "$TMP/c.held" "$C_PID" || fail "holder C: \`dlock run job:9\` did not start its command"
+' sh "$TMP/e.held" 2>"$TMP/e.err" &
+E_PID=$!
+BG_PIDS+=("$E_PID")
+wait_for_file "$TMP/e.held" "$E_PID" || fail "holder E: \`dlock run job:9\` did not start its command"
 out=$("${T[@]}" "$DLOCK" -u "$URL" unlock --force job:9 2>&1) ||
     fail "unlock: \`dlock unlock --force job:9\` failed: $out"
 t0=$(now_ms)
 rc=0
-wait "$C_PID" || rc=$?
+wait "$E_PID" || rc=$?
 ms=$(($(now_ms) - t0))
-[ "$rc" -eq 79 ] || fail "unlock: C's \`dlock run\` exited $rc after its lock was removed (expected 79): $(cat "$TMP/c.err")"
-ok "unlock:   \`dlock unlock --force job:9\` removed C's lock; C's renewal noticed, stopped its command and exited 79 after $((ms / 100 / 10)).$((ms / 100 % 10))s; C said:"
-indent <"$TMP/c.err"
+[ "$rc" -eq 79 ] || fail "unlock: E's \`dlock run\` exited $rc after its lock was removed (expected 79): $(cat "$TMP/e.err")"
+ok "unlock:   \`dlock unlock --force job:9\` removed E's lock; E's renewal noticed, stopped its command and exited 79 after $((ms / 100 / 10)).$((ms / 100 % 10))s; E said:"
+indent <"$TMP/e.err"
 
 # ---- fencing tokens ------------------------------------------------------------
 token() {

@@ -15,7 +15,7 @@
 # Budget: about 15 minutes on 2 cores in all. Each phase's ctest run is cut at
 # its budget (seconds, override with the variables below); tests run one at a
 # time by default, DLOCK_TEST_JOBS=N runs N at once.
-#   DLOCK_BUDGET_WERROR=300 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
+#   DLOCK_BUDGET_WERROR=240 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
 #   DLOCK_PHASES="werror asan tsan"   which phases to run
 #   DLOCK_TSAN_TESTS='mutex|cancel|watchdog|wait'   ctest -R regex for TSan
@@ -23,7 +23,7 @@
 # shellcheck source=SCRIPTDIR/common.sh disable=SC1091
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
-BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-300}
+BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-240}
 BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-240}
 BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-120}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}

@@ -18,6 +18,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -201,6 +202,15 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     if (!(c->owner = dlock__strdup(owner)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
 
+    if (o->log_level < DLOCK_LOG_ERROR || o->log_level > DLOCK_LOG_DEBUG)
+        return dlock__err(DLOCK_EINVAL, "log_level must be DLOCK_LOG_ERROR..DLOCK_LOG_DEBUG (got %d)", o->log_level);
+    if (o->metrics_by_key_prefix != 0 && o->metrics_by_key_prefix != 1)
+        return dlock__err(DLOCK_EINVAL, "metrics_by_key_prefix must be 0 or 1");
+    c->log_fn = o->log_fn;
+    c->log_arg = o->log_arg;
+    c->log_level = o->log_level;
+    c->metrics.by_prefix = o->metrics_by_key_prefix;
+
     if (o->username) {
         dlock__free(c->ep.user);
         if (!(c->ep.user = dlock__strdup(o->username)))
@@ -233,7 +243,20 @@ static void client_free(dlock_client *c)
     dlock__endpoint_clear(&c->ep);
     dlock__free(c->prefix);
     dlock__free(c->owner);
+    dlock__metrics_free(&c->metrics);
     dlock__free(c);
+}
+
+void dlock__log(dlock_client *c, int level, const char *fmt, ...)
+{
+    if (!c->log_fn || level > c->log_level)
+        return;
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->log_fn(level, msg, c->log_arg);
 }
 
 int dlock_client_open(dlock_client **out, const char *url, const dlock_client_opts *opts)
@@ -341,6 +364,18 @@ void dlock__client_set_faults(dlock_client *c, const dlock__faults *f)
     }
 }
 
+/* Locks held now: linked, not lost, validity not passed. */
+static int64_t held_now(dlock_client *c)
+{
+    int64_t n = 0, now = dlock__now_ns();
+    pthread_mutex_lock(&c->mu);
+    for (dlock_lock *l = c->locks; l; l = l->next)
+        if (atomic_load(&l->state) == DLOCK__HELD && now < atomic_load(&l->valid_until_ns))
+            n++;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
 int dlock_stats(dlock_stats_t *out, dlock_client *c)
 {
     if (!out || !c)
@@ -351,14 +386,19 @@ int dlock_stats(dlock_stats_t *out, dlock_client *c)
     out->commands = atomic_load(&c->counters.commands);
     out->connects = atomic_load(&c->counters.connects);
     out->errors = atomic_load(&c->counters.errors);
-    out->acquired = atomic_load(&c->acquired);
-    out->busy = atomic_load(&c->busy);
-    out->timeouts = atomic_load(&c->timeouts);
-    out->renewals = atomic_load(&c->renewals);
-    out->renew_failures = atomic_load(&c->renew_failures);
-    out->lost = atomic_load(&c->lost);
-    out->held_now = atomic_load(&c->held_now);
+    dlock__metrics_snapshot(&c->metrics, out);
+    out->held_now = held_now(c);
     return 0;
+}
+
+int dlock_metrics_write(dlock_client *c, FILE *f)
+{
+    dlock__err_clear();
+    if (!c || !f)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    dlock_stats_t st;
+    dlock_stats(&st, c);
+    return dlock__metrics_write(&c->metrics, f, c->ep.desc, st.held_now, &st);
 }
 
 /* Parse "<token>:<fence>:<owner>" into info. Returns 0 or DLOCK_EPROTO. */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "metrics.h"
 #include "dlock.h"
 #include "scripts.h"
 #include "url.h"
@@ -51,6 +52,7 @@ struct dlock_lock {
     char token[DLOCK__TOKEN_LEN + 1];
     const char *release_args[3]; /* token, handoff cap, "0" */
     int64_t ttl_ms;           /* under client->mu once linked */
+    int64_t acquired_ns;      /* when it was granted (hold time) */
     int auto_renew;
     double renew_fraction;
     dlock_lost_fn on_lost;
@@ -81,8 +83,10 @@ struct dlock_client {
     char *prefix;
     char *owner;
     dlock__counters counters;
-    atomic_uint_fast64_t acquired, busy, timeouts, renewals, renew_failures, lost;
-    atomic_int_fast64_t held_now;
+    dlock__metrics metrics;
+    dlock_log_fn log_fn;
+    void *log_arg;
+    int log_level;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* watchdog schedule changes, inflight cleared */
@@ -137,6 +141,9 @@ void dlock__watchdog_stop(dlock_client *c);
 int dlock__lock_mark_lost(dlock_lock *l, int why);
 /* Validity left for a lock confirmed at start_ns: start + ttl - drift. */
 int64_t dlock__validity_end(int64_t start_ns, int64_t ttl_ms);
+
+/* Pass a message to the client's log callback if level is enabled. */
+void dlock__log(dlock_client *c, int level, const char *fmt, ...) DLOCK_PRINTF(3, 4);
 
 /* Test hook: misbehaving transports for every new connection (NULL: off);
  * idle connections are dropped so the next call connects anew. */

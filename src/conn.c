@@ -242,6 +242,9 @@ static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *st
         return dlock__err(DLOCK_EAUTH, "%s: %s: %s", c->t->desc, step, msg);
     if (dlock__reply_is_error(r, "NOPERM"))
         return dlock__err(DLOCK_EAUTH, "%s: %s: %s", c->t->desc, step, msg);
+    if (strcmp(step, "SELECT") == 0 && strstr(msg, "out of range"))
+        return dlock__err(DLOCK_EINVAL, "%s: the database in the URL does not exist on this server (%s)",
+                          c->t->desc, msg);
     return dlock__err(DLOCK_EPROTO, "%s: %s: %s", c->t->desc, step, msg);
 }
 

@@ -388,7 +388,6 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
             if (rc == DLOCK_EBUSY) {
                 rc = dlock__err(DLOCK_ETIMEDOUT, "%s: still held by someone else after %lld ms",
                                 l->parts[0].key, (long long)o->wait_ms);
-                atomic_fetch_add(&c->timeouts, 1);
             }
             break;
         }
@@ -465,14 +464,18 @@ static int acquire(dlock_lock **out, dlock_client *c, int kind, const char *cons
         rc = attempt(l, mode, &hint);
     if (rc == DLOCK_EBUSY && o->wait_ms == 0) {
         rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", keys[0]);
-        atomic_fetch_add(&c->busy, 1);
     } else if (rc == DLOCK_EBUSY) {
         rc = wait_for(l, o, deadline, hint);
     }
     if (rc == 0 && (rc = dlock__watchdog_add(c, l)) != 0)
         abandon(l); /* held but cannot be kept: give it back */
-    if (rc == 0)
-        atomic_fetch_add(&c->acquired, 1);
+    int64_t now = dlock__now_ns();
+    l->acquired_ns = now;
+    dlock__metrics_acquire(&c->metrics, keys[0], rc, now - start);
+    if (rc == DLOCK_EBUSY || rc == DLOCK_ETIMEDOUT)
+        dlock__log(c, DLOCK_LOG_DEBUG, "acquire: %s", dlock_last_errmsg());
+    else if (rc)
+        dlock__log(c, DLOCK_LOG_ERROR, "acquire %s failed: %s", keys[0], dlock_last_errmsg());
     dlock__client_leave(c);
     if (rc) {
         dlock__lock_free(l);
@@ -606,6 +609,7 @@ int dlock_release(dlock_lock *l)
                             l->parts[0].key);
         dlock__client_leave(c);
     }
+    dlock__metrics_release(&c->metrics, l->parts[0].key, rc, dlock__now_ns() - l->acquired_ns);
     dlock__lock_free(l);
     return rc;
 }
@@ -621,8 +625,10 @@ int dlock__lock_mark_lost(dlock_lock *l, int why)
     atomic_store(&l->renew_error, why);
     if (!atomic_compare_exchange_strong(&l->state, &expect, DLOCK__LOST))
         return 0;
-    atomic_fetch_add(&l->client->lost, 1);
-    atomic_fetch_sub(&l->client->held_now, 1);
+    atomic_fetch_add(&l->client->metrics.lost, 1);
+    dlock__log(l->client, DLOCK_LOG_ERROR, "lock %s lost: %s", l->parts[0].key,
+               why == DLOCK_ENOTHELD ? "the server says it is no longer ours"
+                                     : "renewal could not confirm it before its validity ran out");
     return 1;
 }
 

@@ -173,10 +173,13 @@ static int64_t tick(dlock_client *c, batch *b)
     }
 
     pthread_mutex_unlock(&c->mu);
-    /* never let one round outlast the validity of a lock in it: a lock whose
-     * validity ends must be declared lost then, not after a slow connect */
+    /* Never let one round outlast the validity of a lock in it (a lock whose
+     * validity ends must be declared lost then, not after a slow connect),
+     * and give up after half the validity left, so that a failure is known
+     * (renew_error) while there is still time to act on it, e.g. dlock run's
+     * --grace. */
     int64_t start = dlock__now_ns();
-    int64_t budget_ms = (earliest_end - start) / 1000000;
+    int64_t budget_ms = (earliest_end - start) / 2000000;
     int rc = dlock__client_run_within(c, b->calls, b->ncalls, b->replies,
                                       budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms);
     pthread_mutex_lock(&c->mu);
@@ -198,7 +201,7 @@ static int64_t tick(dlock_client *c, batch *b)
             atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
             l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
             atomic_store(&l->renew_error, 0);
-            atomic_fetch_add(&c->renewals, 1);
+            atomic_fetch_add(&c->metrics.renewals, 1);
             l->inflight = 0;
         } else if (res == 0) {
             /* the server says it is not ours any more */
@@ -208,9 +211,11 @@ static int64_t tick(dlock_client *c, batch *b)
                 l->inflight = 0;
         } else {
             atomic_store(&l->renew_error, res);
-            atomic_fetch_add(&c->renew_failures, 1);
+            atomic_fetch_add(&c->metrics.renew_failures, 1);
             int64_t at = dlock__now_ns() + retry_delay_ns(l);
             int64_t until = atomic_load(&l->valid_until_ns);
+            dlock__log(c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
+                       l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
             l->renew_at_ns = at < until ? at : until;
             l->inflight = 0;
         }
@@ -261,7 +266,6 @@ int dlock__watchdog_add(dlock_client *c, dlock_lock *l)
             c->locks->prev = l;
         c->locks = l;
         l->linked = 1;
-        atomic_fetch_add(&c->held_now, 1);
         /* wake the watchdog only if this lock is due before its plan */
         if (l->auto_renew && l->renew_at_ns < c->wd_wake_ns)
             pthread_cond_broadcast(&c->cv);
@@ -284,8 +288,6 @@ void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
             l->next->prev = l->prev;
         l->prev = l->next = NULL;
         l->linked = 0;
-        if (atomic_load(&l->state) == DLOCK__HELD)
-            atomic_fetch_sub(&c->held_now, 1);
     }
     pthread_mutex_unlock(&c->mu);
 }

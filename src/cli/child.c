@@ -163,6 +163,11 @@ int cli_child_watch_start(cli_child *ch, dlock_cancel *cancel)
     return 0;
 }
 
+int cli_child_watch_signal(cli_child *ch)
+{
+    return atomic_load(&ch->watch_signo);
+}
+
 int cli_child_watch_stop(cli_child *ch)
 {
     char b = 'S';

@@ -61,6 +61,9 @@ int cli_child_wake_fd(const cli_child *ch);
 int cli_child_watch_start(cli_child *ch, dlock_cancel *cancel);
 int cli_child_watch_stop(cli_child *ch);
 
+/* The termination signal the watcher has seen so far, or 0 (any thread). */
+int cli_child_watch_signal(cli_child *ch);
+
 /* Set NAME=value in CMD's environment (replacing an inherited NAME).
  * Returns 0 or an exit status (reported). */
 int cli_child_setenv(cli_child *ch, const char *name, const char *value);

@@ -7,11 +7,16 @@
  * command function (one file per command: run.c, status.c, unlock.c, ...).
  * A command function returns the process exit status; it never calls exit()
  * itself, so every command cleans up on every path and tools like valgrind
- * see no leaks.
+ * see no leaks. Commands that run a program under a lock (run, later elect)
+ * share child.c/child.h: signals, process group, terminal, waiting.
  *
  * Also here: the exit codes of the CLI contract (DESIGN.md), a small option
  * parser (opt.c) that every command uses the same way, and the helpers for
- * messages, error reporting and text escaping (util.c).
+ * messages, error reporting and text escaping (util.c). Durations are in
+ * duration.c/duration.h.
+ *
+ * Adding a command: write its file with cli_cmd_NAME() and cli_usage_NAME(),
+ * declare them below, add a line to the table in main.c.
  */
 #ifndef DLOCK_CLI_H
 #define DLOCK_CLI_H
@@ -112,9 +117,6 @@ void cli_err(const char *fmt, ...) CLI_PRINTF(1, 2);
 
 /* "dlock: KEY: ..." on stderr, the key escaped and cut to 60 bytes. */
 void cli_key_err(const char *key, const char *fmt, ...) CLI_PRINTF(2, 3);
-
-/* Chatter on stderr that -q suppresses. */
-void cli_note(const cli_globals *g, const char *fmt, ...) CLI_PRINTF(2, 3);
 
 /* A usage error: "PROG: message" and "Try 'PROG --help'." on stderr.
  * Returns CLI_EX_USAGE so callers can `return cli_usage_error(...)`. */

@@ -182,7 +182,7 @@ static int cmd_help(int argc, char **argv)
         return CLI_EX_OK;
     }
     if (argc > 2)
-        return cli_usage_error("dlock help", "too many arguments");
+        return cli_usage_error("dlock", "help takes one COMMAND");
     c = find_command(argv[1]);
     if (c == NULL)
         return cli_usage_error("dlock", "unknown command '%s'", argv[1]);
@@ -191,9 +191,8 @@ static int cmd_help(int argc, char **argv)
 }
 
 /* Parse the global options, apply the environment's defaults, run the
- * command. The exit status is the command's, except that a failed write to
- * stdout (e.g. `dlock status k >/dev/full`) turns success into 70. */
-int main(int argc, char **argv)
+ * command; returns the exit status. */
+static int dlock_main(int argc, char **argv)
 {
     cli_globals g;
     cli_optstate st;
@@ -289,8 +288,20 @@ int main(int argc, char **argv)
         explicit_bzero(password, strlen(password));
         free(password);
     }
+    return ex;
+}
+
+/* The exit status is dlock_main()'s, except that output which could not be
+ * written (`dlock status k >/dev/full`) turns success into 70: a script
+ * must not take a truncated answer for an answer. */
+int main(int argc, char **argv)
+{
+    int ex = dlock_main(argc, argv);
+
+    errno = 0;
     if ((fflush(stdout) != 0 || ferror(stdout)) && ex == CLI_EX_OK) {
-        cli_err("write error: %s", strerror(errno));
+        cli_err("cannot write to standard output%s%s", errno != 0 ? ": " : "",
+                errno != 0 ? strerror(errno) : "");
         ex = CLI_EX_SOFTWARE;
     }
     return ex;

@@ -98,7 +98,9 @@ void cli_usage_run(FILE *out)
           "\n"
           "CMD runs in its own process group. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
           "dlock are passed on to that group; the lock is released after CMD exits. If\n"
-          "dlock dies, CMD gets SIGKILL.\n"
+          "dlock dies, CMD gets SIGKILL. At a terminal CMD gets the terminal, so it can\n"
+          "prompt, and Ctrl-C reaches it; Ctrl-Z stops CMD and dlock (a stopped dlock\n"
+          "renews nothing: stopped for longer than --ttl, the lock is lost).\n"
           "\n"
           "Exit status:\n"
           "  CMD's    CMD ran; 128+N if signal N ended it\n"
@@ -282,7 +284,7 @@ static int acquire(run_ctx *c)
         return ex;
 
     ex = cli_client_open(&c->client, c->g);
-    if (ex == 0 && atomic_load(&c->child.watch_signo) == 0) {
+    if (ex == 0 && cli_child_watch_signal(&c->child) == 0) {
         c->wake_fd = cli_child_wake_fd(&c->child);
         lo.ttl_ms = c->o.ttl_ms;
         lo.wait_ms = c->o.wait_ms;
@@ -291,7 +293,7 @@ static int acquire(run_ctx *c)
         lo.on_lost_arg = &c->wake_fd;
         lo.cancel = c->cancel;
         rc = dlock_acquire(&c->lock, c->client, c->o.key, &lo);
-        if (rc != 0 && atomic_load(&c->child.watch_signo) == 0)
+        if (rc != 0 && cli_child_watch_signal(&c->child) == 0)
             ex = acquire_failed(c, rc, dlock_last_errmsg());
     }
 

@@ -55,7 +55,7 @@ void cli_usage_status(FILE *out)
 /* One line per key:
  *   payment:42  held by host:1234  ttl 29.1s  fencing token 17  waiters 0
  *   payment:43  free */
-static void print_text(char **keys, const dlock_info *infos, int n)
+static void print_text(const char *const *keys, const dlock_info *infos, int n)
 {
     size_t width = 0;
     int i;
@@ -91,7 +91,7 @@ static void print_text(char **keys, const dlock_info *infos, int n)
 }
 
 /* The JSON array, one object per line. */
-static void print_json(char **keys, const dlock_info *infos, int n)
+static void print_json(const char *const *keys, const dlock_info *infos, int n)
 {
     int i;
 
@@ -122,7 +122,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
     cli_optstate st;
     dlock_client *client = NULL;
     dlock_info *infos = NULL;
-    char **keys;
+    const char **keys;
     int nkeys = 0, json = 0, id, i, ex = CLI_EX_OK, done = 0;
 
     keys = calloc((size_t)argc, sizeof *keys);
@@ -144,7 +144,7 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
             cli_usage_status(stdout);
             goto out;
         case CLI_OPT_POSITIONAL:
-            keys[nkeys++] = (char *)st.arg;
+            keys[nkeys++] = st.arg;
             break;
         case CLI_OPT_DASHDASH:
             while (st.ind < argc)
@@ -189,6 +189,6 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv)
 out:
     dlock_client_close(client);
     free(infos);
-    free(keys);
+    free((void *)keys);
     return ex;
 }

@@ -26,19 +26,6 @@ void cli_err(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-void cli_note(const cli_globals *g, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (g->quiet)
-        return;
-    fputs("dlock: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
 int cli_usage_error(const char *prog, const char *fmt, ...)
 {
     va_list ap;
