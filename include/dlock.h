@@ -257,6 +257,44 @@ DLOCK_API int dlock_inspect(dlock_info *out, dlock_client *client,
 DLOCK_API int dlock_force_unlock(int *out_removed, dlock_client *client,
                                  const char *key);
 
+/* Everything about one key as the server sees it: its holders (one for a
+ * mutex or writer; several readers; or semaphore permits) and its waiters. */
+enum { DLOCK_KIND_ANY = 0, DLOCK_KIND_MUTEX = 1, DLOCK_KIND_SEMAPHORE = 2 };
+
+typedef struct dlock_holder {
+    char owner[256];
+    int mode;               /* DLOCK_WRITE (mutex, writer, leader), DLOCK_READ,
+                               or 0 for a semaphore permit */
+    int slot;               /* semaphore slot, else -1 */
+    int64_t ttl_ms;         /* server-side remaining TTL */
+    uint64_t fencing_token;
+    int64_t age_ms;         /* since it was granted (server clock) */
+} dlock_holder;
+
+typedef struct dlock_key_state {
+    char key[DLOCK_KEY_MAX + 1];
+    int kind;               /* DLOCK_KIND_MUTEX (incl. read-write) or _SEMAPHORE */
+    size_t nholders;        /* 0: free */
+    dlock_holder *holders;  /* nholders entries, owned by the struct */
+    int64_t waiters;        /* queued waiters (entries not yet expired or cleaned) */
+} dlock_key_state;
+
+/* The state of `key`: kind DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE, or
+ * DLOCK_KIND_ANY for whichever is in use (the mutex if both or neither).
+ * Free *out with dlock_key_state_free(). One round trip per kind looked at. */
+DLOCK_API int dlock_key_state_get(dlock_key_state **out, dlock_client *client, const char *key,
+                                  int kind);
+DLOCK_API void dlock_key_state_free(dlock_key_state *state); /* NULL ok */
+
+/* Call fn for every lock under the client's prefix whose user key matches
+ * the glob `pattern` (fnmatch(3); NULL or "*" for all) and that has a
+ * holder or a waiter. Walks the keyspace with SCAN, never KEYS, so it does
+ * not block the server; a lock that changes during the walk may be seen in
+ * either state. fn returns 0 to go on, anything else to stop (returned).
+ * The state passed to fn is valid during the call only. */
+DLOCK_API int dlock_scan(dlock_client *client, const char *pattern,
+                         int (*fn)(const dlock_key_state *state, void *arg), void *arg);
+
 /* ------------------------------------------------------------- semaphore */
 
 /* Take one of `limit` permits of the semaphore `key` (a counting lock: at

@@ -356,7 +356,24 @@ dlock__script dlock__script_inspect = {
     "return {v, redis.call('PTTL', KEYS[1]), redis.call('ZCARD', KEYS[2])}\n",
     ""};
 
+dlock__script dlock__script_state = {
+    "state",
+    "local t = redis.call('TIME')\n"
+    "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local out = {tonumber(t[1]) * 1000000 + tonumber(t[2]), redis.call('ZCARD', KEYS[4])}\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "out[3] = v\n"
+    "out[4] = v and redis.call('PTTL', KEYS[1]) or 0\n"
+    "local m = redis.call('ZRANGEBYSCORE', KEYS[2], string.format('%d', now_ms + 1), '+inf', 'WITHSCORES', 'LIMIT', 0, 1000)\n"
+    "for i = 1, #m, 2 do\n"
+    "  out[#out + 1] = tonumber(m[i + 1]) - now_ms\n"
+    "  out[#out + 1] = redis.call('HGET', KEYS[3], m[i]) or ''\n"
+    "end\n"
+    "return out\n",
+    ""};
+
 static dlock__script *const all_scripts[] = {
+    &dlock__script_state,
     &dlock__script_acquire, &dlock__script_read_acquire, &dlock__script_sem_acquire,
     &dlock__script_multi_acquire, &dlock__script_release, &dlock__script_read_release,
     &dlock__script_sem_release, &dlock__script_extend, &dlock__script_member_extend,

@@ -66,6 +66,11 @@ extern dlock__script dlock__script_member_extend; /* KEYS readers rinfo | sem si
 
 /* KEYS: lock, queue. Reply {value or nil, pttl, waiters}. */
 extern dlock__script dlock__script_inspect;
+/* Full state, for dlock_key_state_get() and dlock_scan(). Reply {now_us,
+ * waiters, value-or-nil, pttl, then (expiry_ms, info) pairs of the live
+ * members, at most 1000}. KEYS: lock readers rinfo queue (mutex), or
+ * nil-lock sem sinfo squeue (semaphore). */
+extern dlock__script dlock__script_state;
 
 typedef struct dlock__call {
     const dlock__script *script;
