@@ -87,81 +87,6 @@ void dlock__client_leave(dlock_client *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused)
-{
-    return dlock__client_conn_get_within(c, out, reused, c->connect_timeout_ms);
-}
-
-int dlock__client_conn_get_within(dlock_client *c, dlock__conn **out, int *reused, int max_connect_ms)
-{
-    pthread_mutex_lock(&c->mu);
-    dlock__conn *conn = c->idle;
-    if (conn) {
-        c->idle = *dlock__conn_next(conn);
-        *dlock__conn_next(conn) = NULL;
-        c->nidle--;
-    }
-    dlock__faults faults = c->faults;
-    int has_faults = c->has_faults;
-    pthread_mutex_unlock(&c->mu);
-    *reused = conn != NULL;
-    if (conn) {
-        *out = conn;
-        return 0;
-    }
-    int connect_ms = c->connect_timeout_ms < max_connect_ms ? c->connect_timeout_ms : max_connect_ms;
-    dlock__conn_cfg cfg = {&c->ep, connect_ms, c->command_timeout_ms,
-                           has_faults ? &faults : NULL, &c->counters};
-    return dlock__conn_open(out, &cfg);
-}
-
-void dlock__client_conn_put(dlock_client *c, dlock__conn *conn)
-{
-    if (!conn)
-        return;
-    if (!dlock__conn_broken(conn)) {
-        pthread_mutex_lock(&c->mu);
-        if (c->nidle < DLOCK__IDLE_MAX && !c->closing) {
-            *dlock__conn_next(conn) = c->idle;
-            c->idle = conn;
-            c->nidle++;
-            conn = NULL;
-        }
-        pthread_mutex_unlock(&c->mu);
-    }
-    dlock__conn_close(conn);
-}
-
-int dlock__client_run_within(dlock_client *c, const dlock__call *calls, int n,
-                             dlock__reply **replies, int max_ms)
-{
-    int64_t end = dlock__now_ns() + (int64_t)max_ms * 1000000;
-    for (int attempt = 0;; attempt++) {
-        int64_t left = (end - dlock__now_ns()) / 1000000;
-        if (left < 1)
-            return dlock__err(DLOCK_ECONN, "%s: no answer in time", c->ep.desc);
-        dlock__conn *conn;
-        int reused;
-        int rc = dlock__client_conn_get_within(c, &conn, &reused, (int)left);
-        if (rc)
-            return rc;
-        left = (end - dlock__now_ns()) / 1000000;
-        rc = dlock__scripts_run(conn, calls, n, replies,
-                                left < 1 ? 1 : left < c->command_timeout_ms ? (int)left : 0);
-        dlock__client_conn_put(c, conn);
-        if (rc == DLOCK_ECONN && reused && attempt == 0)
-            continue; /* a pooled connection went stale: try a fresh one */
-        return rc;
-    }
-}
-
-int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies)
-{
-    /* connect + command, twice at most (one stale pooled connection) */
-    int64_t max = 2 * ((int64_t)c->connect_timeout_ms + c->command_timeout_ms);
-    return dlock__client_run_within(c, calls, n, replies, max > INT32_MAX ? INT32_MAX : (int)max);
-}
-
 /* Validate the options and fill the client's copies. */
 static int apply_opts(dlock_client *c, const dlock_client_opts *o)
 {
@@ -211,28 +136,46 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     c->log_level = o->log_level;
     c->metrics.by_prefix = o->metrics_by_key_prefix;
 
-    if (o->username) {
-        dlock__free(c->ep.user);
-        if (!(c->ep.user = dlock__strdup(o->username)))
-            return dlock__err(DLOCK_ENOMEM, "out of memory");
-    }
-    if (o->password) {
-        dlock__free(c->ep.pass);
-        c->ep.pass = NULL;
-        if (o->password[0] && !(c->ep.pass = dlock__strdup(o->password)))
-            return dlock__err(DLOCK_ENOMEM, "out of memory");
+    for (int i = 0; i < c->nnodes; i++) {
+        dlock__endpoint *ep = &c->nodes[i].ep;
+        if (o->username) {
+            dlock__free(ep->user);
+            if (!(ep->user = dlock__strdup(o->username)))
+                return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
+        if (o->password) {
+            dlock__free(ep->pass);
+            ep->pass = NULL;
+            if (o->password[0] && !(ep->pass = dlock__strdup(o->password)))
+                return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
     }
     return 0;
 }
 
-/* Free everything of a client that never started threads or waiters. */
+/* Drop a node's idle connections (c->mu held or no other threads). */
+static void drain_pool(dlock__node *nd)
+{
+    while (nd->idle) {
+        dlock__conn *n = *dlock__conn_next(nd->idle);
+        dlock__conn_close(nd->idle);
+        nd->idle = n;
+    }
+    nd->nidle = 0;
+}
+
+/* Free everything of a client that has no threads or waiters left. */
 static void client_free(dlock_client *c)
 {
-    while (c->idle) {
-        dlock__conn *n = *dlock__conn_next(c->idle);
-        dlock__conn_close(c->idle);
-        c->idle = n;
+    for (int i = 0; i < c->nnodes; i++) {
+        drain_pool(&c->nodes[i]);
+        dlock__endpoint_clear(&c->nodes[i].ep);
     }
+    dlock__free(c->nodes);
+    for (int i = 0; i < c->nsentinels; i++)
+        dlock__endpoint_clear(&c->sentinels[i]);
+    dlock__free(c->sentinels);
+    dlock__free(c->master_name);
     if (c->wake_pipe[0] >= 0)
         close(c->wake_pipe[0]);
     if (c->wake_pipe[1] >= 0)
@@ -240,11 +183,130 @@ static void client_free(dlock_client *c)
     pthread_cond_destroy(&c->cv);
     pthread_cond_destroy(&c->idle_cv);
     pthread_mutex_destroy(&c->mu);
-    dlock__endpoint_clear(&c->ep);
     dlock__free(c->prefix);
     dlock__free(c->owner);
     dlock__metrics_free(&c->metrics);
     dlock__free(c);
+}
+
+/* Split a URL list into its URLs: a comma followed by "scheme://" starts a
+ * new URL; other commas belong to the URL (Sentinel seed hosts). Calls fn
+ * for each; stops at the first error. */
+static int split_urls(const char *list, int (*fn)(dlock_client *, const char *, size_t), dlock_client *c)
+{
+    const char *start = list;
+    for (const char *p = list;; p++) {
+        int boundary = *p == '\0';
+        if (*p == ',') {
+            const char *q = p + 1;
+            while ((*q >= 'a' && *q <= 'z') || *q == '-')
+                q++;
+            boundary = q > p + 1 && strncmp(q, "://", 3) == 0;
+        }
+        if (!boundary)
+            continue;
+        int rc = fn(c, start, (size_t)(p - start));
+        if (rc || *p == '\0')
+            return rc;
+        start = p + 1;
+    }
+}
+
+/* Parse "redis-sentinel://[user:pass@]h1:p1[,h2:p2...]/master[?db=N]". */
+static int parse_sentinel(dlock_client *c, const char *url)
+{
+    const char *p = url + strlen("redis-sentinel://");
+    const char *slash = strchr(p, '/');
+    if (!slash || !slash[1])
+        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-sentinel:// needs /mastername after the hosts");
+    const char *at = memchr(p, '@', (size_t)(slash - p));
+    char userinfo[300] = "";
+    if (at) {
+        snprintf(userinfo, sizeof userinfo, "%.*s@", (int)(at - p), p);
+        p = at + 1;
+    }
+    const char *q = strchr(slash, '?');
+    size_t mlen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
+    if (mlen == 0 || mlen > 200)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: bad master name");
+    if (!(c->master_name = dlock__strndup(slash + 1, mlen)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    int db = 0;
+    if (q) {
+        char *end;
+        long v = strncmp(q, "?db=", 4) == 0 ? strtol(q + 4, &end, 10) : -1;
+        if (v < 0 || v > 1000000 || q[4] == '\0' || *end)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: only ?db=N may follow the master name");
+        db = (int)v;
+    }
+    /* sentinels: each host of the list */
+    const char *h = p;
+    while (h < slash) {
+        const char *e = memchr(h, ',', (size_t)(slash - h));
+        if (!e)
+            e = slash;
+        if (c->nsentinels == DLOCK__NODES_MAX)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d sentinels", DLOCK__NODES_MAX);
+        char one[300];
+        snprintf(one, sizeof one, "redis://%.*s", (int)(e - h), h);
+        dlock__endpoint *s = dlock__realloc(c->sentinels, (size_t)(c->nsentinels + 1) * sizeof *s);
+        if (!s)
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        c->sentinels = s;
+        int rc = dlock__url_parse(&c->sentinels[c->nsentinels], one);
+        if (rc)
+            return dlock__err_prefix(rc, "sentinel %d", c->nsentinels + 1);
+        c->nsentinels++;
+        h = e + 1;
+    }
+    if (c->nsentinels == 0)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: no sentinel hosts");
+    /* node 0: the master, address filled in by the first look-up; the
+     * credentials and database of the URL apply to it */
+    char master_url[400];
+    snprintf(master_url, sizeof master_url, "redis://%s0.0.0.0/%d", userinfo, db);
+    c->nodes = dlock__calloc(1, sizeof *c->nodes);
+    if (!c->nodes)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    c->nnodes = 1;
+    return dlock__url_parse(&c->nodes[0].ep, master_url);
+}
+
+/* Add one server URL as a node. */
+static int add_node(dlock_client *c, const char *url, size_t len)
+{
+    char buf[4200];
+    if (len >= sizeof buf)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: too long");
+    memcpy(buf, url, len);
+    buf[len] = '\0';
+    if (strncmp(buf, "redis-sentinel://", 17) == 0) {
+        if (c->nnodes || c->backend == DLOCK__BACKEND_SENTINEL)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
+        c->backend = DLOCK__BACKEND_SENTINEL;
+        return parse_sentinel(c, buf);
+    }
+    if (strncmp(buf, "redis-cluster://", 16) == 0)
+        return dlock__err(DLOCK_EINVAL, "redis-cluster:// is not supported yet (use one redis:// URL per master for Redlock)");
+    if (c->backend == DLOCK__BACKEND_SENTINEL)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
+    if (c->nnodes == DLOCK__NODES_MAX)
+        return dlock__err(DLOCK_EINVAL, "too many servers: at most %d", DLOCK__NODES_MAX);
+    dlock__node *nodes = dlock__realloc(c->nodes, (size_t)(c->nnodes + 1) * sizeof *nodes);
+    if (!nodes)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    c->nodes = nodes;
+    memset(&c->nodes[c->nnodes], 0, sizeof c->nodes[0]);
+    int rc = dlock__url_parse(&c->nodes[c->nnodes].ep, buf);
+    if (rc)
+        return c->nnodes ? dlock__err_prefix(rc, "URL %d", c->nnodes + 1) : rc;
+    for (int i = 0; i < c->nnodes; i++)
+        if (strcmp(c->nodes[i].ep.desc, c->nodes[c->nnodes].ep.desc) == 0) {
+            dlock__endpoint_clear(&c->nodes[c->nnodes].ep);
+            return dlock__err(DLOCK_EINVAL, "server %s is listed twice", c->nodes[i].ep.desc);
+        }
+    c->nnodes++;
+    return 0;
 }
 
 void dlock__log(dlock_client *c, int level, const char *fmt, ...)
@@ -280,18 +342,43 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->cv, &ca);
     pthread_cond_init(&c->idle_cv, NULL);
-    c->wd_wake_ns = INT64_MAX;
     pthread_condattr_destroy(&ca);
-    int rc = dlock__url_parse(&c->ep, url);
+    c->wd_wake_ns = INT64_MAX;
+    int rc = url[0] ? split_urls(url, add_node, c)
+                    : dlock__err(DLOCK_EINVAL, "invalid URL: empty (expected redis://host:port or unix:///path.sock)");
+    if (rc == 0 && c->nnodes > 1)
+        c->backend = DLOCK__BACKEND_REDLOCK;
+    c->quorum = c->nnodes / 2 + 1;
     if (rc == 0)
         rc = apply_opts(c, opts);
     if (rc == 0 && pipe2(c->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
         rc = dlock__err(DLOCK_ENOMEM, "pipe: %s", strerror(errno));
-    /* Connect once now so a wrong URL or password fails here, not later. */
-    dlock__conn *conn = NULL;
-    int reused;
-    if (rc == 0 && (rc = dlock__client_conn_get(c, &conn, &reused)) == 0)
-        dlock__client_conn_put(c, conn);
+    if (rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL)
+        rc = dlock__client_locate(c);
+    /* Connect once now so a wrong URL or password fails here, not later;
+     * a Redlock client needs a majority of its servers. */
+    int reachable = 0, auth_rc = 0;
+    char first_err[512] = "";
+    for (int i = 0; rc == 0 && i < c->nnodes; i++) {
+        dlock__conn *conn = NULL;
+        int reused, crc = dlock__client_conn_get(c, i, &conn, &reused, c->connect_timeout_ms);
+        if (crc == 0) {
+            reachable++;
+            dlock__client_conn_put(c, i, conn);
+            continue;
+        }
+        if (!first_err[0] || crc == DLOCK_EAUTH)
+            snprintf(first_err, sizeof first_err, "%s", dlock_last_errmsg());
+        if (crc == DLOCK_EAUTH || crc == DLOCK_EINVAL || crc == DLOCK_ENOMEM)
+            auth_rc = crc;
+        if (c->nnodes == 1)
+            rc = crc;
+    }
+    if (rc == 0 && auth_rc)
+        rc = dlock__err(auth_rc, "%s", first_err);
+    else if (rc == 0 && reachable < c->quorum)
+        rc = dlock__err(DLOCK_EQUORUM, "only %d of %d servers reachable, %d needed (%s)", reachable,
+                        c->nnodes, c->quorum, first_err);
     if (rc) {
         client_free(c);
         return rc;
@@ -326,19 +413,17 @@ void dlock_client_close(dlock_client *c)
     for (dlock_lock *l = held; l; l = l->next)
         n += (int)l->nparts;
     dlock__call *calls = n ? dlock__calloc((size_t)n, sizeof *calls) : NULL;
-    dlock__reply **replies = n ? dlock__calloc((size_t)n, sizeof *replies) : NULL;
-    if (calls && replies) {
+    if (calls) {
         int i = 0;
         for (dlock_lock *l = held; l; l = l->next) {
             dlock__lock_release_calls(l, &calls[i]);
             i += (int)l->nparts;
         }
-        if (dlock__client_run(c, calls, n, replies) == 0)
-            for (i = 0; i < n; i++)
-                dlock__reply_free(replies[i]);
+        dlock__fanout f;
+        dlock__fanout_run(c, calls, n, 0, &f);
+        dlock__fanout_free(&f);
     }
     dlock__free(calls);
-    dlock__free(replies);
     while (held) {
         dlock_lock *next = held->next;
         dlock__lock_free(held);
@@ -353,15 +438,9 @@ void dlock__client_set_faults(dlock_client *c, const dlock__faults *f)
     c->has_faults = f != NULL;
     if (f)
         c->faults = *f;
-    dlock__conn *idle = c->idle;
-    c->idle = NULL;
-    c->nidle = 0;
+    for (int i = 0; i < c->nnodes; i++)
+        drain_pool(&c->nodes[i]);
     pthread_mutex_unlock(&c->mu);
-    while (idle) {
-        dlock__conn *n = *dlock__conn_next(idle);
-        dlock__conn_close(idle);
-        idle = n;
-    }
 }
 
 /* Locks held now: linked, not lost, validity not passed. */
@@ -382,10 +461,12 @@ int dlock_stats(dlock_stats_t *out, dlock_client *c)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     memset(out, 0, sizeof *out);
     out->version = DLOCK_STATS_VERSION;
-    out->round_trips = atomic_load(&c->counters.round_trips);
-    out->commands = atomic_load(&c->counters.commands);
-    out->connects = atomic_load(&c->counters.connects);
-    out->errors = atomic_load(&c->counters.errors);
+    for (int i = 0; i < c->nnodes; i++) {
+        out->round_trips += atomic_load(&c->nodes[i].counters.round_trips);
+        out->commands += atomic_load(&c->nodes[i].counters.commands);
+        out->connects += atomic_load(&c->nodes[i].counters.connects);
+        out->errors += atomic_load(&c->nodes[i].counters.errors);
+    }
     dlock__metrics_snapshot(&c->metrics, out);
     out->held_now = held_now(c);
     return 0;
@@ -398,7 +479,17 @@ int dlock_metrics_write(dlock_client *c, FILE *f)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     dlock_stats_t st;
     dlock_stats(&st, c);
-    return dlock__metrics_write(&c->metrics, f, c->ep.desc, st.held_now, &st);
+    const char *nodes[DLOCK__NODES_MAX];
+    dlock__counters *counters[DLOCK__NODES_MAX];
+    pthread_mutex_lock(&c->mu);
+    char descs[DLOCK__NODES_MAX][128];
+    for (int i = 0; i < c->nnodes; i++) {
+        snprintf(descs[i], sizeof descs[i], "%s", c->nodes[i].ep.desc);
+        nodes[i] = descs[i];
+        counters[i] = &c->nodes[i].counters;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return dlock__metrics_write(&c->metrics, f, c->nnodes, nodes, counters, st.held_now, &st);
 }
 
 /* Parse "<token>:<fence>:<owner>" into info. Returns 0 or DLOCK_EPROTO. */
@@ -479,13 +570,21 @@ int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
         /* the release script with force: the next waiter gets the lock */
         static const char *const args[3] = {"", DLOCK__HANDOFF_TTL_S, "1"};
         dlock__call call = {&dlock__script_release, 7, 3, (const char *const *)names, args};
-        dlock__reply *r = NULL;
-        rc = dlock__client_run(c, &call, 1, &r);
-        if (rc == 0 && r->type == REDIS_REPLY_INTEGER)
-            *out_removed = r->integer == 1;
-        else if (rc == 0)
-            rc = dlock__err(DLOCK_EPROTO, "unlock: %s", r->str ? r->str : "unexpected reply");
-        dlock__reply_free(r);
+        dlock__fanout f;
+        rc = dlock__fanout_run(c, &call, 1, 0, &f);
+        if (rc == 0) {
+            /* every server that answered has no lock on the key now */
+            for (int i = 0; i < f.nnodes; i++)
+                if (f.rc[i] == 0 && f.replies[i][0]->type == REDIS_REPLY_INTEGER && f.replies[i][0]->integer == 1)
+                    *out_removed = 1;
+            for (int i = 0; i < f.nnodes; i++)
+                if (f.rc[i] == 0 && f.replies[i][0]->type != REDIS_REPLY_INTEGER) {
+                    rc = dlock__err(DLOCK_EPROTO, "unlock: %s",
+                                    f.replies[i][0]->str ? f.replies[i][0]->str : "unexpected reply");
+                    break;
+                }
+        }
+        dlock__fanout_free(&f);
         dlock__client_leave(c);
     }
     for (int i = 0; i < 7; i++)

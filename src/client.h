@@ -77,8 +77,28 @@ void dlock__lock_extend_calls(const dlock_lock *l, dlock__call *calls, const cha
 void dlock__lock_release_calls(const dlock_lock *l, dlock__call *calls);
 void dlock__lock_free(dlock_lock *l);
 
+/* One Redis server the client talks to: a standalone server, the current
+ * Sentinel master, or one of several independent Redlock masters. */
+#define DLOCK__NODES_MAX 16
+typedef struct dlock__node {
+    dlock__endpoint ep;      /* may change (Sentinel failover): under c->mu */
+    unsigned gen;            /* bumped when ep changes; older connections are dropped */
+    dlock__conn *idle;       /* pool, under c->mu */
+    int nidle;
+    dlock__counters counters;
+    struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
+} dlock__node;
+
+enum { DLOCK__BACKEND_SINGLE, DLOCK__BACKEND_REDLOCK, DLOCK__BACKEND_SENTINEL };
+
 struct dlock_client {
-    dlock__endpoint ep;
+    int backend;
+    dlock__node *nodes;
+    int nnodes;
+    int quorum;              /* nnodes / 2 + 1 */
+    dlock__endpoint *sentinels; /* Sentinel: where to ask for the master */
+    int nsentinels;
+    char *master_name;
     int connect_timeout_ms, command_timeout_ms;
     char *prefix;
     char *owner;
@@ -92,8 +112,6 @@ struct dlock_client {
     pthread_cond_t cv;       /* watchdog schedule changes, inflight cleared */
     pthread_cond_t idle_cv;  /* active dropped to 0 while closing */
     int64_t wd_wake_ns;      /* when the watchdog plans to wake (INT64_MAX: never) */
-    dlock__conn *idle;
-    int nidle;
     dlock__faults faults;    /* test hook */
     int has_faults;
     dlock_lock *locks;       /* held locks (all, renewed or not) */
@@ -102,22 +120,52 @@ struct dlock_client {
     int wake_pipe[2];        /* written once at close: wakes every waiter */
     pthread_t watchdog;
     int watchdog_started;
-    struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
 };
 
-/* Borrow a connection (idle one, or a new one). *reused says whether it
- * came from the pool (a pooled connection may have gone stale). */
-int dlock__client_conn_get(dlock_client *c, dlock__conn **out, int *reused);
-/* The same, with the connect timeout capped at max_connect_ms (> 0). */
-int dlock__client_conn_get_within(dlock_client *c, dlock__conn **out, int *reused, int max_connect_ms);
-/* Give it back: broken connections are closed, others kept (bounded). */
-void dlock__client_conn_put(dlock_client *c, dlock__conn *conn);
-/* Run script calls on a borrowed connection, retrying once on a fresh
- * connection if a pooled one turned out to be dead (server restart). */
+/* Borrow a connection to node `node` (an idle one, or a new one made
+ * within max_connect_ms). *reused says whether it came from the pool (a
+ * pooled connection may have gone stale). */
+int dlock__client_conn_get(dlock_client *c, int node, dlock__conn **out, int *reused,
+                           int max_connect_ms);
+/* Give it back: broken or outdated connections are closed, others kept. */
+void dlock__client_conn_put(dlock_client *c, int node, dlock__conn *conn);
+
+/* The outcome of running calls on every node (fanout.c). */
+typedef struct dlock__fanout {
+    int nnodes, n;
+    int rc[DLOCK__NODES_MAX];                 /* per node: 0 or an error */
+    dlock__reply **replies[DLOCK__NODES_MAX]; /* per node: n replies, or NULL */
+    char err[DLOCK__NODES_MAX][200];          /* per node: the error message */
+} dlock__fanout;
+
+/* Run calls[0..n) on every node, in parallel when there are several (each
+ * node's calls pipelined in one round trip), all within max_ms (<= 0: the
+ * client's connect + command timeouts). A single node retries once on a
+ * fresh connection if a pooled one went stale, and a Sentinel client looks
+ * the master up again when the node fails. Returns 0 if at least one node
+ * answered, else the (first) error; per-node results are in *out, freed
+ * with dlock__fanout_free(). */
+int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_ms,
+                      dlock__fanout *out);
+void dlock__fanout_free(dlock__fanout *f);
+/* Record why a quorum operation failed: with one node its own error; with
+ * several, DLOCK_EQUORUM naming the nodes that failed. Returns the code. */
+int dlock__fanout_error(const dlock__fanout *f, const char *what);
+
+/* The verdict on calls [first, first+ncalls) of a fan-out whose replies
+ * are 1 (ours, done) or 0 (not ours): 0 if a quorum of nodes said 1 to all
+ * of them; DLOCK_ENOTHELD if enough nodes said 0 that no quorum is
+ * possible; otherwise the failures' error (the node's own with one node,
+ * DLOCK_EQUORUM with several). `what` prefixes the message. */
+int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls, const char *what);
+
+/* Sentinel: look the master up (again). Other backends: nothing. */
+int dlock__client_locate(dlock_client *c);
+
+/* Run on one node and hand back its replies: the only node, the Sentinel
+ * master, or for Redlock the first node that answers (for reading state,
+ * never for taking or giving back a lock). */
 int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies);
-/* The same, with connect and reply waits capped at max_ms in total. */
-int dlock__client_run_within(dlock_client *c, const dlock__call *calls, int n,
-                             dlock__reply **replies, int max_ms);
 
 /* Enter/leave an API call (close waits for all to leave). Enter fails with
  * DLOCK_ECLOSED once the client is closing. */

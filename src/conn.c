@@ -28,6 +28,7 @@ struct dlock__conn {
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
+    unsigned tag;
 };
 
 #define COUNT(c, field, n)                                                              \
@@ -61,6 +62,16 @@ const char *dlock__conn_desc(const dlock__conn *c)
 dlock__conn **dlock__conn_next(dlock__conn *c)
 {
     return &c->next;
+}
+
+unsigned *dlock__conn_tag(dlock__conn *c)
+{
+    return &c->tag;
+}
+
+void dlock__conn_count_round_trip(dlock__conn *c)
+{
+    COUNT(c, round_trips, 1);
 }
 
 /* Mark the connection unusable and count the error. Returns rc. */

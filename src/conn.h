@@ -69,7 +69,11 @@ int dlock__conn_poll_fd(dlock__conn *c);
 int dlock__conn_broken(const dlock__conn *c);
 const char *dlock__conn_desc(const dlock__conn *c);
 
-/* Pool link for the client's idle list. */
+/* Pool link for the client's idle list, and a tag the owner may use (the
+ * node generation the connection belongs to). */
 dlock__conn **dlock__conn_next(dlock__conn *c);
+unsigned *dlock__conn_tag(dlock__conn *c);
+/* Count one round trip made through dlock__conn_send/dlock__conn_read. */
+void dlock__conn_count_round_trip(dlock__conn *c);
 
 #endif

@@ -234,11 +234,12 @@ int dlock_scan(dlock_client *c, const char *pattern,
         dlock__conn *conn;
         int reused;
         dlock__reply *r = NULL;
-        if ((rc = dlock__client_conn_get(c, &conn, &reused)) != 0)
+        /* the keyspace of node 0 (for Redlock, each node holds every lock) */
+        if ((rc = dlock__client_conn_get(c, 0, &conn, &reused, c->connect_timeout_ms)) != 0)
             break;
         const char *argv[6] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
         rc = dlock__conn_command(conn, &r, 6, argv, NULL);
-        dlock__client_conn_put(c, conn);
+        dlock__client_conn_put(c, 0, conn);
         if (rc)
             break;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||

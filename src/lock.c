@@ -195,45 +195,19 @@ void dlock__lock_release_calls(const dlock_lock *l, dlock__call *calls)
     }
 }
 
-/* Run the release calls of every part in one round trip. Returns 0 if
- * every part was ours, DLOCK_ENOTHELD if any was not, or a transport
- * error. */
+/* Run the release calls of every part on every node in one round trip.
+ * Returns 0 if the lock was ours (on a quorum of nodes), DLOCK_ENOTHELD if
+ * it was not, or a transport error. */
 static int release_parts(dlock_lock *l)
 {
-    dlock__call small_calls[4];
-    dlock__reply *small_replies[4] = {NULL};
-    dlock__call *calls = small_calls;
-    dlock__reply **replies = small_replies;
-    if (l->nparts > 4) {
-        calls = dlock__calloc(l->nparts, sizeof *calls);
-        replies = dlock__calloc(l->nparts, sizeof *replies);
-        if (!calls || !replies) {
-            if (calls != small_calls)
-                dlock__free(calls);
-            if (replies != small_replies)
-                dlock__free(replies);
-            return dlock__err(DLOCK_ENOMEM, "out of memory");
-        }
-    }
+    dlock__call calls[DLOCK_MULTI_MAX];
     dlock__lock_release_calls(l, calls);
-    int rc = dlock__client_run(l->client, calls, (int)l->nparts, replies);
-    for (size_t i = 0; rc == 0 && i < l->nparts; i++)
-        if (replies[i]->type != REDIS_REPLY_INTEGER)
-            rc = dlock__err(DLOCK_EPROTO, "release %s: unexpected reply%s%s", l->parts[i].key,
-                            replies[i]->type == REDIS_REPLY_ERROR ? ": " : "",
-                            replies[i]->type == REDIS_REPLY_ERROR ? replies[i]->str : "");
-    for (size_t i = 0; rc == 0 && i < l->nparts; i++)
-        if (replies[i]->integer != 1)
-            rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had expired or been taken over",
-                            l->parts[i].key);
-    if (rc != 0 && rc != DLOCK_ENOTHELD && rc != DLOCK_EPROTO)
-        dlock__err_prefix(rc, "release %s", l->parts[0].key);
-    for (size_t i = 0; i < l->nparts; i++)
-        dlock__reply_free(replies[i]);
-    if (calls != small_calls)
-        dlock__free(calls);
-    if (replies != small_replies)
-        dlock__free(replies);
+    dlock__fanout f;
+    char what[DLOCK_KEY_MAX + 16];
+    snprintf(what, sizeof what, "release %s", l->parts[0].key);
+    int rc = dlock__fanout_run(l->client, calls, (int)l->nparts, 0, &f);
+    rc = rc == DLOCK_ENOMEM ? rc : dlock__fanout_verdict(l->client, &f, 0, (int)l->nparts, what);
+    dlock__fanout_free(&f);
     return rc;
 }
 
@@ -274,39 +248,94 @@ static int attempt(dlock_lock *l, int mode, int64_t *wait_hint_ms)
     default:
         call = (dlock__call){&dlock__script_acquire, 7, 6, names, args};
     }
-    dlock__reply *r = NULL;
     int64_t start = dlock__now_ns();
-    int rc = dlock__client_run(c, &call, 1, &r);
+    dlock__fanout f;
+    int rc = dlock__fanout_run(c, &call, 1, 0, &f);
     if (multi_keys && multi_keys != multi_small)
         dlock__free(multi_keys);
-    if (rc)
-        return dlock__err_prefix(rc, "acquire %s", l->parts[0].key);
+    if (rc == DLOCK_ENOMEM)
+        return rc;
     size_t want = l->kind == DLOCK__KIND_MULTI ? 1 + l->nparts : l->kind == DLOCK__KIND_SEM ? 3 : 2;
-    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2;
-    for (size_t i = 0; ok && i < r->elements; i++)
-        ok = r->element[i]->type == REDIS_REPLY_INTEGER;
-    if (ok && r->element[0]->integer == 1 && r->elements != want)
-        ok = 0;
-    if (!ok) {
-        rc = dlock__err(DLOCK_EPROTO, "acquire %s: unexpected reply%s%s", l->parts[0].key,
-                        r->type == REDIS_REPLY_ERROR ? ": " : "",
-                        r->type == REDIS_REPLY_ERROR ? r->str : "");
-    } else if (r->element[0]->integer == 1) {
-        if (l->kind == DLOCK__KIND_MULTI)
-            for (size_t i = 0; i < l->nparts; i++)
-                l->parts[i].fence = (uint64_t)r->element[1 + i]->integer;
-        else
-            l->parts[0].fence = (uint64_t)r->element[1]->integer;
-        if (l->kind == DLOCK__KIND_SEM)
-            l->slot = (int)r->element[2]->integer;
+    int granted = 0, busy = 0;
+    int64_t hint = 0;
+    uint64_t fences[DLOCK_MULTI_MAX] = {0};
+    int slot = -1;
+    for (int i = 0; i < f.nnodes; i++) {
+        if (f.rc[i])
+            continue;
+        dlock__reply *r = f.replies[i][0];
+        int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2;
+        for (size_t k = 0; ok && k < r->elements; k++)
+            ok = r->element[k]->type == REDIS_REPLY_INTEGER;
+        if (ok && r->element[0]->integer == 1 && r->elements != want)
+            ok = 0;
+        if (!ok) {
+            f.rc[i] = dlock__err(DLOCK_EPROTO, "%s: unexpected reply%s%s", c->nodes[i].ep.desc,
+                                 r->type == REDIS_REPLY_ERROR ? ": " : "",
+                                 r->type == REDIS_REPLY_ERROR ? r->str : "");
+            snprintf(f.err[i], sizeof f.err[i], "%s", dlock_last_errmsg());
+        } else if (r->element[0]->integer == 1) {
+            granted++;
+            for (size_t p = 0; p < l->nparts; p++) {
+                uint64_t v = (uint64_t)r->element[l->kind == DLOCK__KIND_MULTI ? 1 + p : 1]->integer;
+                if (v > fences[p])
+                    fences[p] = v;
+            }
+            if (l->kind == DLOCK__KIND_SEM && slot < 0)
+                slot = (int)r->element[2]->integer;
+        } else {
+            busy++;
+            if (r->element[1]->integer > hint)
+                hint = r->element[1]->integer;
+        }
+    }
+    char what[DLOCK_KEY_MAX + 16];
+    snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
+    int won = granted >= c->quorum && dlock__now_ns() < dlock__validity_end(start, l->ttl_ms);
+    if (won && c->nnodes > 1) {
+        /* write the lock's tokens back, so every later majority (which
+         * shares a node with this one) hands out larger ones */
+        dlock__call floor_calls[DLOCK_MULTI_MAX];
+        char tokens[DLOCK_MULTI_MAX][24];
+        const char *targs[DLOCK_MULTI_MAX];
+        for (size_t p = 0; p < l->nparts; p++) {
+            snprintf(tokens[p], sizeof tokens[p], "%llu", (unsigned long long)fences[p]);
+            targs[p] = tokens[p];
+            floor_calls[p] = (dlock__call){&dlock__script_fence_floor, 1, 1,
+                                           (const char *const *)&l->parts[p].names[l->kind == DLOCK__KIND_SEM ? 2 : 3],
+                                           &targs[p]};
+        }
+        dlock__fanout g;
+        int grc = dlock__fanout_run(c, floor_calls, (int)l->nparts, 0, &g);
+        won = grc == 0 && dlock__fanout_verdict(c, &g, 0, (int)l->nparts, what) == 0 &&
+              dlock__now_ns() < dlock__validity_end(start, l->ttl_ms);
+        dlock__fanout_free(&g);
+    }
+    if (won) {
+        for (size_t p = 0; p < l->nparts; p++)
+            l->parts[p].fence = fences[p];
+        l->slot = slot;
         atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
         atomic_store(&l->state, DLOCK__HELD);
         l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
+        rc = 0;
     } else {
-        *wait_hint_ms = r->element[1]->integer;
-        rc = DLOCK_EBUSY;
+        if (granted > 0 && c->nnodes > 1) {
+            /* a minority (or a too slow majority): give those back at once */
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
+            release_parts(l);
+            dlock__err(0, "%s", msg);
+        }
+        int failed = f.nnodes - granted - busy;
+        if (failed > 0 && (f.nnodes == 1 || failed > f.nnodes - c->quorum)) {
+            rc = dlock__fanout_error(&f, what);
+        } else {
+            *wait_hint_ms = hint;
+            rc = DLOCK_EBUSY;
+        }
     }
-    dlock__reply_free(r);
+    dlock__fanout_free(&f);
     return rc;
 }
 
@@ -335,8 +364,9 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
 {
     dlock_client *c = l->client;
     int mode = l->fair ? DLOCK__MODE_WAIT : DLOCK__MODE_UNFAIR;
-    dlock__waiter small[4], *ws = small;
-    if (l->nparts > 4 && !(ws = dlock__calloc(l->nparts, sizeof *ws))) {
+    dlock__waiter small[8], *ws = small;
+    size_t nw = l->nparts * (size_t)c->nnodes;
+    if (nw > 8 && !(ws = dlock__calloc(nw, sizeof *ws))) {
         int rc = dlock__err(DLOCK_ENOMEM, "out of memory");
         abandon(l);
         return rc;
@@ -352,8 +382,10 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
     int rc = 0, subscribed = 1;
     size_t joined = 0;
     int chan = l->kind == DLOCK__KIND_SEM ? DLOCK__N_SCHAN : DLOCK__N_CHAN;
-    for (; joined < l->nparts; joined++) {
-        ws[joined] = (dlock__waiter){.channel = l->parts[joined].names[chan], .token = l->token, .efd = efd};
+    for (; joined < nw; joined++) {
+        ws[joined] = (dlock__waiter){.node = (int)(joined % (size_t)c->nnodes),
+                                     .channel = l->parts[joined / (size_t)c->nnodes].names[chan],
+                                     .token = l->token, .efd = efd};
         int jrc = dlock__listener_join(c, &ws[joined], c->command_timeout_ms);
         if (jrc == DLOCK_ETIMEDOUT) {
             subscribed = 0; /* not confirmed yet: re-check on a short timer */
@@ -448,8 +480,9 @@ static int acquire(dlock_lock **out, dlock_client *c, int kind, const char *cons
         return rc;
     l->limit = limit;
     l->announce = announce;
-    if (kind == DLOCK__KIND_MULTI)
-        l->fair = 0; /* multi-locks never queue: see dlock_acquire_all() */
+    if (kind == DLOCK__KIND_MULTI || c->backend == DLOCK__BACKEND_REDLOCK)
+        l->fair = 0; /* multi-locks never queue (dlock_acquire_all); on Redlock
+                        the nodes' queues could disagree, so nobody queues */
     if ((rc = dlock__client_enter(c)) != 0) {
         dlock__lock_free(l);
         return rc;
@@ -543,6 +576,9 @@ int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key, i
         rc = dlock__key_check(key);
     if (rc == 0 && (limit < 1 || limit > SEM_LIMIT_MAX))
         rc = dlock__err(DLOCK_EINVAL, "limit must be from 1 to %d (got %d)", SEM_LIMIT_MAX, limit);
+    if (rc == 0 && client->backend == DLOCK__BACKEND_REDLOCK)
+        rc = dlock__err(DLOCK_EINVAL, "semaphores are not available on Redlock: permits counted "
+                        "separately on each server could admit more than `limit` holders");
     return rc ? rc : acquire(out, client, DLOCK__KIND_SEM, &key, 1, limit, 0, &o);
 }
 
@@ -648,19 +684,16 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
     dlock__call calls[DLOCK_MULTI_MAX];
-    dlock__reply *replies[DLOCK_MULTI_MAX] = {NULL};
     const char *args[2 * DLOCK_MULTI_MAX];
     dlock__lock_extend_calls(l, calls, args, ttl);
     int64_t start = dlock__now_ns();
-    rc = dlock__client_run(c, calls, (int)l->nparts, replies);
-    if (rc)
-        dlock__err_prefix(rc, "extend %s", l->parts[0].key);
-    for (size_t i = 0; rc == 0 && i < l->nparts; i++)
-        if (replies[i]->type != REDIS_REPLY_INTEGER)
-            rc = dlock__err(DLOCK_EPROTO, "extend %s: unexpected reply", l->parts[i].key);
-        else if (replies[i]->integer != 1)
-            rc = dlock__err(DLOCK_ENOTHELD, "extend %s: the lock had expired or been taken over",
-                            l->parts[i].key);
+    dlock__fanout f;
+    char what[DLOCK_KEY_MAX + 16];
+    snprintf(what, sizeof what, "extend %s", l->parts[0].key);
+    rc = dlock__fanout_run(c, calls, (int)l->nparts, 0, &f);
+    if (rc != DLOCK_ENOMEM)
+        rc = dlock__fanout_verdict(c, &f, 0, (int)l->nparts, what);
+    dlock__fanout_free(&f);
     if (rc == DLOCK_ENOTHELD) {
         dlock__lock_mark_lost(l, DLOCK_ENOTHELD);
     } else if (rc == 0) {
@@ -672,8 +705,6 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
             pthread_cond_broadcast(&c->cv); /* the watchdog re-plans */
         pthread_mutex_unlock(&c->mu);
     }
-    for (size_t i = 0; i < l->nparts; i++)
-        dlock__reply_free(replies[i]);
     dlock__client_leave(c);
     return rc;
 }
@@ -796,7 +827,7 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
         return rc;
     }
     int64_t deadline = wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : dlock__now_ns() + wait_ms * 1000000;
-    dlock__waiter w = {.channel = chan, .token = "", .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    dlock__waiter w = {.node = 0, .channel = chan, .token = "", .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
     if (w.efd < 0)
         rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
     int joined = 0, subscribed = 0;

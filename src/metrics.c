@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "conn.h"
 #include "error.h"
 
 static const double bounds[DLOCK_HIST_BUCKETS] = {
@@ -195,7 +196,8 @@ static int classes(dlock__metrics *m, dlock__class **list, const char **names)
     return n;
 }
 
-int dlock__metrics_write(dlock__metrics *m, FILE *f, const char *node, int64_t held_now,
+int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *const *nodes,
+                         struct dlock__counters *const *counters, int64_t held_now,
                          const dlock_stats_t *st)
 {
     dlock__class *list[DLOCK__CLASSES + 2];
@@ -257,12 +259,18 @@ int dlock__metrics_write(dlock__metrics *m, FILE *f, const char *node, int64_t h
         {"dlock_connects_total", "Connections opened to Redis."},
         {"dlock_errors_total", "Transport or protocol errors talking to Redis."},
     };
-    const uint64_t vals[4] = {st->round_trips, st->commands, st->connects, st->errors};
     for (int i = 0; i < 4; i++) {
-        fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s{node=\"", fams[i][0], fams[i][1], fams[i][0],
-                fams[i][0]);
-        put_label(f, node);
-        fprintf(f, "\"} %llu\n", (unsigned long long)vals[i]);
+        fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", fams[i][0], fams[i][1], fams[i][0]);
+        for (int k = 0; k < nnodes; k++) {
+            dlock__counters *cs = counters[k];
+            uint64_t v = i == 0 ? atomic_load(&cs->round_trips)
+                         : i == 1 ? atomic_load(&cs->commands)
+                         : i == 2 ? atomic_load(&cs->connects)
+                                  : atomic_load(&cs->errors);
+            fprintf(f, "%s{node=\"", fams[i][0]);
+            put_label(f, nodes[k]);
+            fprintf(f, "\"} %llu\n", (unsigned long long)v);
+        }
     }
     if (fflush(f) != 0 || ferror(f))
         return dlock__err(DLOCK_ECONN, "writing the metrics failed");

@@ -47,9 +47,11 @@ void dlock__metrics_release(dlock__metrics *m, const char *key, int rc, int64_t 
 /* Fill the counter and histogram fields of *out (not held_now). */
 void dlock__metrics_snapshot(dlock__metrics *m, dlock_stats_t *out);
 
-/* Write the exposition text; node and held_now come from the client.
- * Returns 0 or DLOCK_ECONN (write error). */
-int dlock__metrics_write(dlock__metrics *m, FILE *f, const char *node, int64_t held_now,
+struct dlock__counters;
+/* Write the exposition text; the per-node counters and held_now come from
+ * the client. Returns 0 or DLOCK_ECONN (write error). */
+int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *const *nodes,
+                         struct dlock__counters *const *counters, int64_t held_now,
                          const dlock_stats_t *st);
 
 void dlock__metrics_free(dlock__metrics *m);

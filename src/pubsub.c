@@ -34,6 +34,8 @@ typedef struct channel {
 } channel;
 
 struct dlock__listener {
+    dlock_client *client;
+    int node;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
@@ -128,8 +130,8 @@ static int plan(dlock__listener *ls, dlock__conn *conn)
 
 static void *listener_main(void *arg)
 {
-    dlock_client *c = arg;
-    dlock__listener *ls = c->listener;
+    dlock__listener *ls = arg;
+    dlock_client *c = ls->client;
     dlock__conn *conn = NULL;
     int backoff_ms = 10;
     pthread_mutex_lock(&ls->mu);
@@ -137,7 +139,7 @@ static void *listener_main(void *arg)
         if (!conn) {
             pthread_mutex_unlock(&ls->mu);
             int reused; /* a pooled connection is fine: it becomes ours for good */
-            int rc = dlock__client_conn_get(c, &conn, &reused);
+            int rc = dlock__client_conn_get(c, ls->node, &conn, &reused, c->connect_timeout_ms);
             pthread_mutex_lock(&ls->mu);
             if (rc) {
                 conn = NULL;
@@ -189,8 +191,8 @@ static void *listener_main(void *arg)
     return NULL;
 }
 
-/* Create and start the listener on first use (client->mu held). */
-static int listener_start(dlock_client *c)
+/* Create and start node's listener on first use (client->mu held). */
+static int listener_start(dlock_client *c, int node)
 {
     dlock__listener *ls = dlock__calloc(1, sizeof *ls);
     if (!ls)
@@ -205,9 +207,11 @@ static int listener_start(dlock_client *c)
     pthread_mutex_init(&ls->mu, NULL);
     pthread_cond_init(&ls->cv, &ca);
     pthread_condattr_destroy(&ca);
-    c->listener = ls;
-    if (pthread_create(&ls->thread, NULL, listener_main, c) != 0) {
-        c->listener = NULL;
+    ls->client = c;
+    ls->node = node;
+    c->nodes[node].listener = ls;
+    if (pthread_create(&ls->thread, NULL, listener_main, ls) != 0) {
+        c->nodes[node].listener = NULL;
         close(ls->ctl[0]);
         close(ls->ctl[1]);
         pthread_cond_destroy(&ls->cv);
@@ -222,9 +226,9 @@ int dlock__listener_join(dlock_client *c, dlock__waiter *w, int timeout_ms)
 {
     pthread_mutex_lock(&c->mu);
     int rc = c->closing ? dlock__err(DLOCK_ECLOSED, "the client was closed") : 0;
-    if (rc == 0 && !c->listener)
-        rc = listener_start(c);
-    dlock__listener *ls = c->listener;
+    if (rc == 0 && !c->nodes[w->node].listener)
+        rc = listener_start(c, w->node);
+    dlock__listener *ls = c->nodes[w->node].listener;
     pthread_mutex_unlock(&c->mu);
     if (rc)
         return rc;
@@ -270,7 +274,7 @@ int dlock__listener_join(dlock_client *c, dlock__waiter *w, int timeout_ms)
 void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
 {
     pthread_mutex_lock(&c->mu);
-    dlock__listener *ls = c->listener;
+    dlock__listener *ls = c->nodes[w->node].listener;
     pthread_mutex_unlock(&c->mu);
     if (!ls)
         return;
@@ -292,7 +296,7 @@ void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
 
 int dlock__listener_take(dlock_client *c, dlock__waiter *w, int *confirmed)
 {
-    dlock__listener *ls = c->listener;
+    dlock__listener *ls = c->nodes[w->node].listener;
     uint64_t v;
     ssize_t r = read(w->efd, &v, sizeof v);
     (void)r;
@@ -307,27 +311,29 @@ int dlock__listener_take(dlock_client *c, dlock__waiter *w, int *confirmed)
 
 void dlock__listener_stop(dlock_client *c)
 {
-    pthread_mutex_lock(&c->mu);
-    dlock__listener *ls = c->listener;
-    c->listener = NULL;
-    pthread_mutex_unlock(&c->mu);
-    if (!ls)
-        return;
-    pthread_mutex_lock(&ls->mu);
-    ls->stop = 1;
-    pthread_cond_broadcast(&ls->cv);
-    pthread_mutex_unlock(&ls->mu);
-    poke(ls);
-    pthread_join(ls->thread, NULL);
-    while (ls->channels) {
-        channel *n = ls->channels->next;
-        dlock__free(ls->channels->name);
-        dlock__free(ls->channels);
-        ls->channels = n;
+    for (int i = 0; i < c->nnodes; i++) {
+        pthread_mutex_lock(&c->mu);
+        dlock__listener *ls = c->nodes[i].listener;
+        c->nodes[i].listener = NULL;
+        pthread_mutex_unlock(&c->mu);
+        if (!ls)
+            continue;
+        pthread_mutex_lock(&ls->mu);
+        ls->stop = 1;
+        pthread_cond_broadcast(&ls->cv);
+        pthread_mutex_unlock(&ls->mu);
+        poke(ls);
+        pthread_join(ls->thread, NULL);
+        while (ls->channels) {
+            channel *n = ls->channels->next;
+            dlock__free(ls->channels->name);
+            dlock__free(ls->channels);
+            ls->channels = n;
+        }
+        close(ls->ctl[0]);
+        close(ls->ctl[1]);
+        pthread_cond_destroy(&ls->cv);
+        pthread_mutex_destroy(&ls->mu);
+        dlock__free(ls);
     }
-    close(ls->ctl[0]);
-    close(ls->ctl[1]);
-    pthread_cond_destroy(&ls->cv);
-    pthread_mutex_destroy(&ls->mu);
-    dlock__free(ls);
 }

@@ -22,6 +22,7 @@ enum {
 };
 
 typedef struct dlock__waiter {
+    int node;            /* which of the client's nodes to listen on */
     const char *channel; /* caller's string, lives while registered */
     const char *token;
     int efd;             /* eventfd, readable when there is news */
@@ -46,7 +47,7 @@ void dlock__listener_leave(dlock_client *c, dlock__waiter *w);
  * subscription is active. */
 int dlock__listener_take(dlock_client *c, dlock__waiter *w, int *confirmed);
 
-/* Stop the listener thread and free it (client close). */
+/* Stop the listener threads (one per node in use) and free them. */
 void dlock__listener_stop(dlock_client *c);
 
 #endif

@@ -356,6 +356,14 @@ dlock__script dlock__script_inspect = {
     "return {v, redis.call('PTTL', KEYS[1]), redis.call('ZCARD', KEYS[2])}\n",
     ""};
 
+dlock__script dlock__script_fence_floor = {
+    "fence_floor",
+    "local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0\n"
+    "local want = tonumber(ARGV[1])\n"
+    "if want > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', 86400000) end\n"
+    "return 1\n",
+    ""};
+
 dlock__script dlock__script_state = {
     "state",
     "local t = redis.call('TIME')\n"
@@ -373,7 +381,7 @@ dlock__script dlock__script_state = {
     ""};
 
 static dlock__script *const all_scripts[] = {
-    &dlock__script_state,
+    &dlock__script_state, &dlock__script_fence_floor,
     &dlock__script_acquire, &dlock__script_read_acquire, &dlock__script_sem_acquire,
     &dlock__script_multi_acquire, &dlock__script_release, &dlock__script_read_release,
     &dlock__script_sem_release, &dlock__script_extend, &dlock__script_member_extend,
@@ -411,6 +419,12 @@ static int append_call(dlock__conn *c, const dlock__call *call, int use_sha)
     if (argv != small)
         dlock__free(argv);
     return rc;
+}
+
+int dlock__scripts_append(dlock__conn *c, const dlock__call *call)
+{
+    pthread_once(&sha_once, compute_shas);
+    return append_call(c, call, 1);
 }
 
 int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies,

@@ -60,6 +60,12 @@ extern dlock__script dlock__script_release;      /* KEYS lock..chan (7) */
 extern dlock__script dlock__script_read_release; /* KEYS lock..chan (7) */
 extern dlock__script dlock__script_sem_release;  /* KEYS sem..schan (6) */
 
+/* KEYS: fence. ARGV: token. Raise the key's last fencing token to at least
+ * the given one (Redlock: the lock's token is the largest of the majority's,
+ * written back so every later majority, which shares a node with this one,
+ * hands out larger tokens). Reply 1. */
+extern dlock__script dlock__script_fence_floor;
+
 /* Extend: ARGV token ttl. Reply 1 extended, 0 not ours. */
 extern dlock__script dlock__script_extend;        /* KEYS lock */
 extern dlock__script dlock__script_member_extend; /* KEYS readers rinfo | sem sinfo */
@@ -85,5 +91,8 @@ typedef struct dlock__call {
  * replies). */
 int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies,
                        int timeout_ms);
+/* Queue one call as EVALSHA on c (for callers that send and read
+ * themselves, e.g. the parallel fan-out). 0 or DLOCK_ENOMEM. */
+int dlock__scripts_append(dlock__conn *c, const dlock__call *call);
 
 #endif

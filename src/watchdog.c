@@ -70,7 +70,6 @@ typedef struct batch {
     char (*ttls)[24];
     int n, cap;
     dlock__call *calls;
-    dlock__reply **replies;
     const char **args;
     int ncalls, callcap;
 } batch;
@@ -80,7 +79,6 @@ static void batch_free(batch *b)
     dlock__free(b->locks);
     dlock__free(b->ttls);
     dlock__free(b->calls);
-    dlock__free(b->replies);
     dlock__free(b->args);
 }
 
@@ -106,13 +104,10 @@ static int batch_grow(batch *b, int parts)
         dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
         if (calls)
             b->calls = calls;
-        dlock__reply **replies = dlock__realloc(b->replies, (size_t)cap * sizeof *replies);
-        if (replies)
-            b->replies = replies;
         const char **args = dlock__realloc(b->args, (size_t)cap * 2 * sizeof *args);
         if (args)
             b->args = args;
-        if (!calls || !replies || !args)
+        if (!calls || !args)
             return DLOCK_ENOMEM;
         b->callcap = cap;
     }
@@ -166,8 +161,6 @@ static int64_t tick(dlock_client *c, batch *b)
     for (int i = 0, k = 0; i < b->n; i++) {
         dlock_lock *l = b->locks[i];
         dlock__lock_extend_calls(l, &b->calls[k], &b->args[2 * k], b->ttls[i]);
-        for (size_t p = 0; p < l->nparts; p++)
-            b->replies[k + (int)p] = NULL;
         k += (int)l->nparts;
         earliest_end = min64(earliest_end, atomic_load(&l->valid_until_ns));
     }
@@ -180,23 +173,23 @@ static int64_t tick(dlock_client *c, batch *b)
      * --grace. */
     int64_t start = dlock__now_ns();
     int64_t budget_ms = (earliest_end - start) / 2000000;
-    int rc = dlock__client_run_within(c, b->calls, b->ncalls, b->replies,
-                                      budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms);
+    dlock__fanout f;
+    int rc = dlock__fanout_run(c, b->calls, b->ncalls,
+                               budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);
     pthread_mutex_lock(&c->mu);
 
     int lost_n = 0;
     for (int i = 0, k = 0; i < b->n; i++) {
         dlock_lock *l = b->locks[i];
-        /* a lock with several parts is renewed only if every part was */
-        int res = rc, mine = 1;
-        for (size_t p = 0; p < l->nparts; p++, k++) {
-            dlock__reply *r = rc == 0 ? b->replies[k] : NULL;
-            if (rc == 0 && res == 0 && (!r || r->type != REDIS_REPLY_INTEGER))
-                res = DLOCK_EPROTO;
-            else if (rc == 0 && r && r->type == REDIS_REPLY_INTEGER && r->integer != 1)
-                mine = 0;
-            dlock__reply_free(r);
-        }
+        /* a lock with several parts is renewed only if every part was, on a
+         * quorum of nodes */
+        char what[DLOCK_KEY_MAX + 16];
+        snprintf(what, sizeof what, "renew %s", l->parts[0].key);
+        int res = rc == DLOCK_ENOMEM ? rc : dlock__fanout_verdict(c, &f, k, (int)l->nparts, what);
+        k += (int)l->nparts;
+        int mine = res != DLOCK_ENOTHELD;
+        if (res == DLOCK_ENOTHELD)
+            res = 0;
         if (res == 0 && mine) {
             atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
             l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
@@ -220,6 +213,7 @@ static int64_t tick(dlock_client *c, batch *b)
             l->inflight = 0;
         }
     }
+    dlock__fanout_free(&f);
     pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < lost_n; i++)
         if (b->locks[i]->on_lost)

@@ -190,9 +190,11 @@ static size_t env_name_len(const char *e)
     return eq != NULL ? (size_t)(eq - e) : strlen(e);
 }
 
+/* See child.h. A removal is kept as a bare "NAME" entry: build_envp()
+ * drops the inherited NAME for it and adds nothing. */
 int cli_child_setenv(cli_child *ch, const char *name, const char *value)
 {
-    size_t n = strlen(name) + 1 + strlen(value) + 1;
+    size_t n = strlen(name) + 1 + (value != NULL ? strlen(value) + 1 : 0);
     char *e;
 
     if (ch->n_env == CLI_CHILD_MAX_ENV) {
@@ -204,13 +206,17 @@ int cli_child_setenv(cli_child *ch, const char *name, const char *value)
         cli_err("out of memory");
         return CLI_EX_SOFTWARE;
     }
-    snprintf(e, n, "%s=%s", name, value);
+    if (value != NULL)
+        snprintf(e, n, "%s=%s", name, value);
+    else
+        snprintf(e, n, "%s", name);
     ch->env[ch->n_env++] = e;
     return 0;
 }
 
-/* CMD's environment: ours without the variables set by cli_child_setenv()
- * (a nested dlock must not pass on its parent's DLOCK_KEY), then those. */
+/* CMD's environment: ours without the variables set or removed by
+ * cli_child_setenv() (a nested dlock must not pass on its parent's
+ * DLOCK_KEY, nor a DLOCK_SLOT that is not its own), then those set. */
 static int build_envp(cli_child *ch)
 {
     size_t n = 0, i, j = 0;
@@ -232,7 +238,8 @@ static int build_envp(cli_child *ch)
             ch->envp[j++] = environ[i];
     }
     for (k = 0; k < ch->n_env; k++)
-        ch->envp[j++] = ch->env[k];
+        if (strchr(ch->env[k], '=') != NULL)
+            ch->envp[j++] = ch->env[k];
     ch->envp[j] = NULL;
     return 0;
 }
@@ -316,6 +323,35 @@ int cli_child_spawn(cli_child *ch, char **argv)
         else
             cli_key_err(argv[0], "%s", strerror(e));
     }
+    return 0;
+}
+
+/* See child.h. SIGCHLD is in the signalfd's set too (for cli_child_wait);
+ * with no CMD running it means nothing and is skipped. */
+int cli_child_signal_wait(cli_child *ch, int timeout_ms, int fd, int *fd_ready)
+{
+    struct pollfd p[2];
+    struct signalfd_siginfo si;
+    int n;
+
+    if (fd_ready != NULL)
+        *fd_ready = 0;
+    p[0].fd = ch->sfd;
+    p[0].events = POLLIN;
+    p[1].fd = fd;
+    p[1].events = POLLIN;
+    n = poll(p, fd >= 0 ? 2 : 1, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        cli_err("poll: %s", strerror(errno));
+        return -1;
+    }
+    if (n <= 0)
+        return 0; /* timed out, or EINTR: the caller's loop comes back */
+    while (read(ch->sfd, &si, sizeof si) == (ssize_t)sizeof si)
+        if ((int)si.ssi_signo != SIGCHLD)
+            return (int)si.ssi_signo;
+    if (fd >= 0 && p[1].revents != 0 && fd_ready != NULL)
+        *fd_ready = 1;
     return 0;
 }
 

@@ -1,6 +1,11 @@
 /*
  * child.h — running CMD under dlock's supervision: the part of `dlock run`
- * that `dlock elect` will share. See child.c for the design.
+ * that `dlock elect` shares. See child.c for the design.
+ *
+ * Commands that run no CMD but wait until SIGINT/SIGTERM (`leader --watch`,
+ * `metrics --listen`, `top`) use the signal part alone: cli_child_init(),
+ * then either the watcher (a signal cancels a blocked library call) or
+ * cli_child_signal_wait(), then cli_child_cleanup().
  *
  * Order of calls:
  *   cli_child_init()          before the library starts any thread
@@ -64,8 +69,9 @@ int cli_child_watch_stop(cli_child *ch);
 /* The termination signal the watcher has seen so far, or 0 (any thread). */
 int cli_child_watch_signal(cli_child *ch);
 
-/* Set NAME=value in CMD's environment (replacing an inherited NAME).
- * Returns 0 or an exit status (reported). */
+/* Set NAME=value in CMD's environment (replacing an inherited NAME), or
+ * with value NULL remove an inherited NAME. Returns 0 or an exit status
+ * (reported). */
 int cli_child_setenv(cli_child *ch, const char *name, const char *value);
 
 /* Fork and exec argv (PATH search). Returns 0 once CMD runs, or once the
@@ -81,6 +87,14 @@ typedef void (*cli_child_check_fn)(cli_child *ch, void *arg);
  * calling check(). Returns 0 with CMD's wait status in *status, or -1
  * (reported) if CMD could not be waited for; CMD was then killed. */
 int cli_child_wait(cli_child *ch, cli_child_check_fn check, void *arg, int *status);
+
+/* Wait at most timeout_ms (-1: no limit) for a termination signal
+ * (SIGINT, SIGTERM, SIGHUP, SIGQUIT) or, if fd >= 0, for fd to become
+ * readable (*fd_ready is then set to 1, else 0). Returns the signal's
+ * number, 0 when the time ran out or fd is readable, or -1 if poll()
+ * failed (reported). Not while the watcher runs (it reads the same
+ * signals). */
+int cli_child_signal_wait(cli_child *ch, int timeout_ms, int fd, int *fd_ready);
 
 /* Send `sig` to CMD's process group. */
 void cli_child_kill(const cli_child *ch, int sig);

@@ -15,6 +15,11 @@
  * messages, error reporting and text escaping (util.c). Durations are in
  * duration.c/duration.h.
  *
+ * Commands that look at many locks (metrics, top) share scan.c: one walk
+ * over the keyspace with dlock_scan(), kept as rows in a cli_snapshot.
+ * Commands that wait for signals without running CMD (leader --watch,
+ * metrics --listen, top) use child.c's signal part only.
+ *
  * Adding a command: write its file with cli_cmd_NAME() and cli_usage_NAME(),
  * declare them below, add a line to the table in main.c.
  */
@@ -39,6 +44,7 @@
  * 75 EX_TEMPFAIL); 79 is dlock's own; 126/127 are the shell's. */
 enum {
     CLI_EX_OK = 0,
+    CLI_EX_NOLEADER = 3,     /* `dlock leader`: there is no leader */
     CLI_EX_USAGE = 64,       /* usage error or invalid argument */
     CLI_EX_UNAVAILABLE = 69, /* backend unreachable, quorum, authentication */
     CLI_EX_SOFTWARE = 70,    /* internal error or unexpected reply */
@@ -76,6 +82,19 @@ int cli_cmd_status(const cli_globals *g, int argc, char **argv);
 void cli_usage_status(FILE *out);
 int cli_cmd_unlock(const cli_globals *g, int argc, char **argv);
 void cli_usage_unlock(FILE *out);
+int cli_cmd_elect(const cli_globals *g, int argc, char **argv);
+void cli_usage_elect(FILE *out);
+int cli_cmd_leader(const cli_globals *g, int argc, char **argv);
+void cli_usage_leader(FILE *out);
+int cli_cmd_metrics(const cli_globals *g, int argc, char **argv);
+void cli_usage_metrics(FILE *out);
+int cli_cmd_top(const cli_globals *g, int argc, char **argv);
+void cli_usage_top(FILE *out);
+
+/* The engine of `dlock run` and `dlock elect` (run.c): parse argv as the
+ * command `elect` (0: run, 1: elect) takes it, acquire, run CMD under the
+ * lock, release. Returns the exit status. */
+int cli_run_command(const cli_globals *g, int argc, char **argv, int elect);
 
 /* ---------------------------------------------------------------- opt.c */
 
@@ -109,6 +128,10 @@ enum {
 };
 
 int cli_opt_next(cli_optstate *st, const cli_opt *opts);
+
+/* Parse the current option's value (st->arg) as a duration into *out.
+ * Returns 0, or prints a usage error naming the option and returns -1. */
+int cli_opt_duration(int64_t *out, const cli_optstate *st);
 
 /* ---------------------------------------------------------------- util.c */
 
@@ -148,5 +171,57 @@ void cli_put_text(FILE *out, const char *s);
 /* Write `s` as a JSON string with its quotes: ", \ and control characters
  * escaped, valid UTF-8 copied, invalid bytes replaced by U+FFFD. */
 void cli_put_json_string(FILE *out, const char *s);
+
+/* Write `s` as the inside of a Prometheus label value: \\, \" and \n
+ * escaped, valid UTF-8 copied, invalid bytes replaced by U+FFFD (the text
+ * format must be UTF-8). */
+void cli_put_prom_label(FILE *out, const char *s);
+
+/* `s` escaped as cli_put_text() writes it, in a new string (free() it), or
+ * NULL when out of memory. */
+char *cli_text_dup(const char *s);
+
+/* Cut `s` (a string made by cli_text_dup) to at most `max` bytes, on a
+ * UTF-8 character boundary, ending in "..." when something was cut. */
+void cli_text_cut(char *s, size_t max);
+
+/* Copy `url` into buf for display, with any user:password part replaced
+ * by "***@" (a URL may carry a password; output can be shared). */
+void cli_url_display(char *buf, size_t size, const char *url);
+
+/* ---------------------------------------------------------------- scan.c */
+
+/* One lock found by a scan: a key of one kind that has holders or waiters.
+ * The holder shown is the one that has held the lock longest. */
+typedef struct cli_lockrow {
+    char *key;              /* owned */
+    int kind;               /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
+    size_t nholders;
+    int64_t waiters;
+    char owner[256];        /* the oldest holder ("" when none) */
+    int mode;               /* its dlock_holder.mode */
+    int slot;               /* its slot, -1 unless a semaphore permit */
+    int64_t ttl_ms;         /* its server-side TTL */
+    int64_t age_ms;         /* its age: the oldest holder's age */
+} cli_lockrow;
+
+/* Every lock under the prefix whose key matches a pattern, in the order
+ * dlock_scan() gives them (sorted by key), with totals. */
+typedef struct cli_snapshot {
+    cli_lockrow *rows;
+    size_t n, cap;
+    size_t held;            /* rows with at least one holder */
+    int64_t waiters;        /* sum of waiters */
+} cli_snapshot;
+
+/* Fill *out (zeroed first) from dlock_scan(client, pattern). Returns 0 or
+ * the library's error code (dlock_last_errmsg() says more); on an error
+ * *out is left empty. Free with cli_snapshot_free() in either case. */
+int cli_snapshot_take(cli_snapshot *out, dlock_client *client, const char *pattern);
+void cli_snapshot_free(cli_snapshot *s);
+
+/* "mutex" / "semaphore"; "write" / "read" / "permit". */
+const char *cli_kind_name(int kind);
+const char *cli_mode_name(int mode);
 
 #endif /* DLOCK_CLI_H */

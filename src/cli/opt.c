@@ -142,3 +142,16 @@ int cli_opt_next(cli_optstate *st, const cli_opt *opts)
         return next_long(st, opts);
     return next_short(st, opts);
 }
+
+/* See cli.h. The option's name is in the message, so "--ttl 'abc'" and
+ * "--interval 'abc'" are told apart. */
+int cli_opt_duration(int64_t *out, const cli_optstate *st)
+{
+    const char *why;
+
+    if (cli_duration_parse(out, st->arg, &why) != 0) {
+        cli_usage_error(st->prog, "%s '%s': %s", st->opt, st->arg, why);
+        return -1;
+    }
+    return 0;
+}

@@ -1,16 +1,28 @@
 /*
- * run.c — `dlock run [OPTIONS] KEY -- CMD [ARG...]`: hold KEY while CMD runs.
+ * run.c — `dlock run [OPTIONS] KEY... -- CMD [ARG...]`: hold a lock while
+ * CMD runs; and the engine that `dlock elect` (elect.c) runs on too.
  *
- * The life of a run:
+ * What is held depends on the options, and only step 3 differs:
+ *
+ *     dlock run KEY                 the mutex KEY          dlock_acquire
+ *     dlock run --shared KEY        KEY's read side        dlock_rw_acquire(READ)
+ *     dlock run --limit N KEY       one of N permits       dlock_sem_acquire
+ *     dlock run KEY1 KEY2 ...       all KEYs, or none      dlock_acquire_all
+ *     dlock elect KEY               leadership of KEY      dlock_campaign
+ *
+ * Whatever is held is one dlock_lock handle, auto-renewed and lost-signalled
+ * the same way, so the rest of the life of a run is the same for all:
  *
  *  1. Parse. Everything after "--" is CMD, untouched.
  *  2. Signals (child.c): blocked and read from a signalfd before the
  *     library starts its threads.
- *  3. Acquire. dlock_acquire() may wait forever; meanwhile child.c's
- *     watcher thread turns SIGINT/SIGTERM/... into a cancellation, and dlock
- *     exits 128+N without running CMD. Busy or timed out → 75 (or
+ *  3. Acquire. The call may wait forever; meanwhile child.c's watcher
+ *     thread turns SIGINT/SIGTERM/... into a cancellation, and dlock exits
+ *     128+N without running CMD. Busy or timed out → 75 (or
  *     --conflict-exit-code); unreachable/auth → 69; bad input → 64; else 70.
- *  4. Spawn CMD (child.c) with DLOCK_KEY and DLOCK_FENCING_TOKEN.
+ *  4. Spawn CMD (child.c) with DLOCK_KEY and DLOCK_FENCING_TOKEN (the first
+ *     key's), DLOCK_KEYS and DLOCK_FENCING_TOKENS (all of them, in the
+ *     handle's order) and, for a permit, DLOCK_SLOT.
  *  5. Supervise. child.c waits for CMD and forwards signals; check_lock()
  *     below runs on every wake-up (the on-lost callback writes to the wake
  *     pipe; otherwise every 100 ms): renewal failing and validity down to
@@ -19,24 +31,43 @@
  *     unprotected and the caller knows.
  *  6. Release after CMD exited. A failed release is reported but does not
  *     change the exit status (the TTL frees the lock).
+ *  7. --metrics-file: the client's metrics (dlock_metrics_write) go to the
+ *     file, whatever the outcome, as long as a client was opened. Written
+ *     to PATH.tmp.<pid> and renamed, so node_exporter's textfile collector
+ *     never reads half a file. A failure is reported and, like a failed
+ *     release, does not change the exit status.
  */
 #include "cli.h"
 #include "child.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define DEFAULT_TTL_MS (30 * 1000)
 #define DEFAULT_GRACE_MS (5 * 1000)
+#define LIMIT_MAX 100000 /* the library's bound on permits */
+
+/* What a run holds (see the table at the top). */
+enum { HOLD_MUTEX, HOLD_SHARED, HOLD_PERMIT, HOLD_ALL, HOLD_LEADER };
 
 typedef struct run_opts {
+    const char *prog;      /* "dlock run" / "dlock elect", for messages */
+    int hold;              /* HOLD_* */
     int64_t ttl_ms;
     int64_t wait_ms;       /* DLOCK_WAIT_FOREVER, 0 (--no-wait) or > 0 */
     int64_t grace_ms;
     int conflict_exit;     /* exit status when the lock is not acquired */
-    const char *key;
+    int limit;             /* --limit N, 0 without */
+    const char *keys[DLOCK_MULTI_MAX];
+    size_t nkeys;
+    const char *key;       /* keys[0] */
+    const char *metrics_file; /* NULL without --metrics-file */
     char **cmd;            /* NULL-terminated, points into argv */
 } run_opts;
 
@@ -52,7 +83,7 @@ typedef struct run_ctx {
     int killed;            /* SIGKILL sent because the lock was lost */
 } run_ctx;
 
-enum { R_TTL = 1, R_WAIT, R_NO_WAIT, R_GRACE, R_CONFLICT, R_HELP };
+enum { R_TTL = 1, R_WAIT, R_NO_WAIT, R_GRACE, R_CONFLICT, R_LIMIT, R_SHARED, R_METRICS, R_HELP };
 
 static const cli_opt run_opts_table[] = {
     { "ttl", 0, 1, R_TTL },
@@ -60,6 +91,21 @@ static const cli_opt run_opts_table[] = {
     { "no-wait", 0, 0, R_NO_WAIT },
     { "grace", 0, 1, R_GRACE },
     { "conflict-exit-code", 0, 1, R_CONFLICT },
+    { "limit", 0, 1, R_LIMIT },
+    { "shared", 0, 0, R_SHARED },
+    { "metrics-file", 0, 1, R_METRICS },
+    { "help", 'h', 0, R_HELP },
+    { NULL, 0, 0, 0 },
+};
+
+/* `dlock elect` takes the options that make sense for one leadership. */
+static const cli_opt elect_opts_table[] = {
+    { "ttl", 0, 1, R_TTL },
+    { "wait", 0, 1, R_WAIT },
+    { "no-wait", 0, 0, R_NO_WAIT },
+    { "grace", 0, 1, R_GRACE },
+    { "conflict-exit-code", 0, 1, R_CONFLICT },
+    { "metrics-file", 0, 1, R_METRICS },
     { "help", 'h', 0, R_HELP },
     { NULL, 0, 0, 0 },
 };
@@ -67,11 +113,25 @@ static const cli_opt run_opts_table[] = {
 void cli_usage_run(FILE *out)
 {
     fputs("Usage: dlock run [OPTIONS] KEY -- CMD [ARG...]\n"
+          "       dlock run [OPTIONS] --shared KEY -- CMD [ARG...]\n"
+          "       dlock run [OPTIONS] --limit N KEY -- CMD [ARG...]\n"
+          "       dlock run [OPTIONS] KEY1 KEY2... -- CMD [ARG...]\n"
           "\n"
           "Hold the lock KEY while CMD runs: wait for the lock, start CMD, keep the lock\n"
           "alive in the background while CMD runs, release it when CMD exits. Only one\n"
           "holder of KEY runs at a time, across all machines using the same Redis.\n"
           "dlock's exit status is CMD's.\n"
+          "\n"
+          "  KEY1 KEY2...  hold all the keys at once, or wait: all-or-nothing, so two\n"
+          "                runs taking the same keys in any order never deadlock\n"
+          "                (at most 64 keys)\n"
+          "  --shared      the read side of KEY, like flock -s: any number of --shared\n"
+          "                runs together, while a plain run of KEY (the write side)\n"
+          "                waits for them, and they for it\n"
+          "  --limit N     a semaphore: one of N permits of KEY (N from 1 to 100000), so\n"
+          "                at most N runs at once. Each permit has a slot number from\n"
+          "                0 to N-1, unique among the current holders: a pool of N\n"
+          "                resources. A semaphore KEY is separate from the lock KEY.\n"
           "\n"
           "Options (before '--'):\n"
           "      --ttl D                 lock time-to-live (default 30s). The lock is renewed\n"
@@ -86,15 +146,24 @@ void cli_usage_run(FILE *out)
           "                              must be shorter than --ttl)\n"
           "      --conflict-exit-code N  exit N (0-255) instead of 75 when the lock is not\n"
           "                              acquired\n"
+          "      --shared                take the read side of KEY (see above)\n"
+          "      --limit N               take one of N permits of KEY (see above)\n"
+          "      --metrics-file F        when dlock ends, write its client metrics\n"
+          "                              (Prometheus text: acquisitions, wait and hold\n"
+          "                              times, renewals) to F, atomically, for\n"
+          "                              node_exporter's textfile collector; also after\n"
+          "                              exit 75 or 79\n"
           "  -h, --help                  show this help\n"
           "\n"
-          "One KEY for now (several keys will mean all-or-nothing, later).\n"
-          "\n"
           "CMD's environment:\n"
-          "  DLOCK_KEY            the key\n"
-          "  DLOCK_FENCING_TOKEN  a number that grows with every acquisition of KEY; pass\n"
-          "                       it to what you protect, and let it refuse writes that\n"
-          "                       carry a smaller token than it has seen (a stale holder)\n"
+          "  DLOCK_KEY              the key (with several keys: the first)\n"
+          "  DLOCK_FENCING_TOKEN    a number that grows with every acquisition of the key;\n"
+          "                         pass it to what you protect, and let it refuse writes\n"
+          "                         that carry a smaller token than it has seen (a stale\n"
+          "                         holder). With several keys: the first key's.\n"
+          "  DLOCK_KEYS             all keys held, separated by spaces (duplicates once)\n"
+          "  DLOCK_FENCING_TOKENS   their fencing tokens, in the same order\n"
+          "  DLOCK_SLOT             with --limit: the permit's slot, 0 to N-1\n"
           "\n"
           "CMD runs in its own process group. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
           "dlock are passed on to that group; the lock is released after CMD exits. If\n"
@@ -115,31 +184,28 @@ void cli_usage_run(FILE *out)
           "Examples:\n"
           "  dlock run nightly-backup -- /usr/local/bin/backup.sh\n"
           "  dlock run --no-wait \"job:$id\" -- ./process \"$id\"   # 75: another worker has it\n"
-          "  dlock run --wait 10s --ttl 1m deploy -- sh -c 'make && make deploy'\n",
+          "  dlock run --wait 10s --ttl 1m deploy -- sh -c 'make && make deploy'\n"
+          "  dlock run --limit 4 gpu -- sh -c 'CUDA_VISIBLE_DEVICES=$DLOCK_SLOT ./train'\n"
+          "  dlock run account:17 account:42 -- ./transfer 17 42     # both, or wait\n"
+          "  dlock run --shared catalog -- ./read-catalog   # many readers at once;\n"
+          "  dlock run catalog -- ./rebuild-catalog        # the writer runs alone\n"
+          "  dlock run --metrics-file /var/lib/node_exporter/backup.prom backup -- ./backup\n",
           out);
 }
 
-/* Parse a duration option's value into *out; prints and returns -1 if bad. */
-static int duration_opt(int64_t *out, const cli_optstate *st)
-{
-    const char *why;
-
-    if (cli_duration_parse(out, st->arg, &why) != 0) {
-        cli_usage_error(st->prog, "%s '%s': %s", st->opt, st->arg, why);
-        return -1;
-    }
-    return 0;
-}
-
-/* Parse argv into o. Returns -1 to go on, or an exit status: 0 after
- * --help, 64 after a usage error (printed). KEYs and options may be mixed
- * before the "--"; everything after it is CMD, untouched. */
-static int parse_args(run_opts *o, int argc, char **argv)
+/* Parse argv into o, as `dlock run` (elect 0) or `dlock elect` (elect 1)
+ * takes it. Returns -1 to go on, or an exit status: 0 after --help, 64
+ * after a usage error (printed). KEYs and options may be mixed before the
+ * "--"; everything after it is CMD, untouched. */
+static int parse_args(run_opts *o, int argc, char **argv, int elect)
 {
     cli_optstate st;
-    int dd, i, id, nkeys = 0, wait_set = 0, no_wait = 0, grace_set = 0;
+    void (*usage)(FILE *) = elect ? cli_usage_elect : cli_usage_run;
+    int dd, i, id, wait_set = 0, no_wait = 0, grace_set = 0, shared = 0;
+    size_t nkeys = 0;
     long n;
 
+    o->prog = elect ? "dlock elect" : "dlock run";
     o->ttl_ms = DEFAULT_TTL_MS;
     o->wait_ms = DLOCK_WAIT_FOREVER;
     o->grace_ms = DEFAULT_GRACE_MS;
@@ -152,27 +218,27 @@ static int parse_args(run_opts *o, int argc, char **argv)
     if (dd == argc) {
         for (i = 1; i < argc; i++) {
             if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-                cli_usage_run(stdout);
+                usage(stdout);
                 return CLI_EX_OK;
             }
         }
-        return cli_usage_error("dlock run", "missing '--' between KEY and CMD "
-                                            "(dlock run KEY -- CMD [ARG...])");
+        return cli_usage_error(o->prog, "missing '--' between KEY and CMD (%s KEY -- CMD "
+                                        "[ARG...])", o->prog);
     }
 
     memset(&st, 0, sizeof st);
     st.argc = dd;
     st.argv = argv;
     st.ind = 1;
-    st.prog = "dlock run";
-    while ((id = cli_opt_next(&st, run_opts_table)) != CLI_OPT_END) {
+    st.prog = o->prog;
+    while ((id = cli_opt_next(&st, elect ? elect_opts_table : run_opts_table)) != CLI_OPT_END) {
         switch (id) {
         case R_TTL:
-            if (duration_opt(&o->ttl_ms, &st) != 0)
+            if (cli_opt_duration(&o->ttl_ms, &st) != 0)
                 return CLI_EX_USAGE;
             break;
         case R_WAIT:
-            if (duration_opt(&o->wait_ms, &st) != 0)
+            if (cli_opt_duration(&o->wait_ms, &st) != 0)
                 return CLI_EX_USAGE;
             wait_set = 1;
             break;
@@ -180,7 +246,7 @@ static int parse_args(run_opts *o, int argc, char **argv)
             no_wait = 1;
             break;
         case R_GRACE:
-            if (duration_opt(&o->grace_ms, &st) != 0)
+            if (cli_opt_duration(&o->grace_ms, &st) != 0)
                 return CLI_EX_USAGE;
             grace_set = 1;
             break;
@@ -190,12 +256,27 @@ static int parse_args(run_opts *o, int argc, char **argv)
                                                 "expected a number from 0 to 255", st.arg);
             o->conflict_exit = (int)n;
             break;
+        case R_LIMIT:
+            if (cli_parse_long(&n, st.arg, 1, LIMIT_MAX) != 0)
+                return cli_usage_error(st.prog, "--limit '%s': expected a number from 1 to %d",
+                                       st.arg, LIMIT_MAX);
+            o->limit = (int)n;
+            break;
+        case R_SHARED:
+            shared = 1;
+            break;
+        case R_METRICS:
+            if (st.arg[0] == '\0')
+                return cli_usage_error(st.prog, "--metrics-file needs a file name");
+            o->metrics_file = st.arg;
+            break;
         case R_HELP:
-            cli_usage_run(stdout);
+            usage(stdout);
             return CLI_EX_OK;
         case CLI_OPT_POSITIONAL:
-            if (nkeys++ == 0)
-                o->key = st.arg;
+            if (nkeys < DLOCK_MULTI_MAX)
+                o->keys[nkeys] = st.arg;
+            nkeys++;
             break;
         default:
             return CLI_EX_USAGE;
@@ -205,8 +286,30 @@ static int parse_args(run_opts *o, int argc, char **argv)
 
     if (nkeys == 0)
         return cli_usage_error(st.prog, "missing KEY before '--'");
-    if (nkeys > 1)
-        return cli_usage_error(st.prog, "several keys are not supported yet");
+    if (elect && nkeys > 1)
+        return cli_usage_error(st.prog, "one KEY: the leadership to campaign for");
+    if (nkeys > DLOCK_MULTI_MAX)
+        return cli_usage_error(st.prog, "%zu keys: at most %d can be held together", nkeys,
+                               DLOCK_MULTI_MAX);
+    if (o->limit > 0 && nkeys > 1)
+        return cli_usage_error(st.prog, "--limit takes exactly one KEY (the semaphore)");
+    if (shared && o->limit > 0)
+        return cli_usage_error(st.prog, "--shared and --limit exclude each other");
+    if (shared && nkeys > 1)
+        return cli_usage_error(st.prog, "--shared takes exactly one KEY");
+    o->nkeys = nkeys;
+    o->key = o->keys[0];
+    if (elect)
+        o->hold = HOLD_LEADER;
+    else if (o->limit > 0)
+        o->hold = HOLD_PERMIT;
+    else if (shared)
+        o->hold = HOLD_SHARED;
+    else if (nkeys > 1)
+        o->hold = HOLD_ALL;
+    else
+        o->hold = HOLD_MUTEX;
+
     if (o->cmd[0] == NULL)
         return cli_usage_error(st.prog, "missing CMD after '--'");
     if (wait_set && no_wait)
@@ -228,6 +331,26 @@ static int parse_args(run_opts *o, int argc, char **argv)
     return -1;
 }
 
+/* "dlock: KEY: message" about what this run holds or wants; with several
+ * keys "dlock: KEY1 (+N more keys): message". */
+static void lock_err(const run_ctx *c, const char *fmt, ...) CLI_PRINTF(2, 3);
+static void lock_err(const run_ctx *c, const char *fmt, ...)
+{
+    char msg[512], more[48] = "";
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->o.nkeys > 1)
+        snprintf(more, sizeof more, " (+%zu more key%s)", c->o.nkeys - 1,
+                 c->o.nkeys > 2 ? "s" : "");
+    if (more[0] != '\0')
+        cli_key_err(c->o.key, "\b\b%s: %s", more, msg);
+    else
+        cli_key_err(c->o.key, "%s", msg);
+}
+
 /* The on-lost callback, on the library's watchdog thread: wake the
  * supervise loop. write() to a non-blocking pipe is all it does; a full
  * pipe already means "wake up". */
@@ -242,26 +365,72 @@ static void on_lost(dlock_lock *lock, void *arg)
     (void)r;
 }
 
+/* What is held, in messages: "lock", "locks", "permit", "leadership". */
+static const char *held_noun(const run_ctx *c)
+{
+    switch (c->o.hold) {
+    case HOLD_PERMIT:
+        return "permit";
+    case HOLD_ALL:
+        return "locks";
+    case HOLD_LEADER:
+        return "leadership";
+    default:
+        return "lock";
+    }
+}
+
 /* The exit status and message for a failed acquire. Busy and timed out are
  * answers rather than failures (-q silences them); the rest are errors. */
 static int acquire_failed(const run_ctx *c, int rc, const char *detail)
 {
-    char d[32];
+    char d[32], busy[64];
 
+    switch (c->o.hold) {
+    case HOLD_PERMIT:
+        snprintf(busy, sizeof busy, "all %d permits are in use", c->o.limit);
+        break;
+    case HOLD_ALL:
+        snprintf(busy, sizeof busy, "some of the locks are busy");
+        break;
+    case HOLD_LEADER:
+        snprintf(busy, sizeof busy, "another process is the leader");
+        break;
+    default:
+        snprintf(busy, sizeof busy, "lock is busy");
+        break;
+    }
     switch (rc) {
     case DLOCK_EBUSY:
         if (!c->g->quiet)
-            cli_key_err(c->o.key, "lock is busy");
+            lock_err(c, "%s", busy);
         return c->o.conflict_exit;
     case DLOCK_ETIMEDOUT:
         if (!c->g->quiet) {
             cli_duration_format(d, sizeof d, c->o.wait_ms);
-            cli_key_err(c->o.key, "lock still busy after waiting %s", d);
+            lock_err(c, "%s (waited %s)", busy, d);
         }
         return c->o.conflict_exit;
     default:
         cli_report(c->o.key, rc, detail, NULL);
         return cli_exit_for(rc);
+    }
+}
+
+/* The library call of step 3 for what this run holds. */
+static int acquire_call(run_ctx *c, const dlock_lock_opts *lo)
+{
+    switch (c->o.hold) {
+    case HOLD_SHARED:
+        return dlock_rw_acquire(&c->lock, c->client, c->o.key, DLOCK_READ, lo);
+    case HOLD_PERMIT:
+        return dlock_sem_acquire(&c->lock, c->client, c->o.key, c->o.limit, lo);
+    case HOLD_ALL:
+        return dlock_acquire_all(&c->lock, c->client, c->o.keys, c->o.nkeys, lo);
+    case HOLD_LEADER:
+        return dlock_campaign(&c->lock, c->client, c->o.key, lo);
+    default:
+        return dlock_acquire(&c->lock, c->client, c->o.key, lo);
     }
 }
 
@@ -292,7 +461,7 @@ static int acquire(run_ctx *c)
         lo.on_lost = on_lost;
         lo.on_lost_arg = &c->wake_fd;
         lo.cancel = c->cancel;
-        rc = dlock_acquire(&c->lock, c->client, c->o.key, &lo);
+        rc = acquire_call(c, &lo);
         if (rc != 0 && cli_child_watch_signal(&c->child) == 0)
             ex = acquire_failed(c, rc, dlock_last_errmsg());
     }
@@ -322,7 +491,7 @@ static void check_lock(cli_child *ch, void *arg)
     if (!dlock_is_held(c->lock)) {
         cli_child_kill(ch, SIGKILL);
         c->killed = 1;
-        cli_key_err(c->o.key, "lock lost: sending SIGKILL to CMD");
+        lock_err(c, "%s lost: sending SIGKILL to CMD", held_noun(c));
         return;
     }
     if (c->termed)
@@ -333,8 +502,8 @@ static void check_lock(cli_child *ch, void *arg)
         cli_child_kill(ch, SIGTERM);
         c->termed = 1;
         cli_duration_format(d, sizeof d, left);
-        cli_key_err(c->o.key, "cannot renew the lock (%s), %s of validity left: "
-                              "sending SIGTERM to CMD", dlock_strerror(err), d);
+        lock_err(c, "cannot renew the %s (%s), %s of validity left: sending SIGTERM to CMD",
+                 held_noun(c), dlock_strerror(err), d);
     }
 }
 
@@ -347,28 +516,83 @@ static int final_status(const run_ctx *c, int status)
     if (!c->termed && !c->killed)
         return ex;
     if (WIFSIGNALED(status))
-        cli_key_err(c->o.key, "the lock was lost while CMD ran; CMD ended by signal %d (%s)",
-                    WTERMSIG(status), strsignal(WTERMSIG(status)));
+        lock_err(c, "the %s was lost while CMD ran; CMD ended by signal %d (%s)", held_noun(c),
+                 WTERMSIG(status), strsignal(WTERMSIG(status)));
     else
-        cli_key_err(c->o.key, "the lock was lost while CMD ran; CMD exited with status %d", ex);
+        lock_err(c, "the %s was lost while CMD ran; CMD exited with status %d", held_noun(c), ex);
     return CLI_EX_LOST;
+}
+
+/* Join the keys (tokens == 0) or the fencing tokens (tokens == 1) of the
+ * held handle with single spaces, into a new string; NULL when out of
+ * memory (reported). */
+static char *join_held(const dlock_lock *lock, int tokens)
+{
+    size_t n = dlock_lock_count(lock), i, len = 1, pos = 0;
+    char num[32], *s;
+
+    for (i = 0; i < n; i++)
+        len += (tokens ? 21 : strlen(dlock_lock_key_at(lock, i))) + 1;
+    s = malloc(len);
+    if (s == NULL) {
+        cli_err("out of memory");
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        const char *part = dlock_lock_key_at(lock, i);
+        size_t plen;
+        if (tokens) {
+            snprintf(num, sizeof num, "%" PRIu64, dlock_lock_fencing_token_at(lock, i));
+            part = num;
+        }
+        plen = strlen(part);
+        if (i > 0)
+            s[pos++] = ' ';
+        memcpy(s + pos, part, plen);
+        pos += plen;
+    }
+    s[pos] = '\0';
+    return s;
+}
+
+/* Step 4's environment. Variables that do not apply (DLOCK_SLOT without
+ * --limit) are removed, so CMD never sees a value inherited from an outer
+ * dlock. Returns 0 or an exit status (reported). */
+static int set_cmd_env(run_ctx *c)
+{
+    char token[32], slot[16];
+    char *keys = join_held(c->lock, 0), *tokens = join_held(c->lock, 1);
+    int ex = keys != NULL && tokens != NULL ? 0 : CLI_EX_SOFTWARE;
+
+    snprintf(token, sizeof token, "%" PRIu64, dlock_lock_fencing_token(c->lock));
+    snprintf(slot, sizeof slot, "%d", dlock_lock_slot(c->lock));
+    if (ex == 0)
+        ex = cli_child_setenv(&c->child, "DLOCK_KEY", c->o.key);
+    if (ex == 0)
+        ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKEN", token);
+    if (ex == 0)
+        ex = cli_child_setenv(&c->child, "DLOCK_KEYS", keys);
+    if (ex == 0)
+        ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKENS", tokens);
+    if (ex == 0)
+        ex = cli_child_setenv(&c->child, "DLOCK_SLOT",
+                              c->o.hold == HOLD_PERMIT ? slot : NULL);
+    free(keys);
+    free(tokens);
+    return ex;
 }
 
 /* Steps 4 to 6, with the lock held. Returns the exit status. */
 static int run_locked(run_ctx *c)
 {
-    char token[32];
     const char *detail;
     int ex, status = 0, rc;
 
     if (!dlock_is_held(c->lock)) {
-        cli_key_err(c->o.key, "the lock was lost before CMD could start");
+        lock_err(c, "the %s was lost before CMD could start", held_noun(c));
         return CLI_EX_LOST;
     }
-    snprintf(token, sizeof token, "%" PRIu64, dlock_lock_fencing_token(c->lock));
-    ex = cli_child_setenv(&c->child, "DLOCK_KEY", c->o.key);
-    if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKEN", token);
+    ex = set_cmd_env(c);
     if (ex == 0)
         ex = cli_child_spawn(&c->child, c->o.cmd);
     if (ex != 0)
@@ -384,23 +608,64 @@ static int run_locked(run_ctx *c)
     c->lock = NULL;
     /* After lock trouble the release's outcome says nothing new. */
     if (rc == DLOCK_ENOTHELD && !c->termed && !c->killed)
-        cli_key_err(c->o.key, "the lock was no longer held when CMD finished");
+        lock_err(c, "the %s was no longer held when CMD finished", held_noun(c));
     else if (rc != 0 && rc != DLOCK_ENOTHELD && !c->termed && !c->killed)
         cli_report(c->o.key, rc, detail, "the lock frees itself when its TTL runs out");
     return ex;
 }
 
-/* `dlock run`: the steps described at the top of the file. The client is
+/* Step 7: write the client's metrics to `path` through a temporary file in
+ * the same directory and rename(2), which replaces the old file in one
+ * step. Reports a failure; the exit status does not depend on it. */
+static void write_metrics_file(dlock_client *client, const char *path)
+{
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    FILE *f = NULL;
+    int fd = -1, rc, ok = 0, err = 0;
+
+    if (tmp == NULL) {
+        cli_err("--metrics-file: out of memory");
+        return;
+    }
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        f = fdopen(fd, "w");
+    if (f == NULL) {
+        err = errno;
+        if (fd >= 0)
+            close(fd);
+    } else {
+        rc = dlock_metrics_write(client, f);
+        err = errno;
+        if (fclose(f) != 0 && rc == 0) {
+            rc = DLOCK_ECONN;
+            err = errno;
+        }
+        if (rc == 0 && rename(tmp, path) == 0)
+            ok = 1;
+        else if (rc == 0)
+            err = errno;
+        if (!ok)
+            unlink(tmp);
+    }
+    if (!ok)
+        cli_err("--metrics-file %s: %s", path, err != 0 ? strerror(err) : "write failed");
+    free(tmp);
+}
+
+/* See cli.h: the steps described at the top of the file. The client is
  * closed before child.c's pipes: the on-lost callback may write to the wake
  * pipe until then. */
-int cli_cmd_run(const cli_globals *g, int argc, char **argv)
+int cli_run_command(const cli_globals *g, int argc, char **argv, int elect)
 {
     run_ctx c;
     int ex;
 
     memset(&c, 0, sizeof c);
     c.g = g;
-    ex = parse_args(&c.o, argc, argv);
+    ex = parse_args(&c.o, argc, argv, elect);
     if (ex >= 0)
         return ex;
 
@@ -413,8 +678,16 @@ int cli_cmd_run(const cli_globals *g, int argc, char **argv)
         ex = run_locked(&c);
 
     dlock_release(c.lock);
+    if (c.o.metrics_file != NULL && c.client != NULL)
+        write_metrics_file(c.client, c.o.metrics_file);
     dlock_client_close(c.client);
     dlock_cancel_free(c.cancel);
     cli_child_cleanup(&c.child);
     return ex;
+}
+
+/* `dlock run`. */
+int cli_cmd_run(const cli_globals *g, int argc, char **argv)
+{
+    return cli_run_command(g, argc, argv, 0);
 }

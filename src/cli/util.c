@@ -211,3 +211,87 @@ void cli_put_json_string(FILE *out, const char *s)
     }
     fputc('"', out);
 }
+
+/* See cli.h. Only three characters need escaping in a label value; line
+ * breaks other than \n cannot break the format, so they pass as they are. */
+void cli_put_prom_label(FILE *out, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p != '\0') {
+        size_t n = utf8_len(p);
+        if (n == 0) {
+            fputs("\xEF\xBF\xBD", out);
+            n = 1;
+        } else if (*p == '"' || *p == '\\') {
+            fputc('\\', out);
+            fputc(*p, out);
+        } else if (*p == '\n') {
+            fputs("\\n", out);
+        } else {
+            fwrite(p, 1, n, out);
+        }
+        p += n;
+    }
+}
+
+/* See cli.h. A memory stream makes cli_put_text() the one place that
+ * knows the escaping rules. */
+char *cli_text_dup(const char *s)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (f == NULL)
+        return NULL;
+    cli_put_text(f, s);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* See cli.h. The string holds escaped text only (printable ASCII and
+ * valid UTF-8), so backing up over continuation bytes finds a boundary. */
+void cli_text_cut(char *s, size_t max)
+{
+    size_t len = strlen(s), end;
+
+    if (len <= max)
+        return;
+    if (max < 3) {
+        s[max] = '\0';
+        return;
+    }
+    end = max - 3;
+    while (end > 0 && ((unsigned char)s[end] & 0xC0) == 0x80)
+        end--;
+    memcpy(s + end, "...", 4);
+}
+
+/* See cli.h. Where the userinfo ends is decided as the library's URL
+ * parser decides it: redis:// URLs at the last '@' (a password may contain
+ * '@'), unix:// URLs at an '@' before the socket path's first '/'. */
+void cli_url_display(char *buf, size_t size, const char *url)
+{
+    const char *host = strstr(url, "://"), *at = NULL, *p;
+
+    if (size == 0)
+        return;
+    if (host != NULL) {
+        host += 3;
+        if (strncmp(url, "unix://", 7) == 0) {
+            p = strchr(host, '@');
+            if (p != NULL && strchr(host, '/') != NULL && p < strchr(host, '/'))
+                at = p;
+        } else {
+            at = strrchr(host, '@');
+        }
+    }
+    if (at == NULL)
+        snprintf(buf, size, "%s", url);
+    else
+        snprintf(buf, size, "%.*s***%s", (int)(host - url), url, at);
+}
