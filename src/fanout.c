@@ -108,14 +108,15 @@ static int sentinel_resolve(dlock_client *c)
         }
         char *end;
         long port = strtol(r->element[1]->str, &end, 10);
-        char *host = dlock__strdup(r->element[0]->str);
+        int bad_port = *end || port < 1 || port > 65535;
+        char *host = bad_port ? NULL : dlock__strdup(r->element[0]->str);
         dlock__reply_free(r);
-        if (!host)
-            return dlock__err(DLOCK_ENOMEM, "out of memory");
-        if (*end || port < 1 || port > 65535) {
-            dlock__free(host);
+        if (bad_port) {
+            snprintf(why, sizeof why, "sentinel %s gave a bad port", c->sentinels[i].desc);
             continue;
         }
+        if (!host)
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
         dlock__node *nd = &c->nodes[0];
         pthread_mutex_lock(&c->mu);
         if (!nd->ep.host || strcmp(nd->ep.host, host) != 0 || nd->ep.port != (int)port) {

@@ -141,6 +141,10 @@ void cli_err(const char *fmt, ...) CLI_PRINTF(1, 2);
 /* "dlock: KEY: ..." on stderr, the key escaped and cut to 60 bytes. */
 void cli_key_err(const char *key, const char *fmt, ...) CLI_PRINTF(2, 3);
 
+/* The same about several keys: "dlock: KEY (+N more keys): ...", where
+ * KEY is the first and `more` the number of others (0: as cli_key_err). */
+void cli_keys_err(const char *key, size_t more, const char *fmt, ...) CLI_PRINTF(3, 4);
+
 /* A usage error: "PROG: message" and "Try 'PROG --help'." on stderr.
  * Returns CLI_EX_USAGE so callers can `return cli_usage_error(...)`. */
 int cli_usage_error(const char *prog, const char *fmt, ...) CLI_PRINTF(2, 3);

@@ -336,19 +336,13 @@ static int parse_args(run_opts *o, int argc, char **argv, int elect)
 static void lock_err(const run_ctx *c, const char *fmt, ...) CLI_PRINTF(2, 3);
 static void lock_err(const run_ctx *c, const char *fmt, ...)
 {
-    char msg[512], more[48] = "";
+    char msg[512];
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->o.nkeys > 1)
-        snprintf(more, sizeof more, " (+%zu more key%s)", c->o.nkeys - 1,
-                 c->o.nkeys > 2 ? "s" : "");
-    if (more[0] != '\0')
-        cli_key_err(c->o.key, "\b\b%s: %s", more, msg);
-    else
-        cli_key_err(c->o.key, "%s", msg);
+    cli_keys_err(c->o.key, c->o.nkeys - 1, "%s", msg);
 }
 
 /* The on-lost callback, on the library's watchdog thread: wake the

@@ -38,21 +38,41 @@ int cli_usage_error(const char *prog, const char *fmt, ...)
     return CLI_EX_USAGE;
 }
 
-/* See cli.h. Keys can be 512 bytes of anything: the first 60 bytes,
- * escaped, identify one well enough in a message. */
-void cli_key_err(const char *key, const char *fmt, ...)
+/* "dlock: KEY[ (+N more keys)]: " + the formatted message, on stderr. Keys
+ * can be 512 bytes of anything: the first 60 bytes, escaped, identify one
+ * well enough in a message. */
+static void key_verr(const char *key, size_t more, const char *fmt, va_list ap)
 {
     char shown[64];
     int cut = snprintf(shown, sizeof shown, "%s", key) >= (int)sizeof shown;
-    va_list ap;
 
     fputs("dlock: ", stderr);
     cli_put_text(stderr, shown);
-    fputs(cut ? "...: " : ": ", stderr);
-    va_start(ap, fmt);
+    if (cut)
+        fputs("...", stderr);
+    if (more > 0)
+        fprintf(stderr, " (+%zu more key%s)", more, more > 1 ? "s" : "");
+    fputs(": ", stderr);
     vfprintf(stderr, fmt, ap);
-    va_end(ap);
     fputc('\n', stderr);
+}
+
+void cli_key_err(const char *key, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    key_verr(key, 0, fmt, ap);
+    va_end(ap);
+}
+
+void cli_keys_err(const char *key, size_t more, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    key_verr(key, more, fmt, ap);
+    va_end(ap);
 }
 
 /* See cli.h. The library's detail message usually says more than the
