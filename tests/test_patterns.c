@@ -116,7 +116,12 @@ static void test_semaphore_limit(void **state)
                     atomic_fetch_add(&sh->slot_clash, 1);
                 int now = atomic_fetch_add(&sh->cur, 1) + 1;
                 bump_max(&sh->max, now);
-                spin(200000);
+                /* stay inside until the limit is reached (12 workers want in,
+                 * so it is), bounded: the maximum must then be exactly LIMIT */
+                int64_t until = dh_now_ms() + 2000;
+                while (atomic_load(&sh->max) < LIMIT && dh_now_ms() < until)
+                    spin(1000);
+                spin(20000);
                 atomic_fetch_sub(&sh->cur, 1);
                 if (slot >= 0 && slot < LIMIT)
                     atomic_fetch_sub(&sh->slot_used[slot], 1);
