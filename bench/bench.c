@@ -13,8 +13,12 @@
  *      median compared with the median PING round trip.
  *   4. renewal cost: N held auto-renewed locks on one client; round trips
  *      per watchdog tick.
+ *   5. (with --redlock P2,P3,P4,P5) Redlock over 5 masters (PORT and the
+ *      four others): acquire+release latency as a ratio to one server,
+ *      rounds alternating in the same run.
  *
- * Usage: dlock_bench HOST PORT [--quick]. Needs a Redis server it may flush.
+ * Usage: dlock_bench HOST PORT [--quick] [--redlock P2,P3,P4,P5]. Needs
+ * Redis servers it may flush.
  */
 #include <hiredis/hiredis.h>
 #include <math.h>
@@ -102,16 +106,18 @@ static double floor_pairs(int n)
     for (int i = 0; i < n; i++) {
         char tok[40];
         snprintf(tok, sizeof tok, "%032x", i);
-        redisReply *a = redisCommand(c, "EVALSHA %s 4 dlock:{floor}:lock dlock:{floor}:fence "
-                                        "dlock:{floor}:queue dlock:{floor}:qinfo %s bench:1 30000 1 10000",
+        redisReply *a = redisCommand(c, "EVALSHA %s 7 dlock:{floor}:lock dlock:{floor}:readers "
+                                        "dlock:{floor}:rinfo dlock:{floor}:fence dlock:{floor}:queue "
+                                        "dlock:{floor}:qinfo dlock:{floor}:chan %s bench:1 30000 1 10000 0",
                                      sha_a, tok);
         if (!a || a->type != REDIS_REPLY_ARRAY || a->element[0]->integer != 1) {
-            fprintf(stderr, "bench: floor acquire failed\n");
+            fprintf(stderr, "bench: floor acquire failed: %s\n", a && a->str ? a->str : "?");
             exit(1);
         }
         freeReplyObject(a);
-        redisReply *r = redisCommand(c, "EVALSHA %s 5 dlock:{floor}:lock dlock:{floor}:fence "
-                                        "dlock:{floor}:queue dlock:{floor}:qinfo dlock:{floor}:chan %s 5000 0",
+        redisReply *r = redisCommand(c, "EVALSHA %s 7 dlock:{floor}:lock dlock:{floor}:readers "
+                                        "dlock:{floor}:rinfo dlock:{floor}:fence dlock:{floor}:queue "
+                                        "dlock:{floor}:qinfo dlock:{floor}:chan %s 5000 0",
                                      sha_r, tok);
         freeReplyObject(r);
     }
@@ -347,6 +353,57 @@ static void renewal_cost(int n)
     dlock_client_close(c);
 }
 
+/* Median acquire+release latency (seconds) over n pairs on `u`. */
+static double pair_latency(const char *u, int n)
+{
+    dlock_client *c;
+    if (dlock_client_open(&c, u, NULL) != 0) {
+        fprintf(stderr, "bench: %s: %s\n", u, dlock_last_errmsg());
+        exit(1);
+    }
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        double t0 = now_s();
+        dlock_lock *l;
+        if (dlock_acquire(&l, c, "latency", NULL) != 0) {
+            fprintf(stderr, "bench: %s\n", dlock_last_errmsg());
+            exit(1);
+        }
+        dlock_release(l);
+        v[i] = now_s() - t0;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double m = pct(v, (size_t)n, 0.5);
+    free(v);
+    dlock_client_close(c);
+    return m;
+}
+
+static void redlock_ratio(const char *others, int n)
+{
+    char rl[512];
+    size_t len = (size_t)snprintf(rl, sizeof rl, "%s", url);
+    for (const char *p = others; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        len += (size_t)snprintf(rl + len, sizeof rl - len, ",redis://%s:%.*s", host, (int)l, p);
+        p += l + (e ? 1 : 0);
+    }
+    double s[5], r[5], q[5];
+    for (int i = 0; i < 5; i++) {
+        s[i] = pair_latency(url, n);
+        r[i] = pair_latency(rl, n);
+        q[i] = r[i] / s[i];
+    }
+    qsort(s, 5, sizeof s[0], cmp_double);
+    qsort(r, 5, sizeof r[0], cmp_double);
+    qsort(q, 5, sizeof q[0], cmp_double);
+    printf("  single server: median %.1f us per acquire+release\n"
+           "  Redlock, 5 masters: median %.1f us per acquire+release\n"
+           "  ratio Redlock/single per round: median %.2f (min %.2f, max %.2f)\n",
+           s[2] * 1e6, r[2] * 1e6, q[2], q[0], q[4]);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -355,7 +412,14 @@ int main(int argc, char **argv)
     }
     host = argv[1];
     port = atoi(argv[2]);
-    int quick = argc > 3 && strcmp(argv[3], "--quick") == 0;
+    int quick = 0;
+    const char *redlock = NULL;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = 1;
+        else if (strcmp(argv[i], "--redlock") == 0 && i + 1 < argc)
+            redlock = argv[++i];
+    }
     snprintf(url, sizeof url, "redis://%s:%d", host, port);
     signal(SIGPIPE, SIG_IGN);
     int pairs = quick ? 2000 : 20000;
@@ -391,5 +455,9 @@ int main(int argc, char **argv)
 
     printf("4. renewal cost\n");
     renewal_cost(quick ? 2000 : 10000);
+    if (redlock) {
+        printf("5. Redlock over 5 masters vs one server, acquire+release latency, 5 alternating rounds\n");
+        redlock_ratio(redlock, quick ? 300 : 2000);
+    }
     return 0;
 }
