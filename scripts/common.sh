@@ -48,6 +48,14 @@ dlock_ensure_packages() {
        ! pkg-config --exists cmocka >/dev/null 2>&1; then
         missing+=(libcmocka-dev)
     fi
+    # the fuzz phase of scripts/test.sh: clang and its libFuzzer runtime
+    if [ "${DLOCK_WANT_FUZZ:-0}" = 1 ]; then
+        command -v clang >/dev/null 2>&1 || missing+=(clang)
+        if ! command -v clang >/dev/null 2>&1 ||
+           [ ! -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a 2>/dev/null)" ]; then
+            missing+=(libclang-rt-dev)
+        fi
+    fi
     [ "${#missing[@]}" -eq 0 ] && return 0
 
     # de-duplicate (cmake is named twice when cmake and ctest are both absent)

@@ -6,7 +6,9 @@
 #   1. werror  build/       -DDLOCK_WERROR=ON            the whole suite
 #   2. asan    build-asan/  -DDLOCK_SANITIZE=address     the whole suite, ASan+UBSan
 #   3. tsan    build-tsan/  -DDLOCK_SANITIZE=thread      threaded tests only
-#   4. fuzz    (not yet; see the marked place below)
+#   4. fuzz    build-fuzz/  clang -DDLOCK_FUZZ=ON          each libFuzzer target
+#              in fuzz/ for DLOCK_FUZZ_SECONDS (default 25) over a copy of
+#              its corpus fuzz/corpus/<name>; a crash counts as a failure
 # Every phase runs even when an earlier one failed; the script exits non-zero
 # if any failed. The last line of output is the total over all phases:
 #   N passed, N failed
@@ -17,9 +19,11 @@
 # time by default, DLOCK_TEST_JOBS=N runs N at once.
 #   DLOCK_BUDGET_WERROR=240 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
-#   DLOCK_PHASES="werror asan tsan"   which phases to run
-#   DLOCK_TSAN_TESTS='mutex|cancel|watchdog|wait'   ctest -R regex for TSan
+#   DLOCK_PHASES="werror asan tsan fuzz"   which phases to run
+#   DLOCK_TSAN_TESTS='mutex|cancel|watchdog|wait|patterns|redlock'   ctest -R regex for TSan
+#   DLOCK_FUZZ_SECONDS=25   per fuzz target
 
+export DLOCK_WANT_FUZZ=1
 # shellcheck source=SCRIPTDIR/common.sh disable=SC1091
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
@@ -28,8 +32,9 @@ BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-240}
 BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-120}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
-PHASES=${DLOCK_PHASES:-werror asan tsan}
-TSAN_TESTS=${DLOCK_TSAN_TESTS:-mutex|cancel|watchdog|wait}
+PHASES=${DLOCK_PHASES:-werror asan tsan fuzz}
+TSAN_TESTS=${DLOCK_TSAN_TESTS:-mutex|cancel|watchdog|wait|patterns|redlock}
+FUZZ_SECONDS=${DLOCK_FUZZ_SECONDS:-25}
 
 TOTAL_PASSED=0
 TOTAL_FAILED=0
@@ -149,11 +154,47 @@ if want_phase tsan; then
     run_phase tsan build-tsan "$BUDGET_TSAN" -DDLOCK_SANITIZE=thread
 fi
 
-# ---- phase 4: fuzzing (later) ----------------------------------------------
-# Place for the fuzz pass: a clang -fsanitize=fuzzer,address build in
-# build-fuzz/ with one target per parser (URLs, durations, key templates,
-# replies), each run for a bounded time (-max_total_time) over its corpus,
-# counted like a phase above: one failure per target that crashes.
+# ---- phase 4: fuzzing ------------------------------------------------------
+# A clang build with -fsanitize=fuzzer,address,undefined; each target runs for
+# FUZZ_SECONDS over a scratch copy of its corpus (the repository's corpus is
+# not modified). A target that crashes, leaks or hangs counts as one failure.
+if want_phase fuzz; then
+    start=$SECONDS
+    printf '\n==================== phase fuzz: build-fuzz/ (%ss per target) ====================\n' "$FUZZ_SECONDS"
+    passed=0 failed=0 note=
+    if CC=clang dlock_configure build-fuzz -DDLOCK_FUZZ=ON -DDLOCK_BUILD_TESTS=OFF \
+           -DDLOCK_BUILD_EXAMPLES=OFF >"$LOGDIR/fuzz-build.log" 2>&1 &&
+       dlock_compile build-fuzz $(for f in fuzz/fuzz_*.c; do f=${f##*/}; printf '%s ' "${f%.c}"; done) \
+           >>"$LOGDIR/fuzz-build.log" 2>&1; then
+        for target in build-fuzz/fuzz_*; do
+            [ -x "$target" ] || continue
+            name=${target##*/fuzz_}
+            work="$LOGDIR/corpus-$name"
+            mkdir -p "$work"
+            cp -- fuzz/corpus/"$name"/* "$work"/ 2>/dev/null || true
+            if timeout $((FUZZ_SECONDS + 60)) "$target" -max_total_time="$FUZZ_SECONDS" -timeout=10 \
+                   -rss_limit_mb=2048 -max_len=4096 -artifact_prefix="$LOGDIR/" "$work" \
+                   >"$LOGDIR/fuzz-$name.log" 2>&1; then
+                passed=$((passed + 1))
+                printf 'fuzz_%s: ok (%s)\n' "$name" "$(grep -o 'Done [0-9]* runs' "$LOGDIR/fuzz-$name.log" | tail -1)"
+            else
+                failed=$((failed + 1))
+                printf 'fuzz_%s: FAILED\n' "$name"
+                tail -n 40 "$LOGDIR/fuzz-$name.log"
+            fi
+        done
+    else
+        failed=1
+        note="build failed"
+        tail -n 40 "$LOGDIR/fuzz-build.log"
+    fi
+    TOTAL_PASSED=$((TOTAL_PASSED + passed))
+    TOTAL_FAILED=$((TOTAL_FAILED + failed))
+    verdict=ok
+    [ "$failed" -eq 0 ] || verdict=FAILED
+    SUMMARY+=("$(printf '%-7s %-6s %3d passed, %3d failed, %4ds%s' fuzz "$verdict" "$passed" "$failed" \
+        $((SECONDS - start)) "${note:+  ($note)}")")
+fi
 
 # ---- summary: the last line is the total ------------------------------------
 printf '\n==================== summary (%ds) ====================\n' $((SECONDS - ALL_START))

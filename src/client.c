@@ -493,7 +493,7 @@ int dlock_metrics_write(dlock_client *c, FILE *f)
 }
 
 /* Parse "<token>:<fence>:<owner>" into info. Returns 0 or DLOCK_EPROTO. */
-static int parse_value(dlock_info *info, const char *v, size_t len)
+int dlock__parse_lock_value(dlock_info *info, const char *v, size_t len)
 {
     if (len < DLOCK__TOKEN_LEN + 3 || v[DLOCK__TOKEN_LEN] != ':')
         return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
@@ -538,7 +538,7 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
             rc = dlock__err(DLOCK_EPROTO, "inspect: unexpected reply%s%s",
                             r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
         else if (r->element[0]->type == REDIS_REPLY_STRING) {
-            rc = parse_value(out, r->element[0]->str, r->element[0]->len);
+            rc = dlock__parse_lock_value(out, r->element[0]->str, r->element[0]->len);
             out->held = rc == 0;
             out->ttl_ms = r->element[1]->integer;
             out->waiters = r->element[2]->integer;

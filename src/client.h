@@ -193,6 +193,13 @@ int64_t dlock__validity_end(int64_t start_ns, int64_t ttl_ms);
 /* Pass a message to the client's log callback if level is enabled. */
 void dlock__log(dlock_client *c, int level, const char *fmt, ...) DLOCK_PRINTF(3, 4);
 
+/* Parsers of stored values, for people and for the fuzzers: a mutex value
+ * "<token>:<fence>:<owner>" into info (owner, fencing token); a holder
+ * entry (mode DLOCK_WRITE: a mutex value; DLOCK_READ: "<fence>:<owner>";
+ * 0: a permit "<slot>:<fence>:<owner>") into h. 0 or DLOCK_EPROTO. */
+int dlock__parse_lock_value(dlock_info *info, const char *v, size_t len);
+int dlock__parse_holder(dlock_holder *h, int mode, const char *info, uint64_t now_us);
+
 /* Test hook: misbehaving transports for every new connection (NULL: off);
  * idle connections are dropped so the next call connects anew. */
 void dlock__client_set_faults(dlock_client *c, const dlock__faults *f);

@@ -41,7 +41,7 @@ static const char *num(const char *s, uint64_t *v)
 
 /* Fill holder h from an info string: mutex value "<token>:<fence>:<owner>",
  * reader "<fence>:<owner>" or permit "<slot>:<fence>:<owner>". */
-static int parse_holder(dlock_holder *h, int mode, const char *info, uint64_t now_us)
+int dlock__parse_holder(dlock_holder *h, int mode, const char *info, uint64_t now_us)
 {
     uint64_t fence = 0, slot = 0;
     const char *p = info;
@@ -102,7 +102,7 @@ static int state_of(dlock_key_state **out, dlock_client *c, const char *key, int
             rc = dlock__err(DLOCK_ENOMEM, "out of memory");
         uint64_t now_us = (uint64_t)r->element[0]->integer;
         if (rc == 0 && has_value) {
-            rc = parse_holder(&s->holders[0], DLOCK_WRITE, r->element[2]->str, now_us);
+            rc = dlock__parse_holder(&s->holders[0], DLOCK_WRITE, r->element[2]->str, now_us);
             s->holders[0].ttl_ms = r->element[3]->integer;
             s->nholders = 1;
         }
@@ -113,7 +113,7 @@ static int state_of(dlock_key_state **out, dlock_client *c, const char *key, int
                 break;
             }
             dlock_holder *h = &s->holders[s->nholders];
-            if (parse_holder(h, kind == DLOCK_KIND_SEMAPHORE ? 0 : DLOCK_READ, info->str, now_us) != 0)
+            if (dlock__parse_holder(h, kind == DLOCK_KIND_SEMAPHORE ? 0 : DLOCK_READ, info->str, now_us) != 0)
                 continue; /* an entry being written or cleaned: skip it */
             h->ttl_ms = ttl->integer;
             s->nholders++;

@@ -20,10 +20,19 @@
 #define DEFAULT_URL "redis://127.0.0.1:6379"
 
 static const cli_command commands[] = {
-    { "run", "hold a lock while a command runs", cli_cmd_run, cli_usage_run },
-    { "status", "show who holds keys, their TTL and fencing token", cli_cmd_status,
+    { "run", "hold a lock (several, shared, or a permit) while a command runs", cli_cmd_run,
+      cli_usage_run },
+    { "elect", "run a command while this process is the elected leader", cli_cmd_elect,
+      cli_usage_elect },
+    { "leader", "print the current leader; --watch follows changes", cli_cmd_leader,
+      cli_usage_leader },
+    { "status", "show who holds keys, their TTL, fencing token and waiters", cli_cmd_status,
       cli_usage_status },
     { "unlock", "remove a stuck lock (operator's tool)", cli_cmd_unlock, cli_usage_unlock },
+    { "metrics", "lock state in Prometheus format; --listen serves it (exporter)",
+      cli_cmd_metrics, cli_usage_metrics },
+    { "top", "live terminal view of locks, holders, TTLs and queues", cli_cmd_top,
+      cli_usage_top },
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -89,24 +98,35 @@ static void usage(FILE *out)
           "Durations (D): 250ms, 10s, 1.5s, 2m, 1h; a bare number is milliseconds.\n"
           "\n"
           "Exit status:\n"
-          "  0        success ('dlock run': CMD's own status, 128+N if signal N ended it)\n"
+          "  0        success ('dlock run'/'elect': CMD's own status, 128+N if signal N\n"
+          "           ended it)\n"
+          "  3        leader: there is no leader\n"
           "  64       usage error or invalid argument\n"
           "  69       Redis unreachable or authentication failed\n"
           "  70       internal error or unexpected reply from Redis\n"
-          "  75       run: lock not acquired (busy with --no-wait, or --wait ran out)\n"
-          "  79       run: the lock was lost while CMD ran (CMD got SIGTERM/SIGKILL)\n"
-          "  126/127  run: CMD could not be run / was not found\n"
+          "  75       run/elect: lock not acquired (busy with --no-wait, or --wait ran out)\n"
+          "  79       run/elect: the lock was lost while CMD ran (CMD got SIGTERM/SIGKILL)\n"
+          "  126/127  run/elect: CMD could not be run / was not found\n"
           "\n"
           "Environment:\n"
           "  DLOCK_URL, DLOCK_PREFIX, DLOCK_ID, DLOCK_PASSWORD  defaults, as above\n"
-          "  CMD started by 'dlock run' sees DLOCK_KEY and DLOCK_FENCING_TOKEN.\n"
+          "  CMD started by 'dlock run' or 'dlock elect' sees DLOCK_KEY and\n"
+          "  DLOCK_FENCING_TOKEN, DLOCK_KEYS and DLOCK_FENCING_TOKENS (all keys held), and\n"
+          "  with --limit DLOCK_SLOT.\n"
           "\n"
           "Examples:\n"
           "  dlock run nightly-report -- ./report.sh          # one at a time, anywhere\n"
           "  dlock run --no-wait \"job:$ID\" -- ./work \"$ID\"    # first worker wins (75: taken)\n"
           "  dlock run --wait 10s deploy -- make deploy       # give up after 10s\n"
+          "  dlock run --limit 3 api-quota -- ./call-api      # at most 3 at once\n"
+          "  dlock run acct:1 acct:2 -- ./transfer 1 2        # both locks, or wait\n"
+          "  dlock run --shared config -- ./read-config       # readers together\n"
+          "  dlock elect scheduler -- ./scheduler             # one leader, the rest wait\n"
+          "  dlock leader --watch scheduler                   # follow the leadership\n"
           "  dlock -u redis://redis.example:6379 status --json payment:42\n"
           "  dlock unlock --force payment:42                  # remove a stuck lock\n"
+          "  dlock metrics --listen 127.0.0.1:9466            # Prometheus exporter\n"
+          "  dlock top 'payment:*'                            # live view\n"
           "\n"
           "Run 'dlock COMMAND --help' for a command's options.\n",
           out);
@@ -251,7 +271,8 @@ static int dlock_main(int argc, char **argv)
             cmd_name = argv[st.ind++];
             break;
         case CLI_OPT_END:
-            return cli_usage_error("dlock", "missing COMMAND (run, status, unlock)");
+            return cli_usage_error("dlock", "missing COMMAND (run, elect, leader, status, "
+                                            "unlock, metrics, top)");
         default:
             return CLI_EX_USAGE;
         }

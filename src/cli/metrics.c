@@ -95,7 +95,7 @@ void cli_usage_metrics(FILE *out)
           "Examples:\n"
           "  dlock metrics                            # all locks, once\n"
           "  dlock metrics 'payment:*'\n"
-          "  dlock metrics --listen 127.0.0.1:9466    # scrape http://127.0.0.1:9466/metrics\n",
+          "  dlock metrics --listen 127.0.0.1:9466    # http://127.0.0.1:9466/metrics\n",
           out);
 }
 
@@ -384,7 +384,7 @@ static int serve(const cli_globals *g, const char *spec, const char *pattern)
     cli_child sig;
     exporter x;
     struct MHD_Daemon *d = NULL;
-    char where[NI_MAXHOST + 32];
+    char where[NI_MAXHOST + NI_MAXSERV + 16];
     int ex, fd = -1, v6 = 0, signo = 0;
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
 
@@ -398,15 +398,17 @@ static int serve(const cli_globals *g, const char *spec, const char *pattern)
     if (ex == 0) {
         if (v6)
             flags |= MHD_USE_IPv6;
-        /* The daemon owns fd from here: it closes it when stopped. After
+        /* The logger goes first, so the library's messages about the
+         * other options come through it too. The daemon owns fd from
+         * here: it closes it when stopped. After
          * a failed start fd is left alone (whether the library closed it
          * is not documented; dlock exits at once anyway). */
         d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &x,
+                             MHD_OPTION_EXTERNAL_LOGGER, on_http_log, NULL,
                              MHD_OPTION_LISTEN_SOCKET, fd,
                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
-                             MHD_OPTION_EXTERNAL_LOGGER, on_http_log, NULL,
                              MHD_OPTION_END);
         fd = -1;
         if (d == NULL) {

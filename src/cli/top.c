@@ -233,8 +233,10 @@ static int64_t now_ms(void)
 }
 
 /* Sleep until the next refresh: `ms`, or less when a key asks for one.
- * Returns 0 to refresh, 1 to quit ('q'), or 2 after a signal (*signo). */
-static int pause_between(cli_child *sig, int64_t ms, int kbd, int *signo)
+ * Returns 0 to refresh, 1 to quit ('q'), or 2 after a signal (*signo; -1
+ * if waiting failed). A terminal that stops giving input (hung up) is no
+ * longer read: *kbd becomes 0. */
+static int pause_between(cli_child *sig, int64_t ms, int *kbd, int *signo)
 {
     int64_t end = now_ms() + ms, left;
     int ready;
@@ -243,14 +245,16 @@ static int pause_between(cli_child *sig, int64_t ms, int kbd, int *signo)
 
     while ((left = end - now_ms()) > 0) {
         *signo = cli_child_signal_wait(sig, left > INT_MAX ? INT_MAX : (int)left,
-                                       kbd ? STDIN_FILENO : -1, &ready);
+                                       *kbd ? STDIN_FILENO : -1, &ready);
         if (*signo != 0)
             return 2;
         if (!ready)
             continue;
         n = read(STDIN_FILENO, keys, sizeof keys);
-        if (n <= 0)
-            return 0; /* end of input: nothing more to wait for there */
+        if (n <= 0) {
+            *kbd = 0;
+            continue;
+        }
         for (i = 0; i < n; i++) {
             if (keys[i] == 'q' || keys[i] == 'Q')
                 return 1;
@@ -270,7 +274,8 @@ int cli_cmd_top(const cli_globals *g, int argc, char **argv)
     struct termios saved, raw;
     int64_t interval = DEFAULT_INTERVAL_MS;
     long iterations = 0, i;
-    int npatterns = 0, id, done = 0, ex, rc = 0, kbd = 0, why = 0, signo = 0;
+    int npatterns = 0, id, done = 0, ex, rc = 0, kbd = 0, tty_in = 0, why = 0, signo = 0;
+    char lasterr[512] = "";
 
     memset(&t, 0, sizeof t);
     t.g = g;
@@ -333,7 +338,7 @@ int cli_cmd_top(const cli_globals *g, int argc, char **argv)
         raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
         raw.c_cc[VMIN] = 1;
         raw.c_cc[VTIME] = 0;
-        kbd = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+        kbd = tty_in = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
     }
     if (t.tty)
         fputs("\033[?1049h\033[?25l", stdout); /* alternate screen, no cursor */
@@ -343,7 +348,8 @@ int cli_cmd_top(const cli_globals *g, int argc, char **argv)
         char *frame;
 
         rc = cli_snapshot_take(&s, t.client, t.pattern);
-        frame = render_frame(&t, &s, rc, rc != 0 ? dlock_last_errmsg() : "");
+        snprintf(lasterr, sizeof lasterr, "%s", rc != 0 ? dlock_last_errmsg() : "");
+        frame = render_frame(&t, &s, rc, lasterr);
         cli_snapshot_free(&s);
         if (frame == NULL) {
             why = -1;
@@ -355,14 +361,14 @@ int cli_cmd_top(const cli_globals *g, int argc, char **argv)
         free(frame);
         if (ferror(stdout) || (iterations != 0 && i + 1 == iterations))
             break;
-        why = pause_between(&sig, interval, kbd, &signo);
+        why = pause_between(&sig, interval, &kbd, &signo);
         if (why != 0)
             break;
     }
 
     if (t.tty)
         fputs("\033[?25h\033[?1049l", stdout);
-    if (kbd)
+    if (tty_in)
         tcsetattr(STDIN_FILENO, TCSANOW, &saved);
     if (why < 0) {
         cli_err("out of memory");
@@ -373,7 +379,7 @@ int cli_cmd_top(const cli_globals *g, int argc, char **argv)
         ex = signo == SIGINT || signo == SIGTERM ? CLI_EX_OK : 128 + signo;
     } else if (why == 0 && rc != 0) {
         /* --iterations ran out on a failed scan: say so in the status. */
-        cli_report(NULL, rc, NULL, NULL);
+        cli_report(NULL, rc, lasterr, NULL);
         ex = cli_exit_for(rc);
     }
     dlock_client_close(t.client);
