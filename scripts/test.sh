@@ -162,10 +162,11 @@ if want_phase fuzz; then
     start=$SECONDS
     printf '\n==================== phase fuzz: build-fuzz/ (%ss per target) ====================\n' "$FUZZ_SECONDS"
     passed=0 failed=0 note=
+    fuzz_targets=()
+    for f in fuzz/fuzz_*.c; do f=${f##*/}; fuzz_targets+=("${f%.c}"); done
     if CC=clang dlock_configure build-fuzz -DDLOCK_FUZZ=ON -DDLOCK_BUILD_TESTS=OFF \
            -DDLOCK_BUILD_EXAMPLES=OFF >"$LOGDIR/fuzz-build.log" 2>&1 &&
-       dlock_compile build-fuzz $(for f in fuzz/fuzz_*.c; do f=${f##*/}; printf '%s ' "${f%.c}"; done) \
-           >>"$LOGDIR/fuzz-build.log" 2>&1; then
+       dlock_compile build-fuzz "${fuzz_targets[@]}" >>"$LOGDIR/fuzz-build.log" 2>&1; then
         for target in build-fuzz/fuzz_*; do
             [ -x "$target" ] || continue
             name=${target##*/fuzz_}
