@@ -48,6 +48,10 @@ dlock_ensure_packages() {
        ! pkg-config --exists cmocka >/dev/null 2>&1; then
         missing+=(libcmocka-dev)
     fi
+    if ! dlock_have_header microhttpd.h ||
+       ! pkg-config --exists libmicrohttpd >/dev/null 2>&1; then
+        missing+=(libmicrohttpd-dev)
+    fi
     # the fuzz phase of scripts/test.sh: clang and its libFuzzer runtime
     if [ "${DLOCK_WANT_FUZZ:-0}" = 1 ]; then
         command -v clang >/dev/null 2>&1 || missing+=(clang)
@@ -78,6 +82,7 @@ dlock_ensure_packages() {
     # Re-check, so a wrong package name shows up here and not as a build error.
     dlock_have_header hiredis/hiredis.h || dlock_die "hiredis headers still missing"
     dlock_have_header cmocka.h || dlock_die "cmocka headers still missing"
+    dlock_have_header microhttpd.h || dlock_die "libmicrohttpd headers still missing"
     for cmd in cmake ctest gcc make pkg-config redis-server redis-cli; do
         command -v "$cmd" >/dev/null 2>&1 || dlock_die "$cmd still missing"
     done

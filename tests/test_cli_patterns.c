@@ -1,0 +1,1156 @@
+/*
+ * test_cli_patterns.c — the `dlock` tool's patterns and monitoring commands
+ * (DLOCK_CLI_PATH) against a private server: run --limit / several keys /
+ * --shared, elect and leader (also --watch), status of semaphores, metrics
+ * (printed and served), --metrics-file, top, and their help and usage
+ * errors.
+ *
+ * Design. As in test_cli.c: every invocation goes through the harness's
+ * runner (own process group, captured output, hard timeout, DLOCK_*
+ * variables cleared). Overlap and exclusion are shown with markers that
+ * CMD makes itself: mkdir(1) is atomic, so "mkdir slot$DLOCK_SLOT" fails if
+ * two holders ever had one slot, and a CMD that waits for a "go" file keeps
+ * its lock exactly as long as the test wants. Every wait is a bounded poll
+ * on a condition (a file, a line of output, the server's view of holders
+ * and waiters through the library), never a sleep standing in for one.
+ * Prometheus output is checked line by line against the text format's
+ * grammar, not by looking for a few strings only.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#ifndef DLOCK_CLI_PATH
+#error "DLOCK_CLI_PATH must be defined by the build"
+#endif
+
+#define OWNER "cli-pat-holder"
+
+static dh_redis *srv;
+static dlock_client *holder; /* the test's own client, for conflicts */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    srv = dh_redis_start(NULL);
+    if (!srv)
+        return -1;
+    holder = dh_client(srv->url, OWNER);
+    return holder ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    dlock_client_close(holder);
+    holder = NULL;
+    dh_redis_stop(srv);
+    srv = NULL;
+    dh_cleanup();
+    return 0;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+#define MAX_ARGS 96
+#define MAX_ENV 16
+
+static char out[64 * 1024], err[64 * 1024];
+
+/* The environment: the DLOCK_* defaults unset, then `extra`. */
+static void make_env(const char **env, const char *const *extra)
+{
+    int n = 0;
+    env[n++] = "DLOCK_URL";
+    env[n++] = "DLOCK_PASSWORD";
+    env[n++] = "DLOCK_PREFIX";
+    env[n++] = "DLOCK_ID";
+    env[n++] = "DLOCK_KEY";
+    env[n++] = "DLOCK_SLOT";
+    for (int i = 0; extra && extra[i] && n < MAX_ENV - 1; i++)
+        env[n++] = extra[i];
+    env[n] = NULL;
+}
+
+/* argv = { DLOCK_CLI_PATH, args..., NULL } from a NULL-ended list. */
+static void make_argv(const char **argv, va_list ap)
+{
+    int n = 0;
+    argv[n++] = DLOCK_CLI_PATH;
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < MAX_ARGS - 1)
+        argv[n++] = a;
+    argv[n] = NULL;
+}
+
+/* Run argv to completion (20 s at most); output in out/err. */
+static int cli_argv(const char **argv)
+{
+    const char *env[MAX_ENV];
+    make_env(env, NULL);
+    int st = dh_run(argv, env, 20000, out, sizeof out, err, sizeof err);
+    if (st == DH_RUN_TIMEOUT || st == DH_RUN_ERROR)
+        fail_msg("dlock %s ...: %s (stderr: %s)", argv[1],
+                 st == DH_RUN_TIMEOUT ? "killed at the timeout" : "could not run", err);
+    return st;
+}
+
+/* Run the CLI with the args that follow (NULL-ended). */
+static int cli_va(int dummy, ...)
+{
+    const char *argv[MAX_ARGS];
+    va_list ap;
+    va_start(ap, dummy);
+    make_argv(argv, ap);
+    va_end(ap);
+    return cli_argv(argv);
+}
+
+#define cli(...) cli_va(0, __VA_ARGS__, (const char *)NULL)
+
+/* Start the CLI in the background. */
+static dh_proc *bg_va(int dummy, ...)
+{
+    const char *argv[MAX_ARGS], *env[MAX_ENV];
+    va_list ap;
+    va_start(ap, dummy);
+    make_argv(argv, ap);
+    va_end(ap);
+    make_env(env, NULL);
+    dh_proc *p = dh_spawn(argv, env);
+    assert_non_null(p);
+    return p;
+}
+
+#define cli_bg(...) bg_va(0, __VA_ARGS__, (const char *)NULL)
+
+static void expect_status(int got, int want, const char *what)
+{
+    if (got != want)
+        fail_msg("%s: exit status %d, want %d\nstdout: %s\nstderr: %s", what, got, want, out,
+                 err);
+}
+
+/* Wait (bounded) for a background dlock and check its status. */
+static void expect_proc(dh_proc *p, int want, const char *what)
+{
+    int st = dh_proc_wait(p, 15000);
+    dh_proc_output(p, out, sizeof out, err, sizeof err);
+    expect_status(st, want, what);
+}
+
+static int file_exists(void *arg)
+{
+    struct stat sb;
+    return stat(arg, &sb) == 0;
+}
+
+/* A fresh directory for markers; its path in buf. */
+static void make_dir(char *buf, size_t len, const char *name)
+{
+    assert_int_equal(dh_tmpfile(buf, len, name), 0);
+    assert_int_equal(mkdir(buf, 0700), 0);
+}
+
+/* The state of `key` of `kind` through the library. */
+struct kstate {
+    const char *key;
+    int kind;
+    size_t min_holders;
+    int64_t min_waiters;
+};
+
+static int state_reached(void *arg)
+{
+    struct kstate *k = arg;
+    dlock_key_state *s = NULL;
+    if (dlock_key_state_get(&s, holder, k->key, k->kind) != 0)
+        return 0;
+    int ok = s->nholders >= k->min_holders && s->waiters >= k->min_waiters;
+    dlock_key_state_free(s);
+    return ok;
+}
+
+static void wait_state(const char *key, int kind, size_t holders, int64_t waiters)
+{
+    struct kstate k = { key, kind, holders, waiters };
+    if (!dh_wait_until(state_reached, &k, 10000))
+        fail_msg("%s never had %zu holder(s) and %lld waiter(s)", key, holders,
+                 (long long)waiters);
+}
+
+/* A background dlock whose captured stdout or stderr contains `needle`
+ * (at least `count` times). */
+struct outwatch {
+    dh_proc *p;
+    const char *needle;
+    int count;
+    int on_stderr;
+};
+
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *s = hay; (s = strstr(s, needle)) != NULL; s += strlen(needle))
+        n++;
+    return n;
+}
+
+static int output_has(void *arg)
+{
+    struct outwatch *w = arg;
+    dh_proc_output(w->p, out, sizeof out, err, sizeof err);
+    return count_of(w->on_stderr ? err : out, w->needle) >= w->count;
+}
+
+static void wait_output(dh_proc *p, const char *needle, int count, int on_stderr)
+{
+    struct outwatch w = { p, needle, count, on_stderr };
+    if (!dh_wait_until(output_has, &w, 10000))
+        fail_msg("never saw %d x \"%s\" on %s\nstdout: %s\nstderr: %s", count, needle,
+                 on_stderr ? "stderr" : "stdout", out, err);
+}
+
+static int lines_in(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+struct lines_arg {
+    const char *path;
+    int n;
+};
+
+static int file_has_lines(void *arg)
+{
+    struct lines_arg *a = arg;
+    char buf[4096];
+    return dh_read_file(buf, sizeof buf, a->path) > 0 && lines_in(buf) >= a->n;
+}
+
+static int is_digits(const char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+/* ------------------------------------------------- a minimal JSON checker */
+
+struct json {
+    const char *p;
+};
+
+static int json_value(struct json *j);
+
+static void json_ws(struct json *j)
+{
+    while (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r')
+        j->p++;
+}
+
+static int json_string(struct json *j)
+{
+    if (*j->p != '"')
+        return -1;
+    for (j->p++; *j->p && *j->p != '"'; j->p++) {
+        if ((unsigned char)*j->p < 0x20)
+            return -1;
+        if (*j->p == '\\') {
+            j->p++;
+            if (*j->p == 'u') {
+                for (int i = 1; i <= 4; i++)
+                    if (!j->p[i] || !strchr("0123456789abcdefABCDEF", j->p[i]))
+                        return -1;
+                j->p += 4;
+            } else if (!*j->p || !strchr("\"\\/bfnrt", *j->p)) {
+                return -1;
+            }
+        }
+    }
+    if (*j->p != '"')
+        return -1;
+    j->p++;
+    return 0;
+}
+
+static int json_number(struct json *j)
+{
+    const char *s = j->p;
+    if (*j->p == '-')
+        j->p++;
+    if (*j->p < '0' || *j->p > '9')
+        return -1;
+    while ((*j->p >= '0' && *j->p <= '9') || *j->p == '.')
+        j->p++;
+    return j->p > s ? 0 : -1;
+}
+
+static int json_list(struct json *j, char close, int members)
+{
+    j->p++;
+    json_ws(j);
+    if (*j->p == close) {
+        j->p++;
+        return 0;
+    }
+    for (;;) {
+        json_ws(j);
+        if (members) {
+            if (json_string(j) != 0)
+                return -1;
+            json_ws(j);
+            if (*j->p++ != ':')
+                return -1;
+        }
+        if (json_value(j) != 0)
+            return -1;
+        json_ws(j);
+        if (*j->p == ',') {
+            j->p++;
+            continue;
+        }
+        return *j->p++ == close ? 0 : -1;
+    }
+}
+
+static int json_value(struct json *j)
+{
+    json_ws(j);
+    switch (*j->p) {
+    case '{':
+        return json_list(j, '}', 1);
+    case '[':
+        return json_list(j, ']', 0);
+    case '"':
+        return json_string(j);
+    case 'n':
+        if (strncmp(j->p, "null", 4) != 0)
+            return -1;
+        j->p += 4;
+        return 0;
+    default:
+        return json_number(j);
+    }
+}
+
+/* 1 if s is exactly one JSON value (plus whitespace). */
+static int json_valid(const char *s)
+{
+    struct json j = { s };
+    if (json_value(&j) != 0)
+        return 0;
+    json_ws(&j);
+    return *j.p == '\0';
+}
+
+/* s without whitespace outside JSON strings, into buf. */
+static void json_compact(char *buf, size_t len, const char *s)
+{
+    size_t n = 0;
+    int in_str = 0;
+    for (; *s && n + 1 < len; s++) {
+        if (in_str) {
+            buf[n++] = *s;
+            if (*s == '\\' && s[1] && n + 1 < len)
+                buf[n++] = *++s;
+            else if (*s == '"')
+                in_str = 0;
+        } else if (*s == '"') {
+            in_str = 1;
+            buf[n++] = *s;
+        } else if (!strchr(" \t\r\n", *s)) {
+            buf[n++] = *s;
+        }
+    }
+    buf[n] = '\0';
+}
+
+/* ------------------------------------------ a Prometheus text-format check */
+
+struct family {
+    char name[128];
+    int help, type;
+};
+
+/* Check every line of a text exposition: "# HELP name text", "# TYPE name
+ * gauge|counter|histogram|summary|untyped", or a sample "name[{l="v",...}]
+ * value" whose family had its HELP and TYPE before it. Fails the test with
+ * the offending line. */
+static void check_exposition(const char *text)
+{
+    struct family fam[64];
+    int nfam = 0, samples = 0;
+    const char *line = text;
+
+    while (*line) {
+        const char *nl = strchr(line, '\n');
+        if (!nl)
+            fail_msg("exposition does not end in a newline: \"%s\"", line);
+        char buf[2048];
+        size_t len = (size_t)(nl - line);
+        if (len >= sizeof buf)
+            fail_msg("line too long");
+        memcpy(buf, line, len);
+        buf[len] = '\0';
+        line = nl + 1;
+
+        char name[128];
+        const char *p = buf;
+        if (strncmp(p, "# HELP ", 7) == 0 || strncmp(p, "# TYPE ", 7) == 0) {
+            int is_help = p[2] == 'H';
+            p += 7;
+            size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
+            if (n == 0 || n >= sizeof name || p[n] != ' ')
+                fail_msg("bad comment line: %s", buf);
+            memcpy(name, p, n);
+            name[n] = '\0';
+            if (!is_help && strcmp(p + n + 1, "gauge") != 0 && strcmp(p + n + 1, "counter") != 0 &&
+                strcmp(p + n + 1, "histogram") != 0)
+                fail_msg("bad TYPE: %s", buf);
+            int f = 0;
+            while (f < nfam && strcmp(fam[f].name, name) != 0)
+                f++;
+            if (f == nfam) {
+                assert_true(nfam < 64);
+                snprintf(fam[nfam].name, sizeof fam[nfam].name, "%s", name);
+                fam[nfam].help = fam[nfam].type = 0;
+                nfam++;
+            }
+            if (is_help)
+                fam[f].help++;
+            else
+                fam[f].type++;
+            continue;
+        }
+        if (*p == '#' || *p == '\0')
+            fail_msg("unexpected line: \"%s\"", buf);
+        size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
+        if (n == 0 || n >= sizeof name || (p[0] >= '0' && p[0] <= '9'))
+            fail_msg("bad metric name: %s", buf);
+        memcpy(name, p, n);
+        name[n] = '\0';
+        p += n;
+        if (*p == '{') {
+            p++;
+            while (*p != '}') {
+                size_t ln = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+                if (ln == 0 || p[ln] != '=' || p[ln + 1] != '"')
+                    fail_msg("bad label in: %s", buf);
+                p += ln + 2;
+                while (*p && *p != '"') {
+                    if (*p == '\\') {
+                        if (p[1] != '\\' && p[1] != '"' && p[1] != 'n')
+                            fail_msg("bad escape in: %s", buf);
+                        p++;
+                    }
+                    p++;
+                }
+                if (*p != '"')
+                    fail_msg("unterminated label value in: %s", buf);
+                p++;
+                if (*p == ',')
+                    p++;
+                else if (*p != '}')
+                    fail_msg("bad label list in: %s", buf);
+            }
+            p++;
+        }
+        if (*p != ' ')
+            fail_msg("no space before the value: %s", buf);
+        p++;
+        char *end = NULL;
+        strtod(p, &end);
+        if (end == p || *end != '\0')
+            fail_msg("bad value: %s", buf);
+        /* the family: the name itself, or a histogram's base name */
+        int f = 0;
+        while (f < nfam && strcmp(fam[f].name, name) != 0)
+            f++;
+        static const char *const suffixes[] = { "_bucket", "_sum", "_count" };
+        for (size_t k = 0; f == nfam && k < 3; k++) {
+            size_t nlen = strlen(name), sl = strlen(suffixes[k]);
+            if (nlen > sl && strcmp(name + nlen - sl, suffixes[k]) == 0) {
+                name[nlen - sl] = '\0';
+                for (f = 0; f < nfam && strcmp(fam[f].name, name) != 0; f++)
+                    ;
+                name[nlen - sl] = suffixes[k][0];
+            }
+        }
+        if (f == nfam || fam[f].help != 1 || fam[f].type != 1)
+            fail_msg("sample without one HELP and one TYPE line before it: %s", buf);
+        samples++;
+    }
+    assert_true(samples > 0);
+}
+
+/* The value of the sample line that starts with `prefix` ("name{...} "),
+ * or -1 if there is none. */
+static double sample_value(const char *text, const char *prefix)
+{
+    for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (strncmp(l, prefix, strlen(prefix)) == 0)
+            return strtod(l + strlen(prefix), NULL);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* --limit 2 and four runs: two inside at once, never the same slot, the
+ * other two queued until one leaves. */
+static void test_limit(void **state)
+{
+    (void)state;
+    char dir[DH_PATH_MAX], go[DH_PATH_MAX + 8], log[DH_PATH_MAX + 8], script[DH_PATH_MAX];
+    make_dir(dir, sizeof dir, "limit");
+    snprintf(go, sizeof go, "%s/go", dir);
+    snprintf(log, sizeof log, "%s/log", dir);
+    assert_int_equal(dh_tmpfile(script, sizeof script, "limit.sh"), 0);
+    /* $1: the marker dir. Exit 90: a slot held twice; 91: three inside;
+     * 92: a slot out of range. */
+    assert_int_equal(dh_write_file(script,
+                                   "d=$1\n"
+                                   "case \"$DLOCK_SLOT\" in 0|1) ;; *) exit 92 ;; esac\n"
+                                   "mkdir \"$d/slot$DLOCK_SLOT\" || exit 90\n"
+                                   "mkdir \"$d/in.$$\"\n"
+                                   "[ $(ls -d \"$d\"/in.* | wc -l) -le 2 ] || exit 91\n"
+                                   "echo \"$DLOCK_SLOT $DLOCK_KEY $DLOCK_FENCING_TOKEN\" >> \"$d/log\"\n"
+                                   "while [ ! -e \"$d/go\" ]; do sleep 0.02; done\n"
+                                   "rmdir \"$d/in.$$\" && rmdir \"$d/slot$DLOCK_SLOT\"\n"),
+                     0);
+    dh_proc *p[4];
+    for (int i = 0; i < 4; i++)
+        p[i] = cli_bg("-u", srv->url, "run", "--limit", "2", "p:sem", "--", "sh", script, dir);
+    /* Two are in (their CMDs have started), two wait in the queue. */
+    wait_state("p:sem", DLOCK_KIND_SEMAPHORE, 2, 2);
+    struct lines_arg la = { log, 2 };
+    if (!dh_wait_until(file_has_lines, &la, 10000))
+        fail_msg("the CMDs of the first two permits never started");
+    char buf[1024];
+    assert_true(dh_read_file(buf, sizeof buf, log) > 0);
+    assert_int_equal(lines_in(buf), 2);
+    for (int i = 0; i < 4; i++)
+        if (dh_proc_done(p[i]))
+            fail_msg("a run ended while the limit was reached");
+    /* Let them through; each of the waiting two enters as one leaves. */
+    assert_int_equal(dh_write_file(go, "x"), 0);
+    for (int i = 0; i < 4; i++) {
+        expect_proc(p[i], 0, "run --limit 2");
+        dh_proc_free(p[i]);
+    }
+    assert_true(dh_read_file(buf, sizeof buf, log) > 0);
+    assert_int_equal(lines_in(buf), 4);
+    for (const char *l = buf; *l; l = strchr(l, '\n') + 1) {
+        if (!((l[0] == '0' || l[0] == '1') && strncmp(l + 1, " p:sem ", 7) == 0 &&
+              l[8] >= '1' && l[8] <= '9'))
+            fail_msg("bad line in the CMD log: %s", buf);
+    }
+    /* All permits back. */
+    dlock_key_state *s = NULL;
+    dh_assert_rc(dlock_key_state_get(&s, holder, "p:sem", DLOCK_KIND_SEMAPHORE), 0);
+    assert_int_equal(s->nholders, 0);
+    dlock_key_state_free(s);
+
+    /* Bad limits and combinations are usage errors. */
+    expect_status(cli("-u", srv->url, "run", "--limit", "0", "p:sem", "--", "true"), 64,
+                  "--limit 0");
+    expect_status(cli("-u", srv->url, "run", "--limit", "100001", "p:sem", "--", "true"), 64,
+                  "--limit 100001");
+    expect_status(cli("-u", srv->url, "run", "--limit", "x", "p:sem", "--", "true"), 64,
+                  "--limit x");
+    expect_status(cli("-u", srv->url, "run", "--limit", "2", "p:a", "p:b", "--", "true"), 64,
+                  "--limit with two keys");
+    expect_status(cli("-u", srv->url, "run", "--limit", "100000", "p:big", "--", "sh", "-c",
+                      "echo \"$DLOCK_SLOT\""),
+                  0, "--limit 100000");
+    assert_string_equal(out, "0\n");
+}
+
+/* Several keys: all-or-nothing, the environment lists them all, and a
+ * single-key run of one of them is excluded. */
+static void test_multi_key(void **state)
+{
+    (void)state;
+    int st = cli("-u", srv->url, "run", "mk:a", "mk:b", "mk:a", "mk:c", "--", "sh", "-c",
+                 "echo \"$DLOCK_KEY|$DLOCK_FENCING_TOKEN|$DLOCK_KEYS|$DLOCK_FENCING_TOKENS|"
+                 "${DLOCK_SLOT-unset}\"");
+    expect_status(st, 0, "run with three keys");
+    char key[64], tok[64], keys[256], toks[256], slot[64];
+    if (sscanf(out, "%63[^|]|%63[^|]|%255[^|]|%255[^|]|%63[^\n]", key, tok, keys, toks, slot) != 5)
+        fail_msg("unexpected CMD output: %s", out);
+    assert_string_equal(key, "mk:a");
+    assert_string_equal(keys, "mk:a mk:b mk:c");
+    assert_string_equal(slot, "unset");
+    assert_true(is_digits(tok, strlen(tok)));
+    /* three tokens, the first is DLOCK_FENCING_TOKEN */
+    char *sp1 = strchr(toks, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+    assert_non_null(sp1);
+    assert_non_null(sp2);
+    assert_null(strchr(sp2 + 1, ' '));
+    assert_true(is_digits(sp1 + 1, (size_t)(sp2 - sp1 - 1)) && is_digits(sp2 + 1, strlen(sp2 + 1)));
+    *sp1 = '\0';
+    assert_string_equal(toks, tok);
+
+    /* A run holding mk:a and mk:b excludes a single-key run of mk:b. */
+    char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], go[DH_PATH_MAX + 8], cmd[DH_PATH_MAX * 2 + 64];
+    make_dir(dir, sizeof dir, "multi");
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(go, sizeof go, "%s/go", dir);
+    snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
+    dh_proc *p = cli_bg("-u", srv->url, "run", "mk:a", "mk:b", "--", "sh", "-c", cmd);
+    if (!dh_wait_until(file_exists, in, 10000)) {
+        dh_proc_output(p, out, sizeof out, err, sizeof err);
+        fail_msg("the multi-key CMD never started; stderr: %s", err);
+    }
+    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "sh", "-c", "echo ran"),
+                  75, "single-key run of a key held by a multi-key run");
+    assert_null(strstr(out, "ran"));
+    /* All-or-nothing: mk:b busy, so mk:c is not taken either. */
+    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:c", "mk:b", "--", "true"), 75,
+                  "multi-key run overlapping a held key");
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, holder, "mk:c"), 0);
+    assert_int_equal(info.held, 0);
+    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:c", "--", "true"), 0,
+                  "the free key of the set");
+    assert_int_equal(dh_write_file(go, "x"), 0);
+    expect_proc(p, 0, "multi-key holder");
+    dh_proc_free(p);
+    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "true"), 0,
+                  "mk:b after the multi-key run");
+
+    /* At most DLOCK_MULTI_MAX keys. */
+    const char *argv[MAX_ARGS];
+    char names[DLOCK_MULTI_MAX + 1][16];
+    int n = 0;
+    argv[n++] = DLOCK_CLI_PATH;
+    argv[n++] = "-u";
+    argv[n++] = srv->url;
+    argv[n++] = "run";
+    for (int i = 0; i <= DLOCK_MULTI_MAX; i++) {
+        snprintf(names[i], sizeof names[i], "mk:%d", i);
+        argv[n++] = names[i];
+    }
+    argv[n++] = "--";
+    argv[n++] = "true";
+    argv[n] = NULL;
+    expect_status(cli_argv(argv), 64, "65 keys");
+    argv[4 + DLOCK_MULTI_MAX] = "--"; /* drop the 65th key */
+    argv[5 + DLOCK_MULTI_MAX] = "true";
+    argv[6 + DLOCK_MULTI_MAX] = NULL;
+    expect_status(cli_argv(argv), 0, "64 keys");
+}
+
+/* --shared: readers overlap; a writer waits for them. */
+static void test_shared(void **state)
+{
+    (void)state;
+    char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], go[DH_PATH_MAX + 8], cmd[DH_PATH_MAX * 2 + 64];
+    make_dir(dir, sizeof dir, "shared");
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(go, sizeof go, "%s/go", dir);
+    snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
+    dh_proc *r = cli_bg("-u", srv->url, "run", "--shared", "sh:k", "--", "sh", "-c", cmd);
+    if (!dh_wait_until(file_exists, in, 10000)) {
+        dh_proc_output(r, out, sizeof out, err, sizeof err);
+        fail_msg("the shared CMD never started; stderr: %s", err);
+    }
+    /* A second reader gets in while the first is inside. */
+    int st = cli("-u", srv->url, "run", "--no-wait", "--shared", "sh:k", "--", "sh", "-c",
+                 "echo \"reader $DLOCK_KEY $DLOCK_FENCING_TOKEN\"");
+    expect_status(st, 0, "second shared run while one holds");
+    assert_true(strncmp(out, "reader sh:k ", 12) == 0);
+    /* A writer does not. */
+    st = cli("-u", srv->url, "run", "--no-wait", "sh:k", "--", "sh", "-c", "echo ran");
+    expect_status(st, 75, "plain run while a shared one holds");
+    assert_null(strstr(out, "ran"));
+    /* status shows the reader. */
+    expect_status(cli("-u", srv->url, "status", "sh:k"), 0, "status of a read-held key");
+    assert_non_null(strstr(out, "read"));
+    assert_null(strstr(out, "free"));
+    /* A writer waiting with a bound gets in once the reader leaves. */
+    dh_proc *w = cli_bg("-u", srv->url, "run", "--wait", "10s", "sh:k", "--", "sh", "-c",
+                        "echo writer");
+    wait_state("sh:k", DLOCK_KIND_MUTEX, 1, 1);
+    assert_false(dh_proc_done(w));
+    assert_int_equal(dh_write_file(go, "x"), 0);
+    expect_proc(r, 0, "shared holder");
+    dh_proc_free(r);
+    expect_proc(w, 0, "waiting writer");
+    assert_string_equal(out, "writer\n");
+    dh_proc_free(w);
+
+    expect_status(cli("-u", srv->url, "run", "--shared", "--limit", "2", "sh:k", "--", "true"),
+                  64, "--shared --limit");
+    expect_status(cli("-u", srv->url, "run", "--shared", "sh:k", "sh:j", "--", "true"), 64,
+                  "--shared with two keys");
+}
+
+/* elect: one leader runs, the next waits, `leader` names them in turn. */
+static void test_elect_and_leader(void **state)
+{
+    (void)state;
+    char dir[DH_PATH_MAX], ina[DH_PATH_MAX + 8], inb[DH_PATH_MAX + 8], goa[DH_PATH_MAX + 8],
+        gob[DH_PATH_MAX + 8], cmda[DH_PATH_MAX * 2 + 128], cmdb[DH_PATH_MAX * 2 + 128];
+    make_dir(dir, sizeof dir, "elect");
+    snprintf(ina, sizeof ina, "%s/a", dir);
+    snprintf(inb, sizeof inb, "%s/b", dir);
+    snprintf(goa, sizeof goa, "%s/goa", dir);
+    snprintf(gob, sizeof gob, "%s/gob", dir);
+    snprintf(cmda, sizeof cmda, "echo $DLOCK_FENCING_TOKEN > '%s'; while [ ! -e '%s' ]; do sleep 0.02; done",
+             ina, goa);
+    snprintf(cmdb, sizeof cmdb, "echo $DLOCK_FENCING_TOKEN > '%s'; while [ ! -e '%s' ]; do sleep 0.02; done",
+             inb, gob);
+
+    dh_proc *a = cli_bg("-u", srv->url, "--id", "el-A", "elect", "e:svc", "--", "sh", "-c", cmda);
+    if (!dh_wait_until(file_exists, ina, 10000)) {
+        dh_proc_output(a, out, sizeof out, err, sizeof err);
+        fail_msg("the first elect never ran CMD; stderr: %s", err);
+    }
+    dh_proc *b = cli_bg("-u", srv->url, "--id", "el-B", "elect", "e:svc", "--", "sh", "-c", cmdb);
+    wait_state("e:svc", DLOCK_KIND_MUTEX, 1, 1); /* B queued */
+    assert_false(file_exists(inb));
+    assert_false(dh_proc_done(b));
+
+    expect_status(cli("-u", srv->url, "leader", "e:svc"), 0, "leader while A leads");
+    char tok_a[64];
+    assert_true(dh_read_file(tok_a, sizeof tok_a, ina) > 0);
+    tok_a[strcspn(tok_a, "\n")] = '\0';
+    char want[128];
+    snprintf(want, sizeof want, "el-A  fencing token %s\n", tok_a);
+    assert_string_equal(out, want);
+    expect_status(cli("-u", srv->url, "leader", "--json", "e:svc"), 0, "leader --json");
+    if (!json_valid(out))
+        fail_msg("leader --json is not valid JSON: %s", out);
+    char compact[1024];
+    json_compact(compact, sizeof compact, out);
+    snprintf(want, sizeof want, "{\"key\":\"e:svc\",\"leader\":\"el-A\",\"fencing_token\":\"%s\"}",
+             tok_a);
+    assert_string_equal(compact, want);
+
+    /* A third candidate with a short wait gives up: 75. */
+    expect_status(cli("-u", srv->url, "--id", "el-C", "elect", "--wait", "200ms", "e:svc", "--",
+                      "sh", "-c", "echo ran"),
+                  75, "elect --wait 200ms while A leads");
+    assert_null(strstr(out, "ran"));
+
+    /* A steps down; B takes over with a larger term. */
+    assert_int_equal(dh_write_file(goa, "x"), 0);
+    expect_proc(a, 0, "first leader");
+    dh_proc_free(a);
+    if (!dh_wait_until(file_exists, inb, 10000)) {
+        dh_proc_output(b, out, sizeof out, err, sizeof err);
+        fail_msg("the second elect never became leader; stderr: %s", err);
+    }
+    expect_status(cli("-u", srv->url, "leader", "e:svc"), 0, "leader while B leads");
+    assert_true(strncmp(out, "el-B  fencing token ", 20) == 0);
+    assert_true(strtoull(out + 20, NULL, 10) > strtoull(tok_a, NULL, 10));
+    assert_int_equal(dh_write_file(gob, "x"), 0);
+    expect_proc(b, 0, "second leader");
+    dh_proc_free(b);
+
+    /* No leader: nothing printed, exit 3 (also with --json). */
+    expect_status(cli("-u", srv->url, "leader", "e:svc"), 3, "leader with no leader");
+    assert_string_equal(out, "");
+    expect_status(cli("-u", srv->url, "leader", "--json", "e:none"), 3, "leader --json, none");
+    assert_string_equal(out, "");
+
+    expect_status(cli("-u", srv->url, "elect", "e:a", "e:b", "--", "true"), 64,
+                  "elect with two keys");
+    expect_status(cli("-u", srv->url, "elect", "--limit", "2", "e:a", "--", "true"), 64,
+                  "elect --limit");
+    expect_status(cli("-u", srv->url, "leader"), 64, "leader without KEY");
+    expect_status(cli("-u", srv->url, "elect", "e:a", "--", "sh", "-c", "exit 7"), 7,
+                  "elect passes on CMD's status");
+}
+
+/* leader --watch: the current state, then each change, until SIGINT. */
+static void test_leader_watch(void **state)
+{
+    (void)state;
+    dh_proc *w = cli_bg("-u", srv->url, "leader", "--watch", "lw:svc");
+    wait_output(w, "(no leader)\n", 1, 0);
+    dlock_lock *l = NULL;
+    dh_assert_rc(dlock_campaign(&l, holder, "lw:svc", NULL), 0);
+    char want[128];
+    snprintf(want, sizeof want, OWNER "  fencing token %llu\n",
+             (unsigned long long)dlock_lock_fencing_token(l));
+    wait_output(w, want, 1, 0);
+    dh_assert_rc(dlock_resign(l), 0);
+    wait_output(w, "(no leader)\n", 2, 0);
+    assert_false(dh_proc_done(w));
+    assert_int_equal(dh_proc_signal(w, SIGINT), 0);
+    expect_proc(w, 0, "leader --watch after SIGINT");
+    dh_proc_free(w);
+    assert_int_equal(lines_in(out), 3);
+
+    /* --json: one object per line. */
+    w = cli_bg("-u", srv->url, "leader", "--watch", "--json", "lw:svc");
+    wait_output(w, "\"leader\":null", 1, 0);
+    dh_assert_rc(dlock_campaign(&l, holder, "lw:svc", NULL), 0);
+    wait_output(w, "\"leader\":\"" OWNER "\"", 1, 0);
+    assert_int_equal(dh_proc_signal(w, SIGTERM), 0);
+    expect_proc(w, 0, "leader --watch --json after SIGTERM");
+    dh_proc_free(w);
+    for (char *line = out, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = '\0';
+        if (!json_valid(line))
+            fail_msg("not a JSON line: %s", line);
+    }
+    dh_assert_rc(dlock_resign(l), 0);
+}
+
+/* status shows kind and every holder: a semaphore with two permits, a
+ * mutex, a free key. */
+static void test_status_holders(void **state)
+{
+    (void)state;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    dlock_lock *p1 = NULL, *p2 = NULL, *m = NULL;
+    dh_assert_rc(dlock_sem_acquire(&p1, holder, "st:pool", 3, &o), 0);
+    dh_assert_rc(dlock_sem_acquire(&p2, holder, "st:pool", 3, &o), 0);
+    dh_assert_rc(dlock_acquire(&m, holder, "st:mutex", &o), 0);
+
+    int st = cli("-u", srv->url, "status", "--json", "st:pool", "st:mutex", "st:free");
+    expect_status(st, 0, "status --json");
+    if (!json_valid(out))
+        fail_msg("status --json is not valid JSON: %s", out);
+    char compact[8192], want[512];
+    json_compact(compact, sizeof compact, out);
+    /* the semaphore: compatible fields (first holder), kind, two holders */
+    const char *pool = strstr(compact, "{\"key\":\"st:pool\"");
+    const char *mutex = strstr(compact, "{\"key\":\"st:mutex\"");
+    const char *fr = strstr(compact, "{\"key\":\"st:free\"");
+    assert_non_null(pool);
+    assert_non_null(mutex);
+    assert_non_null(fr);
+    assert_true(pool < mutex && mutex < fr);
+    char obj[4096];
+    snprintf(obj, sizeof obj, "%.*s", (int)(mutex - pool), pool);
+    assert_non_null(strstr(obj, "\"state\":\"held\""));
+    assert_non_null(strstr(obj, "\"kind\":\"semaphore\""));
+    assert_non_null(strstr(obj, "\"owner\":\"" OWNER "\""));
+    assert_non_null(strstr(obj, "\"waiters\":0"));
+    assert_int_equal(count_of(obj, "\"mode\":\"permit\""), 2);
+    dlock_lock *perm[2] = { p1, p2 };
+    for (int i = 0; i < 2; i++) {
+        snprintf(want, sizeof want, "\"slot\":%d,", dlock_lock_slot(perm[i]));
+        if (!strstr(obj, want))
+            fail_msg("status --json lacks %s: %s", want, obj);
+        snprintf(want, sizeof want, "\"fencing_token\":\"%llu\"",
+                 (unsigned long long)dlock_lock_fencing_token(perm[i]));
+        if (!strstr(obj, want))
+            fail_msg("status --json lacks %s: %s", want, obj);
+    }
+    assert_true(dlock_lock_slot(p1) + dlock_lock_slot(p2) == 1); /* slots 0 and 1 */
+    assert_non_null(strstr(obj, "\"age_ms\":"));
+    assert_non_null(strstr(obj, "\"ttl_ms\":"));
+
+    snprintf(obj, sizeof obj, "%.*s", (int)(fr - mutex), mutex);
+    assert_non_null(strstr(obj, "\"kind\":\"mutex\""));
+    assert_non_null(strstr(obj, "\"mode\":\"write\",\"slot\":null"));
+    snprintf(want, sizeof want, "\"fencing_token\":\"%llu\"",
+             (unsigned long long)dlock_lock_fencing_token(m));
+    assert_int_equal(count_of(obj, want), 2); /* top level and the holder */
+
+    assert_non_null(strstr(fr, "\"state\":\"free\",\"owner\":null,\"ttl_ms\":null,"
+                               "\"fencing_token\":null,\"waiters\":0"));
+    assert_non_null(strstr(fr, "\"holders\":[]"));
+
+    /* The text form too. */
+    st = cli("-u", srv->url, "status", "st:pool");
+    expect_status(st, 0, "status of a semaphore");
+    assert_non_null(strstr(out, "semaphore"));
+    assert_non_null(strstr(out, "permit slot 0"));
+    assert_non_null(strstr(out, "permit slot 1"));
+    assert_int_equal(count_of(out, OWNER), 2);
+
+    dh_assert_rc(dlock_release(p1), 0);
+    dh_assert_rc(dlock_release(p2), 0);
+    dh_assert_rc(dlock_release(m), 0);
+}
+
+/* metrics: valid exposition with a held lock and a waiter. */
+static void test_metrics_print(void **state)
+{
+    (void)state;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    dlock_lock *m = NULL, *p = NULL;
+    dh_assert_rc(dlock_acquire(&m, holder, "mx:held", &o), 0);
+    dh_assert_rc(dlock_sem_acquire(&p, holder, "mx:pool", 2, &o), 0);
+    dh_proc *w = cli_bg("-u", srv->url, "run", "--wait", "15s", "mx:held", "--", "true");
+    wait_state("mx:held", DLOCK_KIND_MUTEX, 1, 1);
+
+    int st = cli("-u", srv->url, "metrics", "mx:*");
+    expect_status(st, 0, "metrics");
+    check_exposition(out);
+    assert_true(sample_value(out, "dlock_lock_holders{key=\"mx:held\",kind=\"mutex\"} ") == 1);
+    assert_true(sample_value(out, "dlock_lock_waiters{key=\"mx:held\",kind=\"mutex\"} ") == 1);
+    assert_true(sample_value(out, "dlock_lock_holders{key=\"mx:pool\",kind=\"semaphore\"} ") == 1);
+    assert_true(sample_value(out, "dlock_semaphore_permits_in_use{key=\"mx:pool\"} ") == 1);
+    assert_true(sample_value(out, "dlock_lock_oldest_holder_age_seconds{key=\"mx:held\",kind=\"mutex\"} ") >= 0);
+    assert_true(sample_value(out, "dlock_locks_held ") == 2);
+    assert_true(sample_value(out, "dlock_waiters ") == 1);
+    /* the pattern filters */
+    assert_null(strstr(out, "key=\"st:"));
+
+    /* Odd keys are escaped as the format wants. */
+    dlock_lock *odd = NULL;
+    dh_assert_rc(dlock_acquire(&odd, holder, "mx:a\"b\\c\nd", &o), 0);
+    st = cli("-u", srv->url, "metrics", "mx:a*");
+    expect_status(st, 0, "metrics of an odd key");
+    check_exposition(out);
+    assert_true(sample_value(out, "dlock_lock_holders{key=\"mx:a\\\"b\\\\c\\nd\",kind=\"mutex\"} ") == 1);
+    dh_assert_rc(dlock_release(odd), 0);
+
+    dh_assert_rc(dlock_release(m), 0);
+    dh_assert_rc(dlock_release(p), 0);
+    expect_proc(w, 0, "the waiter");
+    dh_proc_free(w);
+
+    /* Nothing held: the families are still there, the totals are 0. */
+    st = cli("-u", srv->url, "metrics", "mx:*");
+    expect_status(st, 0, "metrics, nothing held");
+    assert_non_null(strstr(out, "# TYPE dlock_lock_holders gauge\n"));
+    assert_true(sample_value(out, "dlock_locks_held ") == 0);
+
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
+    expect_status(cli("-u", url, "metrics"), 69, "metrics, unreachable");
+    expect_status(cli("-u", srv->url, "metrics", "a*", "b*"), 64, "metrics, two patterns");
+}
+
+/* One HTTP/1.0 request on a plain socket; the whole answer in buf. */
+static void http_get(char *buf, size_t len, long port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = { 10, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t got = 0;
+    ssize_t r;
+    while (got + 1 < len && (r = read(fd, buf + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    buf[got] = '\0';
+    close(fd);
+}
+
+/* metrics --listen: /metrics answers 200 with the exposition, other paths
+ * 404; SIGTERM ends it with 0. */
+static void test_metrics_listen(void **state)
+{
+    (void)state;
+    dlock_lock *m = NULL;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    dh_assert_rc(dlock_acquire(&m, holder, "ml:held", &o), 0);
+
+    dh_proc *p = cli_bg("-u", srv->url, "metrics", "--listen", "127.0.0.1:0", "ml:*");
+    const char *tag = "serving metrics on http://127.0.0.1:";
+    wait_output(p, tag, 1, 1);
+    long port = strtol(strstr(err, tag) + strlen(tag), NULL, 10);
+    assert_true(port > 0 && port < 65536);
+
+    static char resp[64 * 1024];
+    http_get(resp, sizeof resp, port, "/metrics");
+    if (strncmp(resp, "HTTP/1.1 200", 12) != 0 && strncmp(resp, "HTTP/1.0 200", 12) != 0)
+        fail_msg("GET /metrics: %s", resp);
+    assert_non_null(strstr(resp, "text/plain; version=0.0.4"));
+    const char *body = strstr(resp, "\r\n\r\n");
+    assert_non_null(body);
+    check_exposition(body + 4);
+    assert_true(sample_value(body + 4, "dlock_lock_holders{key=\"ml:held\",kind=\"mutex\"} ") == 1);
+
+    /* Fresh per request: the release shows at the next scrape. */
+    dh_assert_rc(dlock_release(m), 0);
+    http_get(resp, sizeof resp, port, "/metrics");
+    body = strstr(resp, "\r\n\r\n");
+    assert_non_null(body);
+    assert_true(sample_value(body + 4, "dlock_locks_held ") == 0);
+
+    http_get(resp, sizeof resp, port, "/other");
+    if (strncmp(resp, "HTTP/1.1 404", 12) != 0 && strncmp(resp, "HTTP/1.0 404", 12) != 0)
+        fail_msg("GET /other: %s", resp);
+
+    assert_false(dh_proc_done(p));
+    assert_int_equal(dh_proc_signal(p, SIGTERM), 0);
+    expect_proc(p, 0, "metrics --listen after SIGTERM");
+    dh_proc_free(p);
+
+    expect_status(cli("-u", srv->url, "metrics", "--listen", "nonsense"), 64, "--listen nonsense");
+    expect_status(cli("-u", srv->url, "metrics", "--listen", "127.0.0.1:99999"), 64,
+                  "--listen port out of range");
+}
+
+/* --metrics-file: the client's metrics, written atomically when dlock
+ * ends, also when the lock was busy. */
+static void test_metrics_file(void **state)
+{
+    (void)state;
+    char dir[DH_PATH_MAX], path[DH_PATH_MAX + 16], buf[32 * 1024];
+    make_dir(dir, sizeof dir, "mfile");
+    snprintf(path, sizeof path, "%s/run.prom", dir);
+    expect_status(cli("-u", srv->url, "run", "--metrics-file", path, "mf:k", "--", "true"), 0,
+                  "run --metrics-file");
+    assert_true(dh_read_file(buf, sizeof buf, path) > 0);
+    assert_non_null(strstr(buf, "dlock_acquisitions_total"));
+    check_exposition(buf);
+    assert_true(sample_value(buf, "dlock_acquisitions_total{result=\"acquired\"} ") == 1);
+
+    /* Busy (75): written too, and says so. */
+    dlock_lock *l = NULL;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    dh_assert_rc(dlock_acquire(&l, holder, "mf:k", &o), 0);
+    expect_status(cli("-u", srv->url, "run", "--no-wait", "--metrics-file", path, "mf:k", "--",
+                      "true"),
+                  75, "busy run --metrics-file");
+    assert_true(dh_read_file(buf, sizeof buf, path) > 0);
+    assert_true(sample_value(buf, "dlock_acquisitions_total{result=\"busy\"} ") == 1);
+    dh_assert_rc(dlock_release(l), 0);
+
+    /* elect too. */
+    expect_status(cli("-u", srv->url, "elect", "--metrics-file", path, "mf:e", "--", "true"), 0,
+                  "elect --metrics-file");
+    assert_true(dh_read_file(buf, sizeof buf, path) > 0);
+    assert_true(sample_value(buf, "dlock_acquisitions_total{result=\"acquired\"} ") == 1);
+
+    /* Only the file itself is left in the directory: no temporary file. */
+    char ls[DH_PATH_MAX + 64];
+    snprintf(ls, sizeof ls, "ls -A '%s'", dir);
+    const char *argv[] = { "sh", "-c", ls, NULL };
+    assert_int_equal(dh_run(argv, NULL, 10000, out, sizeof out, err, sizeof err), 0);
+    assert_string_equal(out, "run.prom\n");
+}
+
+/* elect shares run's loss handling: the leadership key deleted → CMD
+ * stopped, exit 79, and --metrics-file still written. */
+static void test_elect_lost(void **state)
+{
+    (void)state;
+    char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], path[DH_PATH_MAX + 16], cmd[DH_PATH_MAX + 64];
+    char name[1024], buf[32 * 1024];
+    make_dir(dir, sizeof dir, "elost");
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(path, sizeof path, "%s/elect.prom", dir);
+    snprintf(cmd, sizeof cmd, "touch '%s'; while :; do sleep 0.05; done", in);
+    dh_proc *p = cli_bg("-u", srv->url, "--id", "el-lost", "elect", "--ttl", "1s", "--grace",
+                        "500ms", "--metrics-file", path, "el:lost", "--", "sh", "-c", cmd);
+    if (!dh_wait_until(file_exists, in, 10000)) {
+        dh_proc_output(p, out, sizeof out, err, sizeof err);
+        fail_msg("elect never ran CMD; stderr: %s", err);
+    }
+    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "el:lost", "el-lost"), 1);
+    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
+    expect_proc(p, 79, "elect whose leadership was deleted");
+    dh_proc_free(p);
+    assert_true(dh_read_file(buf, sizeof buf, path) > 0);
+    assert_true(sample_value(buf, "dlock_locks_lost_total ") == 1);
+}
+
+/* top --iterations 2: two plain snapshots (stdout is not a terminal). */
+static void test_top(void **state)
+{
+    (void)state;
+    dlock_lock *l = NULL;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    dh_assert_rc(dlock_acquire(&l, holder, "tp:held", &o), 0);
+    int st = cli("-u", srv->url, "top", "--iterations", "2", "--interval", "100ms", "tp:*");
+    expect_status(st, 0, "top --iterations 2");
+    assert_int_equal(count_of(out, "dlock top"), 2);
+    assert_int_equal(count_of(out, "tp:held"), 2);
+    assert_int_equal(count_of(out, OWNER), 2);
+    assert_int_equal(count_of(out, "locks held 1"), 2);
+    assert_non_null(strstr(out, "\n\ndlock top")); /* frames apart */
+    assert_null(strstr(out, "\033[")); /* no terminal codes in a pipe */
+    dh_assert_rc(dlock_release(l), 0);
+
+    expect_status(cli("-u", srv->url, "top", "--interval", "0", "--iterations", "1"), 64,
+                  "top --interval 0");
+    expect_status(cli("-u", srv->url, "top", "--iterations", "0"), 64, "top --iterations 0");
+    char url[64];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
+    expect_status(cli("-u", url, "top", "--iterations", "1"), 69, "top, unreachable");
+}
+
+/* Help for every new command and flag, in all three spellings. */
+static void test_help(void **state)
+{
+    (void)state;
+    static const char *const cmds[] = { "run", "elect", "leader", "status", "metrics", "top" };
+    expect_status(cli("--help"), 0, "--help");
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "\n  %s ", cmds[i]);
+        if (!strstr(out, want))
+            fail_msg("dlock --help does not list %s:\n%s", cmds[i], out);
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "Usage: dlock %s", cmds[i]);
+        expect_status(cli("help", cmds[i]), 0, "help CMD");
+        assert_non_null(strstr(out, want));
+        assert_non_null(strstr(out, "Example"));
+        expect_status(cli(cmds[i], "--help"), 0, "CMD --help");
+        assert_non_null(strstr(out, want));
+    }
+    expect_status(cli("run", "--help"), 0, "run --help");
+    assert_non_null(strstr(out, "--limit"));
+    assert_non_null(strstr(out, "--shared"));
+    assert_non_null(strstr(out, "--metrics-file"));
+    assert_non_null(strstr(out, "DLOCK_SLOT"));
+    assert_non_null(strstr(out, "DLOCK_FENCING_TOKENS"));
+    expect_status(cli("leader", "--help"), 0, "leader --help");
+    assert_non_null(strstr(out, "--watch"));
+    expect_status(cli("metrics", "--help"), 0, "metrics --help");
+    assert_non_null(strstr(out, "--listen"));
+    expect_status(cli("top", "--help"), 0, "top --help");
+    assert_non_null(strstr(out, "--interval"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help),
+        cmocka_unit_test(test_limit),
+        cmocka_unit_test(test_multi_key),
+        cmocka_unit_test(test_shared),
+        cmocka_unit_test(test_elect_and_leader),
+        cmocka_unit_test(test_leader_watch),
+        cmocka_unit_test(test_status_holders),
+        cmocka_unit_test(test_metrics_print),
+        cmocka_unit_test(test_metrics_listen),
+        cmocka_unit_test(test_metrics_file),
+        cmocka_unit_test(test_elect_lost),
+        cmocka_unit_test(test_top),
+    };
+    return cmocka_run_group_tests_name("cli_patterns", tests, group_setup, group_teardown);
+}
