@@ -9,11 +9,12 @@
  * that turns out dead (the server restarted) is replaced once, transparently,
  * which is safe because every script is idempotent for its token.
  *
- * Key layout: "<prefix>{<key>}:<kind>" — or "<prefix><key>:<kind>" when the
+ * Key layout: "<prefix>{<key>}:<kind>" — or "<prefix>#<key>:<kind>" when the
  * user key already has a non-empty {hash tag} (Redis Cluster's rule), so all
  * keys of one lock share a slot and callers can co-locate several locks.
- * Kinds ("lock", "fence", ...) are chosen so that none is a suffix of
- * another, which keeps the mapping from (key, kind) to names one-to-one.
+ * The first character after the prefix tells the two forms apart ('{' or
+ * '#'), and kinds ("lock", "fence", ...) contain no ':', so the mapping from
+ * (user key, kind) to names is one-to-one and can be reversed (dlock_scan).
  */
 #include "client.h"
 
@@ -64,7 +65,7 @@ int dlock__key_name(char **out, const dlock_client *c, const char *key, const ch
     char *s = dlock__malloc(n);
     if (!s)
         return dlock__err(DLOCK_ENOMEM, "out of memory");
-    snprintf(s, n, tagged ? "%s%s:%s" : "%s{%s}:%s", c->prefix, key, suffix);
+    snprintf(s, n, tagged ? "%s#%s:%s" : "%s{%s}:%s", c->prefix, key, suffix);
     *out = s;
     return 0;
 }

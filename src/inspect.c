@@ -195,8 +195,13 @@ static int decode(const dlock_client *c, const char *name, size_t len, char **ke
         const char *base = name + plen;
         size_t blen = len - plen - sl;
         if (blen >= 3 && base[0] == '{' && base[blen - 1] == '}') {
-            base++;
+            base++; /* "{key}": a key without a hash tag */
             blen -= 2;
+        } else if (blen >= 2 && base[0] == '#') {
+            base++; /* "#key": a key with its own {hash tag} */
+            blen--;
+        } else {
+            return 0;
         }
         if (blen == 0 || blen > DLOCK_KEY_MAX || memchr(base, '\0', blen))
             return 0;

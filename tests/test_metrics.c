@@ -451,9 +451,38 @@ static void test_scan_and_state(void **state)
     dlock_client_close(c);
 }
 
+/* Keys with and without braces are different locks, and scanning gives
+ * each one back under its own name. */
+static void test_braced_keys_distinct(void **state)
+{
+    (void)state;
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.prefix = "braces:";
+    dlock_client *c = open_client(&co);
+    const char *keys[4] = {"x", "{x}", "{a}b{c}", "a}b{c}"};
+    dlock_lock *l[4];
+    for (int i = 0; i < 4; i++)
+        dh_assert_rc(dlock_try_acquire(&l[i], c, keys[i], NULL), 0);
+    scan_acc acc = {0};
+    dh_assert_rc(dlock_scan(c, "*", scan_cb, &acc), 0);
+    assert_int_equal(acc.n, 4);
+    for (int i = 0; i < 4; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "%s ", keys[i]);
+        int found = strncmp(acc.keys, want, strlen(want)) == 0;
+        for (const char *p = acc.keys; !found && (p = strchr(p, ' ')); p++)
+            found = strncmp(p + 1, want, strlen(want)) == 0;
+        assert_true(found);
+    }
+    for (int i = 0; i < 4; i++)
+        dh_assert_rc(dlock_release(l[i]), 0);
+    dlock_client_close(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_braced_keys_distinct),
         cmocka_unit_test(test_counters_match_workload),
         cmocka_unit_test(test_held_gauge_every_path),
         cmocka_unit_test(test_exposition_parses),
