@@ -48,6 +48,11 @@ dlock_ensure_packages() {
        ! pkg-config --exists cmocka >/dev/null 2>&1; then
         missing+=(libcmocka-dev)
     fi
+    if ! dlock_have_header openssl/ssl.h ||
+       ! pkg-config --exists openssl >/dev/null 2>&1; then
+        missing+=(libssl-dev)
+    fi
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if ! dlock_have_header microhttpd.h ||
        ! pkg-config --exists libmicrohttpd >/dev/null 2>&1; then
         missing+=(libmicrohttpd-dev)

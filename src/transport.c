@@ -81,10 +81,12 @@ static void sock_close(dlock__transport *t)
     dlock__free(s);
 }
 
-static const dlock__transport_ops sock_ops = {sock_read, sock_write, sock_poll_fd, sock_close};
+static const dlock__transport_ops sock_ops = {sock_read, sock_write, sock_poll_fd, sock_close, NULL};
 
 int dlock__transport_wait(dlock__transport *t, int events, int64_t deadline_ns)
 {
+    if ((events & POLLIN) && t->ops->pending && t->ops->pending(t))
+        return 0; /* already decrypted data waits above the socket */
     struct pollfd p = {.fd = t->ops->poll_fd(t), .events = (short)events};
     for (;;) {
         int64_t left_ns = deadline_ns - dlock__now_ns();
@@ -187,6 +189,14 @@ int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep,
     s->base.desc = s->desc;
     s->fd = fd;
     *out = &s->base;
+    if (ep->tls) {
+        int rc = dlock__tls_wrap(out, ep, deadline_ns);
+        if (rc) {
+            sock_close(&s->base);
+            *out = NULL;
+            return rc;
+        }
+    }
     return 0;
 }
 
@@ -243,7 +253,13 @@ static void fault_close(dlock__transport *t)
     dlock__free(ft);
 }
 
-static const dlock__transport_ops fault_ops = {fault_read, fault_write, fault_poll_fd, fault_close};
+static int fault_pending(dlock__transport *t)
+{
+    fault_transport *ft = (fault_transport *)t;
+    return ft->inner->ops->pending && ft->inner->ops->pending(ft->inner);
+}
+
+static const dlock__transport_ops fault_ops = {fault_read, fault_write, fault_poll_fd, fault_close, fault_pending};
 
 int dlock__transport_inject(dlock__transport **t, const dlock__faults *f)
 {

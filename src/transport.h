@@ -30,6 +30,7 @@ typedef struct dlock__transport_ops {
     ssize_t (*write)(dlock__transport *t, const void *buf, size_t n, int *want);
     int (*poll_fd)(dlock__transport *t);
     void (*close)(dlock__transport *t); /* also frees t */
+    int (*pending)(dlock__transport *t); /* data buffered above the socket? may be NULL */
 } dlock__transport_ops;
 
 struct dlock__transport {
@@ -51,6 +52,12 @@ typedef struct dlock__faults {
  * unreachable, timed out: the message says which and where), DLOCK_ENOMEM. */
 int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep,
                              int64_t deadline_ns);
+
+/* Run a TLS handshake over the connected *t before deadline_ns and make *t
+ * the TLS stream (tls.c). On failure *t is unchanged (the caller closes it):
+ * DLOCK_ECONN (handshake failed, e.g. certificate verify failed: the message
+ * says why), DLOCK_EINVAL (a CA/cert/key file cannot be loaded), ENOMEM. */
+int dlock__tls_wrap(dlock__transport **t, const dlock__endpoint *ep, int64_t deadline_ns);
 
 /* Wrap *t so that it misbehaves as `f` says. On ENOMEM *t is unchanged. */
 int dlock__transport_inject(dlock__transport **t, const dlock__faults *f);

@@ -31,6 +31,10 @@ void dlock__endpoint_clear(dlock__endpoint *ep)
             *p++ = 0;
     }
     dlock__free(ep->pass);
+    dlock__free(ep->cacert);
+    dlock__free(ep->cert);
+    dlock__free(ep->key);
+    dlock__free(ep->sni);
     memset(ep, 0, sizeof *ep);
 }
 
@@ -107,28 +111,64 @@ static int parse_userinfo(dlock__endpoint *ep, const char *s, size_t n)
     return 0;
 }
 
-/* redis://[userinfo@]host[:port][/db] — `p` points after "redis://". */
+/* TLS parameters "cacert=F&cert=F&key=F&sni=NAME" of a rediss:// URL. */
+static int parse_tls_params(dlock__endpoint *ep, const char *q)
+{
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', n);
+        if (!eq || eq == q + n - 1)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: parameter '%.*s' needs a value", (int)(n > 40 ? 40 : n), q);
+        size_t kl = (size_t)(eq - q);
+        char **dst = kl == 6 && !strncmp(q, "cacert", 6) ? &ep->cacert
+                     : kl == 4 && !strncmp(q, "cert", 4) ? &ep->cert
+                     : kl == 3 && !strncmp(q, "key", 3)  ? &ep->key
+                     : kl == 3 && !strncmp(q, "sni", 3)  ? &ep->sni
+                                                         : NULL;
+        if (!dst)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: unknown parameter '%.*s' (cacert, cert, key, sni)",
+                              (int)(kl > 40 ? 40 : kl), q);
+        dlock__free(*dst);
+        int rc = pct_decode(dst, eq + 1, n - kl - 1, "TLS parameter");
+        if (rc)
+            return rc;
+        q += n + (amp ? 1 : 0);
+    }
+    if (!ep->cert != !ep->key)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: cert= and key= go together");
+    return 0;
+}
+
+/* redis[s]://[userinfo@]host[:port][/db][?tls params] — `p` points after
+ * the scheme. */
 static int parse_tcp(dlock__endpoint *ep, const char *p)
 {
     ep->kind = DLOCK__EP_TCP;
     ep->port = 6379;
     size_t len = strlen(p);
     const char *end = p + len;
-    /* the authority ends at the first '/' or '?' after the userinfo */
+    /* TLS parameters: after the last '?' (file names could hold '@') */
+    const char *query = ep->tls ? strrchr(p, '?') : strchr(p, '?');
+    if (query && !ep->tls)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: redis:// URLs take no ?parameters (use /db for the database)");
+    int rc;
+    if (query) {
+        if ((rc = parse_tls_params(ep, query + 1)) != 0)
+            return rc;
+        end = query;
+    }
     const char *at = NULL;
     for (const char *q = p; q < end; q++)
         if (*q == '@')
             at = q; /* last '@': passwords may contain '@' unescaped */
     const char *host = p;
-    int rc;
     if (at) {
         if ((rc = parse_userinfo(ep, p, (size_t)(at - p))) != 0)
             return rc;
         host = at + 1;
     }
-    if (strchr(host, '?'))
-        return dlock__err(DLOCK_EINVAL, "invalid URL: redis:// URLs take no ?parameters (use /db for the database)");
-    const char *slash = strchr(host, '/');
+    const char *slash = memchr(host, '/', (size_t)(end - host));
     const char *hend = slash ? slash : end;
     const char *hs = host, *he, *portp = NULL;
     if (*hs == '[') {
@@ -226,16 +266,17 @@ int dlock__url_parse(dlock__endpoint *out, const char *url)
         if ((unsigned char)*c < 0x20 || *c == 0x7f)
             return dlock__err(DLOCK_EINVAL, "invalid URL: control character");
     int rc;
-    if (strncmp(url, "redis://", 8) == 0) {
+    if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0) {
+        out->tls = url[5] == 's';
         if (strchr(url, ','))
-            return dlock__err(DLOCK_EINVAL, "invalid URL: several servers (Redlock) are not supported yet");
-        rc = parse_tcp(out, url + 8);
+            return dlock__err(DLOCK_EINVAL, "invalid URL: one server per URL (several servers are separate URLs)");
+        rc = parse_tcp(out, url + (out->tls ? 9 : 8));
     } else if (strncmp(url, "unix://", 7) == 0) {
         rc = parse_unix(out, url + 7);
     } else {
         const char *sep = strstr(url, "://");
         if (sep)
-            rc = dlock__err(DLOCK_EINVAL, "invalid URL: unknown scheme '%.*s' (expected redis:// or unix://)",
+            rc = dlock__err(DLOCK_EINVAL, "invalid URL: unknown scheme '%.*s' (expected redis://, rediss:// or unix://)",
                             (int)((sep - url) > 20 ? 20 : (sep - url)), url);
         else
             rc = dlock__err(DLOCK_EINVAL, "invalid URL: no scheme (expected redis://host:port or unix:///path.sock)");
@@ -249,10 +290,15 @@ int dlock__endpoint_copy(dlock__endpoint *out, const dlock__endpoint *in)
 {
     *out = *in;
     out->host = out->path = out->user = out->pass = NULL;
+    out->cacert = out->cert = out->key = out->sni = NULL;
     if ((in->host && !(out->host = dlock__strdup(in->host))) ||
         (in->path && !(out->path = dlock__strdup(in->path))) ||
         (in->user && !(out->user = dlock__strdup(in->user))) ||
-        (in->pass && !(out->pass = dlock__strdup(in->pass)))) {
+        (in->pass && !(out->pass = dlock__strdup(in->pass))) ||
+        (in->cacert && !(out->cacert = dlock__strdup(in->cacert))) ||
+        (in->cert && !(out->cert = dlock__strdup(in->cert))) ||
+        (in->key && !(out->key = dlock__strdup(in->key))) ||
+        (in->sni && !(out->sni = dlock__strdup(in->sni)))) {
         dlock__endpoint_clear(out);
         return dlock__err(DLOCK_ENOMEM, "out of memory");
     }

@@ -3,6 +3,7 @@
  *
  * A dlock__endpoint is the parsed form of one server URL:
  *   redis://[user[:pass]@]host[:port][/db]     host may be [IPv6]
+ *   rediss://... the same over TLS, [?cacert=F&cert=F&key=F&sni=NAME]
  *   unix://[user[:pass]@]/path/to.sock[?db=N]
  * User and password may be percent-encoded. Everything is validated here, so
  * the connection code can trust the fields.
@@ -20,6 +21,8 @@ typedef struct dlock__endpoint {
     int db;       /* SELECT index, 0 = default */
     char *user;   /* NULL: none */
     char *pass;   /* NULL: none */
+    int tls;      /* rediss:// */
+    char *cacert, *cert, *key, *sni; /* TLS files and server name; NULL: none */
     char desc[128]; /* "host:port" or the socket path: for messages, no secrets */
 } dlock__endpoint;
 

@@ -1,0 +1,190 @@
+/*
+ * tls.c — TLS over a connected socket, with OpenSSL, as a dlock transport.
+ *
+ * hiredis 0.14 has no TLS; dlock's transport seam lets a TLS stream stand in
+ * for a plain socket: the handshake runs non-blocking under the connect
+ * deadline, and reads/writes map OpenSSL's WANT_READ/WANT_WRITE onto the
+ * transport's "wait for POLLIN/POLLOUT". The server certificate is always
+ * verified: against cacert= (else the system's CAs), and its name against
+ * sni= (else the host or IP address of the URL). cert=/key= present a
+ * client certificate. Data OpenSSL has already decrypted but not handed
+ * out is reported by pending(), so nobody waits on the socket for it.
+ */
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "error.h"
+#include "transport.h"
+
+typedef struct tls_transport {
+    dlock__transport base;
+    dlock__transport *inner;
+    SSL_CTX *ctx;
+    SSL *ssl;
+} tls_transport;
+
+/* The most recent OpenSSL error as text. */
+static const char *ssl_reason(void)
+{
+    static _Thread_local char buf[160];
+    unsigned long e = ERR_get_error();
+    if (!e)
+        return "unknown error";
+    ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    return buf;
+}
+
+/* Map an SSL I/O result to the transport convention. */
+static ssize_t io_result(tls_transport *t, int r, int *want, const char *what)
+{
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(t->ssl, r);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        *want = POLLIN;
+        return DLOCK__IO_AGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        *want = POLLOUT;
+        return DLOCK__IO_AGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return dlock__err(DLOCK_ECONN, "%s: TLS connection closed by the server", t->base.desc);
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        return dlock__err(DLOCK_ECONN, "%s: %s: %s", t->base.desc, what,
+                          errno ? strerror(errno) : "connection closed by the server");
+    default:
+        return dlock__err(DLOCK_ECONN, "%s: %s: %s", t->base.desc, what, ssl_reason());
+    }
+}
+
+static ssize_t tls_read(dlock__transport *tr, void *buf, size_t n, int *want)
+{
+    tls_transport *t = (tls_transport *)tr;
+    errno = 0;
+    return io_result(t, SSL_read(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n), want, "TLS read");
+}
+
+static ssize_t tls_write(dlock__transport *tr, const void *buf, size_t n, int *want)
+{
+    tls_transport *t = (tls_transport *)tr;
+    errno = 0;
+    return io_result(t, SSL_write(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n), want, "TLS write");
+}
+
+static int tls_poll_fd(dlock__transport *tr)
+{
+    tls_transport *t = (tls_transport *)tr;
+    return t->inner->ops->poll_fd(t->inner);
+}
+
+static int tls_pending(dlock__transport *tr)
+{
+    return SSL_pending(((tls_transport *)tr)->ssl) > 0;
+}
+
+static void tls_close(dlock__transport *tr)
+{
+    tls_transport *t = (tls_transport *)tr;
+    if (t->ssl)
+        SSL_free(t->ssl);
+    if (t->ctx)
+        SSL_CTX_free(t->ctx);
+    t->inner->ops->close(t->inner);
+    dlock__free(t);
+}
+
+static const dlock__transport_ops tls_ops = {tls_read, tls_write, tls_poll_fd, tls_close, tls_pending};
+
+/* Set up the context: verification, CA file, client certificate. */
+static int make_ctx(SSL_CTX **out, const dlock__endpoint *ep)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return dlock__err(DLOCK_ENOMEM, "TLS: %s", ssl_reason());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    int ok = ep->cacert ? SSL_CTX_load_verify_locations(ctx, ep->cacert, NULL)
+                        : SSL_CTX_set_default_verify_paths(ctx);
+    if (!ok) {
+        SSL_CTX_free(ctx);
+        return dlock__err(DLOCK_EINVAL, "TLS: cannot load the CA certificates %s: %s",
+                          ep->cacert ? ep->cacert : "(system)", ssl_reason());
+    }
+    if (ep->cert && (SSL_CTX_use_certificate_chain_file(ctx, ep->cert) != 1 ||
+                     SSL_CTX_use_PrivateKey_file(ctx, ep->key, SSL_FILETYPE_PEM) != 1 ||
+                     SSL_CTX_check_private_key(ctx) != 1)) {
+        SSL_CTX_free(ctx);
+        return dlock__err(DLOCK_EINVAL, "TLS: cannot load the client certificate %s / key %s: %s", ep->cert,
+                          ep->key, ssl_reason());
+    }
+    *out = ctx;
+    return 0;
+}
+
+int dlock__tls_wrap(dlock__transport **tr, const dlock__endpoint *ep, int64_t deadline_ns)
+{
+    tls_transport *t = dlock__calloc(1, sizeof *t);
+    if (!t)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    t->base.ops = &tls_ops;
+    t->base.desc = (*tr)->desc;
+    t->inner = *tr;
+    int rc = make_ctx(&t->ctx, ep);
+    if (rc == 0 && !(t->ssl = SSL_new(t->ctx)))
+        rc = dlock__err(DLOCK_ENOMEM, "TLS: %s", ssl_reason());
+    if (rc == 0) {
+        const char *name = ep->sni ? ep->sni : ep->host;
+        unsigned char addr[16];
+        int is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+        X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
+        if (!is_ip)
+            SSL_set_tlsext_host_name(t->ssl, name);
+        if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name) : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1 ||
+            SSL_set_fd(t->ssl, t->inner->ops->poll_fd(t->inner)) != 1)
+            rc = dlock__err(DLOCK_EINVAL, "TLS: cannot set up the connection to %s: %s", name, ssl_reason());
+    }
+    while (rc == 0) {
+        ERR_clear_error();
+        int r = SSL_connect(t->ssl);
+        if (r == 1)
+            break;
+        int e = SSL_get_error(t->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_ns);
+            if (w == DLOCK_ETIMEDOUT)
+                rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out", t->base.desc);
+            else if (w)
+                rc = w;
+            continue;
+        }
+        long v = SSL_get_verify_result(t->ssl);
+        if (v != X509_V_OK)
+            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: certificate verify failed: %s",
+                            t->base.desc, X509_verify_cert_error_string(v));
+        else
+            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: %s", t->base.desc,
+                            e == SSL_ERROR_SYSCALL ? "connection closed (is it a TLS port?)" : ssl_reason());
+    }
+    if (rc) {
+        t->inner = NULL;
+        if (t->ssl)
+            SSL_free(t->ssl);
+        if (t->ctx)
+            SSL_CTX_free(t->ctx);
+        dlock__free(t);
+        return rc; /* *tr is unchanged: the caller closes it */
+    }
+    *tr = &t->base;
+    return 0;
+}
