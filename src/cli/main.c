@@ -79,7 +79,11 @@ static void usage(FILE *out)
           "Global options (before COMMAND):\n"
           "  -u, --url URL            the Redis server:\n"
           "                             redis://[user:pass@]host[:port][/db]\n"
+          "                             rediss://host[:port][/db][?cacert=F&cert=F&key=F&sni=NAME]  (TLS)\n"
           "                             unix:///path/to/redis.sock[?db=N]\n"
+          "                             redis-sentinel://h1:p1,h2:p2/MASTER[?db=N]\n"
+          "                           repeat -u, or separate URLs by commas, for Redlock\n"
+          "                           over independent masters (a majority must agree)\n"
           "                           (default: $DLOCK_URL, else " DEFAULT_URL ")\n"
           "      --prefix P           prefix of dlock's keys in Redis\n"
           "                           (default: $DLOCK_PREFIX, else \"dlock:\")\n"
@@ -220,6 +224,7 @@ static int dlock_main(int argc, char **argv)
     const cli_command *cmd;
     char *password = NULL;
     int nurls = 0, id, ex;
+    static char url_list[8192];
     int64_t ms;
     const char *why;
 
@@ -232,7 +237,19 @@ static int dlock_main(int argc, char **argv)
     while (cmd_name == NULL) {
         switch (id = cli_opt_next(&st, global_opts)) {
         case G_URL:
-            g.url = st.arg;
+            /* repeated -u: the servers of one Redlock deployment */
+            if (nurls > 0) {
+                size_t have = strlen(url_list), add = strlen(st.arg);
+                if (have + add + 2 > sizeof url_list)
+                    return cli_usage_error("dlock", "too many or too long -u URLs");
+                url_list[have] = ',';
+                memcpy(url_list + have + 1, st.arg, add + 1);
+            } else {
+                if (strlen(st.arg) + 1 > sizeof url_list)
+                    return cli_usage_error("dlock", "-u URL is too long");
+                memcpy(url_list, st.arg, strlen(st.arg) + 1);
+            }
+            g.url = url_list;
             nurls++;
             break;
         case G_PREFIX:
@@ -288,8 +305,6 @@ static int dlock_main(int argc, char **argv)
         g.url = env_nonempty("DLOCK_URL");
     if (g.url == NULL)
         g.url = DEFAULT_URL;
-    if (nurls > 1 || strchr(g.url, ',') != NULL)
-        return cli_usage_error("dlock", "several URLs (Redlock) are not supported yet");
     if (g.prefix == NULL)
         g.prefix = env_nonempty("DLOCK_PREFIX");
     if (g.owner_id == NULL)

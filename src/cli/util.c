@@ -291,27 +291,56 @@ void cli_text_cut(char *s, size_t max)
     memcpy(s + end, "...", 4);
 }
 
-/* See cli.h. Where the userinfo ends is decided as the library's URL
- * parser decides it: redis:// URLs at the last '@' (a password may contain
- * '@'), unix:// URLs at an '@' before the socket path's first '/'. */
-void cli_url_display(char *buf, size_t size, const char *url)
+/* Mask the userinfo of one URL url[0..n) into buf. Where the userinfo ends
+ * is decided as the library's URL parser decides it: redis:// URLs at the
+ * last '@' (a password may contain '@'), unix:// URLs at an '@' before the
+ * socket path's first '/'. */
+static void url_display_one(char *buf, size_t size, const char *url, size_t n)
 {
-    const char *host = strstr(url, "://"), *at = NULL, *p;
-
-    if (size == 0)
-        return;
-    if (host != NULL) {
-        host += 3;
-        if (strncmp(url, "unix://", 7) == 0) {
-            p = strchr(host, '@');
-            if (p != NULL && strchr(host, '/') != NULL && p < strchr(host, '/'))
-                at = p;
-        } else {
-            at = strrchr(host, '@');
+    const char *end = url + n, *host = NULL, *at = NULL;
+    for (const char *p = url; p + 3 <= end; p++)
+        if (p[0] == ':' && p[1] == '/' && p[2] == '/') {
+            host = p + 3;
+            break;
         }
+    if (host != NULL) {
+        const char *slash = memchr(host, '/', (size_t)(end - host));
+        for (const char *p = host; p < end; p++)
+            if (*p == '@' && (strncmp(url, "unix://", 7) != 0 || (slash && p < slash)))
+                at = p;
     }
     if (at == NULL)
-        snprintf(buf, size, "%s", url);
+        snprintf(buf, size, "%.*s", (int)n, url);
     else
-        snprintf(buf, size, "%.*s***%s", (int)(host - url), url, at);
+        snprintf(buf, size, "%.*s***%.*s", (int)(host - url), url, (int)(end - at), at);
+}
+
+/* See cli.h. A list of URLs (Redlock) is masked URL by URL: a comma
+ * followed by "scheme://" starts the next one. */
+void cli_url_display(char *buf, size_t size, const char *url)
+{
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    const char *start = url;
+    for (const char *p = url;; p++) {
+        int boundary = *p == '\0';
+        if (*p == ',') {
+            const char *q = p + 1;
+            while ((*q >= 'a' && *q <= 'z') || *q == '-')
+                q++;
+            boundary = q > p + 1 && strncmp(q, "://", 3) == 0;
+        }
+        if (!boundary)
+            continue;
+        size_t len = strlen(buf);
+        if (len + 1 >= size)
+            return;
+        if (start != url)
+            buf[len++] = ',';
+        url_display_one(buf + len, size - len, start, (size_t)(p - start));
+        if (*p == '\0')
+            return;
+        start = p + 1;
+    }
 }
