@@ -1,0 +1,232 @@
+/*
+ * test_torture.c — the fault-injection torture run. Worker processes take
+ * one lock in a loop; inside each critical section a worker first checks
+ * that its lock is still valid (dlock_is_held), then writes to a fenced
+ * store: a separate redis-server whose script accepts a write only with a
+ * token above the last one it accepted. Every section is logged (token,
+ * start, end, whether the lock was still valid at its end, whether the
+ * store took the write) in shared memory. Meanwhile the harness injects
+ * faults: kill -9 of a holder (it is replaced), SIGSTOP of a holder past
+ * its TTL, SIGSTOP/SIGCONT of the lock server, and a restart of the lock
+ * server that loses its data. The checkers then verify:
+ *   1. fencing tokens increase in the order sections were granted;
+ *   2. the store never rejected a write from a holder whose lock was valid
+ *      from before the write to after it;
+ *   3. no two valid sections overlap, except across the data-loss restart
+ *      (which fencing covers: check 1 and 2 still hold there).
+ * Counts (sections, faults, violations) are printed; violations must be 0.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+enum { WORKERS = 4, MAX_SECTIONS = 200000, RUN_MS = 12000, TTL_MS = 600 };
+
+typedef struct section {
+    uint64_t token;
+    int64_t start_ns, end_ns;
+    int valid;   /* the lock was still valid at the end of the section */
+    int written; /* the fenced store accepted the write */
+    int rejected_while_valid;
+    int worker;
+} section;
+
+typedef struct shared {
+    atomic_int n;
+    atomic_int stop;
+    section s[MAX_SECTIONS];
+} shared;
+
+static dh_redis *locks_srv, *store;
+static shared *sh;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+#define FENCED_WRITE                                                               \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                    \
+    "if tonumber(ARGV[1]) <= last then return 0 end "                              \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('INCR', 'writes') return 1"
+
+/* One worker: sections until told to stop. */
+static void worker(int id)
+{
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.connect_timeout_ms = 300;
+    co.command_timeout_ms = 300;
+    dlock_client *c = NULL;
+    redisContext *st = dh_connect(store, 0);
+    while (!c && !atomic_load(&sh->stop))
+        if (dlock_client_open(&c, locks_srv->url, &co) != 0)
+            usleep(50000); /* the server may be down right now: retry */
+    while (!atomic_load(&sh->stop) && st) {
+        dlock_lock *l = NULL;
+        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+        o.ttl_ms = TTL_MS;
+        o.wait_ms = 1000;
+        if (dlock_acquire(&l, c, "torture", &o) != 0)
+            continue;
+        section sec = {.token = dlock_lock_fencing_token(l), .start_ns = mono_ns(), .worker = id};
+        for (volatile int k = 0; k < 100000; k++) { /* the critical section's work */
+        }
+        if (dlock_is_held(l)) { /* check validity before the protected write */
+            char tok[32];
+            snprintf(tok, sizeof tok, "%llu", (unsigned long long)sec.token);
+            redisReply *r = redisCommand(st, "EVAL %s 0 %s", FENCED_WRITE, tok);
+            sec.written = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+            freeReplyObject(r);
+            sec.valid = dlock_is_held(l);
+            sec.rejected_while_valid = !sec.written && sec.valid;
+        }
+        sec.end_ns = mono_ns();
+        dlock_release(l);
+        int i = atomic_fetch_add(&sh->n, 1);
+        if (i < MAX_SECTIONS)
+            sh->s[i] = sec;
+    }
+    dlock_client_close(c);
+    if (st)
+        redisFree(st);
+}
+
+static pid_t spawn_worker(int id)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        worker(id);
+        _exit(0);
+    }
+    return p;
+}
+
+static int cmp_start(const void *a, const void *b)
+{
+    const section *x = a, *y = b;
+    return x->start_ns < y->start_ns ? -1 : x->start_ns > y->start_ns;
+}
+
+static void test_torture(void **state)
+{
+    (void)state;
+    locks_srv = dh_redis_start(NULL);
+    store = dh_redis_start(NULL);
+    assert_non_null(locks_srv);
+    assert_non_null(store);
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    pid_t pids[WORKERS];
+    for (int i = 0; i < WORKERS; i++)
+        pids[i] = spawn_worker(i);
+
+    int kills = 0, holder_stops = 0, server_pauses = 0, restarts = 0;
+    int64_t restart_at = 0, restart_done = 0;
+    int64_t t0 = dh_now_ms(), phase = 0;
+    while (dh_now_ms() - t0 < RUN_MS) {
+        int64_t el = dh_now_ms() - t0;
+        if (el > 1500 && phase == 0) { /* kill -9 a worker (likely holding), replace it */
+            kill(pids[0], SIGKILL);
+            waitpid(pids[0], NULL, 0);
+            pids[0] = spawn_worker(0);
+            kills++;
+            phase++;
+        } else if (el > 3000 && phase == 1) { /* a holder stopped past its TTL */
+            kill(pids[1], SIGSTOP);
+            holder_stops++;
+            phase++;
+        } else if (el > 3000 + 3 * TTL_MS && phase == 2) {
+            kill(pids[1], SIGCONT);
+            phase++;
+        } else if (el > 5500 && phase == 3) { /* the lock server paused briefly */
+            dh_redis_pause(locks_srv);
+            server_pauses++;
+            phase++;
+        } else if (el > 5500 + TTL_MS / 3 && phase == 4) {
+            dh_redis_resume(locks_srv);
+            phase++;
+        } else if (el > 7000 && phase == 5) { /* paused past the TTL */
+            dh_redis_pause(locks_srv);
+            server_pauses++;
+            phase++;
+        } else if (el > 7000 + 2 * TTL_MS && phase == 6) {
+            dh_redis_resume(locks_srv);
+            phase++;
+        } else if (el > 9000 && phase == 7) { /* restart, data lost */
+            restart_at = mono_ns();
+            assert_int_equal(dh_redis_restart(locks_srv), 0);
+            restart_done = mono_ns();
+            restarts++;
+            phase++;
+        }
+        struct timespec ts = {0, 20 * 1000000}; /* the injector's own pacing */
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&sh->stop, 1);
+    for (int i = 0; i < WORKERS; i++) {
+        int st;
+        assert_int_equal(dh_waitpid(pids[i], &st, 10000), 1);
+    }
+
+    int n = atomic_load(&sh->n);
+    if (n > MAX_SECTIONS)
+        n = MAX_SECTIONS;
+    qsort(sh->s, (size_t)n, sizeof sh->s[0], cmp_start);
+    int order_violations = 0, rejected_valid = 0, overlaps = 0, valid = 0, written = 0;
+    for (int i = 0; i < n; i++) {
+        section *a = &sh->s[i];
+        valid += a->valid;
+        written += a->written;
+        rejected_valid += a->rejected_while_valid;
+        if (i > 0 && a->token <= sh->s[i - 1].token && sh->s[i - 1].valid && a->valid)
+            order_violations++;
+        if (!a->valid)
+            continue;
+        for (int j = i + 1; j < n && sh->s[j].start_ns < a->end_ns; j++) {
+            section *b = &sh->s[j];
+            int across_loss = restart_at && a->start_ns < restart_done && b->end_ns > restart_at;
+            if (b->valid && !across_loss)
+                overlaps++;
+        }
+    }
+    char wbuf[32] = "";
+    dh_cmd_str(wbuf, sizeof wbuf, store, 0, "GET writes");
+    long long store_writes = strtoll(wbuf, NULL, 10);
+    print_message("torture: %d sections (%d valid, %d fenced writes, store counted %lld); faults: %d kill -9, "
+                  "%d holder SIGSTOP, %d server pauses, %d restart with data loss; violations: %d token order, "
+                  "%d rejected while valid, %d overlaps\n",
+                  n, valid, written, (long long)store_writes, kills, holder_stops, server_pauses, restarts,
+                  order_violations, rejected_valid, overlaps);
+    assert_true(n > 50);
+    assert_true(atomic_load(&sh->n) <= MAX_SECTIONS);
+    assert_int_equal(kills + holder_stops + restarts, 3);
+    assert_int_equal(server_pauses, 2);
+    assert_int_equal(order_violations, 0);
+    assert_int_equal(rejected_valid, 0);
+    assert_int_equal(overlaps, 0);
+    /* a worker killed with -9 may have written without logging its section */
+    assert_true(store_writes >= written && store_writes <= written + kills);
+    munmap(sh, sizeof *sh);
+    dh_redis_stop(locks_srv);
+    dh_redis_stop(store);
+    dh_cleanup();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_torture),
+    };
+    return cmocka_run_group_tests_name("torture", tests, NULL, NULL);
+}
