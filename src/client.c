@@ -273,6 +273,40 @@ static int parse_sentinel(dlock_client *c, const char *url)
     return dlock__url_parse(&c->nodes[0].ep, master_url);
 }
 
+/* Parse "redis-cluster://[user:pass@]h1:p1[,h2:p2...]": the seed nodes.
+ * The node array gets its full capacity now: nodes found later in the slot
+ * map are added in place (listeners and pools keep their addresses). */
+static int parse_cluster(dlock_client *c, const char *url)
+{
+    const char *p = url + strlen("redis-cluster://");
+    if (strpbrk(p, "/?"))
+        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-cluster:// takes only hosts (a cluster has one database)");
+    const char *at = strrchr(p, '@');
+    char userinfo[300] = "";
+    if (at) {
+        snprintf(userinfo, sizeof userinfo, "%.*s@", (int)(at - p), p);
+        p = at + 1;
+    }
+    if (!(c->nodes = dlock__calloc(DLOCK__NODES_MAX, sizeof *c->nodes)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (c->nnodes == DLOCK__NODES_MAX)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d cluster nodes", DLOCK__NODES_MAX);
+        char one[400];
+        snprintf(one, sizeof one, "redis://%s%.*s", userinfo, (int)n, p);
+        int rc = dlock__url_parse(&c->nodes[c->nnodes].ep, one);
+        if (rc)
+            return dlock__err_prefix(rc, "cluster node %d", c->nnodes + 1);
+        c->nnodes++;
+        p += n + (e ? 1 : 0);
+    }
+    if (c->nnodes == 0)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: no cluster nodes");
+    return 0;
+}
+
 /* Add one server URL as a node. */
 static int add_node(dlock_client *c, const char *url, size_t len)
 {
@@ -287,8 +321,14 @@ static int add_node(dlock_client *c, const char *url, size_t len)
         c->backend = DLOCK__BACKEND_SENTINEL;
         return parse_sentinel(c, buf);
     }
-    if (strncmp(buf, "redis-cluster://", 16) == 0)
-        return dlock__err(DLOCK_EINVAL, "redis-cluster:// is not supported yet (use one redis:// URL per master for Redlock)");
+    if (strncmp(buf, "redis-cluster://", 16) == 0) {
+        if (c->nnodes || c->backend != DLOCK__BACKEND_SINGLE)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
+        c->backend = DLOCK__BACKEND_CLUSTER;
+        return parse_cluster(c, buf);
+    }
+    if (c->backend == DLOCK__BACKEND_CLUSTER)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
     if (c->backend == DLOCK__BACKEND_SENTINEL)
         return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
     if (c->nnodes == DLOCK__NODES_MAX)
@@ -347,20 +387,21 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
     c->wd_wake_ns = INT64_MAX;
     int rc = url[0] ? split_urls(url, add_node, c)
                     : dlock__err(DLOCK_EINVAL, "invalid URL: empty (expected redis://host:port or unix:///path.sock)");
-    if (rc == 0 && c->nnodes > 1)
+    if (rc == 0 && c->nnodes > 1 && c->backend == DLOCK__BACKEND_SINGLE)
         c->backend = DLOCK__BACKEND_REDLOCK;
-    c->quorum = c->nnodes / 2 + 1;
+    c->voters = c->backend == DLOCK__BACKEND_REDLOCK ? c->nnodes : 1;
+    c->quorum = c->voters / 2 + 1;
     if (rc == 0)
         rc = apply_opts(c, opts);
     if (rc == 0 && pipe2(c->wake_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
         rc = dlock__err(DLOCK_ENOMEM, "pipe: %s", strerror(errno));
-    if (rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL)
+    if (rc == 0 && (c->backend == DLOCK__BACKEND_SENTINEL || c->backend == DLOCK__BACKEND_CLUSTER))
         rc = dlock__client_locate(c);
     /* Connect once now so a wrong URL or password fails here, not later;
      * a Redlock client needs a majority of its servers. */
     int reachable = 0, auth_rc = 0;
     char first_err[512] = "";
-    for (int i = 0; rc == 0 && i < c->nnodes; i++) {
+    for (int i = 0; rc == 0 && c->backend != DLOCK__BACKEND_CLUSTER && i < c->nnodes; i++) {
         dlock__conn *conn = NULL;
         int reused, crc = dlock__client_conn_get(c, i, &conn, &reused, c->connect_timeout_ms);
         if (crc == 0) {
@@ -372,12 +413,12 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
             snprintf(first_err, sizeof first_err, "%s", dlock_last_errmsg());
         if (crc == DLOCK_EAUTH || crc == DLOCK_EINVAL || crc == DLOCK_ENOMEM)
             auth_rc = crc;
-        if (c->nnodes == 1)
+        if (c->voters == 1)
             rc = crc;
     }
     if (rc == 0 && auth_rc)
         rc = dlock__err(auth_rc, "%s", first_err);
-    else if (rc == 0 && reachable < c->quorum)
+    else if (rc == 0 && c->backend == DLOCK__BACKEND_REDLOCK && reachable < c->quorum)
         rc = dlock__err(DLOCK_EQUORUM, "only %d of %d servers reachable, %d needed (%s)", reachable,
                         c->nnodes, c->quorum, first_err);
     if (rc) {
@@ -462,7 +503,10 @@ int dlock_stats(dlock_stats_t *out, dlock_client *c)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     memset(out, 0, sizeof *out);
     out->version = DLOCK_STATS_VERSION;
-    for (int i = 0; i < c->nnodes; i++) {
+    pthread_mutex_lock(&c->mu);
+    int nnodes = c->nnodes;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < nnodes; i++) {
         out->round_trips += atomic_load(&c->nodes[i].counters.round_trips);
         out->commands += atomic_load(&c->nodes[i].counters.commands);
         out->connects += atomic_load(&c->nodes[i].counters.connects);

@@ -89,13 +89,15 @@ typedef struct dlock__node {
     struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
 } dlock__node;
 
-enum { DLOCK__BACKEND_SINGLE, DLOCK__BACKEND_REDLOCK, DLOCK__BACKEND_SENTINEL };
+enum { DLOCK__BACKEND_SINGLE, DLOCK__BACKEND_REDLOCK, DLOCK__BACKEND_SENTINEL, DLOCK__BACKEND_CLUSTER };
 
 struct dlock_client {
     int backend;
     dlock__node *nodes;
     int nnodes;
-    int quorum;              /* nnodes / 2 + 1 */
+    int quorum;              /* Redlock: nnodes / 2 + 1; otherwise 1 */
+    int voters;              /* independent copies of each lock: Redlock nnodes, else 1 */
+    uint8_t slots[16384];    /* Cluster: slot -> node, under mu */
     dlock__endpoint *sentinels; /* Sentinel: where to ask for the master */
     int nsentinels;
     char *master_name;
@@ -158,6 +160,12 @@ int dlock__fanout_error(const dlock__fanout *f, const char *what);
  * possible; otherwise the failures' error (the node's own with one node,
  * DLOCK_EQUORUM with several). `what` prefixes the message. */
 int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls, const char *what);
+
+/* Cluster (cluster.c): the slot of a key name; refresh the slot map from
+ * any node; run calls routed by slot, following MOVED and ASK. */
+int dlock__key_slot(const char *key);
+int dlock__cluster_refresh(dlock_client *c);
+int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies, int max_ms);
 
 /* Sentinel: look the master up (again). Other backends: nothing. */
 int dlock__client_locate(dlock_client *c);

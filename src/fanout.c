@@ -143,6 +143,8 @@ static int sentinel_resolve(dlock_client *c)
 
 int dlock__client_locate(dlock_client *c)
 {
+    if (c->backend == DLOCK__BACKEND_CLUSTER)
+        return dlock__cluster_refresh(c);
     return c->backend == DLOCK__BACKEND_SENTINEL ? sentinel_resolve(c) : 0;
 }
 
@@ -208,6 +210,8 @@ int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__r
     int64_t max = 2 * ((int64_t)c->connect_timeout_ms + c->command_timeout_ms);
     if (c->backend == DLOCK__BACKEND_SENTINEL)
         max *= 2;
+    if (c->backend == DLOCK__BACKEND_CLUSTER)
+        return dlock__cluster_run(c, calls, n, replies, max > INT32_MAX ? INT32_MAX : (int)max);
     int rc = 0;
     for (int i = 0; i < c->nnodes; i++)
         if ((rc = run_node(c, i, calls, n, replies, max > INT32_MAX ? INT32_MAX : (int)max)) == 0)
@@ -264,7 +268,7 @@ static void node_failed(dlock__fanout *f, int i, int rc)
 int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_ms, dlock__fanout *f)
 {
     memset(f, 0, sizeof *f);
-    f->nnodes = c->nnodes;
+    f->nnodes = c->voters;
     f->n = n;
     if (max_ms <= 0)
         max_ms = c->connect_timeout_ms + c->command_timeout_ms;
@@ -273,7 +277,13 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
             dlock__fanout_free(f);
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         }
-    if (c->nnodes == 1) {
+    if (c->backend == DLOCK__BACKEND_CLUSTER) {
+        int rc = dlock__cluster_run(c, calls, n, f->replies[0], 2 * max_ms);
+        if (rc)
+            node_failed(f, 0, rc);
+        return rc;
+    }
+    if (c->voters == 1) {
         int rc = run_node(c, 0, calls, n, f->replies[0],
                           c->backend == DLOCK__BACKEND_SENTINEL ? 2 * max_ms : max_ms);
         if (rc)

@@ -225,7 +225,7 @@ int dlock_scan(dlock_client *c, const char *pattern,
         return rc;
     found *list = NULL;
     size_t n = 0, cap = 0;
-    char match[200], cursor[32] = "0";
+    char match[200], cursor[32];
     /* the prefix is matched literally: escape glob characters in it */
     size_t j = 0;
     for (const char *p = c->prefix; *p && j + 3 < sizeof match; p++) {
@@ -235,55 +235,62 @@ int dlock_scan(dlock_client *c, const char *pattern,
     }
     match[j++] = '*';
     match[j] = '\0';
-    do {
-        dlock__conn *conn;
-        int reused;
-        dlock__reply *r = NULL;
-        /* the keyspace of node 0 (for Redlock, each node holds every lock) */
-        if ((rc = dlock__client_conn_get(c, 0, &conn, &reused, c->connect_timeout_ms)) != 0)
-            break;
-        const char *argv[6] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
-        rc = dlock__conn_command(conn, &r, 6, argv, NULL);
-        dlock__client_conn_put(c, 0, conn);
-        if (rc)
-            break;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            rc = dlock__err(DLOCK_EPROTO, "SCAN: unexpected reply%s%s", r->type == REDIS_REPLY_ERROR ? ": " : "",
-                            r->type == REDIS_REPLY_ERROR ? r->str : "");
-            dlock__reply_free(r);
-            break;
-        }
-        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-        for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++) {
-            dlock__reply *e = r->element[1]->element[i];
-            char *key;
-            int kind, d;
-            if (e->type != REDIS_REPLY_STRING || (d = decode(c, e->str, e->len, &key, &kind)) == 0)
-                continue;
-            if (d < 0) {
-                rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+    /* the keyspace of node 0 (for Redlock each node holds every lock); on
+     * a cluster, of every master */
+    pthread_mutex_lock(&c->mu);
+    int nodes = c->backend == DLOCK__BACKEND_CLUSTER ? c->nnodes : 1;
+    pthread_mutex_unlock(&c->mu);
+    for (int node = 0; node < nodes && rc == 0; node++) {
+        snprintf(cursor, sizeof cursor, "0");
+        do {
+            dlock__conn *conn;
+            int reused;
+            dlock__reply *r = NULL;
+            if ((rc = dlock__client_conn_get(c, node, &conn, &reused, c->connect_timeout_ms)) != 0)
+                break;
+            const char *argv[6] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
+            rc = dlock__conn_command(conn, &r, 6, argv, NULL);
+            dlock__client_conn_put(c, node, conn);
+            if (rc)
+                break;
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+                r->element[1]->type != REDIS_REPLY_ARRAY) {
+                rc = dlock__err(DLOCK_EPROTO, "SCAN: unexpected reply%s%s", r->type == REDIS_REPLY_ERROR ? ": " : "",
+                                r->type == REDIS_REPLY_ERROR ? r->str : "");
+                dlock__reply_free(r);
                 break;
             }
-            if (fnmatch(pattern, key, 0) != 0) {
-                dlock__free(key);
-                continue;
-            }
-            if (n == cap) {
-                size_t nc = cap ? cap * 2 : 64;
-                found *nl = dlock__realloc(list, nc * sizeof *nl);
-                if (!nl) {
-                    dlock__free(key);
+            snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+            for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++) {
+                dlock__reply *e = r->element[1]->element[i];
+                char *key;
+                int kind, d;
+                if (e->type != REDIS_REPLY_STRING || (d = decode(c, e->str, e->len, &key, &kind)) == 0)
+                    continue;
+                if (d < 0) {
                     rc = dlock__err(DLOCK_ENOMEM, "out of memory");
                     break;
                 }
-                list = nl;
-                cap = nc;
+                if (fnmatch(pattern, key, 0) != 0) {
+                    dlock__free(key);
+                    continue;
+                }
+                if (n == cap) {
+                    size_t nc = cap ? cap * 2 : 64;
+                    found *nl = dlock__realloc(list, nc * sizeof *nl);
+                    if (!nl) {
+                        dlock__free(key);
+                        rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+                        break;
+                    }
+                    list = nl;
+                    cap = nc;
+                }
+                list[n++] = (found){key, kind};
             }
-            list[n++] = (found){key, kind};
-        }
-        dlock__reply_free(r);
-    } while (rc == 0 && strcmp(cursor, "0") != 0);
+            dlock__reply_free(r);
+        } while (rc == 0 && strcmp(cursor, "0") != 0);
+    }
     dlock__client_leave(c);
 
     if (rc == 0 && n > 0)

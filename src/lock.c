@@ -292,7 +292,7 @@ static int attempt(dlock_lock *l, int mode, int64_t *wait_hint_ms)
     char what[DLOCK_KEY_MAX + 16];
     snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
     int won = granted >= c->quorum && dlock__now_ns() < dlock__validity_end(start, l->ttl_ms);
-    if (won && c->nnodes > 1) {
+    if (won && c->voters > 1) {
         /* write the lock's tokens back, so every later majority (which
          * shares a node with this one) hands out larger ones */
         dlock__call floor_calls[DLOCK_MULTI_MAX];
@@ -320,7 +320,7 @@ static int attempt(dlock_lock *l, int mode, int64_t *wait_hint_ms)
         l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
         rc = 0;
     } else {
-        if (granted > 0 && c->nnodes > 1) {
+        if (granted > 0 && c->voters > 1) {
             /* a minority (or a too slow majority): give those back at once */
             char msg[512];
             snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
@@ -365,7 +365,7 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
     dlock_client *c = l->client;
     int mode = l->fair ? DLOCK__MODE_WAIT : DLOCK__MODE_UNFAIR;
     dlock__waiter small[8], *ws = small;
-    size_t nw = l->nparts * (size_t)c->nnodes;
+    size_t nw = l->nparts * (size_t)c->voters; /* Redlock: every node's channel */
     if (nw > 8 && !(ws = dlock__calloc(nw, sizeof *ws))) {
         int rc = dlock__err(DLOCK_ENOMEM, "out of memory");
         abandon(l);
@@ -383,8 +383,8 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
     size_t joined = 0;
     int chan = l->kind == DLOCK__KIND_SEM ? DLOCK__N_SCHAN : DLOCK__N_CHAN;
     for (; joined < nw; joined++) {
-        ws[joined] = (dlock__waiter){.node = (int)(joined % (size_t)c->nnodes),
-                                     .channel = l->parts[joined / (size_t)c->nnodes].names[chan],
+        ws[joined] = (dlock__waiter){.node = (int)(joined % (size_t)c->voters),
+                                     .channel = l->parts[joined / (size_t)c->voters].names[chan],
                                      .token = l->token, .efd = efd};
         int jrc = dlock__listener_join(c, &ws[joined], c->command_timeout_ms);
         if (jrc == DLOCK_ETIMEDOUT) {
@@ -613,6 +613,24 @@ int dlock_acquire_all(dlock_lock **out, dlock_client *client, const char *const 
             j++;
         if (j == m)
             uniq[m++] = keys[i];
+    }
+    if (client->backend == DLOCK__BACKEND_CLUSTER) {
+        /* one script must see every key: they must share a slot */
+        char *a = NULL, *b = NULL;
+        for (size_t i = 1; rc == 0 && i < m; i++) {
+            rc = dlock__key_name(&a, client, uniq[0], "lock");
+            if (rc == 0)
+                rc = dlock__key_name(&b, client, uniq[i], "lock");
+            if (rc == 0 && dlock__key_slot(a) != dlock__key_slot(b))
+                rc = dlock__err(DLOCK_EINVAL, "on Redis Cluster the keys of a multi-lock must share a slot: "
+                                              "'%s' and '%s' do not (give them a common {hash tag})",
+                                uniq[0], uniq[i]);
+            dlock__free(a);
+            dlock__free(b);
+            a = b = NULL;
+        }
+        if (rc)
+            return rc;
     }
     return acquire(out, client, m == 1 ? DLOCK__KIND_MUTEX : DLOCK__KIND_MULTI, uniq, m, 0, 0, &o);
 }

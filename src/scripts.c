@@ -423,8 +423,13 @@ static int append_call(dlock__conn *c, const dlock__call *call, int use_sha)
 
 int dlock__scripts_append(dlock__conn *c, const dlock__call *call)
 {
+    return dlock__scripts_append_mode(c, call, 1);
+}
+
+int dlock__scripts_append_mode(dlock__conn *c, const dlock__call *call, int use_sha)
+{
     pthread_once(&sha_once, compute_shas);
-    return append_call(c, call, 1);
+    return append_call(c, call, use_sha);
 }
 
 int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies,

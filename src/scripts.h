@@ -94,5 +94,7 @@ int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__r
 /* Queue one call as EVALSHA on c (for callers that send and read
  * themselves, e.g. the parallel fan-out). 0 or DLOCK_ENOMEM. */
 int dlock__scripts_append(dlock__conn *c, const dlock__call *call);
+/* The same as EVALSHA (use_sha) or EVAL. */
+int dlock__scripts_append_mode(dlock__conn *c, const dlock__call *call, int use_sha);
 
 #endif
