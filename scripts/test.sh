@@ -20,7 +20,7 @@
 #   DLOCK_BUDGET_WERROR=240 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
 #   DLOCK_PHASES="werror asan tsan fuzz"   which phases to run
-#   DLOCK_TSAN_TESTS='mutex|cancel|watchdog|wait|patterns|redlock'   ctest -R regex for TSan
+#   DLOCK_TSAN_TESTS='mutex|cancel|watchdog|wait|patterns|redlock|cluster'   ctest -R regex for TSan
 #   DLOCK_FUZZ_SECONDS=25   per fuzz target
 
 export DLOCK_WANT_FUZZ=1
@@ -33,7 +33,7 @@ BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-120}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
 PHASES=${DLOCK_PHASES:-werror asan tsan fuzz}
-TSAN_TESTS=${DLOCK_TSAN_TESTS:-mutex|cancel|watchdog|wait|patterns|redlock}
+TSAN_TESTS=${DLOCK_TSAN_TESTS:-mutex|cancel|watchdog|wait|patterns|redlock|cluster}
 FUZZ_SECONDS=${DLOCK_FUZZ_SECONDS:-25}
 
 TOTAL_PASSED=0

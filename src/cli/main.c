@@ -82,6 +82,7 @@ static void usage(FILE *out)
           "                             rediss://host[:port][/db][?cacert=F&cert=F&key=F&sni=NAME]  (TLS)\n"
           "                             unix:///path/to/redis.sock[?db=N]\n"
           "                             redis-sentinel://h1:p1,h2:p2/MASTER[?db=N]\n"
+          "                             redis-cluster://h1:p1[,h2:p2...]  (seed nodes)\n"
           "                           repeat -u, or separate URLs by commas, for Redlock\n"
           "                           over independent masters (a majority must agree)\n"
           "                           (default: $DLOCK_URL, else " DEFAULT_URL ")\n"
