@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "dlock.h"
 #include "scripts.h"
 
@@ -126,9 +127,10 @@ static double floor_pairs(int n)
     return n / dt;
 }
 
-static double dlock_pairs(int n)
+static double dlock_pairs_metrics(int n, int metrics_on)
 {
     dlock_client *c = dconnect();
+    c->metrics.off = !metrics_on;
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
         dlock_lock *l;
@@ -141,6 +143,11 @@ static double dlock_pairs(int n)
     double dt = now_s() - t0;
     dlock_client_close(c);
     return n / dt;
+}
+
+static double dlock_pairs(int n)
+{
+    return dlock_pairs_metrics(n, 1);
 }
 
 static double ping_rtt_median(int n)
@@ -443,6 +450,20 @@ int main(int argc, char **argv)
     printf("  floor (hiredis, same scripts) median %8.0f pairs/s\n  dlock                         median %8.0f pairs/s\n"
            "  ratio dlock/floor per round: median %.3f (min %.3f, max %.3f)\n",
            fr[3], dr[3], rr[3], rr[0], rr[6]);
+
+    printf("1b. metrics overhead: acquire+release pairs/s with metrics on and off, 7 alternating rounds\n");
+    double on[7], off[7], mr[7];
+    for (int i = 0; i < 7; i++) {
+        on[i] = dlock_pairs_metrics(pairs / 7, 1);
+        off[i] = dlock_pairs_metrics(pairs / 7, 0);
+        mr[i] = on[i] / off[i];
+    }
+    qsort(on, 7, sizeof on[0], cmp_double);
+    qsort(off, 7, sizeof off[0], cmp_double);
+    qsort(mr, 7, sizeof mr[0], cmp_double);
+    printf("  metrics on  median %8.0f pairs/s\n  metrics off median %8.0f pairs/s\n"
+           "  ratio on/off per round: median %.3f (min %.3f, max %.3f)\n",
+           on[3], off[3], mr[3], mr[0], mr[6]);
 
     printf("2. contended: 8 processes, 1 key, GET+SET counter, %.0f s each\n", secs);
     contended("dlock (fair, default)", KIND_FAIR, 8, secs);

@@ -80,6 +80,8 @@ static void count_acquire(dlock__class *k, int rc, int64_t wait_ns)
 
 void dlock__metrics_acquire(dlock__metrics *m, const char *key, int rc, int64_t wait_ns)
 {
+    if (m->off)
+        return;
     count_acquire(&m->total, rc, wait_ns);
     dlock__class *k = class_of(m, key);
     if (k)
@@ -88,6 +90,8 @@ void dlock__metrics_acquire(dlock__metrics *m, const char *key, int rc, int64_t 
 
 void dlock__metrics_release(dlock__metrics *m, const char *key, int rc, int64_t hold_ns)
 {
+    if (m->off)
+        return;
     atomic_uint_fast64_t *ctr = rc == 0 ? &m->released
                                 : rc == DLOCK_ENOTHELD ? &m->release_not_held
                                                        : &m->release_errors;

@@ -32,6 +32,7 @@ typedef struct dlock__class {
 
 typedef struct dlock__metrics {
     int by_prefix;
+    int off; /* benchmark hook: record nothing (to measure the cost) */
     dlock__class total;
     dlock__class classes[DLOCK__CLASSES];
     dlock__class other; /* prefixes beyond the table */
