@@ -126,15 +126,24 @@ typedef struct dlock_client_opts {
 #define DLOCK_CLIENT_OPTS_INIT \
     { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0 }
 
-/* Open a client for the Redis server named by `url`:
+/* Open a client for the Redis deployment named by `url`:
  *   redis://[user:pass@]host[:port][/db]     (IPv6: redis://[::1]:6379)
+ *   rediss://[user:pass@]host[:port][/db][?cacert=F&cert=F&key=F&sni=NAME]
+ *                                            TLS; the server certificate and
+ *                                            name are always verified
  *   unix:///path/to/redis.sock[?db=N]
+ *   URL,URL,...                              Redlock over independent masters
+ *                                            (a comma followed by a scheme
+ *                                            starts the next URL); quorum N/2+1
+ *   redis-sentinel://[user:pass@]h1:p1[,h2:p2...]/MASTER[?db=N]
+ *   redis-cluster://[user:pass@]h1:p1[,h2:p2...]   (seed nodes)
  * The URL may carry a password; opts->password overrides it. The client
  * connects once to check the URL, the credentials and the database, so a
  * wrong host, port or password fails here: DLOCK_ECONN (unreachable or
- * timed out), DLOCK_EAUTH (wrong credentials), DLOCK_EINVAL (bad URL or
- * option), DLOCK_ENOMEM. Broken connections are re-established on demand
- * later. *out is the new client, or NULL on failure. */
+ * timed out), DLOCK_EAUTH (wrong credentials), DLOCK_EQUORUM (Redlock: fewer
+ * than a majority reachable; the message names each failure), DLOCK_EINVAL
+ * (bad URL or option), DLOCK_ENOMEM. Broken connections are re-established
+ * on demand later. *out is the new client, or NULL on failure. */
 DLOCK_API int dlock_client_open(dlock_client **out, const char *url,
                                 const dlock_client_opts *opts);
 

@@ -409,8 +409,12 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
             dlock__client_conn_put(c, i, conn);
             continue;
         }
-        if (!first_err[0] || crc == DLOCK_EAUTH)
+        if (crc == DLOCK_EAUTH || c->voters == 1) {
             snprintf(first_err, sizeof first_err, "%s", dlock_last_errmsg());
+        } else { /* Redlock: name every server that failed */
+            size_t len = strlen(first_err);
+            snprintf(first_err + len, sizeof first_err - len, "%s%s", len ? "; " : "", dlock_last_errmsg());
+        }
         if (crc == DLOCK_EAUTH || crc == DLOCK_EINVAL || crc == DLOCK_ENOMEM)
             auth_rc = crc;
         if (c->voters == 1)
@@ -575,23 +579,59 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
     }
     const char *keys[2] = {lock_key, queue_key};
     dlock__call call = {&dlock__script_inspect, 2, 0, keys, NULL};
-    dlock__reply *r = NULL;
-    rc = dlock__client_run(c, &call, 1, &r);
-    if (rc == 0) {
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-            r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER)
-            rc = dlock__err(DLOCK_EPROTO, "inspect: unexpected reply%s%s",
-                            r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
-        else if (r->element[0]->type == REDIS_REPLY_STRING) {
-            rc = dlock__parse_lock_value(out, r->element[0]->str, r->element[0]->len);
-            out->held = rc == 0;
-            out->ttl_ms = r->element[1]->integer;
-            out->waiters = r->element[2]->integer;
-        } else {
-            out->waiters = r->element[2]->integer;
+    dlock__fanout f;
+    rc = dlock__fanout_run(c, &call, 1, 0, &f);
+    /* Each server's view; with Redlock the lock is held only if a majority
+     * holds the same token, and its fencing token is the largest of theirs
+     * (the one the holder got). */
+    dlock_info views[DLOCK__NODES_MAX];
+    char tokens[DLOCK__NODES_MAX][DLOCK__TOKEN_LEN];
+    int held[DLOCK__NODES_MAX] = {0}, answered = 0;
+    for (int i = 0; rc == 0 && i < f.nnodes; i++) {
+        if (f.rc[i])
+            continue;
+        dlock__reply *r = f.replies[i][0];
+        memset(&views[i], 0, sizeof views[i]);
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[1]->type != REDIS_REPLY_INTEGER ||
+            r->element[2]->type != REDIS_REPLY_INTEGER) {
+            rc = dlock__err(DLOCK_EPROTO, "inspect: unexpected reply%s%s", r->type == REDIS_REPLY_ERROR ? ": " : "",
+                            r->type == REDIS_REPLY_ERROR ? r->str : "");
+            break;
+        }
+        answered++;
+        views[i].waiters = r->element[2]->integer;
+        if (r->element[0]->type == REDIS_REPLY_STRING &&
+            dlock__parse_lock_value(&views[i], r->element[0]->str, r->element[0]->len) == 0) {
+            held[i] = 1;
+            views[i].ttl_ms = r->element[1]->integer;
+            memcpy(tokens[i], r->element[0]->str, DLOCK__TOKEN_LEN);
+        }
+        if (views[i].waiters > out->waiters)
+            out->waiters = views[i].waiters;
+    }
+    if (rc == 0 && answered == 0)
+        rc = dlock__fanout_error(&f, "inspect");
+    for (int i = 0; rc == 0 && i < f.nnodes && !out->held; i++) {
+        if (!held[i])
+            continue;
+        int same = 0;
+        dlock_info best = views[i];
+        for (int k = 0; k < f.nnodes; k++)
+            if (held[k] && memcmp(tokens[k], tokens[i], DLOCK__TOKEN_LEN) == 0) {
+                same++;
+                if (views[k].fencing_token > best.fencing_token)
+                    best.fencing_token = views[k].fencing_token;
+                if (views[k].ttl_ms < best.ttl_ms)
+                    best.ttl_ms = views[k].ttl_ms;
+            }
+        if (same >= c->quorum) {
+            int64_t waiters = out->waiters;
+            *out = best;
+            out->held = 1;
+            out->waiters = waiters;
         }
     }
-    dlock__reply_free(r);
+    dlock__fanout_free(&f);
     dlock__free(lock_key);
     dlock__free(queue_key);
     dlock__client_leave(c);

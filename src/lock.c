@@ -845,15 +845,18 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
         return rc;
     }
     int64_t deadline = wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : dlock__now_ns() + wait_ms * 1000000;
-    dlock__waiter w = {.node = 0, .channel = chan, .token = "", .efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
-    if (w.efd < 0)
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    dlock__waiter ws[DLOCK__NODES_MAX];
+    int joined = 0, subscribed = 1;
+    if (efd < 0)
         rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
-    int joined = 0, subscribed = 0;
-    if (rc == 0) {
-        int jrc = dlock__listener_join(c, &w, c->command_timeout_ms);
-        joined = jrc == 0 || jrc == DLOCK_ETIMEDOUT;
-        subscribed = jrc == 0;
-        if (!joined)
+    /* subscribed on every server (Redlock: any may carry the news) */
+    for (; rc == 0 && joined < c->voters; joined++) {
+        ws[joined] = (dlock__waiter){.node = joined, .channel = chan, .token = "", .efd = efd};
+        int jrc = dlock__listener_join(c, &ws[joined], c->command_timeout_ms);
+        if (jrc == DLOCK_ETIMEDOUT)
+            subscribed = 0;
+        else if (jrc)
             rc = jrc;
     }
     /* subscribed first, so no change between a look and the wait is missed */
@@ -873,7 +876,7 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
         if (!subscribed)
             t = min64(t, UNCONFIRMED_RECHECK_MS);
         int64_t until = min64(deadline, now + t * 1000000);
-        struct pollfd p[3] = {{.fd = w.efd, .events = POLLIN},
+        struct pollfd p[3] = {{.fd = efd, .events = POLLIN},
                               {.fd = c->wake_pipe[0], .events = POLLIN},
                               {.fd = cancel ? cancel->fd : -1, .events = POLLIN}};
         poll(p, 3, (int)min64((until - now + 999999) / 1000000, 60000));
@@ -882,15 +885,19 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
         else if ((p[2].revents & POLLIN) || (cancel && atomic_load(&cancel->triggered)))
             rc = dlock__err(DLOCK_ECANCELED, "the wait was cancelled");
         else if (p[0].revents & POLLIN) {
-            int confirmed;
-            dlock__listener_take(c, &w, &confirmed);
-            subscribed = confirmed;
+            int all = 1;
+            for (int i = 0; i < joined; i++) {
+                int confirmed;
+                dlock__listener_take(c, &ws[i], &confirmed);
+                all = all && confirmed;
+            }
+            subscribed = all;
         }
     }
-    if (joined)
-        dlock__listener_leave(c, &w);
-    if (w.efd >= 0)
-        close(w.efd);
+    for (int i = 0; i < joined; i++)
+        dlock__listener_leave(c, &ws[i]);
+    if (efd >= 0)
+        close(efd);
     dlock__free(chan);
     dlock__client_leave(c);
     return rc;

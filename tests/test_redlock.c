@@ -194,6 +194,39 @@ static void test_redlock_fencing(void **state)
     dlock_client_close(c);
 }
 
+/* Leadership on Redlock: dlock_leader reports the majority's holder with
+ * the holder's own (largest) token, also with the first server down, and
+ * a watcher sees the resignation. */
+static void test_redlock_leader(void **state)
+{
+    (void)state;
+    all_up();
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = "rl-leader";
+    co.connect_timeout_ms = 500;
+    co.command_timeout_ms = 500;
+    dlock_client *c = NULL, *w = rl_client();
+    dh_assert_rc(dlock_client_open(&c, urls, &co), 0);
+    dlock_lock *l;
+    dh_assert_rc(dlock_campaign(&l, c, "rl:lead", NULL), 0);
+    dlock_info info;
+    dh_assert_rc(dlock_leader(&info, w, "rl:lead"), 0);
+    assert_int_equal(info.held, 1);
+    assert_string_equal(info.owner, "rl-leader");
+    assert_int_equal(info.fencing_token, dlock_lock_fencing_token(l));
+    assert_int_equal(dh_redis_kill9(srv[0]), 0);
+    dh_assert_rc(dlock_leader(&info, w, "rl:lead"), 0);
+    assert_int_equal(info.held, 1);
+    assert_int_equal(info.fencing_token, dlock_lock_fencing_token(l));
+    uint64_t term = info.fencing_token;
+    dh_assert_rc(dlock_resign(l), 0);
+    dh_assert_rc(dlock_leader_wait(&info, w, "rl:lead", term, 5000, NULL), 0);
+    assert_int_equal(info.held, 0);
+    dlock_client_close(c);
+    dlock_client_close(w);
+    all_up();
+}
+
 /* ------------------------------------------------------------- Sentinel */
 
 static int free_port(void)
@@ -362,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_redlock_minority_and_majority_down),
         cmocka_unit_test(test_redlock_restart_empty),
         cmocka_unit_test(test_redlock_fencing),
+        cmocka_unit_test(test_redlock_leader),
         cmocka_unit_test(test_sentinel_failover),
         cmocka_unit_test(test_bad_urls),
     };

@@ -107,7 +107,7 @@ static void usage(FILE *out)
           "           ended it)\n"
           "  3        leader: there is no leader\n"
           "  64       usage error or invalid argument\n"
-          "  69       Redis unreachable or authentication failed\n"
+          "  69       Redis unreachable, Redlock quorum not reached, or authentication failed\n"
           "  70       internal error or unexpected reply from Redis\n"
           "  75       run/elect: lock not acquired (busy with --no-wait, or --wait ran out)\n"
           "  79       run/elect: the lock was lost while CMD ran (CMD got SIGTERM/SIGKILL)\n"
