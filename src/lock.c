@@ -470,6 +470,130 @@ static int wait_for(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, i
     return rc;
 }
 
+/* The time left until `until` as BLPOP's timeout (seconds, ms precision,
+ * at least 10 ms). */
+static void blpop_timeout(char *buf, size_t n, int64_t until, int64_t now)
+{
+    int64_t ms = (until - now) / 1000000;
+    if (ms < 10)
+        ms = 10;
+    snprintf(buf, n, "%lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
+}
+
+/* Fair waiting on one server (or the Sentinel master): the waiter blocks in
+ * BLPOP on its own signal list (<queue key><token>), into which a release
+ * that hands it the lock pushes an element. The wake-up goes straight from
+ * the server to this thread's socket (no listener thread in between), and
+ * the list keeps a signal that arrives before the BLPOP does, so nothing is
+ * missed between a failed attempt and the wait. Each BLPOP times out at the
+ * next timer (the holder's TTL, the queue-entry refresh, the deadline).
+ * Returns as wait_for(). */
+static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline, int64_t hint)
+{
+    dlock_client *c = l->client;
+    const char *queue = l->parts[0].names[l->kind == DLOCK__KIND_SEM ? 3 : 4];
+    size_t qlen = strlen(queue);
+    char *sig = dlock__malloc(qlen + DLOCK__TOKEN_LEN + 1);
+    if (!sig) {
+        int rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+        abandon(l);
+        return rc;
+    }
+    memcpy(sig, queue, qlen);
+    memcpy(sig + qlen, l->token, DLOCK__TOKEN_LEN + 1);
+    dlock__conn *conn = NULL;
+    int rc = 0, blocked = 0, must_try = 1;
+    int64_t timer = INT64_MAX, reply_by = INT64_MAX;
+    while (rc == 0) {
+        int64_t now = dlock__now_ns();
+        if (must_try) {
+            must_try = 0;
+            rc = attempt(l, DLOCK__MODE_WAIT, &hint);
+            if (rc != DLOCK_EBUSY)
+                break;
+            rc = 0;
+            now = dlock__now_ns();
+            int64_t t = REFRESH_MS;
+            if (hint > 0)
+                t = min64(t, hint + 1);
+            timer = now + t * 1000000;
+        }
+        if (!blocked && now >= deadline) {
+            /* one last look, leaving the queue if still busy */
+            rc = attempt(l, DLOCK__MODE_ONCE, &hint);
+            if (rc == DLOCK_EBUSY)
+                rc = dlock__err(DLOCK_ETIMEDOUT, "%s: still held by someone else after %lld ms",
+                                l->parts[0].key, (long long)o->wait_ms);
+            break;
+        }
+        if (!blocked) {
+            int reused;
+            if (!conn && (rc = dlock__client_conn_get(c, 0, &conn, &reused, c->connect_timeout_ms)) != 0)
+                break;
+            char secs[32];
+            int64_t until = min64(timer, deadline);
+            blpop_timeout(secs, sizeof secs, until, now);
+            const char *argv[3] = {"BLPOP", sig, secs};
+            rc = dlock__conn_append(conn, 3, argv, NULL);
+            if (rc == 0)
+                rc = dlock__conn_send(conn, c->command_timeout_ms);
+            if (rc)
+                break;
+            blocked = 1;
+            /* the server answers by then (nil at its timeout) */
+            reply_by = until + (int64_t)c->command_timeout_ms * 1000000;
+        }
+        struct pollfd p[3] = {{.fd = dlock__conn_poll_fd(conn), .events = POLLIN},
+                              {.fd = c->wake_pipe[0], .events = POLLIN},
+                              {.fd = o->cancel ? o->cancel->fd : -1, .events = POLLIN}};
+        dlock__reply *r = NULL;
+        rc = dlock__conn_read(conn, &r, 0); /* a reply may already be buffered */
+        if (rc)
+            break;
+        if (!r) {
+            int64_t ms = (reply_by - now + 999999) / 1000000;
+            int n = poll(p, 3, (int)min64(ms > 0 ? ms : 0, 60000));
+            if (n < 0 && errno != EINTR) {
+                rc = dlock__err(DLOCK_ENOMEM, "poll: %s", strerror(errno));
+                break;
+            }
+            if (p[1].revents & POLLIN) {
+                rc = dlock__err(DLOCK_ECLOSED, "the client was closed while waiting for %s", l->parts[0].key);
+                break;
+            }
+            if ((p[2].revents & POLLIN) || (o->cancel && atomic_load(&o->cancel->triggered))) {
+                rc = dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", l->parts[0].key);
+                break;
+            }
+            if (dlock__now_ns() >= reply_by) {
+                rc = dlock__err(DLOCK_ECONN, "%s: no answer to BLPOP", dlock__conn_desc(conn));
+                break;
+            }
+            if ((rc = dlock__conn_read(conn, &r, 0)) != 0)
+                break;
+            if (!r)
+                continue;
+        }
+        /* the BLPOP came back: signalled, or timed out at our next timer */
+        dlock__conn_count_round_trip(conn);
+        blocked = 0;
+        if (r->type == REDIS_REPLY_ERROR)
+            rc = dlock__err(DLOCK_EPROTO, "BLPOP: %s", r->str);
+        dlock__reply_free(r);
+        must_try = 1;
+    }
+    if (conn) {
+        if (blocked || rc == DLOCK_ECONN || rc == DLOCK_EPROTO)
+            dlock__conn_close(conn); /* a BLPOP may still be pending on it */
+        else
+            dlock__client_conn_put(c, 0, conn);
+    }
+    if (rc && rc != DLOCK_ETIMEDOUT && atomic_load(&l->state) != DLOCK__HELD)
+        abandon(l);
+    dlock__free(sig);
+    return rc;
+}
+
 /* Acquire a new handle of `kind` on keys[0..n) with validated options. */
 static int acquire(dlock_lock **out, dlock_client *c, int kind, const char *const *keys, size_t n,
                    int limit, int announce, const dlock_lock_opts *o)
@@ -498,7 +622,9 @@ static int acquire(dlock_lock **out, dlock_client *c, int kind, const char *cons
     if (rc == DLOCK_EBUSY && o->wait_ms == 0) {
         rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", keys[0]);
     } else if (rc == DLOCK_EBUSY) {
-        rc = wait_for(l, o, deadline, hint);
+        rc = l->fair && c->voters == 1 && c->backend != DLOCK__BACKEND_CLUSTER && kind != DLOCK__KIND_MULTI
+                 ? wait_signal(l, o, deadline, hint)
+                 : wait_for(l, o, deadline, hint);
     }
     if (rc == 0 && (rc = dlock__watchdog_add(c, l)) != 0)
         abandon(l); /* held but cannot be kept: give it back */

@@ -70,6 +70,12 @@
     "  redis.call('SET', fk, fs, 'PX', 86400000)\n"                              \
     "  return fs\n"                                                              \
     "end\n"                                                                      \
+    /* wake one waiter directly: a list named <queue key><token> that the  */ \
+    /* waiter BLPOPs (it outlives a waiter that is not blocked right now)  */ \
+    "local function signal(q, tok)\n"                                           \
+    "  redis.call('RPUSH', q .. tok, '1')\n"                                    \
+    "  redis.call('PEXPIRE', q .. tok, 10000)\n"                                \
+    "end\n"                                                                      \
     /* keep a member set alive at least `ms` more */                             \
     "local function keep(k, ms)\n"                                               \
     "  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, fmt(ms)) end\n" \
@@ -107,6 +113,7 @@
     "    local fs = next_fence(K[4], now_us)\n"                                  \
     "    redis.call('SET', K[1], h .. ':' .. fs .. ':' .. owner, 'PX', fmt(math.min(ttl, cap)))\n" \
     "    dequeue(K[5], K[6], h)\n"                                               \
+    "    signal(K[5], h)\n"                                                      \
     "    redis.call('PUBLISH', K[7], h)\n"                                       \
     "    return\n"                                                               \
     "  end\n"                                                                    \
@@ -114,6 +121,7 @@
     "    local fs = next_fence(K[4], now_us)\n"                                  \
     "    add_member(K[2], K[3], h, now_ms, math.min(ttl, cap), fs .. ':' .. owner)\n" \
     "    dequeue(K[5], K[6], h)\n"                                               \
+    "    signal(K[5], h)\n"                                                      \
     "    redis.call('PUBLISH', K[7], h)\n"                                       \
     "    h, ttl, kind, owner = head(K[5], K[6], now_ms)\n"                       \
     "  end\n"                                                                    \
@@ -213,6 +221,7 @@ dlock__script dlock__script_read_acquire = {
     "    local h, ttl, kind, owner = head(K[4], K[5], now_ms)\n"                 \
     "    if not h or n >= tonumber(kind) then break end\n"                       \
     "    grant(K, h, now_us, now_ms, math.min(ttl, cap), tonumber(kind), owner)\n" \
+    "    signal(K[4], h)\n"                                                      \
     "    redis.call('PUBLISH', K[6], h)\n"                                       \
     "    n = n + 1\n"                                                            \
     "    any = true\n"                                                           \

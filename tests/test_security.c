@@ -15,8 +15,8 @@ static dh_redis *srv;
 /* The ACL rule documented in the README. */
 #define DLOCK_ACL                                                                      \
     "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "     \
-    "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan "                \
-    "+get +set +del +pexpire +pttl +time +publish "                                    \
+    "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "         \
+    "+get +set +del +pexpire +pttl +time +publish +rpush "                             \
     "+zadd +zrem +zrange +zrangebyscore +zcard +zcount +zscore +hset +hget +hdel +hvals"
 
 static int group_setup(void **state)
