@@ -149,8 +149,10 @@ DLOCK_API int dlock_client_open(dlock_client **out, const char *url,
 
 /* Release every lock still held through this client (stopping their
  * renewal), wake threads blocked in an acquire on it (they return
- * DLOCK_ECLOSED), then free the client. Call it after other threads are done
- * with their lock handles, except those blocked waiting. NULL is a no-op. */
+ * DLOCK_ECLOSED), then free the client. The handles of locks still held are
+ * freed too: do not use them (not even dlock_release) afterwards. Call it
+ * after other threads are done with their lock handles, except those blocked
+ * waiting. NULL is a no-op. */
 DLOCK_API void dlock_client_close(dlock_client *client);
 
 /* ------------------------------------------------------------ cancelation */

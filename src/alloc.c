@@ -13,17 +13,16 @@
 static atomic_long fail_after = -1; /* < 0: never fail */
 static atomic_long alloc_count = 0;
 
-/* One allocation attempt is about to happen: 1 if it must fail. */
+/* One allocation attempt is about to happen: 1 if it must fail. Exactly
+ * one allocation fails (the countdown's), so the paths that recover from a
+ * failure and go on are exercised too. */
 static int should_fail(void)
 {
     atomic_fetch_add_explicit(&alloc_count, 1, memory_order_relaxed);
     long left = atomic_load_explicit(&fail_after, memory_order_relaxed);
     if (left < 0)
         return 0;
-    if (left == 0)
-        return 1;
-    atomic_fetch_sub_explicit(&fail_after, 1, memory_order_relaxed);
-    return 0;
+    return atomic_fetch_sub_explicit(&fail_after, 1, memory_order_relaxed) == 0;
 }
 
 long dlock__alloc_fail_after(long n)

@@ -17,9 +17,10 @@ void dlock__free(void *p);
 char *dlock__strdup(const char *s);
 char *dlock__strndup(const char *s, size_t n);
 
-/* Test hook: after `n` more successful allocations, every allocation fails
- * (n < 0 turns failure injection off). Returns how many allocations were made
- * since the last call (for enumerating failure points). Process-wide. */
+/* Test hook: after `n` more successful allocations, the next one fails
+ * (only that one; n < 0 turns failure injection off). Returns how many
+ * allocations were made since the last call (for enumerating failure
+ * points). Process-wide. */
 long dlock__alloc_fail_after(long n);
 
 #endif

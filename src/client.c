@@ -217,15 +217,19 @@ static int split_urls(const char *list, int (*fn)(dlock_client *, const char *, 
 static int parse_sentinel(dlock_client *c, const char *url)
 {
     const char *p = url + strlen("redis-sentinel://");
-    const char *slash = strchr(p, '/');
-    if (!slash || !slash[1])
-        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-sentinel:// needs /mastername after the hosts");
-    const char *at = memchr(p, '@', (size_t)(slash - p));
-    char userinfo[300] = "";
+    /* the user info ends at the last '@' (a password may hold '/') */
+    const char *at = strrchr(p, '@');
+    char userinfo[1024] = "";
     if (at) {
+        if ((size_t)(at - p) + 2 > sizeof userinfo)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes",
+                              sizeof userinfo - 2);
         snprintf(userinfo, sizeof userinfo, "%.*s@", (int)(at - p), p);
         p = at + 1;
     }
+    const char *slash = strchr(p, '/');
+    if (!slash || !slash[1])
+        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-sentinel:// needs /mastername after the hosts");
     const char *q = strchr(slash, '?');
     size_t mlen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
     if (mlen == 0 || mlen > 200)
@@ -249,6 +253,8 @@ static int parse_sentinel(dlock_client *c, const char *url)
         if (c->nsentinels == DLOCK__NODES_MAX)
             return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d sentinels", DLOCK__NODES_MAX);
         char one[300];
+        if ((size_t)(e - h) + 9 > sizeof one)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: sentinel host %d is too long", c->nsentinels + 1);
         snprintf(one, sizeof one, "redis://%.*s", (int)(e - h), h);
         dlock__endpoint *s = dlock__realloc(c->sentinels, (size_t)(c->nsentinels + 1) * sizeof *s);
         if (!s)
@@ -264,7 +270,7 @@ static int parse_sentinel(dlock_client *c, const char *url)
         return dlock__err(DLOCK_EINVAL, "invalid URL: no sentinel hosts");
     /* node 0: the master, address filled in by the first look-up; the
      * credentials and database of the URL apply to it */
-    char master_url[400];
+    char master_url[1100];
     snprintf(master_url, sizeof master_url, "redis://%s0.0.0.0/%d", userinfo, db);
     c->nodes = dlock__calloc(1, sizeof *c->nodes);
     if (!c->nodes)
@@ -279,14 +285,17 @@ static int parse_sentinel(dlock_client *c, const char *url)
 static int parse_cluster(dlock_client *c, const char *url)
 {
     const char *p = url + strlen("redis-cluster://");
-    if (strpbrk(p, "/?"))
-        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-cluster:// takes only hosts (a cluster has one database)");
     const char *at = strrchr(p, '@');
-    char userinfo[300] = "";
+    char userinfo[1024] = "";
     if (at) {
+        if ((size_t)(at - p) + 2 > sizeof userinfo)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes",
+                              sizeof userinfo - 2);
         snprintf(userinfo, sizeof userinfo, "%.*s@", (int)(at - p), p);
         p = at + 1;
     }
+    if (strpbrk(p, "/?"))
+        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-cluster:// takes only hosts (a cluster has one database)");
     if (!(c->nodes = dlock__calloc(DLOCK__NODES_MAX, sizeof *c->nodes)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
     while (*p) {
@@ -294,7 +303,9 @@ static int parse_cluster(dlock_client *c, const char *url)
         size_t n = e ? (size_t)(e - p) : strlen(p);
         if (c->nnodes == DLOCK__NODES_MAX)
             return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d cluster nodes", DLOCK__NODES_MAX);
-        char one[400];
+        char one[1400];
+        if (n > 300)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: cluster node %d is too long", c->nnodes + 1);
         snprintf(one, sizeof one, "redis://%s%.*s", userinfo, (int)n, p);
         int rc = dlock__url_parse(&c->nodes[c->nnodes].ep, one);
         if (rc)

@@ -174,6 +174,8 @@ static int run_asking(dlock_client *c, int node, const dlock__call *call, dlock_
         *out = r[1];
         break;
     }
+    if (rc)
+        dlock__conn_mark_broken(conn); /* ASKING may be queued and never sent */
     dlock__client_conn_put(c, node, conn);
     return rc;
 }

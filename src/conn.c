@@ -54,6 +54,11 @@ int dlock__conn_broken(const dlock__conn *c)
     return c->broken;
 }
 
+void dlock__conn_mark_broken(dlock__conn *c)
+{
+    c->broken = 1;
+}
+
 const char *dlock__conn_desc(const dlock__conn *c)
 {
     return c->t->desc;

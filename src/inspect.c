@@ -235,12 +235,18 @@ int dlock_scan(dlock_client *c, const char *pattern,
     }
     match[j++] = '*';
     match[j] = '\0';
-    /* the keyspace of node 0 (for Redlock each node holds every lock); on
-     * a cluster, of every master */
+    /* a cluster: every master's keyspace; Redlock: the first server that
+     * answers (each holds every lock); otherwise the one server */
     pthread_mutex_lock(&c->mu);
-    int nodes = c->backend == DLOCK__BACKEND_CLUSTER ? c->nnodes : 1;
+    int nodes = c->nnodes;
     pthread_mutex_unlock(&c->mu);
-    for (int node = 0; node < nodes && rc == 0; node++) {
+    int redlock = c->backend == DLOCK__BACKEND_REDLOCK;
+    for (int node = 0; node < nodes && (rc == 0 || redlock); node++) {
+        if (redlock && node > 0 && rc == 0)
+            break; /* the previous server answered */
+        rc = 0;
+        if (!redlock && c->backend != DLOCK__BACKEND_CLUSTER && node > 0)
+            break;
         snprintf(cursor, sizeof cursor, "0");
         do {
             dlock__conn *conn;

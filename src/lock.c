@@ -39,6 +39,7 @@
 #define REFRESH_MS (ENTRY_TTL_MS / 3) /* ...and is refreshed this often */
 #define UNCONFIRMED_RECHECK_MS 100    /* re-check interval while not subscribed */
 #define SEM_LIMIT_MAX 100000
+#define DLOCK__TTL_MIN_MS 10
 
 static const char *const mutex_kinds[DLOCK__NAMES] = {"lock",  "readers", "rinfo", "fence",
                                                       "queue", "qinfo",   "chan"};
@@ -61,6 +62,9 @@ static int check_opts(dlock_lock_opts *dst, const dlock_lock_opts *o)
                           "(initialise with DLOCK_LOCK_OPTS_INIT)", o->version);
     if (o->ttl_ms <= 0)
         return dlock__err(DLOCK_EINVAL, "ttl_ms must be > 0 (got %lld)", (long long)o->ttl_ms);
+    if (o->ttl_ms < DLOCK__TTL_MIN_MS)
+        return dlock__err(DLOCK_EINVAL, "ttl_ms must be at least %d ms (got %lld): the clock drift "
+                          "allowance (1%% + 2 ms) would leave no validity", DLOCK__TTL_MIN_MS, (long long)o->ttl_ms);
     if (o->ttl_ms > (int64_t)1 << 40)
         return dlock__err(DLOCK_EINVAL, "ttl_ms is too large (got %lld)", (long long)o->ttl_ms);
     if (o->wait_ms < 0 && o->wait_ms != DLOCK_WAIT_FOREVER)
@@ -320,8 +324,9 @@ static int attempt(dlock_lock *l, int mode, int64_t *wait_hint_ms)
         l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
         rc = 0;
     } else {
-        if (granted > 0 && c->voters > 1) {
-            /* a minority (or a too slow majority): give those back at once */
+        if (granted > 0) {
+            /* a minority, or a grant that came back too late to be valid:
+             * give it back at once */
             char msg[512];
             snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
             release_parts(l);
@@ -502,7 +507,7 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
     memcpy(sig, queue, qlen);
     memcpy(sig + qlen, l->token, DLOCK__TOKEN_LEN + 1);
     dlock__conn *conn = NULL;
-    int rc = 0, blocked = 0, must_try = 1;
+    int rc = 0, blocked = 0, must_try = 1, signal_failed = 0;
     int64_t timer = INT64_MAX, reply_by = INT64_MAX;
     while (rc == 0) {
         int64_t now = dlock__now_ns();
@@ -528,8 +533,10 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
         }
         if (!blocked) {
             int reused;
-            if (!conn && (rc = dlock__client_conn_get(c, 0, &conn, &reused, c->connect_timeout_ms)) != 0)
+            if (!conn && dlock__client_conn_get(c, 0, &conn, &reused, c->connect_timeout_ms) != 0) {
+                signal_failed = 1;
                 break;
+            }
             char secs[32];
             int64_t until = min64(timer, deadline);
             blpop_timeout(secs, sizeof secs, until, now);
@@ -537,8 +544,12 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
             rc = dlock__conn_append(conn, 3, argv, NULL);
             if (rc == 0)
                 rc = dlock__conn_send(conn, c->command_timeout_ms);
-            if (rc)
+            if (rc) {
+                signal_failed = rc != DLOCK_ENOMEM;
+                if (signal_failed)
+                    rc = 0;
                 break;
+            }
             blocked = 1;
             /* the server answers by then (nil at its timeout) */
             reply_by = until + (int64_t)c->command_timeout_ms * 1000000;
@@ -548,8 +559,11 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
                               {.fd = o->cancel ? o->cancel->fd : -1, .events = POLLIN}};
         dlock__reply *r = NULL;
         rc = dlock__conn_read(conn, &r, 0); /* a reply may already be buffered */
-        if (rc)
+        if (rc) {
+            signal_failed = 1;
+            rc = 0;
             break;
+        }
         if (!r) {
             int64_t ms = (reply_by - now + 999999) / 1000000;
             int n = poll(p, 3, (int)min64(ms > 0 ? ms : 0, 60000));
@@ -566,31 +580,46 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
                 break;
             }
             if (dlock__now_ns() >= reply_by) {
-                rc = dlock__err(DLOCK_ECONN, "%s: no answer to BLPOP", dlock__conn_desc(conn));
+                dlock__err(DLOCK_ECONN, "%s: no answer to BLPOP", dlock__conn_desc(conn));
+                signal_failed = 1;
                 break;
             }
-            if ((rc = dlock__conn_read(conn, &r, 0)) != 0)
+            if (dlock__conn_read(conn, &r, 0) != 0) {
+                signal_failed = 1;
                 break;
+            }
             if (!r)
                 continue;
         }
         /* the BLPOP came back: signalled, or timed out at our next timer */
         dlock__conn_count_round_trip(conn);
         blocked = 0;
-        if (r->type == REDIS_REPLY_ERROR)
-            rc = dlock__err(DLOCK_EPROTO, "BLPOP: %s", r->str);
+        if (r->type == REDIS_REPLY_ERROR) {
+            /* e.g. READONLY after a failover, or NOPERM */
+            dlock__err(DLOCK_EPROTO, "BLPOP: %s", r->str);
+            dlock__reply_free(r);
+            signal_failed = 1;
+            break;
+        }
         dlock__reply_free(r);
         must_try = 1;
     }
     if (conn) {
-        if (blocked || rc == DLOCK_ECONN || rc == DLOCK_EPROTO)
+        if (blocked || signal_failed)
             dlock__conn_close(conn); /* a BLPOP may still be pending on it */
         else
             dlock__client_conn_put(c, 0, conn);
     }
+    dlock__free(sig);
+    if (signal_failed) {
+        /* the BLPOP connection failed (dropped, server restarted, master
+         * demoted): keep waiting through pub/sub, which reconnects */
+        dlock__log(c, DLOCK_LOG_INFO, "waiting for %s: %s; waiting through pub/sub instead",
+                   l->parts[0].key, dlock_last_errmsg());
+        return wait_for(l, o, deadline, hint);
+    }
     if (rc && rc != DLOCK_ETIMEDOUT && atomic_load(&l->state) != DLOCK__HELD)
         abandon(l);
-    dlock__free(sig);
     return rc;
 }
 
@@ -817,8 +846,9 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     dlock__err_clear();
     if (!l)
         return dlock__err(DLOCK_EINVAL, "lock is NULL");
-    if (ttl_ms <= 0 || ttl_ms > (int64_t)1 << 40)
-        return dlock__err(DLOCK_EINVAL, "ttl_ms must be > 0 (got %lld)", (long long)ttl_ms);
+    if (ttl_ms < DLOCK__TTL_MIN_MS || ttl_ms > (int64_t)1 << 40)
+        return dlock__err(DLOCK_EINVAL, "ttl_ms must be at least %d ms (got %lld)", DLOCK__TTL_MIN_MS,
+                          (long long)ttl_ms);
     if (!dlock_is_held(l))
         return dlock__err(DLOCK_ENOTHELD, "extend %s: the lock is no longer held", l->parts[0].key);
     dlock_client *c = l->client;
@@ -977,9 +1007,11 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
     if (efd < 0)
         rc = dlock__err(DLOCK_ENOMEM, "eventfd: %s", strerror(errno));
     /* subscribed on every server (Redlock: any may carry the news) */
-    for (; rc == 0 && joined < c->voters; joined++) {
+    while (rc == 0 && joined < c->voters) {
         ws[joined] = (dlock__waiter){.node = joined, .channel = chan, .token = "", .efd = efd};
         int jrc = dlock__listener_join(c, &ws[joined], c->command_timeout_ms);
+        if (jrc == 0 || jrc == DLOCK_ETIMEDOUT)
+            joined++; /* registered (confirmed or not yet) */
         if (jrc == DLOCK_ETIMEDOUT)
             subscribed = 0;
         else if (jrc)

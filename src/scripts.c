@@ -450,8 +450,10 @@ int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__r
         rc = append_call(c, &calls[i], 1);
     if (rc == 0)
         rc = dlock__conn_exchange(c, replies, n, timeout_ms);
-    if (rc)
+    if (rc) {
+        dlock__conn_mark_broken(c);
         return rc;
+    }
     /* Re-send, as EVAL, the calls whose script the server did not know. */
     int missing = 0;
     for (int i = 0; i < n && rc == 0; i++)
@@ -479,5 +481,7 @@ int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__r
         }
     }
     dlock__free(again);
+    if (rc)
+        dlock__conn_mark_broken(c); /* EVALs may be queued and never sent */
     return rc;
 }

@@ -9,8 +9,16 @@
  * sni= (else the host or IP address of the URL). cert=/key= present a
  * client certificate. Data OpenSSL has already decrypted but not handed
  * out is reported by pending(), so nobody waits on the socket for it.
+ *
+ * OpenSSL writes to the socket with write(), which raises SIGPIPE when the
+ * server has gone (plain sockets use send(MSG_NOSIGNAL)). A library must not
+ * kill its host process, so every OpenSSL call runs with SIGPIPE blocked in
+ * the calling thread, and a SIGPIPE it raised is consumed before unblocking.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -30,6 +38,39 @@ typedef struct tls_transport {
     SSL_CTX *ctx;
     SSL *ssl;
 } tls_transport;
+
+typedef struct sigpipe_guard {
+    sigset_t old;
+    int was_pending;
+} sigpipe_guard;
+
+/* Block SIGPIPE in this thread (remembering whether one was pending). */
+static void sigpipe_block(sigpipe_guard *g)
+{
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    sigpending(&pend);
+    g->was_pending = sigismember(&pend, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+/* Consume a SIGPIPE our call raised, then restore the signal mask. */
+static void sigpipe_unblock(sigpipe_guard *g)
+{
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    sigpending(&pend);
+    if (!g->was_pending && sigismember(&pend, SIGPIPE) == 1) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
 
 /* The most recent OpenSSL error as text. */
 static const char *ssl_reason(void)
@@ -70,15 +111,25 @@ static ssize_t io_result(tls_transport *t, int r, int *want, const char *what)
 static ssize_t tls_read(dlock__transport *tr, void *buf, size_t n, int *want)
 {
     tls_transport *t = (tls_transport *)tr;
+    sigpipe_guard g;
+    sigpipe_block(&g);
     errno = 0;
-    return io_result(t, SSL_read(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n), want, "TLS read");
+    int r = SSL_read(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    ssize_t res = io_result(t, r, want, "TLS read");
+    sigpipe_unblock(&g);
+    return res;
 }
 
 static ssize_t tls_write(dlock__transport *tr, const void *buf, size_t n, int *want)
 {
     tls_transport *t = (tls_transport *)tr;
+    sigpipe_guard g;
+    sigpipe_block(&g);
     errno = 0;
-    return io_result(t, SSL_write(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n), want, "TLS write");
+    int r = SSL_write(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    ssize_t res = io_result(t, r, want, "TLS write");
+    sigpipe_unblock(&g);
+    return res;
 }
 
 static int tls_poll_fd(dlock__transport *tr)
@@ -156,10 +207,13 @@ int dlock__tls_wrap(dlock__transport **tr, const dlock__endpoint *ep, int64_t de
     }
     while (rc == 0) {
         ERR_clear_error();
+        sigpipe_guard g;
+        sigpipe_block(&g);
         int r = SSL_connect(t->ssl);
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+        sigpipe_unblock(&g);
         if (r == 1)
             break;
-        int e = SSL_get_error(t->ssl, r);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
             int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_ns);
             if (w == DLOCK_ETIMEDOUT)

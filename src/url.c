@@ -148,8 +148,11 @@ static int parse_tcp(dlock__endpoint *ep, const char *p)
     ep->port = 6379;
     size_t len = strlen(p);
     const char *end = p + len;
-    /* TLS parameters: after the last '?' (file names could hold '@') */
-    const char *query = ep->tls ? strrchr(p, '?') : strchr(p, '?');
+    /* The user info ends at the last '@' (a password may hold '@', '?' or
+     * '/'); parameters start at the first '?' after it. An '@' in a TLS file
+     * name must be written %40. */
+    const char *last_at = strrchr(p, '@');
+    const char *query = strchr(last_at ? last_at + 1 : p, '?');
     if (query && !ep->tls)
         return dlock__err(DLOCK_EINVAL, "invalid URL: redis:// URLs take no ?parameters (use /db for the database)");
     int rc;
@@ -276,10 +279,10 @@ int dlock__url_parse(dlock__endpoint *out, const char *url)
     } else {
         const char *sep = strstr(url, "://");
         if (sep)
-            rc = dlock__err(DLOCK_EINVAL, "invalid URL: unknown scheme '%.*s' (expected redis://, rediss:// or unix://)",
+            rc = dlock__err(DLOCK_EINVAL, "invalid URL: unknown scheme '%.*s' (expected redis://, rediss://, unix://, redis-sentinel:// or redis-cluster://)",
                             (int)((sep - url) > 20 ? 20 : (sep - url)), url);
         else
-            rc = dlock__err(DLOCK_EINVAL, "invalid URL: no scheme (expected redis://host:port or unix:///path.sock)");
+            rc = dlock__err(DLOCK_EINVAL, "invalid URL: no scheme (expected e.g. redis://host:port or unix:///path.sock)");
     }
     if (rc != 0)
         dlock__endpoint_clear(out);

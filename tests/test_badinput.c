@@ -110,6 +110,8 @@ static void test_bad_keys_and_options(void **state)
     expect_lock_einval(c, "b:k", &b, "ttl 0");
     b.ttl_ms = -1000;
     expect_lock_einval(c, "b:k", &b, "negative ttl");
+    b.ttl_ms = 2; /* the drift allowance (1% + 2 ms) would leave no validity */
+    expect_lock_einval(c, "b:k", &b, "ttl 2 ms");
     b = o;
     b.wait_ms = -5;
     expect_lock_einval(c, "b:k", &b, "wait_ms -5");

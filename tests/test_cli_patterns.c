@@ -1075,6 +1075,27 @@ static void test_elect_lost(void **state)
     assert_true(sample_value(buf, "dlock_locks_lost_total ") == 1);
 }
 
+/* A lock removed while CMD runs, not noticed before CMD ends (default TTL,
+ * so no renewal happened yet): found gone at the release, dlock exits 79. */
+static void test_run_lost_found_at_release(void **state)
+{
+    (void)state;
+    char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], go[DH_PATH_MAX + 8], cmd[3 * DH_PATH_MAX];
+    make_dir(dir, sizeof dir, "rlost");
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(go, sizeof go, "%s/go", dir);
+    snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
+    dh_proc *p = cli_bg("-u", srv->url, "run", "rl:gone", "--", "sh", "-c", cmd);
+    if (!dh_wait_until(file_exists, in, 10000)) {
+        dh_proc_output(p, out, sizeof out, err, sizeof err);
+        fail_msg("run never started CMD; stderr: %s", err);
+    }
+    expect_status(cli("-u", srv->url, "unlock", "--force", "rl:gone"), 0, "unlock --force");
+    assert_int_equal(dh_write_file(go, "x"), 0);
+    expect_proc(p, 79, "run whose lock was removed while CMD ran");
+    dh_proc_free(p);
+}
+
 /* top --iterations 2: two plain snapshots (stdout is not a terminal). */
 static void test_top(void **state)
 {
@@ -1151,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_metrics_file),
         cmocka_unit_test(test_elect_lost),
         cmocka_unit_test(test_top),
+        cmocka_unit_test(test_run_lost_found_at_release),
     };
     return cmocka_run_group_tests_name("cli_patterns", tests, group_setup, group_teardown);
 }

@@ -377,6 +377,17 @@ static void test_bad_urls(void **state)
     assert_non_null(strstr(dlock_last_errmsg(), "slot map"));
     dh_assert_rc(dlock_client_open(&c, "redis-sentinel://127.0.0.1:1", NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "master"));
+    /* passwords with '/', '?' or '@' never show up in messages */
+    const char *secret_urls[3] = {"redis-sentinel://admin:12345/TopSecret@127.0.0.1:%d/mymaster",
+                                  "rediss://:abc?TopSecret@127.0.0.1:%d",
+                                  "redis://u:Top@Secret/x@127.0.0.1:%d"};
+    for (int i = 0; i < 3; i++) {
+        char u[200];
+        snprintf(u, sizeof u, secret_urls[i], dh_closed_port());
+        int rc = dlock_client_open(&c, u, NULL);
+        assert_true(rc != 0);
+        assert_null(strstr(dlock_last_errmsg(), "Secret"));
+    }
     char twice[128];
     snprintf(twice, sizeof twice, "%s,%s", srv[0]->url, srv[0]->url);
     dh_assert_rc(dlock_client_open(&c, twice, NULL), DLOCK_EINVAL);

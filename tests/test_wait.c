@@ -485,6 +485,28 @@ static void test_no_renewal_after_release(void **state)
     dlock_client_close(c);
 }
 
+/* The server drops every connection while a waiter waits: it keeps
+ * waiting (on a new connection) and gets the lock at the release. */
+static void test_waiter_survives_connection_drop(void **state)
+{
+    (void)state;
+    dlock_client *a = client("drop-a"), *b = client("drop-b");
+    dlock_lock *held;
+    dh_assert_rc(dlock_acquire(&held, a, "drop", NULL), 0);
+    waiter w = {0};
+    waiter_start(&w, b, "drop");
+    qwait q = {a, "drop", 1};
+    assert_true(dh_wait_until(queue_has, &q, 5000));
+    assert_int_equal(dh_cmd_ok(srv, 0, "CLIENT KILL TYPE normal"), 0);
+    assert_false(dh_wait_until(waiter_done, &w, 500)); /* still waiting, not failed */
+    dh_assert_rc(dlock_release(held), 0);
+    assert_true(dh_wait_until(waiter_done, &w, 8000));
+    pthread_join(w.th, NULL);
+    dh_assert_rc(w.rc, 0);
+    dlock_client_close(a);
+    dlock_client_close(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +516,7 @@ int main(void)
         cmocka_unit_test(test_expiry_wakes_waiter),
         cmocka_unit_test(test_timeout_and_cancel_leave_queue),
         cmocka_unit_test(test_unfair_mode),
+        cmocka_unit_test(test_waiter_survives_connection_drop),
         cmocka_unit_test(test_watchdog_batches),
         cmocka_unit_test(test_lost_when_deleted),
         cmocka_unit_test(test_lost_when_server_paused),

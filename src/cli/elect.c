@@ -54,7 +54,7 @@ void cli_usage_elect(FILE *out)
           "Exit status:\n"
           "  CMD's    CMD ran; 128+N if signal N ended it\n"
           "  64       usage error or invalid argument\n"
-          "  69       Redis unreachable or authentication failed\n"
+          "  69       Redis unreachable, Redlock quorum not reached, or authentication failed\n"
           "  70       internal error or unexpected reply\n"
           "  75       not elected: --wait ran out, or another leader with --no-wait\n"
           "  79       the leadership was lost while CMD ran; CMD got SIGTERM and/or SIGKILL\n"

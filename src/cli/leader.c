@@ -58,7 +58,7 @@ void cli_usage_leader(FILE *out)
           "  -h, --help    show this help\n"
           "\n"
           "Exit status: 0 a leader was printed (--watch: interrupted), 3 no leader,\n"
-          "64 usage error, 69 Redis unreachable or authentication failed, 70 internal\n"
+          "64 usage error, 69 Redis unreachable, quorum not reached or authentication failed, 70 internal\n"
           "error.\n"
           "\n"
           "Examples:\n"

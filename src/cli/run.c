@@ -174,10 +174,11 @@ void cli_usage_run(FILE *out)
           "Exit status:\n"
           "  CMD's    CMD ran; 128+N if signal N ended it\n"
           "  64       usage error or invalid argument\n"
-          "  69       Redis unreachable or authentication failed\n"
+          "  69       Redis unreachable, Redlock quorum not reached, or authentication failed\n"
           "  70       internal error or unexpected reply\n"
           "  75       lock not acquired: busy with --no-wait, or --wait ran out\n"
-          "  79       the lock was lost while CMD ran; CMD got SIGTERM and/or SIGKILL\n"
+          "  79       the lock was lost while CMD ran (CMD got SIGTERM and/or SIGKILL,\n"
+          "           or the lock was found gone when CMD finished)\n"
           "  126/127  CMD could not be run / was not found\n"
           "  128+N    dlock got signal N while waiting for the lock (CMD never started)\n"
           "\n"
@@ -402,7 +403,7 @@ static int acquire_failed(const run_ctx *c, int rc, const char *detail)
     case DLOCK_ETIMEDOUT:
         if (!c->g->quiet) {
             cli_duration_format(d, sizeof d, c->o.wait_ms);
-            lock_err(c, "%s (waited %s)", busy, d);
+            lock_err(c, "timed out after %s: %s", d, busy);
         }
         return c->o.conflict_exit;
     default:
@@ -600,10 +601,14 @@ static int run_locked(run_ctx *c)
     rc = dlock_release(c->lock);
     detail = dlock_last_errmsg();
     c->lock = NULL;
-    /* After lock trouble the release's outcome says nothing new. */
-    if (rc == DLOCK_ENOTHELD && !c->termed && !c->killed)
-        lock_err(c, "the %s was no longer held when CMD finished", held_noun(c));
-    else if (rc != 0 && rc != DLOCK_ENOTHELD && !c->termed && !c->killed)
+    /* After lock trouble the release's outcome says nothing new. A lock
+     * found gone at the release was lost while CMD ran (taken over,
+     * force-unlocked, or expired unnoticed): CMD was not protected to the
+     * end, which is what exit 79 says. */
+    if (rc == DLOCK_ENOTHELD && !c->termed && !c->killed) {
+        lock_err(c, "the %s was no longer held when CMD finished: lost while CMD ran", held_noun(c));
+        ex = CLI_EX_LOST;
+    } else if (rc != 0 && rc != DLOCK_ENOTHELD && !c->termed && !c->killed)
         cli_report(c->o.key, rc, detail, "the lock frees itself when its TTL runs out");
     return ex;
 }

@@ -68,7 +68,7 @@ void cli_usage_top(FILE *out)
           "  -h, --help          show this help\n"
           "\n"
           "Exit status: 0 (quit, interrupted by SIGINT/SIGTERM, or N refreshes done), 64\n"
-          "usage error, 69 Redis unreachable or authentication failed (at start, or at\n"
+          "usage error, 69 Redis unreachable, quorum not reached or authentication failed (at start, or at\n"
           "the last of --iterations), 70 internal error.\n"
           "\n"
           "Examples:\n"
