@@ -208,6 +208,10 @@ static int cmd_help(int argc, char **argv)
     }
     if (argc > 2)
         return cli_usage_error("dlock", "help takes one COMMAND");
+    if (strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return CLI_EX_OK;
+    }
     c = find_command(argv[1]);
     if (c == NULL)
         return cli_usage_error("dlock", "unknown command '%s'", argv[1]);
