@@ -23,6 +23,7 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
@@ -485,6 +486,40 @@ static void blpop_timeout(char *buf, size_t n, int64_t until, int64_t now)
     snprintf(buf, n, "%lld.%03lld", (long long)(ms / 1000), (long long)(ms % 1000));
 }
 
+/* A handoff signal "<fence>:<px>:<slot>" popped by this waiter: the lock
+ * was set for it with a TTL of px ms at some moment after `since` (the send
+ * time of its last attempt that found the lock busy, so nothing had been
+ * handed to it then). Counting the validity from `since` is conservative,
+ * and the waiter's own BLPOP round trip is what confirmed the grant; if
+ * enough validity is left, take the lock (the watchdog brings its TTL back
+ * to the full TTL at once) and return 1; else 0 (confirm with an attempt,
+ * which also sets the full TTL: always so for locks without auto-renew). */
+static int take_signal(dlock_lock *l, const char *v, int64_t since)
+{
+    char *end;
+    errno = 0;
+    unsigned long long fence = strtoull(v, &end, 10);
+    if (errno || *end != ':' || fence == 0)
+        return 0;
+    long long px = strtoll(end + 1, &end, 10);
+    if (*end != ':' || px <= 0)
+        return 0;
+    long slot = strtol(end + 1, &end, 10);
+    if (*end || since <= 0 || !l->auto_renew)
+        return 0; /* without the watchdog the lock must get its full TTL now */
+    int64_t valid_until = dlock__validity_end(since, px);
+    int64_t now = dlock__now_ns();
+    if (now + 5000000 >= valid_until) /* less than 5 ms left: confirm instead */
+        return 0;
+    l->parts[0].fence = fence;
+    if (l->kind == DLOCK__KIND_SEM)
+        l->slot = (int)slot;
+    atomic_store(&l->valid_until_ns, valid_until);
+    atomic_store(&l->state, DLOCK__HELD);
+    l->renew_at_ns = now; /* renew at once: the server TTL is only px */
+    return 1;
+}
+
 /* Fair waiting on one server (or the Sentinel master): the waiter blocks in
  * BLPOP on its own signal list (<queue key><token>), into which a release
  * that hands it the lock pushes an element. The wake-up goes straight from
@@ -508,15 +543,17 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
     memcpy(sig + qlen, l->token, DLOCK__TOKEN_LEN + 1);
     dlock__conn *conn = NULL;
     int rc = 0, blocked = 0, must_try = 1, signal_failed = 0;
-    int64_t timer = INT64_MAX, reply_by = INT64_MAX;
+    int64_t timer = INT64_MAX, reply_by = INT64_MAX, last_busy = 0;
     while (rc == 0) {
         int64_t now = dlock__now_ns();
         if (must_try) {
             must_try = 0;
+            int64_t sent = dlock__now_ns();
             rc = attempt(l, DLOCK__MODE_WAIT, &hint);
             if (rc != DLOCK_EBUSY)
                 break;
             rc = 0;
+            last_busy = sent; /* nothing was handed to us before this */
             now = dlock__now_ns();
             int64_t t = REFRESH_MS;
             if (hint > 0)
@@ -600,6 +637,12 @@ static int wait_signal(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline
             dlock__reply_free(r);
             signal_failed = 1;
             break;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING &&
+            take_signal(l, r->element[1]->str, last_busy)) {
+            dlock__reply_free(r);
+            rc = 0;
+            break; /* handed to us: held, no confirming round trip needed */
         }
         dlock__reply_free(r);
         must_try = 1;

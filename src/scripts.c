@@ -71,9 +71,10 @@
     "  return fs\n"                                                              \
     "end\n"                                                                      \
     /* wake one waiter directly: a list named <queue key><token> that the  */ \
-    /* waiter BLPOPs (it outlives a waiter that is not blocked right now)  */ \
-    "local function signal(q, tok)\n"                                           \
-    "  redis.call('RPUSH', q .. tok, '1')\n"                                    \
+    /* waiter BLPOPs (it outlives a waiter that is not blocked right now); */ \
+    /* the element "<fence>:<px>:<slot>" describes the grant              */ \
+    "local function signal(q, tok, fs, px, slot)\n"                             \
+    "  redis.call('RPUSH', q .. tok, fs .. ':' .. fmt(px) .. ':' .. slot)\n"     \
     "  redis.call('PEXPIRE', q .. tok, 10000)\n"                                \
     "end\n"                                                                      \
     /* keep a member set alive at least `ms` more */                             \
@@ -111,17 +112,19 @@
     "  if kind == 'w' then\n"                                                    \
     "    if n > 0 then return end\n"                                             \
     "    local fs = next_fence(K[4], now_us)\n"                                  \
-    "    redis.call('SET', K[1], h .. ':' .. fs .. ':' .. owner, 'PX', fmt(math.min(ttl, cap)))\n" \
+    "    local px = math.min(ttl, cap)\n"                                        \
+    "    redis.call('SET', K[1], h .. ':' .. fs .. ':' .. owner, 'PX', fmt(px))\n" \
     "    dequeue(K[5], K[6], h)\n"                                               \
-    "    signal(K[5], h)\n"                                                      \
+    "    signal(K[5], h, fs, px, '-1')\n"                                        \
     "    redis.call('PUBLISH', K[7], h)\n"                                       \
     "    return\n"                                                               \
     "  end\n"                                                                    \
     "  while h and kind == 'r' do\n"                                             \
     "    local fs = next_fence(K[4], now_us)\n"                                  \
-    "    add_member(K[2], K[3], h, now_ms, math.min(ttl, cap), fs .. ':' .. owner)\n" \
+    "    local px = math.min(ttl, cap)\n"                                        \
+    "    add_member(K[2], K[3], h, now_ms, px, fs .. ':' .. owner)\n"            \
     "    dequeue(K[5], K[6], h)\n"                                               \
-    "    signal(K[5], h)\n"                                                      \
+    "    signal(K[5], h, fs, px, '-1')\n"                                        \
     "    redis.call('PUBLISH', K[7], h)\n"                                       \
     "    h, ttl, kind, owner = head(K[5], K[6], now_ms)\n"                       \
     "  end\n"                                                                    \
@@ -220,8 +223,9 @@ dlock__script dlock__script_read_acquire = {
     "  while true do\n"                                                          \
     "    local h, ttl, kind, owner = head(K[4], K[5], now_ms)\n"                 \
     "    if not h or n >= tonumber(kind) then break end\n"                       \
-    "    grant(K, h, now_us, now_ms, math.min(ttl, cap), tonumber(kind), owner)\n" \
-    "    signal(K[4], h)\n"                                                      \
+    "    local px = math.min(ttl, cap)\n"                                        \
+    "    local fs, slot = grant(K, h, now_us, now_ms, px, tonumber(kind), owner)\n" \
+    "    signal(K[4], h, fs, px, fmt(slot))\n"                                   \
     "    redis.call('PUBLISH', K[6], h)\n"                                       \
     "    n = n + 1\n"                                                            \
     "    any = true\n"                                                           \
