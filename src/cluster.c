@@ -139,11 +139,12 @@ static int redirect_target(dlock_client *c, const char *msg)
         return -1;
     char host[128];
     snprintf(host, sizeof host, "%.*s", (int)(colon - sp - 1), sp + 1);
-    int port = atoi(colon + 1);
-    if (port < 1 || port > 65535)
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || port < 1 || port > 65535)
         return -1;
     pthread_mutex_lock(&c->mu);
-    int idx = node_for(c, host, port);
+    int idx = node_for(c, host, (int)port);
     pthread_mutex_unlock(&c->mu);
     return idx;
 }
