@@ -213,20 +213,30 @@ static int split_urls(const char *list, int (*fn)(dlock_client *, const char *, 
     }
 }
 
+/* Copy the "user:pass@" part of a multi-host URL (everything up to the
+ * last '@': a password may hold '/', '?' or ',') into userinfo, "" if none,
+ * and advance *p past it. 0 or DLOCK_EINVAL (too long: never cut). */
+static int take_userinfo(const char **p, char *userinfo, size_t n)
+{
+    const char *at = strrchr(*p, '@');
+    userinfo[0] = '\0';
+    if (!at)
+        return 0;
+    if ((size_t)(at - *p) + 2 > n)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes", n - 2);
+    snprintf(userinfo, n, "%.*s@", (int)(at - *p), *p);
+    *p = at + 1;
+    return 0;
+}
+
 /* Parse "redis-sentinel://[user:pass@]h1:p1[,h2:p2...]/master[?db=N]". */
 static int parse_sentinel(dlock_client *c, const char *url)
 {
     const char *p = url + strlen("redis-sentinel://");
-    /* the user info ends at the last '@' (a password may hold '/') */
-    const char *at = strrchr(p, '@');
-    char userinfo[1024] = "";
-    if (at) {
-        if ((size_t)(at - p) + 2 > sizeof userinfo)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes",
-                              sizeof userinfo - 2);
-        snprintf(userinfo, sizeof userinfo, "%.*s@", (int)(at - p), p);
-        p = at + 1;
-    }
+    char userinfo[1024];
+    int rc = take_userinfo(&p, userinfo, sizeof userinfo);
+    if (rc)
+        return rc;
     const char *slash = strchr(p, '/');
     if (!slash || !slash[1])
         return dlock__err(DLOCK_EINVAL, "invalid URL: redis-sentinel:// needs /mastername after the hosts");
@@ -260,7 +270,7 @@ static int parse_sentinel(dlock_client *c, const char *url)
         if (!s)
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         c->sentinels = s;
-        int rc = dlock__url_parse(&c->sentinels[c->nsentinels], one);
+        rc = dlock__url_parse(&c->sentinels[c->nsentinels], one);
         if (rc)
             return dlock__err_prefix(rc, "sentinel %d", c->nsentinels + 1);
         c->nsentinels++;
@@ -285,15 +295,10 @@ static int parse_sentinel(dlock_client *c, const char *url)
 static int parse_cluster(dlock_client *c, const char *url)
 {
     const char *p = url + strlen("redis-cluster://");
-    const char *at = strrchr(p, '@');
-    char userinfo[1024] = "";
-    if (at) {
-        if ((size_t)(at - p) + 2 > sizeof userinfo)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes",
-                              sizeof userinfo - 2);
-        snprintf(userinfo, sizeof userinfo, "%.*s@", (int)(at - p), p);
-        p = at + 1;
-    }
+    char userinfo[1024];
+    int rc = take_userinfo(&p, userinfo, sizeof userinfo);
+    if (rc)
+        return rc;
     if (strpbrk(p, "/?"))
         return dlock__err(DLOCK_EINVAL, "invalid URL: redis-cluster:// takes only hosts (a cluster has one database)");
     if (!(c->nodes = dlock__calloc(DLOCK__NODES_MAX, sizeof *c->nodes)))
@@ -307,7 +312,7 @@ static int parse_cluster(dlock_client *c, const char *url)
         if (n > 300)
             return dlock__err(DLOCK_EINVAL, "invalid URL: cluster node %d is too long", c->nnodes + 1);
         snprintf(one, sizeof one, "redis://%s%.*s", userinfo, (int)n, p);
-        int rc = dlock__url_parse(&c->nodes[c->nnodes].ep, one);
+        rc = dlock__url_parse(&c->nodes[c->nnodes].ep, one);
         if (rc)
             return dlock__err_prefix(rc, "cluster node %d", c->nnodes + 1);
         c->nnodes++;
