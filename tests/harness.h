@@ -195,6 +195,13 @@ void dh_proc_free(dh_proc *p);
 int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms,
            char *out, size_t outlen, char *err, size_t errlen);
 
+/* ------------------------------------------------------------------ JSON */
+
+/* 1 if s is exactly one JSON value (plus whitespace) (json_check.c). */
+int dh_json_valid(const char *s);
+/* s without the whitespace outside JSON strings, into buf (truncated). */
+void dh_json_compact(char *buf, size_t len, const char *s);
+
 /* ---------------------------------------------------------------- cleanup */
 
 /* Stop every server, close every socket, kill every background process and

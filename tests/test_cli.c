@@ -212,166 +212,6 @@ static int is_digits(const char *s, size_t n)
     return 1;
 }
 
-/* ------------------------------------------------- a minimal JSON checker */
-
-struct json {
-    const char *p;
-};
-
-static int json_value(struct json *j);
-
-static void json_ws(struct json *j)
-{
-    while (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r')
-        j->p++;
-}
-
-static int json_string(struct json *j)
-{
-    if (*j->p != '"')
-        return -1;
-    j->p++;
-    while (*j->p && *j->p != '"') {
-        if ((unsigned char)*j->p < 0x20)
-            return -1;
-        if (*j->p == '\\') {
-            j->p++;
-            if (*j->p == 'u') {
-                for (int i = 1; i <= 4; i++)
-                    if (!strchr("0123456789abcdefABCDEF", j->p[i]) || !j->p[i])
-                        return -1;
-                j->p += 4;
-            } else if (!*j->p || !strchr("\"\\/bfnrt", *j->p)) {
-                return -1;
-            }
-        }
-        j->p++;
-    }
-    if (*j->p != '"')
-        return -1;
-    j->p++;
-    return 0;
-}
-
-static int json_number(struct json *j)
-{
-    const char *s = j->p;
-    if (*j->p == '-')
-        j->p++;
-    if (*j->p < '0' || *j->p > '9')
-        return -1;
-    while (*j->p >= '0' && *j->p <= '9')
-        j->p++;
-    if (*j->p == '.') {
-        j->p++;
-        while (*j->p >= '0' && *j->p <= '9')
-            j->p++;
-    }
-    return j->p > s ? 0 : -1;
-}
-
-static int json_lit(struct json *j, const char *lit)
-{
-    size_t n = strlen(lit);
-    if (strncmp(j->p, lit, n) != 0)
-        return -1;
-    j->p += n;
-    return 0;
-}
-
-static int json_value(struct json *j)
-{
-    json_ws(j);
-    switch (*j->p) {
-    case '{':
-        j->p++;
-        json_ws(j);
-        if (*j->p == '}') {
-            j->p++;
-            return 0;
-        }
-        for (;;) {
-            json_ws(j);
-            if (json_string(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p++ != ':')
-                return -1;
-            if (json_value(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (*j->p++ != '}')
-                return -1;
-            return 0;
-        }
-    case '[':
-        j->p++;
-        json_ws(j);
-        if (*j->p == ']') {
-            j->p++;
-            return 0;
-        }
-        for (;;) {
-            if (json_value(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (*j->p++ != ']')
-                return -1;
-            return 0;
-        }
-    case '"':
-        return json_string(j);
-    case 't':
-        return json_lit(j, "true");
-    case 'f':
-        return json_lit(j, "false");
-    case 'n':
-        return json_lit(j, "null");
-    default:
-        return json_number(j);
-    }
-}
-
-/* 1 if s is exactly one JSON value (plus whitespace). */
-static int json_valid(const char *s)
-{
-    struct json j = { s };
-    if (json_value(&j) != 0)
-        return 0;
-    json_ws(&j);
-    return *j.p == '\0';
-}
-
-/* s without whitespace outside JSON strings, into buf. */
-static void json_compact(char *buf, size_t len, const char *s)
-{
-    size_t n = 0;
-    int in_str = 0;
-    for (; *s && n + 1 < len; s++) {
-        if (in_str) {
-            buf[n++] = *s;
-            if (*s == '\\' && s[1] && n + 1 < len)
-                buf[n++] = *++s;
-            else if (*s == '"')
-                in_str = 0;
-        } else if (*s == '"') {
-            in_str = 1;
-            buf[n++] = *s;
-        } else if (!strchr(" \t\r\n", *s)) {
-            buf[n++] = *s;
-        }
-    }
-    buf[n] = '\0';
-}
-
 /* ------------------------------------------------------------------ tests */
 
 static void test_run_env(void **state)
@@ -596,16 +436,16 @@ static void test_status(void **state)
 
     st = cli("-u", srv->url, "status", "--json", "c:status");
     expect_status(st, 0, "status --json of a free key");
-    if (!json_valid(out))
+    if (!dh_json_valid(out))
         fail_msg("status --json is not valid JSON: %s", out);
 
     dlock_lock *l = hold("c:status");
     st = cli("-u", srv->url, "status", "--json", "c:status");
     expect_status(st, 0, "status --json of a held key");
-    if (!json_valid(out))
+    if (!dh_json_valid(out))
         fail_msg("status --json is not valid JSON: %s", out);
     char compact[4096], want[256];
-    json_compact(compact, sizeof compact, out);
+    dh_json_compact(compact, sizeof compact, out);
     assert_non_null(strstr(compact, "\"key\":\"c:status\""));
     assert_non_null(strstr(compact, "\"state\":\"held\""));
     assert_non_null(strstr(compact, "\"owner\":\"cli-test-holder\""));

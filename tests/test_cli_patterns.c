@@ -250,137 +250,6 @@ static int is_digits(const char *s, size_t n)
     return 1;
 }
 
-/* ------------------------------------------------- a minimal JSON checker */
-
-struct json {
-    const char *p;
-};
-
-static int json_value(struct json *j);
-
-static void json_ws(struct json *j)
-{
-    while (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r')
-        j->p++;
-}
-
-static int json_string(struct json *j)
-{
-    if (*j->p != '"')
-        return -1;
-    for (j->p++; *j->p && *j->p != '"'; j->p++) {
-        if ((unsigned char)*j->p < 0x20)
-            return -1;
-        if (*j->p == '\\') {
-            j->p++;
-            if (*j->p == 'u') {
-                for (int i = 1; i <= 4; i++)
-                    if (!j->p[i] || !strchr("0123456789abcdefABCDEF", j->p[i]))
-                        return -1;
-                j->p += 4;
-            } else if (!*j->p || !strchr("\"\\/bfnrt", *j->p)) {
-                return -1;
-            }
-        }
-    }
-    if (*j->p != '"')
-        return -1;
-    j->p++;
-    return 0;
-}
-
-static int json_number(struct json *j)
-{
-    const char *s = j->p;
-    if (*j->p == '-')
-        j->p++;
-    if (*j->p < '0' || *j->p > '9')
-        return -1;
-    while ((*j->p >= '0' && *j->p <= '9') || *j->p == '.')
-        j->p++;
-    return j->p > s ? 0 : -1;
-}
-
-static int json_list(struct json *j, char close, int members)
-{
-    j->p++;
-    json_ws(j);
-    if (*j->p == close) {
-        j->p++;
-        return 0;
-    }
-    for (;;) {
-        json_ws(j);
-        if (members) {
-            if (json_string(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p++ != ':')
-                return -1;
-        }
-        if (json_value(j) != 0)
-            return -1;
-        json_ws(j);
-        if (*j->p == ',') {
-            j->p++;
-            continue;
-        }
-        return *j->p++ == close ? 0 : -1;
-    }
-}
-
-static int json_value(struct json *j)
-{
-    json_ws(j);
-    switch (*j->p) {
-    case '{':
-        return json_list(j, '}', 1);
-    case '[':
-        return json_list(j, ']', 0);
-    case '"':
-        return json_string(j);
-    case 'n':
-        if (strncmp(j->p, "null", 4) != 0)
-            return -1;
-        j->p += 4;
-        return 0;
-    default:
-        return json_number(j);
-    }
-}
-
-/* 1 if s is exactly one JSON value (plus whitespace). */
-static int json_valid(const char *s)
-{
-    struct json j = { s };
-    if (json_value(&j) != 0)
-        return 0;
-    json_ws(&j);
-    return *j.p == '\0';
-}
-
-/* s without whitespace outside JSON strings, into buf. */
-static void json_compact(char *buf, size_t len, const char *s)
-{
-    size_t n = 0;
-    int in_str = 0;
-    for (; *s && n + 1 < len; s++) {
-        if (in_str) {
-            buf[n++] = *s;
-            if (*s == '\\' && s[1] && n + 1 < len)
-                buf[n++] = *++s;
-            else if (*s == '"')
-                in_str = 0;
-        } else if (*s == '"') {
-            in_str = 1;
-            buf[n++] = *s;
-        } else if (!strchr(" \t\r\n", *s)) {
-            buf[n++] = *s;
-        }
-    }
-    buf[n] = '\0';
-}
-
 /* ------------------------------------------ a Prometheus text-format check */
 
 struct family {
@@ -735,10 +604,10 @@ static void test_elect_and_leader(void **state)
     snprintf(want, sizeof want, "el-A  fencing token %s\n", tok_a);
     assert_string_equal(out, want);
     expect_status(cli("-u", srv->url, "leader", "--json", "e:svc"), 0, "leader --json");
-    if (!json_valid(out))
+    if (!dh_json_valid(out))
         fail_msg("leader --json is not valid JSON: %s", out);
     char compact[1024];
-    json_compact(compact, sizeof compact, out);
+    dh_json_compact(compact, sizeof compact, out);
     snprintf(want, sizeof want, "{\"key\":\"e:svc\",\"leader\":\"el-A\",\"fencing_token\":\"%s\"}",
              tok_a);
     assert_string_equal(compact, want);
@@ -809,7 +678,7 @@ static void test_leader_watch(void **state)
     dh_proc_free(w);
     for (char *line = out, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
         *nl = '\0';
-        if (!json_valid(line))
+        if (!dh_json_valid(line))
             fail_msg("not a JSON line: %s", line);
     }
     dh_assert_rc(dlock_resign(l), 0);
@@ -829,10 +698,10 @@ static void test_status_holders(void **state)
 
     int st = cli("-u", srv->url, "status", "--json", "st:pool", "st:mutex", "st:free");
     expect_status(st, 0, "status --json");
-    if (!json_valid(out))
+    if (!dh_json_valid(out))
         fail_msg("status --json is not valid JSON: %s", out);
     char compact[8192], want[512];
-    json_compact(compact, sizeof compact, out);
+    dh_json_compact(compact, sizeof compact, out);
     /* the semaphore: compatible fields (first holder), kind, two holders */
     const char *pool = strstr(compact, "{\"key\":\"st:pool\"");
     const char *mutex = strstr(compact, "{\"key\":\"st:mutex\"");
