@@ -35,7 +35,6 @@
 
 #include "client.h"
 #include "dlock.h"
-#include "scripts.h"
 
 static const char *host;
 static int port;
@@ -91,35 +90,30 @@ static void flushall(void)
 
 /* ---------------------------------------------------------------- 1 */
 
-/* The floor: the same acquire and release scripts through bare hiredis. */
+/* The floor: the simplest correct lock through bare hiredis, as most
+ * libraries do it: SET NX PX to take it, a compare-and-delete script to
+ * give it back. */
+static const char cad_src[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
 static double floor_pairs(int n)
 {
     redisContext *c = rconnect();
-    /* load the scripts so EVALSHA hits */
-    redisReply *r1 = redisCommand(c, "SCRIPT LOAD %s", dlock__script_acquire.src);
-    redisReply *r2 = redisCommand(c, "SCRIPT LOAD %s", dlock__script_release.src);
-    char sha_a[64], sha_r[64];
-    snprintf(sha_a, sizeof sha_a, "%s", r1->str);
-    snprintf(sha_r, sizeof sha_r, "%s", r2->str);
+    redisReply *r1 = redisCommand(c, "SCRIPT LOAD %s", cad_src);
+    char sha_r[64];
+    snprintf(sha_r, sizeof sha_r, "%s", r1->str);
     freeReplyObject(r1);
-    freeReplyObject(r2);
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
         char tok[40];
         snprintf(tok, sizeof tok, "%032x", i);
-        redisReply *a = redisCommand(c, "EVALSHA %s 7 dlock:{floor}:lock dlock:{floor}:readers "
-                                        "dlock:{floor}:rinfo dlock:{floor}:fence dlock:{floor}:queue "
-                                        "dlock:{floor}:qinfo dlock:{floor}:chan %s bench:1 30000 1 10000 0",
-                                     sha_a, tok);
-        if (!a || a->type != REDIS_REPLY_ARRAY || a->element[0]->integer != 1) {
+        redisReply *a = redisCommand(c, "SET floor:lock %s NX PX 30000", tok);
+        if (!a || a->type != REDIS_REPLY_STATUS) {
             fprintf(stderr, "bench: floor acquire failed: %s\n", a && a->str ? a->str : "?");
             exit(1);
         }
         freeReplyObject(a);
-        redisReply *r = redisCommand(c, "EVALSHA %s 7 dlock:{floor}:lock dlock:{floor}:readers "
-                                        "dlock:{floor}:rinfo dlock:{floor}:fence dlock:{floor}:queue "
-                                        "dlock:{floor}:qinfo dlock:{floor}:chan %s 5000 0",
-                                     sha_r, tok);
+        redisReply *r = redisCommand(c, "EVALSHA %s 1 floor:lock %s", sha_r, tok);
         freeReplyObject(r);
     }
     double dt = now_s() - t0;
@@ -340,7 +334,7 @@ static void renewal_cost(int n)
         }
     }
     double acq = now_s() - t0;
-    dlock_stats_t s0, s1;
+    dlock_client_stats s0, s1;
     usleep(1500000); /* past the first renewals, which overlap the acquisitions */
     dlock_stats(&s0, c);
     usleep(4500000);

@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
         printf("sync %s: step %ld/%ld\n", job, ++done, steps);
     }
 
-    dlock_stats_t st;
+    dlock_client_stats st;
     if (dlock_stats(&st, client) != 0) st.renewals = 0;
     int was_lost = done < steps || atomic_load(&lost) || !dlock_is_held(lock);
     int why = dlock_lock_renew_error(lock); /* 0: its validity simply ran out */

@@ -80,7 +80,9 @@ enum {
     DLOCK_EAUTH = -8,      /* authentication failed */
     DLOCK_EPROTO = -9,     /* unexpected reply from the server */
     DLOCK_ECLOSED = -10,   /* the client was closed while waiting */
-    DLOCK_ECANCELED = -11  /* the wait was cancelled */
+    DLOCK_ECANCELED = -11, /* the wait was cancelled */
+    DLOCK_ESYS = -12       /* a system call failed (poll, eventfd, pipe, getrandom,
+                              thread creation): the message has its errno text */
 };
 
 /* Static text for an error code ("lock is held by someone else", ...).
@@ -280,6 +282,7 @@ typedef struct dlock_holder {
     int64_t ttl_ms;         /* server-side remaining TTL */
     uint64_t fencing_token;
     int64_t age_ms;         /* since it was granted (server clock) */
+    int permits;            /* semaphore permits it holds (1 otherwise) */
 } dlock_holder;
 
 typedef struct dlock_key_state {
@@ -288,6 +291,7 @@ typedef struct dlock_key_state {
     size_t nholders;        /* 0: free */
     dlock_holder *holders;  /* nholders entries, owned by the struct */
     int64_t waiters;        /* queued waiters (entries not yet expired or cleaned) */
+    int limit;              /* semaphore: the limit its holders use; 0 otherwise */
 } dlock_key_state;
 
 /* The state of `key`: kind DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE, or
@@ -315,9 +319,10 @@ DLOCK_API int dlock_scan(dlock_client *client, const char *pattern,
  * resources is a semaphore of N. Release with dlock_release(); auto-renewed
  * and lost-signalled like a mutex. A holder that dies gives its permit back
  * when its TTL runs out; releasing twice is harmless.
- * Different limits for one key: an acquisition succeeds only while the
- * holders number fewer than ITS OWN limit (so a caller with a smaller limit
- * may wait while one with a larger limit gets in).
+ * A semaphore remembers its limit while anyone holds or waits for it:
+ * asking with another limit then fails with DLOCK_EINVAL naming both
+ * (dlock_key_state_get shows the limit); once it is idle, a new limit
+ * applies. Slots are handed out smallest first, in O(log N) server time.
  * A semaphore key is separate from a mutex of the same name.
  * Errors as dlock_acquire(), plus DLOCK_EINVAL for limit < 1 or > 100000. */
 DLOCK_API int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key,
@@ -333,9 +338,11 @@ DLOCK_API int dlock_lock_slot(const dlock_lock *lock);
 
 /* Acquire the mutexes of all n keys, or none: one atomic script checks and
  * takes them together, so two callers taking {A,B} and {B,A} can never
- * deadlock. Duplicate keys count once. A waiting caller is woken by the
- * release of any of the keys and retries the whole set; it does not queue
- * behind single-key waiters, and a release never hands it part of the set.
+ * deadlock. Duplicate keys count once. A waiting caller queues on every key
+ * in the same FIFO as single-key writers and readers, with one arrival time
+ * for all its keys (so it is neither starved nor deadlocked); keys handed to
+ * it while it waits for the others are reserved for it, and it returns
+ * only when it holds all of them.
  * One handle holds and releases them all; dlock_lock_fencing_token() is the
  * first key's token, dlock_lock_fencing_token_at(lock, i) the i-th
  * distinct key's (in the order given, duplicates removed).
@@ -421,9 +428,9 @@ typedef struct dlock_histogram {
     uint64_t le[DLOCK_HIST_BUCKETS]; /* cumulative: observations <= bound i */
 } dlock_histogram;
 
-#define DLOCK_STATS_VERSION 1
+#define DLOCK_STATS_VERSION 2
 
-typedef struct dlock_stats_t {
+typedef struct dlock_client_stats {
     unsigned version;          /* set by dlock_stats() */
     uint64_t round_trips;      /* request/reply exchanges with Redis */
     uint64_t commands;         /* commands sent (a pipeline counts each) */
@@ -443,11 +450,17 @@ typedef struct dlock_stats_t {
                                   ones excluded; computed at the snapshot) */
     dlock_histogram wait;      /* time to acquire, successful acquisitions */
     dlock_histogram hold;      /* time from acquisition to release */
-} dlock_stats_t;
+    /* version 2 */
+    uint64_t attempts;         /* acquire round trips (each grant or busy answer):
+                                  a waiter makes one when it starts and one per
+                                  wake-up, never on a timer */
+    uint64_t keepalives;       /* waiters kept in line by the watchdog's rounds
+                                  (one per waiting handle per round, batched) */
+} dlock_client_stats;
 
 /* A snapshot of the client's counters (atomics: cheap to update, so always
  * on). Any thread. */
-DLOCK_API int dlock_stats(dlock_stats_t *out, dlock_client *client);
+DLOCK_API int dlock_stats(dlock_client_stats *out, dlock_client *client);
 
 /* Write the client's metrics in the Prometheus text exposition format
  * (names dlock_..., base units, _total counters, histograms with buckets

@@ -22,33 +22,11 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "client.h"
+#include "cluster.h"
+#include "keys.h"
+#include "pool.h"
 #include "clock.h"
 #include "error.h"
-
-/* CRC16-CCITT (XMODEM), as Redis Cluster hashes keys. */
-static uint16_t crc16(const char *buf, size_t len)
-{
-    uint16_t crc = 0;
-    for (size_t i = 0; i < len; i++) {
-        crc ^= (uint16_t)((unsigned char)buf[i] << 8);
-        for (int k = 0; k < 8; k++)
-            crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
-    }
-    return crc;
-}
-
-int dlock__key_slot(const char *key)
-{
-    size_t len = strlen(key);
-    const char *l = memchr(key, '{', len);
-    if (l) {
-        const char *r = memchr(l + 1, '}', len - (size_t)(l + 1 - key));
-        if (r && r > l + 1)
-            return crc16(l + 1, (size_t)(r - l - 1)) & 16383;
-    }
-    return crc16(key, len) & 16383;
-}
 
 /* The node for "host:port", added (with the seeds' credentials and TLS
  * settings) if new. Returns its index or -1 (full / out of memory).
@@ -85,14 +63,14 @@ int dlock__cluster_refresh(dlock_client *c)
     for (int i = 0; i < n; i++) {
         dlock__conn *conn;
         int reused;
-        if (dlock__client_conn_get(c, i, &conn, &reused, c->connect_timeout_ms) != 0) {
+        if (dlock__pool_get(c, i, &conn, &reused, c->connect_timeout_ms) != 0) {
             snprintf(why, sizeof why, "%s", dlock_last_errmsg());
             continue;
         }
         const char *argv[2] = {"CLUSTER", "SLOTS"};
         dlock__reply *r = NULL;
         int rc = dlock__conn_command(conn, &r, 2, argv, NULL);
-        dlock__client_conn_put(c, i, conn);
+        dlock__pool_put(c, i, conn);
         if (rc || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
             snprintf(why, sizeof why, "%s", rc ? dlock_last_errmsg()
                                                : r->type == REDIS_REPLY_ERROR ? r->str : "empty slot map");
@@ -150,35 +128,47 @@ static int redirect_target(dlock_client *c, const char *msg)
 }
 
 /* One call on node `node` preceded by ASKING (a slot being migrated). */
-static int run_asking(dlock_client *c, int node, const dlock__call *call, dlock__reply **out, int max_ms)
+static int run_asking(dlock_client *c, int node, const dlock__call *call, dlock__reply **out,
+                      int max_ms)
 {
     dlock__conn *conn;
     int reused;
-    int rc = dlock__client_conn_get(c, node, &conn, &reused, max_ms);
+    int rc = dlock__pool_get(c, node, &conn, &reused, max_ms);
     if (rc)
         return rc;
-    for (int use_sha = 1; use_sha >= 0; use_sha--) {
-        const char *asking[1] = {"ASKING"};
-        dlock__reply *r[2] = {NULL, NULL};
+    const char *asking[1] = {"ASKING"};
+    dlock__reply *r[2] = {NULL, NULL};
+    rc = dlock__conn_append(conn, 1, asking, NULL);
+    if (rc == 0)
+        rc = dlock__scripts_append(conn, call, 1);
+    if (rc == 0)
+        rc = dlock__conn_exchange(conn, r, 2, max_ms);
+    dlock__reply_free(r[0]);
+    if (rc == 0 && dlock__reply_is_error(r[1], "NOSCRIPT")) {
+        /* the target does not know the script yet: ASKING again, then EVAL */
+        dlock__reply_free(r[1]);
+        r[0] = r[1] = NULL;
         rc = dlock__conn_append(conn, 1, asking, NULL);
         if (rc == 0)
-            rc = dlock__scripts_append_mode(conn, call, use_sha);
+            rc = dlock__scripts_append(conn, call, 0);
         if (rc == 0)
             rc = dlock__conn_exchange(conn, r, 2, max_ms);
         dlock__reply_free(r[0]);
-        if (rc)
-            break;
-        if (use_sha && dlock__reply_is_error(r[1], "NOSCRIPT")) {
-            dlock__reply_free(r[1]);
-            continue;
-        }
-        *out = r[1];
-        break;
     }
-    if (rc)
+    if (rc == 0)
+        *out = r[1];
+    else
         dlock__conn_mark_broken(conn); /* ASKING may be queued and never sent */
-    dlock__client_conn_put(c, node, conn);
+    dlock__pool_put(c, node, conn);
     return rc;
+}
+
+int dlock__cluster_node_of(dlock_client *c, const char *name)
+{
+    pthread_mutex_lock(&c->mu);
+    int node = c->slots[dlock__key_slot(name)];
+    pthread_mutex_unlock(&c->mu);
+    return node;
 }
 
 int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies, int max_ms)
@@ -225,10 +215,10 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
             int64_t left = (end - dlock__now_ns()) / 1000000;
             dlock__conn *conn;
             int reused;
-            int crc = dlock__client_conn_get(c, node, &conn, &reused, left > 0 ? (int)left : 1);
+            int crc = dlock__pool_get(c, node, &conn, &reused, left > 0 ? (int)left : 1);
             if (crc == 0) {
                 crc = dlock__scripts_run(conn, batch, m, got, left > 0 && left < c->command_timeout_ms ? (int)left : 0);
-                dlock__client_conn_put(c, node, conn);
+                dlock__pool_put(c, node, conn);
             }
             if (crc == DLOCK_ENOMEM || crc == DLOCK_EINVAL) {
                 rc = crc;

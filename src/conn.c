@@ -17,6 +17,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "error.h"
+#include "tls.h"
 
 struct dlock__conn {
     dlock__transport *t;
@@ -25,6 +26,8 @@ struct dlock__conn {
     size_t olen, ocap;
     int queued;
     int broken;
+    int timed_out; /* the last failure was a deadline, not a closed socket */
+    int64_t last_timeout_ms; /* the budget of the exchange in progress, for messages */
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
@@ -52,6 +55,11 @@ void dlock__conn_close(dlock__conn *c)
 int dlock__conn_broken(const dlock__conn *c)
 {
     return c->broken;
+}
+
+int dlock__conn_timed_out(const dlock__conn *c)
+{
+    return c->timed_out;
 }
 
 void dlock__conn_mark_broken(dlock__conn *c)
@@ -126,8 +134,10 @@ static int flush_out(dlock__conn *c, int64_t deadline)
         if (w < 0)
             return w;
         int rc = dlock__transport_wait(c->t, want, deadline);
-        if (rc == DLOCK_ETIMEDOUT)
+        if (rc == DLOCK_ETIMEDOUT) {
+            c->timed_out = 1;
             return dlock__err(DLOCK_ECONN, "%s: timed out sending a command", c->t->desc);
+        }
         if (rc)
             return rc;
     }
@@ -160,8 +170,11 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int 
         if (poll_first) {
             poll_first = 0;
             int rc = dlock__transport_wait(c->t, POLLIN, deadline);
-            if (rc == DLOCK_ETIMEDOUT)
-                return dlock__err(DLOCK_ECONN, "%s: timed out waiting for a reply", c->t->desc);
+            if (rc == DLOCK_ETIMEDOUT) {
+                c->timed_out = 1;
+                return dlock__err(DLOCK_ECONN, "%s: no answer within %lld ms", c->t->desc,
+                                  (long long)c->last_timeout_ms);
+            }
             if (rc)
                 return rc;
         }
@@ -173,8 +186,11 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int 
             if (deadline == 1)
                 return DLOCK__IO_AGAIN; /* non-blocking read: nothing complete yet */
             int rc = dlock__transport_wait(c->t, want, deadline);
-            if (rc == DLOCK_ETIMEDOUT)
-                return dlock__err(DLOCK_ECONN, "%s: timed out waiting for a reply", c->t->desc);
+            if (rc == DLOCK_ETIMEDOUT) {
+                c->timed_out = 1;
+                return dlock__err(DLOCK_ECONN, "%s: no answer within %lld ms", c->t->desc,
+                                  (long long)c->last_timeout_ms);
+            }
             if (rc)
                 return rc;
             continue;
@@ -190,8 +206,8 @@ int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int time
         return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
     if (n != c->queued)
         return fail(c, dlock__err(DLOCK_EINVAL, "internal: %d replies expected, %d queued", n, c->queued));
-    int64_t deadline = dlock__now_ns() +
-                       (int64_t)(timeout_ms > 0 ? timeout_ms : c->command_timeout_ms) * 1000000;
+    c->last_timeout_ms = timeout_ms > 0 ? timeout_ms : c->command_timeout_ms;
+    int64_t deadline = dlock__now_ns() + c->last_timeout_ms * 1000000;
     COUNT(c, round_trips, 1);
     COUNT(c, commands, (uint64_t)n);
     int rc = flush_out(c, deadline);
@@ -229,6 +245,8 @@ int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns)
     if (c->broken)
         return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
     /* deadline 1 (long past) tells read_reply not to wait */
+    if (deadline_ns)
+        c->last_timeout_ms = (deadline_ns - dlock__now_ns()) / 1000000;
     int rc = read_reply(c, out, deadline_ns ? deadline_ns : 1, 0);
     return rc ? fail(c, rc) : 0;
 }
@@ -279,6 +297,8 @@ int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg)
     }
     int64_t deadline = dlock__now_ns() + (int64_t)cfg->connect_timeout_ms * 1000000;
     int rc = dlock__transport_connect(&c->t, cfg->ep, deadline);
+    if (rc == 0 && cfg->ep->tls)
+        rc = dlock__tls_wrap(&c->t, cfg->ep, deadline);
     if (rc == 0 && cfg->faults)
         rc = dlock__transport_inject(&c->t, cfg->faults);
     if (rc) {
@@ -317,7 +337,7 @@ int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg)
         if (left_ms < 1)
             left_ms = 1;
         rc = dlock__conn_exchange(c, r, n, (int)left_ms);
-        if (rc == DLOCK_ECONN && strstr(dlock_last_errmsg(), "timed out"))
+        if (rc == DLOCK_ECONN && c->timed_out)
             dlock__err(DLOCK_ECONN, "%s: no answer within the connect timeout (%d ms)",
                        ep->desc, cfg->connect_timeout_ms);
     }

@@ -67,6 +67,9 @@ int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns);
 int dlock__conn_poll_fd(dlock__conn *c);
 
 int dlock__conn_broken(const dlock__conn *c);
+/* 1 if the connection failed because a deadline passed (the server may be
+ * slow or stopped), not because it was closed. */
+int dlock__conn_timed_out(const dlock__conn *c);
 /* Give up on a connection whose request/reply sequence went wrong (e.g.
  * commands queued but never sent): it is closed when given back. */
 void dlock__conn_mark_broken(dlock__conn *c);

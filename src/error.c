@@ -30,6 +30,7 @@ const char *dlock_strerror(int code)
     case DLOCK_EPROTO: return "unexpected reply from the Redis server";
     case DLOCK_ECLOSED: return "the client was closed";
     case DLOCK_ECANCELED: return "the wait was cancelled";
+    case DLOCK_ESYS: return "a system call failed";
     default: return "unknown error";
     }
 }

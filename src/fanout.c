@@ -1,21 +1,10 @@
 /*
- * fanout.c — talking to the client's nodes: connection pools per node, the
- * single-node path (with a retry on a stale pooled connection and, for
- * Sentinel, a fresh look-up of the master), and the parallel fan-out used
- * by Redlock.
- *
- * Fan-out: every node's calls are written first (one pipelined batch per
- * node), then the replies are read from all sockets as they arrive under
- * one poll() loop and one deadline, so an acquisition costs about the
- * slowest node's round trip, not the sum. A node that fails does not hold
- * up the others beyond the deadline. Connections to nodes that are down are
- * attempted again on the next call (refused connects fail at once).
- *
- * Sentinel: node 0 is the master the sentinels name. When it cannot be
- * reached, or answers READONLY (it was demoted by a failover), the client
- * asks the sentinels again, switches node 0 to the new address (older
- * connections are dropped by generation) and retries once.
+ * fanout.c — where calls run (see fanout.h): one node with its retries,
+ * the Cluster's routing, or a parallel round over the Redlock masters with
+ * one poll loop and one deadline.
  */
+#include "fanout.h"
+
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
@@ -24,129 +13,12 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "client.h"
 #include "clock.h"
+#include "cluster.h"
 #include "error.h"
-
-int dlock__client_conn_get(dlock_client *c, int node, dlock__conn **out, int *reused,
-                           int max_connect_ms)
-{
-    dlock__node *nd = &c->nodes[node];
-    pthread_mutex_lock(&c->mu);
-    dlock__conn *conn = nd->idle;
-    if (conn) {
-        nd->idle = *dlock__conn_next(conn);
-        *dlock__conn_next(conn) = NULL;
-        nd->nidle--;
-    }
-    dlock__faults faults = c->faults;
-    int has_faults = c->has_faults;
-    unsigned gen = nd->gen;
-    dlock__endpoint ep;
-    int rc = conn ? 0 : dlock__endpoint_copy(&ep, &nd->ep);
-    pthread_mutex_unlock(&c->mu);
-    *reused = conn != NULL;
-    *out = conn;
-    if (conn || rc)
-        return rc;
-    int connect_ms = c->connect_timeout_ms < max_connect_ms ? c->connect_timeout_ms : max_connect_ms;
-    dlock__conn_cfg cfg = {&ep, connect_ms > 0 ? connect_ms : 1, c->command_timeout_ms,
-                           has_faults ? &faults : NULL, &nd->counters};
-    rc = dlock__conn_open(out, &cfg);
-    if (rc == 0)
-        *dlock__conn_tag(*out) = gen;
-    dlock__endpoint_clear(&ep);
-    return rc;
-}
-
-void dlock__client_conn_put(dlock_client *c, int node, dlock__conn *conn)
-{
-    if (!conn)
-        return;
-    dlock__node *nd = &c->nodes[node];
-    if (!dlock__conn_broken(conn)) {
-        pthread_mutex_lock(&c->mu);
-        if (nd->nidle < DLOCK__IDLE_MAX && !c->closing && *dlock__conn_tag(conn) == nd->gen) {
-            *dlock__conn_next(conn) = nd->idle;
-            nd->idle = conn;
-            nd->nidle++;
-            conn = NULL;
-        }
-        pthread_mutex_unlock(&c->mu);
-    }
-    dlock__conn_close(conn);
-}
-
-/* ------------------------------------------------------------- Sentinel */
-
-/* Ask the sentinels where the master is now; switch node 0 there if it
- * moved. Returns 0 or DLOCK_ECONN (no sentinel answered with an address). */
-static int sentinel_resolve(dlock_client *c)
-{
-    char why[300] = "no sentinel answered";
-    for (int i = 0; i < c->nsentinels; i++) {
-        dlock__conn_cfg cfg = {&c->sentinels[i], c->connect_timeout_ms, c->command_timeout_ms, NULL, NULL};
-        dlock__conn *conn;
-        if (dlock__conn_open(&conn, &cfg) != 0) {
-            snprintf(why, sizeof why, "%s", dlock_last_errmsg());
-            continue;
-        }
-        const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", c->master_name};
-        dlock__reply *r = NULL;
-        int rc = dlock__conn_command(conn, &r, 3, argv, NULL);
-        dlock__conn_close(conn);
-        if (rc) {
-            snprintf(why, sizeof why, "%s", dlock_last_errmsg());
-            continue;
-        }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_STRING) {
-            snprintf(why, sizeof why, "sentinel %s does not know master '%s'", c->sentinels[i].desc,
-                     c->master_name);
-            dlock__reply_free(r);
-            continue;
-        }
-        char *end;
-        long port = strtol(r->element[1]->str, &end, 10);
-        int bad_port = *end || port < 1 || port > 65535;
-        char *host = bad_port ? NULL : dlock__strdup(r->element[0]->str);
-        dlock__reply_free(r);
-        if (bad_port) {
-            snprintf(why, sizeof why, "sentinel %s gave a bad port", c->sentinels[i].desc);
-            continue;
-        }
-        if (!host)
-            return dlock__err(DLOCK_ENOMEM, "out of memory");
-        dlock__node *nd = &c->nodes[0];
-        pthread_mutex_lock(&c->mu);
-        if (!nd->ep.host || strcmp(nd->ep.host, host) != 0 || nd->ep.port != (int)port) {
-            dlock__free(nd->ep.host);
-            nd->ep.host = host;
-            host = NULL;
-            nd->ep.port = (int)port;
-            snprintf(nd->ep.desc, sizeof nd->ep.desc, strchr(nd->ep.host, ':') ? "[%s]:%d" : "%s:%d",
-                     nd->ep.host, nd->ep.port);
-            nd->gen++;
-            while (nd->idle) {
-                dlock__conn *n = *dlock__conn_next(nd->idle);
-                dlock__conn_close(nd->idle);
-                nd->idle = n;
-            }
-            nd->nidle = 0;
-        }
-        pthread_mutex_unlock(&c->mu);
-        dlock__free(host);
-        return 0;
-    }
-    return dlock__err(DLOCK_ECONN, "cannot find master '%s' through the sentinels: %s", c->master_name, why);
-}
-
-int dlock__client_locate(dlock_client *c)
-{
-    if (c->backend == DLOCK__BACKEND_CLUSTER)
-        return dlock__cluster_refresh(c);
-    return c->backend == DLOCK__BACKEND_SENTINEL ? sentinel_resolve(c) : 0;
-}
+#include "keys.h"
+#include "pool.h"
+#include "sentinel.h"
 
 /* ----------------------------------------------------------- single node */
 
@@ -171,12 +43,13 @@ static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
         if (left < 1)
             return dlock__err(DLOCK_ECONN, "%s: no answer in time", c->nodes[node].ep.desc);
         dlock__conn *conn;
-        int reused;
-        int rc = dlock__client_conn_get(c, node, &conn, &reused, (int)left);
+        int reused, timed_out = 0;
+        int rc = dlock__pool_get(c, node, &conn, &reused, (int)left);
         if (rc == 0) {
             left = (end - dlock__now_ns()) / 1000000;
             rc = dlock__scripts_run(conn, calls, n, replies,
                                     left < 1 ? 1 : left < c->command_timeout_ms ? (int)left : 0);
+            timed_out = rc != 0 && dlock__conn_timed_out(conn);
             if (rc == 0 && failover_retry && demoted(replies, n)) {
                 for (int i = 0; i < n; i++) {
                     dlock__reply_free(replies[i]);
@@ -186,17 +59,17 @@ static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
                 conn = NULL;
                 rc = dlock__err(DLOCK_ECONN, "the master was demoted (failover)");
             }
-            dlock__client_conn_put(c, node, conn);
+            dlock__pool_put(c, node, conn);
         }
-        if (rc == DLOCK_ECONN && reused && stale_retry) {
-            stale_retry = 0; /* a pooled connection went stale: try a fresh one */
+        if (rc == DLOCK_ECONN && reused && stale_retry && !timed_out) {
+            stale_retry = 0; /* a pooled connection was closed: try a fresh one */
             continue;
         }
         if (rc == DLOCK_ECONN && failover_retry) {
             failover_retry = 0;
             char msg[512];
             snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
-            if (sentinel_resolve(c) == 0)
+            if (dlock__sentinel_resolve(c) == 0)
                 continue;
             dlock__err(DLOCK_ECONN, "%s (and %s)", msg, dlock_last_errmsg());
         }
@@ -204,7 +77,7 @@ static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
     }
 }
 
-int dlock__client_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies)
+int dlock__fanout_one(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies)
 {
     /* connect + command, twice at most (one stale pooled connection) */
     int64_t max = 2 * ((int64_t)c->connect_timeout_ms + c->command_timeout_ms);
@@ -270,22 +143,22 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
     memset(f, 0, sizeof *f);
     f->nnodes = c->voters;
     f->n = n;
-    if (max_ms <= 0)
-        max_ms = c->connect_timeout_ms + c->command_timeout_ms;
+    if (max_ms <= 0) /* default: a connect and a command; twice with a failover to follow */
+        max_ms = (c->connect_timeout_ms + c->command_timeout_ms) *
+                 (c->backend == DLOCK__BACKEND_SENTINEL || c->backend == DLOCK__BACKEND_CLUSTER ? 2 : 1);
     for (int i = 0; i < f->nnodes; i++)
         if (!(f->replies[i] = dlock__calloc((size_t)(n > 0 ? n : 1), sizeof *f->replies[i]))) {
             dlock__fanout_free(f);
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         }
     if (c->backend == DLOCK__BACKEND_CLUSTER) {
-        int rc = dlock__cluster_run(c, calls, n, f->replies[0], 2 * max_ms);
+        int rc = dlock__cluster_run(c, calls, n, f->replies[0], max_ms);
         if (rc)
             node_failed(f, 0, rc);
         return rc;
     }
     if (c->voters == 1) {
-        int rc = run_node(c, 0, calls, n, f->replies[0],
-                          c->backend == DLOCK__BACKEND_SENTINEL ? 2 * max_ms : max_ms);
+        int rc = run_node(c, 0, calls, n, f->replies[0], max_ms);
         if (rc)
             node_failed(f, 0, rc);
         return rc;
@@ -298,9 +171,9 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
     for (int i = 0; i < f->nnodes; i++) {
         int64_t left = (end - dlock__now_ns()) / 1000000;
         int reused, rc = left < 1 ? dlock__err(DLOCK_ECONN, "%s: no time left to connect", c->nodes[i].ep.desc)
-                                  : dlock__client_conn_get(c, i, &conns[i], &reused, (int)left);
+                                  : dlock__pool_get(c, i, &conns[i], &reused, (int)left);
         for (int k = 0; rc == 0 && k < n; k++)
-            rc = dlock__scripts_append(conns[i], &calls[k]);
+            rc = dlock__scripts_append(conns[i], &calls[k], 1);
         if (rc == 0) {
             dlock__conn_count_round_trip(conns[i]);
             rc = dlock__conn_send(conns[i], (int)(left > 0 ? left : 1));
@@ -354,19 +227,11 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
     for (int i = 0; i < f->nnodes; i++) {
         if (!conns[i])
             continue;
-        for (int k = 0; k < n; k++)
-            if (dlock__reply_is_error(f->replies[i][k], "NOSCRIPT")) {
-                dlock__reply *r = NULL;
-                int64_t left = (end - dlock__now_ns()) / 1000000;
-                int rc = dlock__scripts_run(conns[i], &calls[k], 1, &r, left > 0 ? (int)left : 1);
-                if (rc) {
-                    node_failed(f, i, rc);
-                    break;
-                }
-                dlock__reply_free(f->replies[i][k]);
-                f->replies[i][k] = r;
-            }
-        dlock__client_conn_put(c, i, conns[i]);
+        int64_t left = (end - dlock__now_ns()) / 1000000;
+        int rc = dlock__scripts_fix_noscript(conns[i], calls, n, f->replies[i], left > 0 ? (int)left : 1);
+        if (rc)
+            node_failed(f, i, rc);
+        dlock__pool_put(c, i, conns[i]);
     }
     for (int i = 0; i < f->nnodes; i++)
         if (f->rc[i] == 0)
@@ -405,4 +270,9 @@ int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, in
     if (ok + failed >= c->quorum || (f->nnodes == 1 && failed))
         return dlock__fanout_error(f, what); /* the failures decided it */
     return dlock__err(DLOCK_ENOTHELD, "%s: the lock had expired or been taken over", what);
+}
+
+int dlock__fanout_node_of(dlock_client *c, const char *name)
+{
+    return c->backend == DLOCK__BACKEND_CLUSTER ? dlock__cluster_node_of(c, name) : 0;
 }

@@ -1,12 +1,14 @@
 /*
- * inspect.c — reading lock state for people: dlock_key_state_get() and
- * dlock_scan(), behind `dlock status`, `dlock metrics` and `dlock top`.
+ * inspect.c — reading lock state for people and operators: who holds a key
+ * (dlock_inspect, with the majority's view on Redlock), everything about a
+ * key (dlock_key_state_get), every lock in use (dlock_scan), and removing a
+ * stuck lock (dlock_force_unlock). Behind `dlock status`, `leader`,
+ * `metrics`, `top` and `unlock --force`.
  *
- * One script reads a key's holders and queue length atomically. A holder's
- * age comes from its fencing token, which is the server time in
- * microseconds at the grant (or a little above it if tokens ran ahead).
- * dlock_scan() walks the keyspace with SCAN MATCH <prefix>*, turns each
- * dlock key name back into its user key, and inspects each lock once.
+ * State is read atomically by one script per key (state.lua). A holder's
+ * age comes from the grant time stored with it. dlock_scan walks the
+ * keyspace with SCAN MATCH <prefix>* (never KEYS), turns each name back
+ * into its user key (keys.c) and reads each lock once.
  */
 #include <fnmatch.h>
 #include <hiredis/hiredis.h>
@@ -17,6 +19,10 @@
 #include "alloc.h"
 #include "client.h"
 #include "error.h"
+#include "fanout.h"
+#include "grant.h"
+#include "keys.h"
+#include "pool.h"
 
 void dlock_key_state_free(dlock_key_state *s)
 {
@@ -26,41 +32,124 @@ void dlock_key_state_free(dlock_key_state *s)
     dlock__free(s);
 }
 
-/* Parse a decimal prefix of s into *v; returns the rest or NULL. */
-static const char *num(const char *s, uint64_t *v)
+/* Each server's view of a mutex; with Redlock the lock is held only if a
+ * majority holds the same token, and its fencing token is the largest of
+ * theirs (the one the holder got). */
+static int majority_view(dlock_info *out, const dlock_client *c, dlock__fanout *f)
 {
-    uint64_t x = 0;
-    int n = 0;
-    while (*s >= '0' && *s <= '9' && n < 19) {
-        x = x * 10 + (uint64_t)(*s++ - '0');
-        n++;
+    dlock_info views[DLOCK__NODES_MAX];
+    char tokens[DLOCK__NODES_MAX][DLOCK__TOKEN_LEN + 1];
+    int held[DLOCK__NODES_MAX] = {0}, answered = 0;
+    for (int i = 0; i < f->nnodes; i++) {
+        if (f->rc[i])
+            continue;
+        dlock__reply *r = f->replies[i][0];
+        memset(&views[i], 0, sizeof views[i]);
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+            r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER)
+            return dlock__reply_fail(r, c->nodes[i].ep.desc, "inspect");
+        answered++;
+        views[i].waiters = r->element[2]->integer;
+        if (r->element[0]->type == REDIS_REPLY_STRING &&
+            dlock__parse_lock_value(&views[i], tokens[i], r->element[0]->str,
+                                    r->element[0]->len) == 0) {
+            held[i] = 1;
+            views[i].ttl_ms = r->element[1]->integer;
+        }
+        if (views[i].waiters > out->waiters)
+            out->waiters = views[i].waiters;
     }
-    *v = x;
-    return n ? s : NULL;
+    if (answered == 0)
+        return dlock__fanout_error(f, "inspect");
+    for (int i = 0; i < f->nnodes && !out->held; i++) {
+        if (!held[i])
+            continue;
+        int same = 0;
+        dlock_info best = views[i];
+        for (int k = 0; k < f->nnodes; k++)
+            if (held[k] && strcmp(tokens[k], tokens[i]) == 0) {
+                same++;
+                if (views[k].fencing_token > best.fencing_token)
+                    best.fencing_token = views[k].fencing_token;
+                if (views[k].ttl_ms < best.ttl_ms)
+                    best.ttl_ms = views[k].ttl_ms;
+            }
+        if (same >= c->quorum) {
+            int64_t waiters = out->waiters;
+            *out = best;
+            out->held = 1;
+            out->waiters = waiters;
+        }
+    }
+    return 0;
 }
 
-/* Fill holder h from an info string: mutex value "<token>:<fence>:<owner>",
- * reader "<fence>:<owner>" or permit "<slot>:<fence>:<owner>". */
-int dlock__parse_holder(dlock_holder *h, int mode, const char *info, uint64_t now_us)
+int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
 {
-    uint64_t fence = 0, slot = 0;
-    const char *p = info;
-    h->mode = mode;
-    h->slot = -1;
-    if (mode == DLOCK_WRITE) {
-        if (strlen(info) < DLOCK__TOKEN_LEN + 1 || info[DLOCK__TOKEN_LEN] != ':')
-            return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
-        p = info + DLOCK__TOKEN_LEN + 1;
-    } else if (mode == 0) {
-        if (!(p = num(p, &slot)) || *p++ != ':')
-            return dlock__err(DLOCK_EPROTO, "permit entry has an unexpected format");
-        h->slot = (int)slot;
+    dlock__err_clear();
+    if (!out || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    char *names[DLOCK__GROUP_MUTEX];
+    int rc = dlock__key_check(key);
+    if (rc == 0)
+        rc = dlock__key_group(names, c->prefix, key, DLOCK__FAM_MUTEX);
+    if (rc)
+        return rc;
+    if ((rc = dlock__client_enter(c)) == 0) {
+        dlock__call call = {DLOCK__S_INSPECT, DLOCK__GROUP_MUTEX, 0, (const char *const *)names,
+                            NULL};
+        dlock__fanout f;
+        rc = dlock__fanout_run(c, &call, 1, 0, &f);
+        if (rc != DLOCK_ENOMEM) {
+            if (rc == 0)
+                rc = majority_view(out, c, &f);
+            dlock__fanout_free(&f);
+        }
+        dlock__client_leave(c);
     }
-    if (!(p = num(p, &fence)) || *p++ != ':')
-        return dlock__err(DLOCK_EPROTO, "holder entry has an unexpected format");
-    h->fencing_token = fence;
-    h->age_ms = now_us > fence ? (int64_t)((now_us - fence) / 1000) : 0;
-    snprintf(h->owner, sizeof h->owner, "%s", p);
+    dlock__key_group_free(names, DLOCK__FAM_MUTEX);
+    return rc;
+}
+
+/* Fill s from a state.lua reply r (kind MUTEX or SEMAPHORE). */
+static int parse_state(dlock_key_state *s, const dlock__reply *r, const char *key, int kind)
+{
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 5 && r->elements % 2 == 1 &&
+             r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
+             r->element[3]->type == REDIS_REPLY_INTEGER && r->element[4]->type == REDIS_REPLY_INTEGER;
+    if (!ok)
+        return dlock__err(DLOCK_EPROTO, "state of %s: unexpected reply%s%s", key,
+                          r->type == REDIS_REPLY_ERROR ? ": " : "",
+                          r->type == REDIS_REPLY_ERROR ? r->str : "");
+    size_t members = (r->elements - 5) / 2;
+    int has_value = r->element[2]->type == REDIS_REPLY_STRING;
+    int64_t now_ms = r->element[0]->integer;
+    s->kind = kind;
+    s->waiters = r->element[1]->integer;
+    s->limit = (int)r->element[4]->integer;
+    snprintf(s->key, sizeof s->key, "%s", key);
+    if (members + (size_t)has_value > 0 &&
+        !(s->holders = dlock__calloc(members + (size_t)has_value, sizeof *s->holders)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    if (has_value) {
+        int rc = dlock__parse_holder(&s->holders[0], DLOCK_WRITE, r->element[2]->str, now_ms);
+        if (rc)
+            return rc;
+        s->holders[0].ttl_ms = r->element[3]->integer;
+        s->nholders = 1;
+    }
+    for (size_t i = 0; i < members; i++) {
+        const dlock__reply *ttl = r->element[5 + 2 * i], *info = r->element[6 + 2 * i];
+        if (ttl->type != REDIS_REPLY_INTEGER || info->type != REDIS_REPLY_STRING)
+            return dlock__err(DLOCK_EPROTO, "state of %s: unexpected reply", key);
+        dlock_holder *h = &s->holders[s->nholders];
+        if (dlock__parse_holder(h, kind == DLOCK_KIND_SEMAPHORE ? 0 : DLOCK_READ, info->str,
+                                now_ms) != 0)
+            continue; /* an entry being written or cleaned: skip it */
+        h->ttl_ms = ttl->integer;
+        s->nholders++;
+    }
     return 0;
 }
 
@@ -68,60 +157,23 @@ int dlock__parse_holder(dlock_holder *h, int mode, const char *info, uint64_t no
 static int state_of(dlock_key_state **out, dlock_client *c, const char *key, int kind)
 {
     *out = NULL;
-    static const char *const mutex_k[4] = {"lock", "readers", "rinfo", "queue"};
-    static const char *const sem_k[4] = {"schan", "sem", "sinfo", "squeue"};
-    const char *const *kinds = kind == DLOCK_KIND_SEMAPHORE ? sem_k : mutex_k;
-    char *names[4] = {NULL};
-    int rc = 0;
-    for (int i = 0; i < 4 && rc == 0; i++)
-        rc = dlock__key_name(&names[i], c, key, kinds[i]);
+    int family = kind == DLOCK_KIND_SEMAPHORE ? DLOCK__FAM_SEM : DLOCK__FAM_MUTEX;
+    char *names[DLOCK__GROUP_SEM];
+    int rc = dlock__key_group(names, c->prefix, key, family);
+    if (rc)
+        return rc;
+    const char *arg = family == DLOCK__FAM_SEM ? "s" : "m";
+    dlock__call call = {DLOCK__S_STATE, dlock__group_size(family), 1, (const char *const *)names,
+                        &arg};
     dlock__reply *r = NULL;
-    if (rc == 0) {
-        dlock__call call = {&dlock__script_state, 4, 0, (const char *const *)names, NULL};
-        rc = dlock__client_run(c, &call, 1, &r);
-    }
+    rc = dlock__fanout_one(c, &call, 1, &r);
     dlock_key_state *s = NULL;
-    if (rc == 0) {
-        int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 4 && r->elements % 2 == 0 &&
-                 r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
-                 r->element[3]->type == REDIS_REPLY_INTEGER;
-        if (!ok)
-            rc = dlock__err(DLOCK_EPROTO, "state of %s: unexpected reply%s%s", key,
-                            r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
-    }
     if (rc == 0 && !(s = dlock__calloc(1, sizeof *s)))
         rc = dlock__err(DLOCK_ENOMEM, "out of memory");
-    if (rc == 0) {
-        size_t members = (r->elements - 4) / 2;
-        int has_value = r->element[2]->type == REDIS_REPLY_STRING;
-        s->kind = kind;
-        s->waiters = r->element[1]->integer;
-        snprintf(s->key, sizeof s->key, "%s", key);
-        if (members + (size_t)has_value > 0 &&
-            !(s->holders = dlock__calloc(members + (size_t)has_value, sizeof *s->holders)))
-            rc = dlock__err(DLOCK_ENOMEM, "out of memory");
-        uint64_t now_us = (uint64_t)r->element[0]->integer;
-        if (rc == 0 && has_value) {
-            rc = dlock__parse_holder(&s->holders[0], DLOCK_WRITE, r->element[2]->str, now_us);
-            s->holders[0].ttl_ms = r->element[3]->integer;
-            s->nholders = 1;
-        }
-        for (size_t i = 0; rc == 0 && i < members; i++) {
-            dlock__reply *ttl = r->element[4 + 2 * i], *info = r->element[5 + 2 * i];
-            if (ttl->type != REDIS_REPLY_INTEGER || info->type != REDIS_REPLY_STRING) {
-                rc = dlock__err(DLOCK_EPROTO, "state of %s: unexpected reply", key);
-                break;
-            }
-            dlock_holder *h = &s->holders[s->nholders];
-            if (dlock__parse_holder(h, kind == DLOCK_KIND_SEMAPHORE ? 0 : DLOCK_READ, info->str, now_us) != 0)
-                continue; /* an entry being written or cleaned: skip it */
-            h->ttl_ms = ttl->integer;
-            s->nholders++;
-        }
-    }
+    if (rc == 0)
+        rc = parse_state(s, r, key, kind);
     dlock__reply_free(r);
-    for (int i = 0; i < 4; i++)
-        dlock__free(names[i]);
+    dlock__key_group_free(names, family);
     if (rc) {
         dlock_key_state_free(s);
         return rc;
@@ -138,7 +190,8 @@ int dlock_key_state_get(dlock_key_state **out, dlock_client *c, const char *key,
     *out = NULL;
     int rc = dlock__key_check(key);
     if (rc == 0 && kind != DLOCK_KIND_ANY && kind != DLOCK_KIND_MUTEX && kind != DLOCK_KIND_SEMAPHORE)
-        rc = dlock__err(DLOCK_EINVAL, "kind must be DLOCK_KIND_ANY, _MUTEX or _SEMAPHORE (got %d)", kind);
+        rc = dlock__err(DLOCK_EINVAL, "kind must be DLOCK_KIND_ANY, _MUTEX or _SEMAPHORE (got %d)",
+                        kind);
     if (rc == 0)
         rc = dlock__client_enter(c);
     if (rc)
@@ -175,41 +228,68 @@ static int found_cmp(const void *a, const void *b)
     return d ? d : x->kind - y->kind;
 }
 
-/* Turn a dlock key name into (user key, kind), or return 0 if it is not
- * one of the names that mark a lock in use. */
-static int decode(const dlock_client *c, const char *name, size_t len, char **key, int *kind)
+/* Add the names in a SCAN reply's batch that mark a lock in use and whose
+ * user key matches `pattern` to *list. 0 or DLOCK_ENOMEM. */
+static int collect_names(const dlock_client *c, const dlock__reply *batch, const char *pattern,
+                         found **list, size_t *n, size_t *cap)
 {
-    static const struct {
-        const char *suffix;
-        int kind;
-    } marks[] = {{":lock", DLOCK_KIND_MUTEX},   {":readers", DLOCK_KIND_MUTEX},
-                 {":queue", DLOCK_KIND_MUTEX},  {":sem", DLOCK_KIND_SEMAPHORE},
-                 {":squeue", DLOCK_KIND_SEMAPHORE}};
-    size_t plen = strlen(c->prefix);
-    if (len <= plen || strncmp(name, c->prefix, plen) != 0)
-        return 0;
-    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
-        size_t sl = strlen(marks[i].suffix);
-        if (len < plen + sl + 1 || memcmp(name + len - sl, marks[i].suffix, sl) != 0)
+    for (size_t i = 0; i < batch->elements; i++) {
+        const dlock__reply *e = batch->element[i];
+        char *key;
+        int family, d;
+        if (e->type != REDIS_REPLY_STRING ||
+            (d = dlock__key_decode(c->prefix, e->str, e->len, &key, &family)) == 0)
             continue;
-        const char *base = name + plen;
-        size_t blen = len - plen - sl;
-        if (blen >= 3 && base[0] == '{' && base[blen - 1] == '}') {
-            base++; /* "{key}": a key without a hash tag */
-            blen -= 2;
-        } else if (blen >= 2 && base[0] == '#') {
-            base++; /* "#key": a key with its own {hash tag} */
-            blen--;
-        } else {
-            return 0;
+        if (d < 0)
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        if (fnmatch(pattern, key, 0) != 0) {
+            dlock__free(key);
+            continue;
         }
-        if (blen == 0 || blen > DLOCK_KEY_MAX || memchr(base, '\0', blen))
-            return 0;
-        *key = dlock__strndup(base, blen);
-        *kind = marks[i].kind;
-        return *key ? 1 : -1;
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 64;
+            found *nl = dlock__realloc(*list, nc * sizeof *nl);
+            if (!nl) {
+                dlock__free(key);
+                return dlock__err(DLOCK_ENOMEM, "out of memory");
+            }
+            *list = nl;
+            *cap = nc;
+        }
+        (*list)[(*n)++] = (found){key, family == DLOCK__FAM_SEM ? DLOCK_KIND_SEMAPHORE
+                                                                : DLOCK_KIND_MUTEX};
     }
     return 0;
+}
+
+/* SCAN one node's keyspace for names under the prefix. */
+static int scan_node(dlock_client *c, int node, const char *match, const char *pattern,
+                     found **list, size_t *n, size_t *cap)
+{
+    char cursor[32] = "0";
+    int rc = 0;
+    do {
+        dlock__conn *conn;
+        int reused;
+        dlock__reply *r = NULL;
+        if ((rc = dlock__pool_get(c, node, &conn, &reused, c->connect_timeout_ms)) != 0)
+            break;
+        const char *argv[6] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
+        rc = dlock__conn_command(conn, &r, 6, argv, NULL);
+        dlock__pool_put(c, node, conn);
+        if (rc)
+            break;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            rc = dlock__reply_fail(r, c->nodes[node].ep.desc, "SCAN");
+            dlock__reply_free(r);
+            break;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        rc = collect_names(c, r->element[1], pattern, list, n, cap);
+        dlock__reply_free(r);
+    } while (rc == 0 && strcmp(cursor, "0") != 0);
+    return rc;
 }
 
 int dlock_scan(dlock_client *c, const char *pattern,
@@ -225,7 +305,7 @@ int dlock_scan(dlock_client *c, const char *pattern,
         return rc;
     found *list = NULL;
     size_t n = 0, cap = 0;
-    char match[200], cursor[32];
+    char match[300];
     /* the prefix is matched literally: escape glob characters in it */
     size_t j = 0;
     for (const char *p = c->prefix; *p && j + 3 < sizeof match; p++) {
@@ -238,64 +318,14 @@ int dlock_scan(dlock_client *c, const char *pattern,
     /* a cluster: every master's keyspace; Redlock: the first server that
      * answers (each holds every lock); otherwise the one server */
     pthread_mutex_lock(&c->mu);
-    int nodes = c->nnodes;
+    int nodes = c->backend == DLOCK__BACKEND_CLUSTER || c->backend == DLOCK__BACKEND_REDLOCK
+                    ? c->nnodes
+                    : 1;
     pthread_mutex_unlock(&c->mu);
-    int redlock = c->backend == DLOCK__BACKEND_REDLOCK;
-    for (int node = 0; node < nodes && (rc == 0 || redlock); node++) {
-        if (redlock && node > 0 && rc == 0)
-            break; /* the previous server answered */
-        rc = 0;
-        if (!redlock && c->backend != DLOCK__BACKEND_CLUSTER && node > 0)
-            break;
-        snprintf(cursor, sizeof cursor, "0");
-        do {
-            dlock__conn *conn;
-            int reused;
-            dlock__reply *r = NULL;
-            if ((rc = dlock__client_conn_get(c, node, &conn, &reused, c->connect_timeout_ms)) != 0)
-                break;
-            const char *argv[6] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
-            rc = dlock__conn_command(conn, &r, 6, argv, NULL);
-            dlock__client_conn_put(c, node, conn);
-            if (rc)
-                break;
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-                r->element[1]->type != REDIS_REPLY_ARRAY) {
-                rc = dlock__err(DLOCK_EPROTO, "SCAN: unexpected reply%s%s", r->type == REDIS_REPLY_ERROR ? ": " : "",
-                                r->type == REDIS_REPLY_ERROR ? r->str : "");
-                dlock__reply_free(r);
-                break;
-            }
-            snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
-            for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++) {
-                dlock__reply *e = r->element[1]->element[i];
-                char *key;
-                int kind, d;
-                if (e->type != REDIS_REPLY_STRING || (d = decode(c, e->str, e->len, &key, &kind)) == 0)
-                    continue;
-                if (d < 0) {
-                    rc = dlock__err(DLOCK_ENOMEM, "out of memory");
-                    break;
-                }
-                if (fnmatch(pattern, key, 0) != 0) {
-                    dlock__free(key);
-                    continue;
-                }
-                if (n == cap) {
-                    size_t nc = cap ? cap * 2 : 64;
-                    found *nl = dlock__realloc(list, nc * sizeof *nl);
-                    if (!nl) {
-                        dlock__free(key);
-                        rc = dlock__err(DLOCK_ENOMEM, "out of memory");
-                        break;
-                    }
-                    list = nl;
-                    cap = nc;
-                }
-                list[n++] = (found){key, kind};
-            }
-            dlock__reply_free(r);
-        } while (rc == 0 && strcmp(cursor, "0") != 0);
+    for (int node = 0; node < nodes; node++) {
+        rc = scan_node(c, node, match, pattern, &list, &n, &cap);
+        if (c->backend != DLOCK__BACKEND_REDLOCK ? rc != 0 : rc == 0 || rc == DLOCK_ENOMEM)
+            break; /* Redlock: the first server that answers has every lock */
     }
     dlock__client_leave(c);
 
@@ -317,5 +347,41 @@ int dlock_scan(dlock_client *c, const char *pattern,
     for (size_t i = 0; i < n; i++)
         dlock__free(list[i].key);
     dlock__free(list);
+    return rc;
+}
+
+int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
+{
+    dlock__err_clear();
+    if (!out_removed || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    *out_removed = 0;
+    char *names[DLOCK__GROUP_MUTEX];
+    int rc = dlock__key_check(key);
+    if (rc == 0)
+        rc = dlock__key_group(names, c->prefix, key, DLOCK__FAM_MUTEX);
+    if (rc)
+        return rc;
+    if ((rc = dlock__client_enter(c)) == 0) {
+        /* the release script with force: the next waiter gets the lock */
+        static const char *const args[2] = {"", "1"};
+        dlock__call call = {DLOCK__S_RELEASE, DLOCK__GROUP_MUTEX, 2, (const char *const *)names,
+                            args};
+        dlock__fanout f;
+        rc = dlock__fanout_run(c, &call, 1, 0, &f);
+        if (rc != DLOCK_ENOMEM) {
+            /* every server that answered has no lock on the key now */
+            for (int i = 0; rc == 0 && i < f.nnodes; i++) {
+                const dlock__reply *r = f.rc[i] == 0 ? f.replies[i][0] : NULL;
+                if (r && r->type != REDIS_REPLY_INTEGER)
+                    rc = dlock__reply_fail(r, c->nodes[i].ep.desc, "unlock");
+                else if (r && r->integer == 1)
+                    *out_removed = 1;
+            }
+            dlock__fanout_free(&f);
+        }
+        dlock__client_leave(c);
+    }
+    dlock__key_group_free(names, DLOCK__FAM_MUTEX);
     return rc;
 }

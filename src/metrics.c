@@ -8,11 +8,14 @@
  */
 #include "metrics.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "conn.h"
 #include "error.h"
+#include "watchdog.h"
 
 static const double bounds[DLOCK_HIST_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -115,13 +118,15 @@ static void hist_snapshot(dlock__hist *h, dlock_histogram *out)
     out->sum_seconds = (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9;
 }
 
-void dlock__metrics_snapshot(dlock__metrics *m, dlock_stats_t *out)
+void dlock__metrics_snapshot(dlock__metrics *m, dlock_client_stats *out)
 {
     out->acquired = atomic_load(&m->total.acquired);
     out->busy = atomic_load(&m->total.busy);
     out->timeouts = atomic_load(&m->total.timeouts);
     out->acquire_errors = atomic_load(&m->total.errors);
     out->renewals = atomic_load(&m->renewals);
+    out->attempts = atomic_load(&m->attempts);
+    out->keepalives = atomic_load(&m->keepalives);
     out->renew_failures = atomic_load(&m->renew_failures);
     out->lost = atomic_load(&m->lost);
     out->released = atomic_load(&m->released);
@@ -202,7 +207,7 @@ static int classes(dlock__metrics *m, dlock__class **list, const char **names)
 
 int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *const *nodes,
                          struct dlock__counters *const *counters, int64_t held_now,
-                         const dlock_stats_t *st)
+                         const dlock_client_stats *st)
 {
     dlock__class *list[DLOCK__CLASSES + 2];
     const char *names[DLOCK__CLASSES + 2];
@@ -277,7 +282,7 @@ int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *con
         }
     }
     if (fflush(f) != 0 || ferror(f))
-        return dlock__err(DLOCK_ECONN, "writing the metrics failed");
+        return dlock__err(DLOCK_ESYS, "writing the metrics failed: %s", strerror(errno));
     return 0;
 }
 
@@ -285,4 +290,47 @@ void dlock__metrics_free(dlock__metrics *m)
 {
     for (int i = 0; i < DLOCK__CLASSES; i++)
         dlock__free(atomic_load(&m->classes[i].name));
+}
+
+/* ------------------------------------------------------- the client's */
+
+int dlock_stats(dlock_client_stats *out, dlock_client *c)
+{
+    if (!out || !c)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    memset(out, 0, sizeof *out);
+    out->version = DLOCK_STATS_VERSION;
+    pthread_mutex_lock(&c->mu);
+    int nnodes = c->nnodes;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < nnodes; i++) {
+        out->round_trips += atomic_load(&c->nodes[i].counters.round_trips);
+        out->commands += atomic_load(&c->nodes[i].counters.commands);
+        out->connects += atomic_load(&c->nodes[i].counters.connects);
+        out->errors += atomic_load(&c->nodes[i].counters.errors);
+    }
+    dlock__metrics_snapshot(&c->metrics, out);
+    out->held_now = dlock__watchdog_held_now(c);
+    return 0;
+}
+
+int dlock_metrics_write(dlock_client *c, FILE *f)
+{
+    dlock__err_clear();
+    if (!c || !f)
+        return dlock__err(DLOCK_EINVAL, "NULL argument");
+    dlock_client_stats st;
+    dlock_stats(&st, c);
+    const char *nodes[DLOCK__NODES_MAX];
+    dlock__counters *counters[DLOCK__NODES_MAX];
+    char descs[DLOCK__NODES_MAX][128];
+    pthread_mutex_lock(&c->mu);
+    int nnodes = c->nnodes;
+    for (int i = 0; i < nnodes; i++) {
+        snprintf(descs[i], sizeof descs[i], "%s", c->nodes[i].ep.desc);
+        nodes[i] = descs[i];
+        counters[i] = &c->nodes[i].counters;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return dlock__metrics_write(&c->metrics, f, nnodes, nodes, counters, st.held_now, &st);
 }

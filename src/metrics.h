@@ -37,6 +37,7 @@ typedef struct dlock__metrics {
     dlock__class classes[DLOCK__CLASSES];
     dlock__class other; /* prefixes beyond the table */
     atomic_uint_fast64_t renewals, renew_failures, lost;
+    atomic_uint_fast64_t attempts, keepalives;
     atomic_uint_fast64_t released, release_not_held, release_errors;
 } dlock__metrics;
 
@@ -46,14 +47,14 @@ void dlock__metrics_acquire(dlock__metrics *m, const char *key, int rc, int64_t 
 void dlock__metrics_release(dlock__metrics *m, const char *key, int rc, int64_t hold_ns);
 
 /* Fill the counter and histogram fields of *out (not held_now). */
-void dlock__metrics_snapshot(dlock__metrics *m, dlock_stats_t *out);
+void dlock__metrics_snapshot(dlock__metrics *m, dlock_client_stats *out);
 
 struct dlock__counters;
 /* Write the exposition text; the per-node counters and held_now come from
  * the client. Returns 0 or DLOCK_ECONN (write error). */
 int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *const *nodes,
                          struct dlock__counters *const *counters, int64_t held_now,
-                         const dlock_stats_t *st);
+                         const dlock_client_stats *st);
 
 void dlock__metrics_free(dlock__metrics *m);
 

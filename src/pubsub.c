@@ -21,6 +21,7 @@
 
 #include "alloc.h"
 #include "client.h"
+#include "pool.h"
 #include "clock.h"
 #include "error.h"
 
@@ -40,13 +41,13 @@ struct dlock__listener {
     pthread_cond_t cv;
     pthread_t thread;
     int ctl[2];
-    dlock__waiter *waiters;
+    dlock__sub *waiters;
     channel *channels;
     int stop;
 };
 
 /* Wake w with news bits (listener mutex held). */
-static void notify(dlock__waiter *w, int bits)
+static void notify(dlock__sub *w, int bits)
 {
     w->news |= bits;
     uint64_t one = 1;
@@ -66,7 +67,7 @@ static void reset_all(dlock__listener *ls)
 {
     for (channel *ch = ls->channels; ch; ch = ch->next)
         ch->state = CH_NEW;
-    for (dlock__waiter *w = ls->waiters; w; w = w->next) {
+    for (dlock__sub *w = ls->waiters; w; w = w->next) {
         w->confirmed = 0;
         notify(w, DLOCK__NEWS_RESET);
     }
@@ -83,13 +84,13 @@ static void dispatch(dlock__listener *ls, const dlock__reply *r)
         for (channel *ch = ls->channels; ch; ch = ch->next)
             if (strcmp(ch->name, name) == 0 && ch->state == CH_SENT)
                 ch->state = CH_ACTIVE;
-        for (dlock__waiter *w = ls->waiters; w; w = w->next)
+        for (dlock__sub *w = ls->waiters; w; w = w->next)
             if (strcmp(w->channel, name) == 0)
                 w->confirmed = 1;
         pthread_cond_broadcast(&ls->cv);
     } else if (strcmp(kind, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING) {
         const char *payload = r->element[2]->str;
-        for (dlock__waiter *w = ls->waiters; w; w = w->next)
+        for (dlock__sub *w = ls->waiters; w; w = w->next)
             if (strcmp(w->channel, name) == 0)
                 notify(w, payload[0] == '\0' || strcmp(payload, w->token) == 0 ? DLOCK__NEWS_MINE
                                                                                 : DLOCK__NEWS_OTHER);
@@ -139,7 +140,7 @@ static void *listener_main(void *arg)
         if (!conn) {
             pthread_mutex_unlock(&ls->mu);
             int reused; /* a pooled connection is fine: it becomes ours for good */
-            int rc = dlock__client_conn_get(c, ls->node, &conn, &reused, c->connect_timeout_ms);
+            int rc = dlock__pool_get(c, ls->node, &conn, &reused, c->connect_timeout_ms);
             pthread_mutex_lock(&ls->mu);
             if (rc) {
                 conn = NULL;
@@ -199,7 +200,7 @@ static int listener_start(dlock_client *c, int node)
         return dlock__err(DLOCK_ENOMEM, "out of memory");
     if (pipe2(ls->ctl, O_CLOEXEC | O_NONBLOCK) != 0) {
         dlock__free(ls);
-        return dlock__err(DLOCK_ENOMEM, "pipe: %s", strerror(errno));
+        return dlock__err(DLOCK_ESYS, "pipe: %s", strerror(errno));
     }
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -210,19 +211,20 @@ static int listener_start(dlock_client *c, int node)
     ls->client = c;
     ls->node = node;
     c->nodes[node].listener = ls;
-    if (pthread_create(&ls->thread, NULL, listener_main, ls) != 0) {
+    int e = pthread_create(&ls->thread, NULL, listener_main, ls);
+    if (e != 0) {
         c->nodes[node].listener = NULL;
         close(ls->ctl[0]);
         close(ls->ctl[1]);
         pthread_cond_destroy(&ls->cv);
         pthread_mutex_destroy(&ls->mu);
         dlock__free(ls);
-        return dlock__err(DLOCK_ENOMEM, "cannot start the listener thread");
+        return dlock__err(DLOCK_ESYS, "cannot start the listener thread: %s", strerror(e));
     }
     return 0;
 }
 
-int dlock__listener_join(dlock_client *c, dlock__waiter *w, int timeout_ms)
+int dlock__listener_join(dlock_client *c, dlock__sub *w, int timeout_ms)
 {
     pthread_mutex_lock(&c->mu);
     int rc = c->closing ? dlock__err(DLOCK_ECLOSED, "the client was closed") : 0;
@@ -271,7 +273,7 @@ int dlock__listener_join(dlock_client *c, dlock__waiter *w, int timeout_ms)
     return rc;
 }
 
-void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
+void dlock__listener_leave(dlock_client *c, dlock__sub *w)
 {
     pthread_mutex_lock(&c->mu);
     dlock__listener *ls = c->nodes[w->node].listener;
@@ -279,7 +281,7 @@ void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
     if (!ls)
         return;
     pthread_mutex_lock(&ls->mu);
-    for (dlock__waiter **pp = &ls->waiters; *pp; pp = &(*pp)->next)
+    for (dlock__sub **pp = &ls->waiters; *pp; pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
             break;
@@ -294,7 +296,7 @@ void dlock__listener_leave(dlock_client *c, dlock__waiter *w)
     pthread_mutex_unlock(&ls->mu);
 }
 
-int dlock__listener_take(dlock_client *c, dlock__waiter *w, int *confirmed)
+int dlock__listener_take(dlock_client *c, dlock__sub *w, int *confirmed)
 {
     dlock__listener *ls = c->nodes[w->node].listener;
     uint64_t v;

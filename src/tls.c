@@ -30,7 +30,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "error.h"
-#include "transport.h"
+#include "tls.h"
 
 typedef struct tls_transport {
     dlock__transport base;

@@ -189,14 +189,6 @@ int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep,
     s->base.desc = s->desc;
     s->fd = fd;
     *out = &s->base;
-    if (ep->tls) {
-        int rc = dlock__tls_wrap(out, ep, deadline_ns);
-        if (rc) {
-            sock_close(&s->base);
-            *out = NULL;
-            return rc;
-        }
-    }
     return 0;
 }
 

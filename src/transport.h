@@ -53,12 +53,6 @@ typedef struct dlock__faults {
 int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep,
                              int64_t deadline_ns);
 
-/* Run a TLS handshake over the connected *t before deadline_ns and make *t
- * the TLS stream (tls.c). On failure *t is unchanged (the caller closes it):
- * DLOCK_ECONN (handshake failed, e.g. certificate verify failed: the message
- * says why), DLOCK_EINVAL (a CA/cert/key file cannot be loaded), ENOMEM. */
-int dlock__tls_wrap(dlock__transport **t, const dlock__endpoint *ep, int64_t deadline_ns);
-
 /* Wrap *t so that it misbehaves as `f` says. On ENOMEM *t is unchanged. */
 int dlock__transport_inject(dlock__transport **t, const dlock__faults *f);
 

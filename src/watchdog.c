@@ -1,40 +1,376 @@
 /*
- * watchdog.c — one thread per client that keeps auto-renewed locks alive.
+ * watchdog.c — renewals and keepalives, batched (see watchdog.h).
  *
- * Every lock has a renewal instant (acquired/renewed at t: t + TTL *
- * renew_fraction). The thread sleeps until the earliest one, then renews
- * every lock that is due — or nearly due, within a quarter of its own renewal
- * interval, so locks taken at about the same time travel together — in ONE
- * pipelined round trip, however many there are. A renewal that fails with a
- * transport error is retried at short intervals until the lock's validity
- * instant; then the lock is marked lost and its on_lost callback runs here,
- * on the watchdog thread. A reply saying the lock is no longer ours marks it
- * lost at once.
+ * Scheduling. A held lock is due for renewal at renew_at = t + TTL *
+ * renew_fraction (t: the send time of the request that last confirmed it)
+ * and may go up to a quarter of that interval early, so locks taken at
+ * about the same time travel together. A waiter is due every
+ * DLOCK__KEEPALIVE_MS, or sooner when its last answer said something may
+ * change earlier (a holder's TTL, a lease running out): then a keepalive is
+ * what notices the change and, on the server, hands the lock on.
  *
- * Release and close coordinate through client->mu and lock->inflight: a lock
- * being renewed is flagged, and dlock_release() waits for the flag to clear
- * before it unlinks the lock and sends its delete, so no renewal is ever sent
- * after (or races with) a release.
+ * Coordination with release and close: an entry being served is flagged
+ * in-flight; dlock__watchdog_remove / dlock__waiter_remove wait for the
+ * flag to clear before they return, so nothing is sent for a lock after its
+ * release or for a waiter after it stopped waiting. Close stops the thread
+ * only after every API call has left (client.c), then releases what is
+ * still held in one round.
  */
+#include "watchdog.h"
+
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "alloc.h"
-#include "client.h"
+#include "calls.h"
 #include "clock.h"
 #include "error.h"
+#include "fanout.h"
 
 #define RETRY_MIN_MS 20
+#define RETRY_MAX_MS 500
+#define BATCH_MAX 4096 /* calls per round; more go in the next round at once */
+
+struct dlock__watchdog {
+    pthread_t thread;
+    int started, stop;
+    int64_t wake_ns;     /* when the thread plans to wake (INT64_MAX: when told) */
+    dlock__sched **heap; /* min-heap by due_ns */
+    size_t n, cap;
+    size_t members;      /* registered entries, in the heap or in flight: the
+                            heap has room for all, so putting one back after
+                            serving it never fails */
+    dlock_lock *locks;   /* every held lock, renewed or not */
+};
 
 static int64_t min64(int64_t a, int64_t b)
 {
     return a < b ? a : b;
 }
-#define RETRY_MAX_MS 500
+
+/* ------------------------------------------------------------ the heap */
+
+static void heap_set(struct dlock__watchdog *wd, size_t i, dlock__sched *s)
+{
+    wd->heap[i] = s;
+    s->idx = i;
+}
+
+static void heap_up(struct dlock__watchdog *wd, size_t i)
+{
+    dlock__sched *s = wd->heap[i];
+    while (i > 0 && wd->heap[(i - 1) / 2]->due_ns > s->due_ns) {
+        heap_set(wd, i, wd->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(wd, i, s);
+}
+
+static void heap_down(struct dlock__watchdog *wd, size_t i)
+{
+    dlock__sched *s = wd->heap[i];
+    for (;;) {
+        size_t k = 2 * i + 1;
+        if (k >= wd->n)
+            break;
+        if (k + 1 < wd->n && wd->heap[k + 1]->due_ns < wd->heap[k]->due_ns)
+            k++;
+        if (wd->heap[k]->due_ns >= s->due_ns)
+            break;
+        heap_set(wd, i, wd->heap[k]);
+        i = k;
+    }
+    heap_set(wd, i, s);
+}
+
+/* Make room for one more member. 0 or DLOCK_ENOMEM. */
+static int heap_reserve(struct dlock__watchdog *wd)
+{
+    if (wd->members == wd->cap) {
+        size_t cap = wd->cap ? wd->cap * 2 : 64;
+        dlock__sched **h = dlock__realloc(wd->heap, cap * sizeof *h);
+        if (!h)
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        wd->heap = h;
+        wd->cap = cap;
+    }
+    wd->members++;
+    return 0;
+}
+
+/* Add member s (not in the heap) due at due_ns; room was reserved. */
+static void heap_push(struct dlock__watchdog *wd, dlock__sched *s, int64_t due_ns)
+{
+    s->due_ns = due_ns;
+    heap_set(wd, wd->n++, s);
+    heap_up(wd, s->idx);
+}
+
+static void heap_remove(struct dlock__watchdog *wd, dlock__sched *s)
+{
+    size_t i = s->idx;
+    if (i == (size_t)-1 || i >= wd->n || wd->heap[i] != s)
+        return;
+    s->idx = (size_t)-1;
+    if (--wd->n == i)
+        return;
+    heap_set(wd, i, wd->heap[wd->n]);
+    heap_down(wd, i);
+    heap_up(wd, wd->heap[i]->idx);
+}
+
+/* ---------------------------------------------------------- a tick */
+
+/* One tick's work: the entries served and their calls. */
+typedef struct batch {
+    dlock__sched **items;
+    dlock__call_args *args; /* one per item */
+    dlock__call *calls;
+    int n, ncalls, cap, callcap;
+} batch;
+
+static void batch_free(batch *b)
+{
+    dlock__free(b->items);
+    dlock__free(b->args);
+    dlock__free(b->calls);
+}
+
+/* Room for one more item of `ncalls` calls. 0 or DLOCK_ENOMEM. */
+static int batch_grow(batch *b, int ncalls)
+{
+    if (b->n == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 64;
+        dlock__sched **items = dlock__realloc(b->items, (size_t)cap * sizeof *items);
+        if (items)
+            b->items = items;
+        dlock__call_args *args = dlock__realloc(b->args, (size_t)cap * sizeof *args);
+        if (args)
+            b->args = args;
+        if (!items || !args)
+            return DLOCK_ENOMEM;
+        b->cap = cap;
+    }
+    if (b->ncalls + ncalls > b->callcap) {
+        int cap = b->callcap ? b->callcap : 64;
+        while (cap < b->ncalls + ncalls)
+            cap *= 2;
+        dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
+        if (!calls)
+            return DLOCK_ENOMEM;
+        b->calls = calls;
+        b->callcap = cap;
+    }
+    return 0;
+}
+
+static int64_t renew_interval_ns(const dlock_lock *l)
+{
+    return (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
+}
+
+static int64_t retry_delay_ns(const dlock_lock *l)
+{
+    int64_t ms = l->ttl_ms / 10;
+    ms = ms < RETRY_MIN_MS ? RETRY_MIN_MS : ms > RETRY_MAX_MS ? RETRY_MAX_MS : ms;
+    return ms * 1000000;
+}
+
+/* A lock whose validity ran out while renewals kept failing: mark it lost
+ * and run its callback (c->mu dropped meanwhile; the lock is in flight so
+ * its release waits). */
+static void expire_lock(dlock_client *c, dlock_lock *l)
+{
+    int why = atomic_load(&l->renew_error);
+    if (!dlock__watchdog_mark_lost(l, why ? why : DLOCK_ETIMEDOUT))
+        return;
+    l->inflight = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (l->on_lost)
+        l->on_lost(l, l->on_lost_arg);
+    pthread_mutex_lock(&c->mu);
+    l->inflight = 0;
+    pthread_cond_broadcast(&c->cv);
+}
+
+/* Take the due entries out of the schedule into b (c->mu held). Returns
+ * when the next entry is due if nothing is due now. */
+static int64_t collect(dlock_client *c, batch *b)
+{
+    struct dlock__watchdog *wd = c->wd;
+    int64_t now = dlock__now_ns();
+    b->n = b->ncalls = 0;
+    while (wd->n > 0 && b->ncalls < BATCH_MAX) {
+        dlock__sched *s = wd->heap[0];
+        if (s->due_ns - s->early_ns > now)
+            break;
+        int ncalls = s->is_waiter ? 1 : (int)((dlock_lock *)((char *)s - offsetof(dlock_lock, sched)))->nparts;
+        if (batch_grow(b, ncalls) != 0)
+            break; /* out of memory: serve what fits, try the rest later */
+        heap_remove(wd, s);
+        if (s->is_waiter) {
+            ((dlock__waitreg *)s)->inflight = 1;
+        } else {
+            dlock_lock *l = (dlock_lock *)((char *)s - offsetof(dlock_lock, sched));
+            if (atomic_load(&l->state) != DLOCK__HELD)
+                continue;
+            if (now >= atomic_load(&l->valid_until_ns)) {
+                expire_lock(c, l);
+                break; /* c->mu was dropped: serve what we have, then look again */
+            }
+            l->inflight = 1;
+        }
+        b->items[b->n++] = s;
+        b->ncalls += ncalls;
+    }
+    /* the arrays are final now: calls may point into them */
+    for (int i = 0, k = 0; i < b->n; i++) {
+        dlock__sched *s = b->items[i];
+        if (s->is_waiter) {
+            dlock__waitreg *w = (dlock__waitreg *)s;
+            dlock__calls_keepalive(w->lock, w->watching, &b->calls[k++], &b->args[i]);
+        } else {
+            dlock_lock *l = (dlock_lock *)((char *)s - offsetof(dlock_lock, sched));
+            dlock__calls_extend(l, &b->calls[k], &b->args[i], l->ttl_ms);
+            k += (int)l->nparts;
+        }
+    }
+    return b->n > 0 ? now : wd->n > 0 ? wd->heap[0]->due_ns : INT64_MAX;
+}
+
+/* Apply one renewal's verdict (c->mu held). Returns 1 if the lock was lost
+ * by the server's word (its callback is still to run; it stays in flight). */
+static int renewed(dlock_client *c, dlock_lock *l, int res, int64_t start)
+{
+    struct dlock__watchdog *wd = c->wd;
+    if (res == 0) {
+        atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
+        atomic_store(&l->renew_error, 0);
+        atomic_fetch_add(&c->metrics.renewals, 1);
+        l->inflight = 0;
+        l->sched.early_ns = renew_interval_ns(l) / 4;
+        heap_push(wd, &l->sched, start + renew_interval_ns(l));
+        return 0;
+    }
+    if (res == DLOCK_ENOTHELD) {
+        if (dlock__watchdog_mark_lost(l, DLOCK_ENOTHELD))
+            return 1;
+        l->inflight = 0;
+        return 0;
+    }
+    atomic_store(&l->renew_error, res);
+    atomic_fetch_add(&c->metrics.renew_failures, 1);
+    int64_t until = atomic_load(&l->valid_until_ns);
+    dlock__log(c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
+               l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
+    l->inflight = 0;
+    l->sched.early_ns = 0;
+    heap_push(wd, &l->sched, min64(dlock__now_ns() + retry_delay_ns(l), until));
+    return 0;
+}
+
+/* Apply one keepalive's answers (call k of fan-out f; c->mu held): news
+ * from any node wakes the waiter; the soonest change decides the next one. */
+static void kept(dlock_client *c, dlock__waitreg *w, const dlock__fanout *f, int ok, int k,
+                 int64_t sent_ns)
+{
+    int64_t now = dlock__now_ns(), next = now + (int64_t)DLOCK__KEEPALIVE_MS * 1000000;
+    int bits = 0, answered = 0;
+    for (int i = 0; ok && i < f->nnodes; i++) {
+        const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][k] : NULL;
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+            continue;
+        answered++;
+        long long state = r->element[0]->integer, hint = r->element[1]->integer;
+        if (state == DLOCK__KA_QUEUED && f->nnodes == 1 && sent_ns > atomic_load(&w->queued_ns))
+            atomic_store(&w->queued_ns, sent_ns);
+        bits |= state == DLOCK__KA_LEASED ? DLOCK__WN_LEASED
+                : state == DLOCK__KA_LOST ? DLOCK__WN_LOST
+                : state == DLOCK__KA_FREE ? DLOCK__WN_FREE
+                                          : 0;
+        if (hint > 0 && hint < DLOCK__KEEPALIVE_MS)
+            next = min64(next, now + (hint + 1) * 1000000); /* just after the change */
+    }
+    if (!answered)
+        next = now + (int64_t)RETRY_MIN_MS * 2 * 1000000; /* failed: again soon */
+    if (bits) {
+        atomic_fetch_or(&w->news, bits);
+        uint64_t one = 1;
+        ssize_t wr = write(w->efd, &one, sizeof one);
+        (void)wr;
+    }
+    atomic_fetch_add(&c->metrics.keepalives, 1);
+    w->inflight = 0;
+    w->sched.early_ns = 0;
+    heap_push(c->wd, &w->sched, next);
+}
+
+/* Serve the due entries. Called and returns with c->mu held; drops it for
+ * the round trip and the callbacks. Returns when to look again. */
+static int64_t tick(dlock_client *c, batch *b)
+{
+    int64_t next = collect(c, b);
+    if (b->n == 0)
+        return next;
+    /* A round never outlasts the validity of a lock in it (a lock whose
+     * validity ends must be declared lost then, not after a slow connect)
+     * and gives up after half the validity left, so a failure is known
+     * (renew_error) while there is still time to act, e.g. dlock run's
+     * --grace; keepalives give up in half an entry's life. */
+    int64_t start = dlock__now_ns(), earliest = INT64_MAX;
+    for (int i = 0; i < b->n; i++)
+        earliest = b->items[i]->is_waiter
+                       ? min64(earliest, start + (int64_t)DLOCK__ENTRY_TTL_MS * 1000000)
+                       : min64(earliest, atomic_load(&((dlock_lock *)((char *)b->items[i] -
+                                                        offsetof(dlock_lock, sched)))
+                                                        ->valid_until_ns));
+    int64_t budget_ms = (earliest - start) / 2000000;
+    pthread_mutex_unlock(&c->mu);
+    dlock__fanout f;
+    int rc = dlock__fanout_run(c, b->calls, b->ncalls,
+                               budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);
+    pthread_mutex_lock(&c->mu);
+
+    int lost_n = 0;
+    for (int i = 0, k = 0; i < b->n; i++) {
+        dlock__sched *s = b->items[i];
+        if (s->is_waiter) {
+            dlock__waitreg *w = (dlock__waitreg *)s;
+            kept(c, w, &f, rc == 0, k, start);
+            k++;
+            continue;
+        }
+        dlock_lock *l = (dlock_lock *)((char *)s - offsetof(dlock_lock, sched));
+        char what[DLOCK_KEY_MAX + 16];
+        snprintf(what, sizeof what, "renew %s", l->parts[0].key);
+        int res = rc == DLOCK_ENOMEM ? rc : dlock__fanout_verdict(c, &f, k, (int)l->nparts, what);
+        k += (int)l->nparts;
+        if (renewed(c, l, res, start))
+            b->items[lost_n++] = s; /* keeps in-flight until its callback ran */
+    }
+    dlock__fanout_free(&f);
+    if (lost_n) {
+        pthread_mutex_unlock(&c->mu);
+        for (int i = 0; i < lost_n; i++) {
+            dlock_lock *l = (dlock_lock *)((char *)b->items[i] - offsetof(dlock_lock, sched));
+            if (l->on_lost)
+                l->on_lost(l, l->on_lost_arg);
+        }
+        pthread_mutex_lock(&c->mu);
+        for (int i = 0; i < lost_n; i++)
+            ((dlock_lock *)((char *)b->items[i] - offsetof(dlock_lock, sched)))->inflight = 0;
+    }
+    pthread_cond_broadcast(&c->cv);
+    return dlock__now_ns(); /* look again: more may be due */
+}
 
 /* Wait on client->cv until CLOCK_BOOTTIME reaches until_ns (INT64_MAX:
- * until signalled). Called with client->mu held. */
+ * until signalled). c->mu held. */
 static void wait_until(dlock_client *c, int64_t until_ns)
 {
     if (until_ns == INT64_MAX) {
@@ -52,190 +388,17 @@ static void wait_until(dlock_client *c, int64_t until_ns)
     pthread_cond_timedwait(&c->cv, &c->mu, &ts);
 }
 
-/* How long to wait before retrying a failed renewal. */
-static int64_t retry_delay_ns(const dlock_lock *l)
-{
-    int64_t ms = l->ttl_ms / 10;
-    if (ms < RETRY_MIN_MS)
-        ms = RETRY_MIN_MS;
-    if (ms > RETRY_MAX_MS)
-        ms = RETRY_MAX_MS;
-    return ms * 1000000;
-}
-
-/* One tick's work: the locks being renewed (n, with their ttl as text),
- * and their calls (ncalls: one per part; a multi-lock has several). */
-typedef struct batch {
-    dlock_lock **locks;
-    char (*ttls)[24];
-    int n, cap;
-    dlock__call *calls;
-    const char **args;
-    int ncalls, callcap;
-} batch;
-
-static void batch_free(batch *b)
-{
-    dlock__free(b->locks);
-    dlock__free(b->ttls);
-    dlock__free(b->calls);
-    dlock__free(b->args);
-}
-
-/* Make room for one more lock of `parts` parts; 0 or DLOCK_ENOMEM. */
-static int batch_grow(batch *b, int parts)
-{
-    if (b->n == b->cap) {
-        int cap = b->cap ? b->cap * 2 : 64;
-        dlock_lock **locks = dlock__realloc(b->locks, (size_t)cap * sizeof *locks);
-        if (locks)
-            b->locks = locks;
-        char(*ttls)[24] = dlock__realloc(b->ttls, (size_t)cap * sizeof *ttls);
-        if (ttls)
-            b->ttls = ttls;
-        if (!locks || !ttls)
-            return DLOCK_ENOMEM;
-        b->cap = cap;
-    }
-    if (b->ncalls + parts > b->callcap) {
-        int cap = b->callcap ? b->callcap : 64;
-        while (cap < b->ncalls + parts)
-            cap *= 2;
-        dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
-        if (calls)
-            b->calls = calls;
-        const char **args = dlock__realloc(b->args, (size_t)cap * 2 * sizeof *args);
-        if (args)
-            b->args = args;
-        if (!calls || !args)
-            return DLOCK_ENOMEM;
-        b->callcap = cap;
-    }
-    return 0;
-}
-
-/* Renew the due locks of one tick. Called and returns with c->mu held;
- * drops it for the round trip and the callbacks. Returns the next instant
- * at which something is due (INT64_MAX: nothing scheduled). */
-static int64_t tick(dlock_client *c, batch *b)
-{
-    int64_t now = dlock__now_ns(), next = INT64_MAX;
-    b->n = 0;
-    b->ncalls = 0;
-    for (dlock_lock *l = c->locks; l; l = l->next) {
-        if (!l->auto_renew || atomic_load(&l->state) != DLOCK__HELD)
-            continue;
-        int64_t interval = (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
-        if (l->renew_at_ns - interval / 4 > now) {
-            if (l->renew_at_ns < next)
-                next = l->renew_at_ns;
-            continue;
-        }
-        if (now >= atomic_load(&l->valid_until_ns)) {
-            /* validity ran out while renewals kept failing */
-            if (dlock__lock_mark_lost(l, atomic_load(&l->renew_error) ? atomic_load(&l->renew_error)
-                                                                       : DLOCK_ETIMEDOUT)) {
-                l->inflight = 1;
-                pthread_mutex_unlock(&c->mu);
-                if (l->on_lost)
-                    l->on_lost(l, l->on_lost_arg);
-                pthread_mutex_lock(&c->mu);
-                l->inflight = 0;
-                pthread_cond_broadcast(&c->cv);
-            }
-            return dlock__now_ns(); /* the list may have changed: rescan */
-        }
-        if (batch_grow(b, (int)l->nparts) != 0) {
-            next = now + (int64_t)RETRY_MIN_MS * 1000000; /* try again soon */
-            break;
-        }
-        snprintf(b->ttls[b->n], sizeof b->ttls[0], "%lld", (long long)l->ttl_ms);
-        b->locks[b->n++] = l;
-        b->ncalls += (int)l->nparts;
-        l->inflight = 1;
-    }
-    if (b->n == 0)
-        return next;
-    /* the arrays are final now: calls may point into them */
-    int64_t earliest_end = INT64_MAX;
-    for (int i = 0, k = 0; i < b->n; i++) {
-        dlock_lock *l = b->locks[i];
-        dlock__lock_extend_calls(l, &b->calls[k], &b->args[2 * k], b->ttls[i]);
-        k += (int)l->nparts;
-        earliest_end = min64(earliest_end, atomic_load(&l->valid_until_ns));
-    }
-
-    pthread_mutex_unlock(&c->mu);
-    /* Never let one round outlast the validity of a lock in it (a lock whose
-     * validity ends must be declared lost then, not after a slow connect),
-     * and give up after half the validity left, so that a failure is known
-     * (renew_error) while there is still time to act on it, e.g. dlock run's
-     * --grace. */
-    int64_t start = dlock__now_ns();
-    int64_t budget_ms = (earliest_end - start) / 2000000;
-    dlock__fanout f;
-    int rc = dlock__fanout_run(c, b->calls, b->ncalls,
-                               budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);
-    pthread_mutex_lock(&c->mu);
-
-    int lost_n = 0;
-    for (int i = 0, k = 0; i < b->n; i++) {
-        dlock_lock *l = b->locks[i];
-        /* a lock with several parts is renewed only if every part was, on a
-         * quorum of nodes */
-        char what[DLOCK_KEY_MAX + 16];
-        snprintf(what, sizeof what, "renew %s", l->parts[0].key);
-        int res = rc == DLOCK_ENOMEM ? rc : dlock__fanout_verdict(c, &f, k, (int)l->nparts, what);
-        k += (int)l->nparts;
-        int mine = res != DLOCK_ENOTHELD;
-        if (res == DLOCK_ENOTHELD)
-            res = 0;
-        if (res == 0 && mine) {
-            atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
-            l->renew_at_ns = start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6);
-            atomic_store(&l->renew_error, 0);
-            atomic_fetch_add(&c->metrics.renewals, 1);
-            l->inflight = 0;
-        } else if (res == 0) {
-            /* the server says it is not ours any more */
-            if (dlock__lock_mark_lost(l, DLOCK_ENOTHELD))
-                b->locks[lost_n++] = l; /* keeps inflight until its callback ran */
-            else
-                l->inflight = 0;
-        } else {
-            atomic_store(&l->renew_error, res);
-            atomic_fetch_add(&c->metrics.renew_failures, 1);
-            int64_t at = dlock__now_ns() + retry_delay_ns(l);
-            int64_t until = atomic_load(&l->valid_until_ns);
-            dlock__log(c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
-                       l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
-            l->renew_at_ns = at < until ? at : until;
-            l->inflight = 0;
-        }
-    }
-    dlock__fanout_free(&f);
-    pthread_mutex_unlock(&c->mu);
-    for (int i = 0; i < lost_n; i++)
-        if (b->locks[i]->on_lost)
-            b->locks[i]->on_lost(b->locks[i], b->locks[i]->on_lost_arg);
-    pthread_mutex_lock(&c->mu);
-    for (int i = 0; i < lost_n; i++)
-        b->locks[i]->inflight = 0;
-    pthread_cond_broadcast(&c->cv);
-    return dlock__now_ns(); /* rescan */
-}
-
 static void *watchdog_main(void *arg)
 {
     dlock_client *c = arg;
     batch b = {0};
     pthread_mutex_lock(&c->mu);
-    while (!c->closing) {
+    while (!c->wd->stop) {
         int64_t next = tick(c, &b);
-        if (!c->closing && next > dlock__now_ns()) {
-            c->wd_wake_ns = next;
+        if (!c->wd->stop && next > dlock__now_ns()) {
+            c->wd->wake_ns = next;
             wait_until(c, next);
-            c->wd_wake_ns = INT64_MAX;
+            c->wd->wake_ns = INT64_MAX;
         }
     }
     pthread_mutex_unlock(&c->mu);
@@ -243,26 +406,107 @@ static void *watchdog_main(void *arg)
     return NULL;
 }
 
-int dlock__watchdog_add(dlock_client *c, dlock_lock *l)
+/* ---------------------------------------------------- close's part */
+
+/* Stop the thread, release every lock still held in one pipelined round,
+ * free their handles (client->shutdown; no API call is active). */
+static void shutdown_locks(dlock_client *c)
 {
-    int rc = 0;
+    struct dlock__watchdog *wd = c->wd;
     pthread_mutex_lock(&c->mu);
-    if (l->auto_renew && !c->watchdog_started) {
-        if (pthread_create(&c->watchdog, NULL, watchdog_main, c) != 0)
-            rc = dlock__err(DLOCK_ENOMEM, "cannot start the watchdog thread");
-        else
-            c->watchdog_started = 1;
+    wd->stop = 1;
+    pthread_cond_broadcast(&c->cv);
+    int started = wd->started;
+    pthread_mutex_unlock(&c->mu);
+    if (started)
+        pthread_join(wd->thread, NULL);
+    int n = 0;
+    for (dlock_lock *l = wd->locks; l; l = l->next)
+        n += (int)l->nparts;
+    dlock__call *calls = n ? dlock__calloc((size_t)n, sizeof *calls) : NULL;
+    size_t nlocks = 0;
+    for (dlock_lock *l = wd->locks; l; l = l->next)
+        nlocks++;
+    dlock__call_args *args = nlocks ? dlock__calloc(nlocks, sizeof *args) : NULL;
+    if (calls && args) {
+        int i = 0;
+        size_t k = 0;
+        for (dlock_lock *l = wd->locks; l; l = l->next, k++) {
+            dlock__calls_release(l, &calls[i], &args[k]);
+            i += (int)l->nparts;
+        }
+        dlock__fanout f;
+        dlock__fanout_run(c, calls, n, 0, &f);
+        dlock__fanout_free(&f);
+    }
+    dlock__free(calls);
+    dlock__free(args);
+    while (wd->locks) {
+        dlock_lock *next = wd->locks->next;
+        dlock__lock_free(wd->locks);
+        wd->locks = next;
+    }
+    dlock__free(wd->heap);
+    dlock__free(wd);
+    c->wd = NULL;
+}
+
+/* The client's watchdog state, made on first use (c->mu held). */
+static int ensure(dlock_client *c)
+{
+    if (c->wd)
+        return 0;
+    if (!(c->wd = dlock__calloc(1, sizeof *c->wd)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    c->wd->wake_ns = INT64_MAX;
+    c->shutdown = shutdown_locks;
+    return 0;
+}
+
+/* Start the thread if it is not running (c->mu held). */
+static int start(dlock_client *c)
+{
+    if (c->wd->started)
+        return 0;
+    int e = pthread_create(&c->wd->thread, NULL, watchdog_main, c);
+    if (e != 0)
+        return dlock__err(DLOCK_ESYS, "cannot start the watchdog thread: %s", strerror(e));
+    c->wd->started = 1;
+    return 0;
+}
+
+/* Wake the thread if `due` is before its plan (c->mu held). */
+static void poke(dlock_client *c, int64_t due)
+{
+    if (due < c->wd->wake_ns)
+        pthread_cond_broadcast(&c->cv);
+}
+
+/* ---------------------------------------------------------- the API */
+
+int dlock__watchdog_adopt(dlock_client *c, dlock_lock *l)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = c->closing ? dlock__err(DLOCK_ECLOSED, "the client was closed while acquiring %s",
+                                     l->parts[0].key)
+                        : ensure(c);
+    if (rc == 0 && l->auto_renew)
+        rc = start(c);
+    if (rc == 0 && l->auto_renew && (rc = heap_reserve(c->wd)) == 0) {
+        l->sched.is_waiter = 0;
+        l->sched.early_ns = renew_interval_ns(l) / 4;
+        heap_push(c->wd, &l->sched, l->sched.due_ns);
+        poke(c, l->sched.due_ns);
     }
     if (rc == 0) {
         l->prev = NULL;
-        l->next = c->locks;
-        if (c->locks)
-            c->locks->prev = l;
-        c->locks = l;
+        l->next = c->wd->locks;
+        if (c->wd->locks)
+            c->wd->locks->prev = l;
+        c->wd->locks = l;
         l->linked = 1;
-        /* wake the watchdog only if this lock is due before its plan */
-        if (l->auto_renew && l->renew_at_ns < c->wd_wake_ns)
-            pthread_cond_broadcast(&c->cv);
+        if (--c->active == 0 && c->closing)
+            pthread_cond_broadcast(&c->idle_cv);
     }
     pthread_mutex_unlock(&c->mu);
     return rc;
@@ -273,11 +517,15 @@ void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
     pthread_mutex_lock(&c->mu);
     while (l->inflight)
         pthread_cond_wait(&c->cv, &c->mu);
+    if (l->linked && l->auto_renew) {
+        heap_remove(c->wd, &l->sched);
+        c->wd->members--;
+    }
     if (l->linked) {
         if (l->prev)
             l->prev->next = l->next;
         else
-            c->locks = l->next;
+            c->wd->locks = l->next;
         if (l->next)
             l->next->prev = l->prev;
         l->prev = l->next = NULL;
@@ -286,15 +534,68 @@ void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
     pthread_mutex_unlock(&c->mu);
 }
 
-void dlock__watchdog_stop(dlock_client *c)
+void dlock__watchdog_replan(dlock_client *c, dlock_lock *l, int64_t renew_at_ns)
 {
     pthread_mutex_lock(&c->mu);
-    int started = c->watchdog_started;
-    pthread_cond_broadcast(&c->cv);
+    if (c->wd && l->auto_renew && l->sched.idx != (size_t)-1 && !l->inflight) {
+        heap_remove(c->wd, &l->sched);
+        l->sched.early_ns = renew_interval_ns(l) / 4;
+        heap_push(c->wd, &l->sched, renew_at_ns);
+        poke(c, renew_at_ns);
+    }
     pthread_mutex_unlock(&c->mu);
-    if (started)
-        pthread_join(c->watchdog, NULL);
+}
+
+int dlock__watchdog_mark_lost(dlock_lock *l, int why)
+{
+    int expect = DLOCK__HELD;
+    atomic_store(&l->renew_error, why);
+    if (!atomic_compare_exchange_strong(&l->state, &expect, DLOCK__LOST))
+        return 0;
+    atomic_fetch_add(&l->client->metrics.lost, 1);
+    dlock__log(l->client, DLOCK_LOG_ERROR, "lock %s lost: %s", l->parts[0].key,
+               why == DLOCK_ENOTHELD ? "the server says it is no longer ours"
+                                     : "renewal could not confirm it before its validity ran out");
+    return 1;
+}
+
+int dlock__waiter_add(dlock_client *c, dlock__waitreg *w, int64_t due_ns)
+{
     pthread_mutex_lock(&c->mu);
-    c->watchdog_started = 0;
+    int rc = c->closing ? dlock__err(DLOCK_ECLOSED, "the client was closed") : ensure(c);
+    if (rc == 0)
+        rc = start(c);
+    if (rc == 0 && !w->linked && (rc = heap_reserve(c->wd)) == 0) {
+        w->sched.is_waiter = 1;
+        w->sched.early_ns = 0;
+        heap_push(c->wd, &w->sched, due_ns);
+        w->linked = 1;
+        poke(c, due_ns);
+    }
     pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+void dlock__waiter_remove(dlock_client *c, dlock__waitreg *w)
+{
+    pthread_mutex_lock(&c->mu);
+    while (w->inflight)
+        pthread_cond_wait(&c->cv, &c->mu);
+    if (w->linked) {
+        heap_remove(c->wd, &w->sched);
+        c->wd->members--;
+    }
+    w->linked = 0;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int64_t dlock__watchdog_held_now(dlock_client *c)
+{
+    int64_t n = 0, now = dlock__now_ns();
+    pthread_mutex_lock(&c->mu);
+    for (dlock_lock *l = c->wd ? c->wd->locks : NULL; l; l = l->next)
+        if (atomic_load(&l->state) == DLOCK__HELD && now < atomic_load(&l->valid_until_ns))
+            n++;
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }

@@ -865,14 +865,28 @@ dlock_client *dh_client(const char *url, const char *owner)
     return c;
 }
 
+static dlock_client_stats stats_of(dlock_client *c)
+{
+    dlock_client_stats s;
+    memset(&s, 0, sizeof s);
+    if (dlock_stats(&s, c) != 0)
+        memset(&s, 0, sizeof s);
+    return s;
+}
+
 uint64_t dh_round_trips(dlock_client *c)
 {
-    dlock_stats_t s;
-    memset(&s, 0, sizeof s);
-    s.version = DLOCK_STATS_VERSION;
-    if (dlock_stats(&s, c) != 0)
-        return 0;
-    return s.round_trips;
+    return stats_of(c).round_trips;
+}
+
+uint64_t dh_attempts(dlock_client *c)
+{
+    return stats_of(c).attempts;
+}
+
+uint64_t dh_keepalives(dlock_client *c)
+{
+    return stats_of(c).keepalives;
 }
 
 /* ------------------------------------------------------------ processes */

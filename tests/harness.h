@@ -157,6 +157,11 @@ dlock_client *dh_client(const char *url, const char *owner);
 /* Command round trips this client has made so far (dlock_stats), or 0. */
 uint64_t dh_round_trips(dlock_client *c);
 
+/* Acquire attempts (grant or busy answers) and waiter keepalives this
+ * client has made so far (dlock_stats), or 0. */
+uint64_t dh_attempts(dlock_client *c);
+uint64_t dh_keepalives(dlock_client *c);
+
 /* -------------------------------------------------------- child processes */
 
 #define DH_RUN_TIMEOUT (-1000) /* the process was killed at the timeout */

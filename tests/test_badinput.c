@@ -154,7 +154,7 @@ static void test_bad_keys_and_options(void **state)
     dh_assert_rc(dlock_force_unlock(&removed, NULL, "b:k"), DLOCK_EINVAL);
     dh_assert_rc(dlock_force_unlock(&removed, c, ""), DLOCK_EINVAL);
     dh_assert_rc(dlock_stats(NULL, c), DLOCK_EINVAL);
-    dlock_stats_t st;
+    dlock_client_stats st;
     dh_assert_rc(dlock_stats(&st, NULL), DLOCK_EINVAL);
     dh_assert_rc(dlock_cancel_new(NULL), DLOCK_EINVAL);
     dlock_cancel_trigger(NULL); /* no crash */

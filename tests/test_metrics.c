@@ -200,7 +200,7 @@ static void test_counters_match_workload(void **state)
     for (int i = 0; i < 4; i++)
         dh_assert_rc(dlock_release(l[i]), 0);
     dh_assert_rc(dlock_release(l[4]), DLOCK_ENOTHELD);
-    dlock_stats_t st;
+    dlock_client_stats st;
     dh_assert_rc(dlock_stats(&st, c), 0);
     assert_int_equal(st.acquired, 5);
     assert_int_equal(st.busy, 1);
@@ -221,7 +221,7 @@ static void test_counters_match_workload(void **state)
 
 static int held_is(dlock_client *c, int64_t n)
 {
-    dlock_stats_t st;
+    dlock_client_stats st;
     return dlock_stats(&st, c) == 0 && st.held_now == n;
 }
 
@@ -262,7 +262,7 @@ static void test_held_gauge_every_path(void **state)
     assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1); /* loss of b */
     h.n = 0;
     assert_true(dh_wait_until(held_pred, &h, 5000));
-    dlock_stats_t st;
+    dlock_client_stats st;
     dh_assert_rc(dlock_stats(&st, c), 0);
     assert_int_equal(st.lost, 1);
     dh_assert_rc(dlock_release(b), DLOCK_ENOTHELD);

@@ -608,7 +608,7 @@ static void test_auto_renew(void **state)
     assert_true(rem > 0 && rem <= 600);
     assert_int_equal(dlock_lock_renew_error(l), 0);
 
-    dlock_stats_t st;
+    dlock_client_stats st;
     memset(&st, 0, sizeof st);
     st.version = DLOCK_STATS_VERSION;
     dh_assert_rc(dlock_stats(&st, c), 0);

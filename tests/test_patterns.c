@@ -204,26 +204,35 @@ static void test_semaphore_crash_and_double_release(void **state)
     dlock_client_close(c);
 }
 
-/* Mixed limits: an acquisition succeeds only while holders < its own
- * limit. */
-static void test_semaphore_mixed_limits(void **state)
+/* A semaphore remembers its limit while it is in use: another limit is
+ * refused with both named (three holders under limits 2 and 3 never run at
+ * once), and once nobody holds or waits a new limit applies. */
+static void test_semaphore_limit_conflict(void **state)
 {
     (void)state;
     dlock_client *c = open_client();
     dlock_lock *a, *b, *x;
-    dh_assert_rc(dlock_sem_acquire(&a, c, "sem:mixed", 3, NULL), 0);
-    dh_assert_rc(dlock_sem_acquire(&b, c, "sem:mixed", 3, NULL), 0);
+    dh_assert_rc(dlock_sem_acquire(&a, c, "sem:mixed", 2, NULL), 0);
+    dh_assert_rc(dlock_sem_acquire(&b, c, "sem:mixed", 2, NULL), 0);
     dh_assert_rc(dlock_try_acquire(&x, c, "sem:mixed", NULL), 0); /* a mutex is another lock */
     dh_assert_rc(dlock_release(x), 0);
     dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
     once.wait_ms = 0;
-    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 2, &once), DLOCK_EBUSY); /* 2 holders, limit 2 */
-    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 3, &once), 0);           /* 2 < 3 */
-    dh_assert_rc(dlock_release(x), 0);
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 3, &once), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "limit of 2"));
+    assert_non_null(strstr(dlock_last_errmsg(), "limit of 3"));
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 5, NULL), DLOCK_EINVAL); /* also waiting */
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 2, &once), DLOCK_EBUSY);
+    dlock_key_state *st;
+    dh_assert_rc(dlock_key_state_get(&st, c, "sem:mixed", DLOCK_KIND_SEMAPHORE), 0);
+    assert_int_equal(st->limit, 2);
+    assert_int_equal(st->nholders, 2);
+    dlock_key_state_free(st);
     dh_assert_rc(dlock_release(a), 0);
-    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 2, &once), 0); /* 1 < 2 */
-    dh_assert_rc(dlock_release(x), 0);
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 3, &once), DLOCK_EINVAL); /* b holds */
     dh_assert_rc(dlock_release(b), 0);
+    dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 3, &once), 0); /* idle: a new limit */
+    dh_assert_rc(dlock_release(x), 0);
     dlock_client_close(c);
 }
 
@@ -607,7 +616,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_semaphore_limit),
         cmocka_unit_test(test_semaphore_crash_and_double_release),
-        cmocka_unit_test(test_semaphore_mixed_limits),
+        cmocka_unit_test(test_semaphore_limit_conflict),
         cmocka_unit_test(test_semaphore_bad_input),
         cmocka_unit_test(test_multi_no_deadlock),
         cmocka_unit_test(test_multi_all_or_nothing),

@@ -1,0 +1,264 @@
+/*
+ * grant.c — one acquire round trip (see grant.h).
+ *
+ * Validity. The server may grant any time after the request leaves, so the
+ * handle's validity counts from the moment it was SENT: valid until send +
+ * TTL - drift, on CLOCK_BOOTTIME. The local view never outlives the
+ * server's, even when the server was slow to answer.
+ *
+ * Redlock. The request goes to every master in parallel; the lock is ours
+ * with a quorum (N/2+1) of grants within the validity. Each master keeps
+ * its own fencing counter (core.lua: INCR, seeded from its clock when
+ * missing), and the lock's token T is the largest the granting masters
+ * answered. The rule that keeps tokens increasing without trusting any
+ * clock: after an acquisition, a quorum of masters must have a counter of
+ * at least T. Every later acquisition needs a quorum too, and two quorums
+ * share a master, whose counter then answers more than T. The granting
+ * masters that answered T already satisfy the rule; if they are fewer than
+ * a quorum, T is written back (fence_floor.lua) to the other granting
+ * masters before the lock counts, and the acquisition fails if that write
+ * does not reach a quorum. In the steady state (every master up, none
+ * restarted) all counters move together, every master answers the same T,
+ * and the write-back is skipped: one round to acquire, one to release.
+ * It is paid after a master missed grants (it was down or slow: its
+ * counter lags) or lost its data (its counter restarts from its clock),
+ * after which the counters agree again.
+ */
+#include "grant.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "calls.h"
+#include "clock.h"
+#include "error.h"
+#include "fanout.h"
+
+int dlock__reply_fail(const dlock__reply *r, const char *desc, const char *what)
+{
+    /* NOPERM from a command; from inside a script Redis 7.0 says "ERR The
+     * user executing the script can't run this command" */
+    if (r && r->type == REDIS_REPLY_ERROR &&
+        (dlock__reply_is_error(r, "NOPERM") || strstr(r->str, "user executing the script can't")))
+        return dlock__err(DLOCK_EAUTH, "%s: %s: permission denied by the server's ACL (%s)",
+                          what, desc, r->str);
+    return dlock__err(DLOCK_EPROTO, "%s: %s: unexpected reply%s%s", what, desc,
+                      r && r->type == REDIS_REPLY_ERROR ? ": " : "",
+                      r && r->type == REDIS_REPLY_ERROR ? r->str : "");
+}
+
+/* The acquire call of l's kind. */
+static dlock__call acquire_call(const dlock_lock *l, const char **args)
+{
+    int gs = dlock__group_size(l->family);
+    switch (l->kind) {
+    case DLOCK__KIND_READ:
+        return (dlock__call){DLOCK__S_READ_ACQUIRE, gs, 4, (const char *const *)l->names, args};
+    case DLOCK__KIND_SEM:
+        return (dlock__call){DLOCK__S_SEM_ACQUIRE, gs, 6, (const char *const *)l->names, args};
+    case DLOCK__KIND_MULTI:
+        return (dlock__call){DLOCK__S_MULTI_ACQUIRE, l->nnames, 4, (const char *const *)l->names,
+                             args};
+    default:
+        return (dlock__call){DLOCK__S_ACQUIRE, gs, 4, (const char *const *)l->names, args};
+    }
+}
+
+/* What one node answered. */
+enum { ANS_FAILED, ANS_GRANTED, ANS_BUSY, ANS_CONFLICT };
+
+/* Read node i's reply into fences[] (granted), *hint (busy) or *limit
+ * (conflict). Marks the node failed in f on a malformed or error reply. */
+static int answer(const dlock_lock *l, dlock__fanout *f, int i, uint64_t *fences, int *slot,
+                  int64_t *hint, int *limit)
+{
+    dlock_client *c = l->client;
+    if (f->rc[i])
+        return ANS_FAILED;
+    const dlock__reply *r = f->replies[i][0];
+    size_t want = l->kind == DLOCK__KIND_MULTI ? 1 + l->nparts : l->kind == DLOCK__KIND_SEM ? 3 : 2;
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+             r->element[0]->type == REDIS_REPLY_INTEGER;
+    long long code = ok ? r->element[0]->integer : -1;
+    if (ok && code == DLOCK__R_GRANTED) {
+        ok = r->elements == want;
+        for (size_t k = 1; ok && k < 1 + l->nparts; k++) {
+            ok = r->element[k]->type == REDIS_REPLY_INTEGER && r->element[k]->integer > 0 &&
+                 (uint64_t)r->element[k]->integer <= DLOCK__FENCE_MAX;
+            if (ok)
+                fences[k - 1] = (uint64_t)r->element[k]->integer;
+        }
+        if (ok && l->kind == DLOCK__KIND_SEM) {
+            uint64_t fence;
+            int64_t px;
+            char sig[64];
+            ok = r->element[2]->type == REDIS_REPLY_STRING && r->element[2]->len < 40;
+            /* "<slots>" is parsed as the slot part of a signal */
+            if (ok) {
+                snprintf(sig, sizeof sig, "1:1:%s", r->element[2]->str);
+                ok = dlock__parse_signal(&fence, &px, slot, sig, strlen(sig)) == 0;
+            }
+        }
+    } else if (ok && (code == DLOCK__R_BUSY || code == DLOCK__R_CONFLICT)) {
+        ok = r->element[1]->type == REDIS_REPLY_INTEGER;
+    } else {
+        ok = 0;
+    }
+    if (!ok) {
+        char what[DLOCK_KEY_MAX + 16];
+        snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
+        f->rc[i] = dlock__reply_fail(r, c->nodes[i].ep.desc, what);
+        snprintf(f->err[i], sizeof f->err[i], "%s", dlock_last_errmsg());
+        return ANS_FAILED;
+    }
+    if (code == DLOCK__R_GRANTED)
+        return ANS_GRANTED;
+    if (code == DLOCK__R_CONFLICT) {
+        *limit = (int)r->element[1]->integer;
+        return ANS_CONFLICT;
+    }
+    if (r->element[1]->integer > *hint)
+        *hint = r->element[1]->integer;
+    return ANS_BUSY;
+}
+
+/* Redlock: make sure a quorum of masters counts at least the lock's
+ * tokens (see the top of the file). got[i][p]: master i's token for part p
+ * (0: it did not grant). Returns 1 if the rule holds (after a write-back if
+ * one was needed), 0 if not. */
+static int fences_agree(dlock_lock *l, uint64_t (*got)[DLOCK_MULTI_MAX], const uint64_t *top,
+                        int64_t max_ms)
+{
+    dlock_client *c = l->client;
+    int need_write = 0;
+    for (size_t p = 0; p < l->nparts; p++) {
+        int same = 0;
+        for (int i = 0; i < c->voters; i++)
+            same += got[i][p] == top[p];
+        if (same < c->quorum)
+            need_write = 1;
+    }
+    if (!need_write)
+        return 1;
+    dlock__call calls[DLOCK_MULTI_MAX];
+    char tokens[DLOCK_MULTI_MAX][24];
+    const char *targs[DLOCK_MULTI_MAX];
+    for (size_t p = 0; p < l->nparts; p++) {
+        snprintf(tokens[p], sizeof tokens[p], "%llu", (unsigned long long)top[p]);
+        targs[p] = tokens[p];
+        calls[p] = (dlock__call){DLOCK__S_FENCE_FLOOR, 1, 1,
+                                 (const char *const *)&l->parts[p].names[DLOCK__K_FENCE], &targs[p]};
+    }
+    dlock__fanout g;
+    int rc = dlock__fanout_run(c, calls, (int)l->nparts, (int)max_ms, &g);
+    int ok = 1;
+    for (size_t p = 0; ok && p < l->nparts; p++) {
+        int have = 0;
+        for (int i = 0; i < c->voters; i++)
+            have += got[i][p] == top[p] ||
+                    (rc != DLOCK_ENOMEM && g.rc[i] == 0 && g.replies[i][p]->type == REDIS_REPLY_INTEGER &&
+                     g.replies[i][p]->integer == 1);
+        ok = have >= c->quorum;
+    }
+    if (!ok && rc != DLOCK_ENOMEM) {
+        char what[DLOCK_KEY_MAX + 32];
+        snprintf(what, sizeof what, "acquire %s: fencing write-back", l->parts[0].key);
+        dlock__fanout_error(&g, what);
+    }
+    dlock__fanout_free(&g);
+    return ok;
+}
+
+int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
+{
+    dlock_client *c = l->client;
+    char ttl[24], mode[8], limit[16], permits[16];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
+    snprintf(mode, sizeof mode, "%d", a->mode);
+    snprintf(limit, sizeof limit, "%d", l->limit);
+    snprintf(permits, sizeof permits, "%d", l->permits);
+    const char *args[6] = {l->token, c->owner, ttl, mode, limit, permits};
+    dlock__call call = acquire_call(l, args);
+    a->unknown = 0;
+    a->hint_ms = 0;
+    a->sent_ns = dlock__now_ns();
+    atomic_fetch_add(&c->metrics.attempts, 1);
+    dlock__fanout f;
+    int rc = dlock__fanout_run(c, &call, 1, (int)a->max_ms, &f);
+    if (rc == DLOCK_ENOMEM)
+        return rc;
+
+    uint64_t got[DLOCK__NODES_MAX][DLOCK_MULTI_MAX], top[DLOCK_MULTI_MAX] = {0};
+    int granted = 0, busy = 0, conflict = 0, known_limit = 0, slot = -1;
+    int64_t hint = 0;
+    for (int i = 0; i < f.nnodes; i++) {
+        memset(got[i], 0, sizeof got[i]);
+        switch (answer(l, &f, i, got[i], &slot, &hint, &known_limit)) {
+        case ANS_GRANTED:
+            granted++;
+            for (size_t p = 0; p < l->nparts; p++)
+                if (got[i][p] > top[p])
+                    top[p] = got[i][p];
+            break;
+        case ANS_BUSY:
+            busy++;
+            break;
+        case ANS_CONFLICT:
+            conflict++;
+            break;
+        default:
+            break;
+        }
+    }
+    int64_t valid_until = dlock__validity_end(a->sent_ns, l->ttl_ms);
+    int won = granted >= c->quorum && dlock__now_ns() < valid_until;
+    if (won && c->voters > 1) {
+        int64_t left_ms = (valid_until - dlock__now_ns()) / 1000000;
+        won = left_ms > 0 && fences_agree(l, got, top, left_ms) && dlock__now_ns() < valid_until;
+    }
+    int failed = f.nnodes - granted - busy - conflict;
+    a->unknown = failed > 0;
+    if (won) {
+        for (size_t p = 0; p < l->nparts; p++)
+            l->parts[p].fence = top[p];
+        l->slot = slot;
+        dlock__lock_set_held(l, a->sent_ns, valid_until);
+        rc = 0;
+    } else if (conflict > 0) {
+        rc = dlock__err(DLOCK_EINVAL, "%s: the semaphore is in use with a limit of %d; "
+                        "asked with a limit of %d", l->parts[0].key, known_limit, l->limit);
+    } else {
+        if (granted > 0) {
+            /* a minority, or a grant that came too late to be valid: give it
+             * back now rather than block others until its TTL */
+            dlock__grant_giveback(l, a->max_ms);
+            a->unknown = 0;
+        }
+        if (failed > 0 && (f.nnodes == 1 || failed > f.nnodes - c->quorum)) {
+            char what[DLOCK_KEY_MAX + 16];
+            snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
+            rc = dlock__fanout_error(&f, what);
+        } else {
+            a->hint_ms = hint;
+            rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", l->parts[0].key);
+        }
+    }
+    dlock__fanout_free(&f);
+    return rc;
+}
+
+void dlock__grant_giveback(dlock_lock *l, int64_t max_ms)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
+    int code = 0;
+    dlock__call calls[DLOCK_MULTI_MAX];
+    dlock__call_args args;
+    dlock__calls_release(l, calls, &args);
+    dlock__fanout f;
+    if (dlock__fanout_run(l->client, calls, (int)l->nparts, (int)max_ms, &f) != DLOCK_ENOMEM)
+        dlock__fanout_free(&f);
+    dlock__err(code, "%s", msg);
+}

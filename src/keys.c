@@ -1,0 +1,313 @@
+/*
+ * keys.c — the key table, hash tags, the Lua constants prelude and the
+ * parsers of stored values (see keys.h).
+ *
+ * Naming is one-to-one and reversible: the character after the prefix is
+ * '{' for "{key}" or '#' for a key that carries its own hash tag, and no
+ * suffix contains ':', so dlock_scan can turn a name back into (key, family).
+ * Parsers are strict: a value written by an older or foreign client that
+ * does not have the expected shape is DLOCK_EPROTO, never a guess.
+ */
+#include "keys.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+
+static const char *const suffixes[2][DLOCK__K_MAX] = {
+    [DLOCK__FAM_MUTEX] = {"lock", "readers", "rinfo", "fence", "queue", "qinfo", "chan", "watch",
+                          NULL},
+    [DLOCK__FAM_SEM] = {"smeta", "sem", "sinfo", "sfence", "squeue", "sqinfo", "schan", "swatch",
+                        "sfree"},
+};
+
+int dlock__group_size(int family)
+{
+    return family == DLOCK__FAM_SEM ? DLOCK__GROUP_SEM : DLOCK__GROUP_MUTEX;
+}
+
+int dlock__key_check(const char *key)
+{
+    if (!key)
+        return dlock__err(DLOCK_EINVAL, "key is NULL");
+    size_t n = strlen(key);
+    if (n == 0)
+        return dlock__err(DLOCK_EINVAL, "key is empty");
+    if (n > DLOCK_KEY_MAX)
+        return dlock__err(DLOCK_EINVAL, "key is %zu bytes long; the limit is %d", n,
+                          DLOCK_KEY_MAX);
+    return 0;
+}
+
+int dlock__hash_tag(const char *key, size_t len, size_t *start, size_t *tag_len)
+{
+    const char *l = memchr(key, '{', len);
+    if (l) {
+        const char *r = memchr(l + 1, '}', len - (size_t)(l + 1 - key));
+        if (r && r > l + 1) {
+            *start = (size_t)(l + 1 - key);
+            *tag_len = (size_t)(r - l - 1);
+            return 1;
+        }
+    }
+    *start = 0;
+    *tag_len = len;
+    return 0;
+}
+
+/* CRC16-CCITT (XMODEM), as Redis Cluster hashes keys. */
+static uint16_t crc16(const char *buf, size_t len)
+{
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((unsigned char)buf[i] << 8);
+        for (int k = 0; k < 8; k++)
+            crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc;
+}
+
+int dlock__key_slot(const char *name)
+{
+    size_t start, len;
+    dlock__hash_tag(name, strlen(name), &start, &len);
+    return crc16(name + start, len) & 16383;
+}
+
+int dlock__key_name(char **out, const char *prefix, const char *key, int family, int role)
+{
+    *out = NULL;
+    int rc = dlock__key_check(key);
+    if (rc)
+        return rc;
+    const char *suffix = suffixes[family][role];
+    if (!suffix)
+        return dlock__err(DLOCK_EINVAL, "internal: no key of role %d in family %d", role, family);
+    size_t start, tlen;
+    int tagged = dlock__hash_tag(key, strlen(key), &start, &tlen);
+    size_t n = strlen(prefix) + strlen(key) + strlen(suffix) + 4;
+    char *s = dlock__malloc(n);
+    if (!s)
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    snprintf(s, n, tagged ? "%s#%s:%s" : "%s{%s}:%s", prefix, key, suffix);
+    *out = s;
+    return 0;
+}
+
+int dlock__key_group(char **names, const char *prefix, const char *key, int family)
+{
+    int n = dlock__group_size(family);
+    for (int i = 0; i < n; i++) {
+        int rc = dlock__key_name(&names[i], prefix, key, family, i);
+        if (rc) {
+            while (i-- > 0) {
+                dlock__free(names[i]);
+                names[i] = NULL;
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void dlock__key_group_free(char **names, int family)
+{
+    int n = dlock__group_size(family);
+    for (int i = 0; i < n; i++) {
+        dlock__free(names[i]);
+        names[i] = NULL;
+    }
+}
+
+int dlock__key_decode(const char *prefix, const char *name, size_t len, char **key, int *family)
+{
+    static const struct {
+        int family, role;
+    } marks[] = {{DLOCK__FAM_MUTEX, DLOCK__K_LOCK},  {DLOCK__FAM_MUTEX, DLOCK__K_HOLDERS},
+                 {DLOCK__FAM_MUTEX, DLOCK__K_QUEUE}, {DLOCK__FAM_SEM, DLOCK__K_HOLDERS},
+                 {DLOCK__FAM_SEM, DLOCK__K_QUEUE}};
+    size_t plen = strlen(prefix);
+    if (len <= plen || strncmp(name, prefix, plen) != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        const char *suffix = suffixes[marks[i].family][marks[i].role];
+        size_t sl = strlen(suffix);
+        if (len < plen + sl + 2 || name[len - sl - 1] != ':' ||
+            memcmp(name + len - sl, suffix, sl) != 0)
+            continue;
+        const char *base = name + plen;
+        size_t blen = len - plen - sl - 1;
+        if (blen >= 3 && base[0] == '{' && base[blen - 1] == '}') {
+            base++; /* "{key}": a key without a hash tag */
+            blen -= 2;
+        } else if (blen >= 2 && base[0] == '#') {
+            base++; /* "#key": a key with its own {hash tag} */
+            blen--;
+        } else {
+            return 0;
+        }
+        if (blen == 0 || blen > DLOCK_KEY_MAX || memchr(base, '\0', blen))
+            return 0;
+        *key = dlock__strndup(base, blen);
+        *family = marks[i].family;
+        return *key ? 1 : DLOCK_ENOMEM;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- Lua constants */
+
+static char lua_prelude[1024];
+static pthread_once_t prelude_once = PTHREAD_ONCE_INIT;
+
+static void build_prelude(void)
+{
+    snprintf(lua_prelude, sizeof lua_prelude,
+             "-- constants from keys.h (generated)\n"
+             "local LOCK, META, HOLDERS, HINFO, FENCE = %d, %d, %d, %d, %d\n"
+             "local QUEUE, QINFO, CHAN, WATCH, FREE = %d, %d, %d, %d, %d\n"
+             "local GROUP, SGROUP = %d, %d\n"
+             "local ENTRY_TTL, LEASE_TTL, FENCE_TTL, TOKEN_LEN = %d, %d, %d, %d\n"
+             "local ONCE, WAIT, UNFAIR = %d, %d, %d\n"
+             "local BUSY, GRANTED, CONFLICT = %d, %d, %d\n"
+             "local KA_LOST, KA_QUEUED, KA_LEASED, KA_FREE = %d, %d, %d, %d\n",
+             DLOCK__K_LOCK + 1, DLOCK__K_META + 1, DLOCK__K_HOLDERS + 1, DLOCK__K_HINFO + 1,
+             DLOCK__K_FENCE + 1, DLOCK__K_QUEUE + 1, DLOCK__K_QINFO + 1, DLOCK__K_CHAN + 1,
+             DLOCK__K_WATCH + 1, DLOCK__K_FREE + 1, DLOCK__GROUP_MUTEX, DLOCK__GROUP_SEM,
+             DLOCK__ENTRY_TTL_MS, DLOCK__LEASE_TTL_MS, DLOCK__FENCE_TTL_MS, DLOCK__TOKEN_LEN,
+             DLOCK__MODE_ONCE,
+             DLOCK__MODE_WAIT, DLOCK__MODE_UNFAIR, DLOCK__R_BUSY, DLOCK__R_GRANTED,
+             DLOCK__R_CONFLICT, DLOCK__KA_LOST, DLOCK__KA_QUEUED, DLOCK__KA_LEASED,
+             DLOCK__KA_FREE);
+}
+
+const char *dlock__lua_constants(void)
+{
+    pthread_once(&prelude_once, build_prelude);
+    return lua_prelude;
+}
+
+/* -------------------------------------------------------------- parsers */
+
+/* A decimal number of 1..maxdigits digits at *p, stopping at a non-digit;
+ * advances *p. Returns 0 or -1. */
+static int number(const char **p, const char *end, int maxdigits, uint64_t *out)
+{
+    uint64_t v = 0;
+    int n = 0;
+    while (*p < end && **p >= '0' && **p <= '9') {
+        if (++n > maxdigits)
+            return -1;
+        v = v * 10 + (uint64_t)(**p - '0');
+        (*p)++;
+    }
+    *out = v;
+    return n ? 0 : -1;
+}
+
+int dlock__parse_fence(uint64_t *out, const char *s, size_t len)
+{
+    const char *p = s, *end = s + len;
+    uint64_t v;
+    if (number(&p, end, 16, &v) != 0 || p != end || v > DLOCK__FENCE_MAX)
+        return dlock__err(DLOCK_EPROTO, "fencing token '%.*s' is not a number below 2^53",
+                          (int)(len > 40 ? 40 : len), s);
+    *out = v;
+    return 0;
+}
+
+/* "<fence>:<since>:" at *p: the fencing token and the grant time. */
+static int fence_since(const char **p, const char *end, uint64_t *fence, uint64_t *since)
+{
+    const char *start = *p;
+    if (number(p, end, 16, fence) != 0 || *p >= end || **p != ':' ||
+        dlock__parse_fence(fence, start, (size_t)(*p - start)) != 0)
+        return -1;
+    (*p)++;
+    if (number(p, end, 16, since) != 0 || *p >= end || **p != ':')
+        return -1;
+    (*p)++;
+    return 0;
+}
+
+int dlock__parse_lock_value(dlock_info *info, char *token, const char *v, size_t len)
+{
+    const char *p = v + DLOCK__TOKEN_LEN + 1, *end = v + len;
+    uint64_t fence, since;
+    if (len < DLOCK__TOKEN_LEN + 2 || v[DLOCK__TOKEN_LEN] != ':' ||
+        fence_since(&p, end, &fence, &since) != 0)
+        return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
+    info->fencing_token = fence;
+    snprintf(info->owner, sizeof info->owner, "%.*s", (int)(end - p), p);
+    if (token) {
+        memcpy(token, v, DLOCK__TOKEN_LEN);
+        token[DLOCK__TOKEN_LEN] = '\0';
+    }
+    return 0;
+}
+
+int dlock__parse_holder(dlock_holder *h, int mode, const char *info, int64_t now_ms)
+{
+    const char *p = info, *end = info + strlen(info);
+    uint64_t fence, since, slot = 0;
+    memset(h, 0, sizeof *h);
+    h->mode = mode;
+    h->slot = -1;
+    h->permits = 1;
+    if (mode == DLOCK_WRITE) {
+        if ((size_t)(end - p) < DLOCK__TOKEN_LEN + 2 || p[DLOCK__TOKEN_LEN] != ':')
+            return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
+        p += DLOCK__TOKEN_LEN + 1;
+    } else if (mode == 0) {
+        int n = 0;
+        for (;;) {
+            uint64_t s;
+            if (number(&p, end, 6, &s) != 0)
+                return dlock__err(DLOCK_EPROTO, "permit entry has an unexpected format");
+            if (n++ == 0)
+                slot = s;
+            if (p < end && *p == ',') {
+                p++;
+                continue;
+            }
+            break;
+        }
+        if (p >= end || *p++ != ':')
+            return dlock__err(DLOCK_EPROTO, "permit entry has an unexpected format");
+        h->slot = (int)slot;
+        h->permits = n;
+    }
+    if (fence_since(&p, end, &fence, &since) != 0)
+        return dlock__err(DLOCK_EPROTO, "holder entry has an unexpected format");
+    h->fencing_token = fence;
+    h->age_ms = now_ms > (int64_t)since ? now_ms - (int64_t)since : 0;
+    snprintf(h->owner, sizeof h->owner, "%.*s", (int)(end - p), p);
+    return 0;
+}
+
+int dlock__parse_signal(uint64_t *fence, int64_t *lease_ms, int *slot, const char *s, size_t len)
+{
+    const char *p = s, *end = s + len, *start = s;
+    uint64_t f, px, sl = 0;
+    int bad = number(&p, end, 16, &f) != 0 || p >= end || *p != ':' ||
+              dlock__parse_fence(&f, start, (size_t)(p - start)) != 0;
+    if (!bad) {
+        p++;
+        bad = number(&p, end, 12, &px) != 0 || p >= end || *p++ != ':';
+    }
+    if (!bad && p + 2 == end && p[0] == '-' && p[1] == '1')
+        *slot = -1;
+    else if (!bad && number(&p, end, 6, &sl) == 0)
+        *slot = (int)sl; /* the first of a list of slots: the rest is ignored */
+    else
+        bad = 1;
+    if (bad)
+        return dlock__err(DLOCK_EPROTO, "handoff signal has an unexpected format");
+    *fence = f;
+    *lease_ms = (int64_t)px;
+    return 0;
+}
