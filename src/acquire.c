@@ -27,7 +27,8 @@
 #include "wait.h"
 #include "watchdog.h"
 
-#define GIVEBACK_MS 1000
+#define GIVEBACK_MS 1000 /* giving back, when no wait budget bounds it */
+#define GRACE_MS 500     /* how far past its wait budget a call may run */
 
 int dlock__acquire_check(dlock_lock **out, dlock_client *client, dlock_lock_opts *dst,
                          const dlock_lock_opts *o)
@@ -72,9 +73,20 @@ int dlock__acquire_check(dlock_lock **out, dlock_client *client, dlock_lock_opts
 static int64_t first_budget(const dlock_client *c, const dlock_lock_opts *o)
 {
     int64_t dflt = (int64_t)c->connect_timeout_ms + c->command_timeout_ms;
-    if (o->wait_ms == DLOCK_WAIT_FOREVER || o->wait_ms == 0 || o->wait_ms + 400 >= dflt)
+    if (o->wait_ms == DLOCK_WAIT_FOREVER || o->wait_ms == 0 || o->wait_ms + GRACE_MS >= dflt)
         return dflt; /* a try-lock waits for its one answer like any call */
-    return o->wait_ms + 400;
+    return o->wait_ms + GRACE_MS / 2;
+}
+
+/* The budget of a give-back: what is left until the wait budget's grace
+ * runs out (a request is still sent with 1 ms: a server that is merely
+ * slow runs it later), or GIVEBACK_MS without a budget. */
+static int64_t giveback_budget(int64_t deadline)
+{
+    if (deadline == INT64_MAX)
+        return GIVEBACK_MS;
+    int64_t left = (deadline - dlock__now_ns()) / 1000000 + GRACE_MS;
+    return left < 1 ? 1 : left > GIVEBACK_MS ? GIVEBACK_MS : left;
 }
 
 /* Attempt, then wait. Returns 0 with l held, or an error with nothing
@@ -100,7 +112,7 @@ static int take(dlock_lock *l, const dlock_lock_opts *o, int64_t start)
                         "(%s)", l->parts[0].key, (long long)o->wait_ms, msg);
     }
     if (rc && rc != DLOCK_EBUSY && a.unknown)
-        dlock__grant_giveback(l, GIVEBACK_MS); /* our request may have been run */
+        dlock__grant_giveback(l, giveback_budget(o->wait_ms > 0 ? deadline : INT64_MAX));
     return rc;
 }
 

@@ -138,6 +138,143 @@ static void node_failed(dlock__fanout *f, int i, int rc)
     }
 }
 
+/* ------------------------------------------------------ the parallel round */
+
+/* One node's part of a parallel round: phase 1 reads the EVALSHA replies;
+ * if some said NOSCRIPT, phase 2 re-sends those calls as EVAL on the same
+ * connection at once (not after the slowest node) and reads their replies
+ * into their places; then the node is done. */
+typedef struct node_io {
+    dlock__conn *conn;
+    int phase;   /* 1, 2, or 0 when done or failed */
+    int got, expect;
+    int *redo;   /* phase 2: the calls re-sent, in order */
+} node_io;
+
+static void io_fail(dlock__fanout *f, node_io *io, int i, int rc)
+{
+    node_failed(f, i, rc);
+    dlock__conn_close(io->conn);
+    io->conn = NULL;
+    io->phase = 0;
+}
+
+/* A node's phase is complete: start phase 2 if needed, else finish. */
+static void io_next(dlock_client *c, dlock__fanout *f, node_io *io, int i,
+                    const dlock__call *calls, int n, int64_t end)
+{
+    if (io->phase == 1) {
+        int missing = 0;
+        for (int k = 0; k < n; k++)
+            missing += dlock__reply_is_error(f->replies[i][k], "NOSCRIPT");
+        if (missing) {
+            if (!(io->redo = dlock__calloc((size_t)missing, sizeof *io->redo))) {
+                io_fail(f, io, i, dlock__err(DLOCK_ENOMEM, "out of memory"));
+                return;
+            }
+            int rc = 0;
+            for (int k = 0, j = 0; k < n && rc == 0; k++)
+                if (dlock__reply_is_error(f->replies[i][k], "NOSCRIPT")) {
+                    io->redo[j++] = k;
+                    rc = dlock__scripts_append(io->conn, &calls[k], 0);
+                }
+            int64_t left = (end - dlock__now_ns()) / 1000000;
+            if (rc == 0)
+                rc = dlock__conn_send(io->conn, left > 0 ? (int)left : 1);
+            if (rc) {
+                io_fail(f, io, i, rc);
+                return;
+            }
+            io->phase = 2;
+            io->got = 0;
+            io->expect = missing;
+            return;
+        }
+    }
+    io->phase = 0;
+    dlock__pool_put(c, i, io->conn);
+    io->conn = NULL;
+}
+
+/* Read what node i has sent so far. */
+static void io_read(dlock_client *c, dlock__fanout *f, node_io *io, int i,
+                    const dlock__call *calls, int n, int64_t end)
+{
+    while (io->phase && io->got < io->expect) {
+        dlock__reply *r = NULL;
+        int rc = dlock__conn_read(io->conn, &r, 0);
+        if (rc) {
+            io_fail(f, io, i, rc);
+            return;
+        }
+        if (!r)
+            return;
+        int at = io->phase == 1 ? io->got : io->redo[io->got];
+        dlock__reply_free(f->replies[i][at]);
+        f->replies[i][at] = r;
+        if (++io->got == io->expect)
+            io_next(c, f, io, i, calls, n, end);
+    }
+}
+
+/* Run calls on every voting node at once: connect (pooled connections make
+ * this free) and send everywhere, then read every node's replies as they
+ * come, under one poll loop and one deadline. */
+static int parallel(dlock_client *c, const dlock__call *calls, int n, int max_ms, dlock__fanout *f)
+{
+    int64_t end = dlock__now_ns() + (int64_t)max_ms * 1000000;
+    node_io io[DLOCK__NODES_MAX];
+    memset(io, 0, sizeof io);
+    for (int i = 0; i < f->nnodes; i++) {
+        int64_t left = (end - dlock__now_ns()) / 1000000;
+        int reused, rc = left < 1 ? dlock__err(DLOCK_ECONN, "%s: no time left to connect",
+                                               c->nodes[i].ep.desc)
+                                  : dlock__pool_get(c, i, &io[i].conn, &reused, (int)left);
+        for (int k = 0; rc == 0 && k < n; k++)
+            rc = dlock__scripts_append(io[i].conn, &calls[k], 1);
+        if (rc == 0) {
+            dlock__conn_count_round_trip(io[i].conn);
+            rc = dlock__conn_send(io[i].conn, (int)(left > 0 ? left : 1));
+        }
+        io[i].phase = 1;
+        io[i].expect = n;
+        if (rc)
+            io_fail(f, &io[i], i, rc);
+    }
+    for (;;) {
+        struct pollfd p[DLOCK__NODES_MAX];
+        int idx[DLOCK__NODES_MAX], np = 0;
+        for (int i = 0; i < f->nnodes; i++) {
+            io_read(c, f, &io[i], i, calls, n, end);
+            if (io[i].phase) {
+                p[np] = (struct pollfd){.fd = dlock__conn_poll_fd(io[i].conn), .events = POLLIN};
+                idx[np++] = i;
+            }
+        }
+        if (np == 0)
+            break;
+        int64_t left = (end - dlock__now_ns()) / 1000000;
+        if (left <= 0) {
+            for (int k = 0; k < np; k++)
+                io_fail(f, &io[idx[k]], idx[k],
+                        dlock__err(DLOCK_ECONN, "%s: no answer within %d ms",
+                                   c->nodes[idx[k]].ep.desc, max_ms));
+            break;
+        }
+        if (poll(p, (nfds_t)np, (int)left) < 0 && errno != EINTR)
+            break;
+    }
+    for (int i = 0; i < f->nnodes; i++) {
+        dlock__free(io[i].redo);
+        if (io[i].conn)
+            io_fail(f, &io[i], i, dlock__err(DLOCK_ESYS, "poll: %s", strerror(errno)));
+    }
+    for (int i = 0; i < f->nnodes; i++)
+        if (f->rc[i] == 0)
+            return 0;
+    return dlock__fanout_error(f, "all nodes failed");
+}
+
 int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_ms, dlock__fanout *f)
 {
     memset(f, 0, sizeof *f);
@@ -164,79 +301,7 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
         return rc;
     }
 
-    int64_t end = dlock__now_ns() + (int64_t)max_ms * 1000000;
-    dlock__conn *conns[DLOCK__NODES_MAX] = {NULL};
-    int got[DLOCK__NODES_MAX] = {0};
-    /* connect (pooled connections make this free) and send everywhere */
-    for (int i = 0; i < f->nnodes; i++) {
-        int64_t left = (end - dlock__now_ns()) / 1000000;
-        int reused, rc = left < 1 ? dlock__err(DLOCK_ECONN, "%s: no time left to connect", c->nodes[i].ep.desc)
-                                  : dlock__pool_get(c, i, &conns[i], &reused, (int)left);
-        for (int k = 0; rc == 0 && k < n; k++)
-            rc = dlock__scripts_append(conns[i], &calls[k], 1);
-        if (rc == 0) {
-            dlock__conn_count_round_trip(conns[i]);
-            rc = dlock__conn_send(conns[i], (int)(left > 0 ? left : 1));
-        }
-        if (rc) {
-            node_failed(f, i, rc);
-            dlock__conn_close(conns[i]);
-            conns[i] = NULL;
-        }
-    }
-    /* read every node's replies as they come */
-    for (;;) {
-        struct pollfd p[DLOCK__NODES_MAX];
-        int idx[DLOCK__NODES_MAX], np = 0;
-        for (int i = 0; i < f->nnodes; i++) {
-            while (conns[i] && got[i] < n) {
-                dlock__reply *r = NULL;
-                int rc = dlock__conn_read(conns[i], &r, 0);
-                if (rc) {
-                    node_failed(f, i, rc);
-                    dlock__conn_close(conns[i]);
-                    conns[i] = NULL;
-                    break;
-                }
-                if (!r)
-                    break;
-                f->replies[i][got[i]++] = r;
-            }
-            if (conns[i] && got[i] < n) {
-                p[np] = (struct pollfd){.fd = dlock__conn_poll_fd(conns[i]), .events = POLLIN};
-                idx[np++] = i;
-            }
-        }
-        if (np == 0)
-            break;
-        int64_t left = (end - dlock__now_ns()) / 1000000;
-        if (left <= 0) {
-            for (int k = 0; k < np; k++) {
-                int i = idx[k];
-                node_failed(f, i, dlock__err(DLOCK_ECONN, "%s: timed out waiting for a reply",
-                                             c->nodes[i].ep.desc));
-                dlock__conn_close(conns[i]);
-                conns[i] = NULL;
-            }
-            break;
-        }
-        if (poll(p, (nfds_t)np, (int)left) < 0 && errno != EINTR)
-            break;
-    }
-    /* a node that did not know a script gets it again as EVAL (rare) */
-    for (int i = 0; i < f->nnodes; i++) {
-        if (!conns[i])
-            continue;
-        int64_t left = (end - dlock__now_ns()) / 1000000;
-        int rc = dlock__scripts_fix_noscript(conns[i], calls, n, f->replies[i], left > 0 ? (int)left : 1);
-        if (rc)
-            node_failed(f, i, rc);
-        dlock__pool_put(c, i, conns[i]);
-    }
-    for (int i = 0; i < f->nnodes; i++)
-        if (f->rc[i] == 0)
-            return 0;
-    return dlock__fanout_error(f, "all nodes failed");
+    return parallel(c, calls, n, max_ms, f);
 }
 
 int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls, const char *what)

@@ -144,12 +144,13 @@ static int fences_agree(dlock_lock *l, uint64_t (*got)[DLOCK_MULTI_MAX], const u
         return 1;
     dlock__call calls[DLOCK_MULTI_MAX];
     char tokens[DLOCK_MULTI_MAX][24];
-    const char *targs[DLOCK_MULTI_MAX];
+    const char *targs[DLOCK_MULTI_MAX][2];
     for (size_t p = 0; p < l->nparts; p++) {
         snprintf(tokens[p], sizeof tokens[p], "%llu", (unsigned long long)top[p]);
-        targs[p] = tokens[p];
-        calls[p] = (dlock__call){DLOCK__S_FENCE_FLOOR, 1, 1,
-                                 (const char *const *)&l->parts[p].names[DLOCK__K_FENCE], &targs[p]};
+        targs[p][0] = tokens[p];
+        targs[p][1] = l->token;
+        calls[p] = (dlock__call){DLOCK__S_FENCE_FLOOR, DLOCK__GROUP_MUTEX, 2,
+                                 (const char *const *)l->parts[p].names, targs[p]};
     }
     dlock__fanout g;
     int rc = dlock__fanout_run(c, calls, (int)l->nparts, (int)max_ms, &g);

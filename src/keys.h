@@ -63,9 +63,9 @@ enum {
 #define DLOCK__TOKEN_LEN 32 /* hex digits of a holder's random token */
 
 /* Protocol constants, shared with the scripts (see wait.c for their role). */
-#define DLOCK__ENTRY_TTL_MS 1000      /* a waiter's entry (or a lease) without keepalive */
-#define DLOCK__LEASE_TTL_MS 500       /* a fresh lease, until the waiter's keepalive */
-#define DLOCK__KEEPALIVE_MS 250       /* how often a waiter's entry is kept alive */
+#define DLOCK__ENTRY_TTL_MS 800       /* a waiter's entry (or a lease) without keepalive */
+#define DLOCK__LEASE_TTL_MS 300       /* a fresh lease, until the waiter's keepalive */
+#define DLOCK__KEEPALIVE_MS 200       /* how often a waiter's entry is kept alive */
 #define DLOCK__FENCE_TTL_MS 86400000  /* the fence key outlives its last use by a day */
 #define DLOCK__FENCE_MAX 9007199254740991ULL /* 2^53 - 1: exact in Lua's numbers */
 

@@ -25,7 +25,7 @@ int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused,
         nd->nidle--;
     }
     dlock__faults faults = c->faults;
-    int has_faults = c->has_faults;
+    int has_faults = c->has_faults && (!faults.node_mask || (faults.node_mask >> node) & 1);
     unsigned gen = nd->gen;
     dlock__endpoint ep;
     int rc = conn ? 0 : dlock__endpoint_copy(&ep, &nd->ep);

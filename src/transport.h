@@ -45,6 +45,8 @@ typedef struct dlock__faults {
     long reset_after_reads;  /* the Nth read fails as a connection reset */
     long stall_after_reads;  /* from the Nth read on, no data ever arrives */
     long reset_after_writes; /* the Nth write fails as a connection reset */
+    unsigned node_mask;      /* the client's nodes they apply to (bit i: node
+                                i); 0: every node */
 } dlock__faults;
 
 /* Connect to `ep` (TCP or unix socket) before deadline_ns (CLOCK_BOOTTIME).

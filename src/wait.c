@@ -86,11 +86,15 @@
 #include "watchdog.h"
 
 #define LAST_LOOK_MS 400  /* budget of the last attempt, at the deadline */
+#define GRACE_MS 500      /* how far past the wait budget a wait may run */
 #define GIVEBACK_MS 1000  /* budget of giving back, on cancel, close or error */
 #define BACKOFF_MIN_MS 50 /* after a transport failure, try again after... */
 #define BACKOFF_MAX_MS 1000
 #define BLPOP_MAX_MS 30000 /* one BLPOP blocks at most this long */
-#define SIGNAL_MARGIN_NS 5000000 /* a signal with less validity left: confirm */
+/* A signal is taken as the grant only with this much of its validity left,
+ * enough for the watchdog's first renewal (sent at once) to arrive in time;
+ * with less, W confirms with an attempt, which gives it its TTL at once. */
+#define SIGNAL_MARGIN_NS 40000000
 
 enum {
     AGAIN = 1, /* try_now: a transport failure, to be retried; blpop_read: attempt now */
@@ -175,6 +179,8 @@ static int try_now(waiter *w)
     dlock__attempt a = {.mode = w->watching ? DLOCK__MODE_UNFAIR : DLOCK__MODE_WAIT,
                         .max_ms = budget(w, LAST_LOOK_MS)};
     int rc = dlock__grant_attempt(w->l, &a);
+    dlock__log(w->c, DLOCK_LOG_DEBUG, "waiting for %s: attempt: %s (hint %lld ms)",
+               w->l->parts[0].key, rc == 0 ? "granted" : dlock_strerror(rc), (long long)a.hint_ms);
     if (rc == 0)
         return 0;
     if (rc == DLOCK_EBUSY) {
@@ -240,6 +246,8 @@ static int take_signal(waiter *w, const char *v, size_t len)
         since = queued;
     int64_t valid_until = dlock__validity_end(since, px);
     int64_t now = dlock__now_ns();
+    dlock__log(w->c, DLOCK_LOG_DEBUG, "waiting for %s: handed over (lease %lld ms, %lld ms left)",
+               l->parts[0].key, (long long)px, (long long)((valid_until - now) / 1000000));
     if (now + SIGNAL_MARGIN_NS >= valid_until)
         return 0;
     l->parts[0].fence = fence;
@@ -377,6 +385,9 @@ static int take_news(waiter *w)
     int news = 0;
     for (size_t i = 0; i < w->nsubs; i++)
         news |= dlock__listener_take(w->c, &w->subs[i], NULL);
+    dlock__log(w->c, DLOCK_LOG_DEBUG, "waiting for %s: news%s%s%s%s", w->l->parts[0].key,
+               bits & DLOCK__WN_LEASED ? " leased" : "", bits & DLOCK__WN_LOST ? " lost" : "",
+               bits & DLOCK__WN_FREE ? " free" : "", news ? " (pub/sub)" : "");
     return (bits & (DLOCK__WN_LEASED | DLOCK__WN_LOST | DLOCK__WN_FREE)) ||
            (news & (DLOCK__NEWS_MINE | DLOCK__NEWS_RESET));
 }
@@ -495,8 +506,11 @@ int dlock__wait(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline,
     cleanup(&w);
     if (!held) {
         /* leave nothing behind: the queue entry, a watch, a lease */
-        if (!answered)
-            dlock__grant_giveback(l, GIVEBACK_MS);
+        if (!answered) {
+            int64_t ms = deadline == INT64_MAX ? GIVEBACK_MS
+                                               : (deadline - dlock__now_ns()) / 1000000 + GRACE_MS;
+            dlock__grant_giveback(l, ms < 1 ? 1 : ms > GIVEBACK_MS ? GIVEBACK_MS : ms);
+        }
         return rc ? rc : DLOCK_ETIMEDOUT;
     }
     return 0;

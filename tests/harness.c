@@ -57,6 +57,7 @@ static dh_redis *reg_servers[DH_MAX_SERVERS];
 static int reg_fds[DH_MAX_FDS];
 static int reg_nfds;
 static dh_proc *reg_procs[DH_MAX_PROCS];
+static pid_t reg_forks[DH_MAX_PROCS]; /* dh_fork children */
 static char reg_tmpdir[DH_DIR_MAX];
 static unsigned reg_seq;
 
@@ -137,6 +138,30 @@ static void reg_del_proc(dh_proc *p)
     for (int i = 0; i < DH_MAX_PROCS; i++)
         if (reg_procs[i] == p)
             reg_procs[i] = NULL;
+}
+
+pid_t dh_fork(void)
+{
+    reg_init();
+    int slot = -1;
+    for (int i = 0; i < DH_MAX_PROCS && slot < 0; i++)
+        if (reg_forks[i] == 0 || dh_pid_dead(reg_forks[i]))
+            slot = i;
+    if (slot < 0) {
+        fprintf(stderr, "harness: too many forked helpers\n");
+        return -1;
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        return 0;
+    }
+    if (pid > 0)
+        reg_forks[slot] = pid;
+    return pid;
 }
 
 /* ------------------------------------------------------------ utilities */
@@ -1081,6 +1106,13 @@ void dh_cleanup(void)
 {
     if (reg_owner == 0 || getpid() != reg_owner)
         return; /* never tear down from a forked child */
+    for (int i = 0; i < DH_MAX_PROCS; i++)
+        if (reg_forks[i] > 0) {
+            kill(reg_forks[i], SIGKILL);
+            kill(reg_forks[i], SIGCONT);
+            waitpid(reg_forks[i], NULL, 0);
+            reg_forks[i] = 0;
+        }
     for (int i = 0; i < DH_MAX_PROCS; i++)
         if (reg_procs[i])
             dh_proc_free(reg_procs[i]);

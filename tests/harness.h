@@ -142,6 +142,12 @@ int dh_write_file(const char *path, const char *s);
  * when it ended, 0 on timeout (the child is left running), -1 on error. */
 int dh_waitpid(pid_t pid, int *status, int timeout_ms);
 
+/* fork() for a test helper process: the child gets PR_SET_PDEATHSIG
+ * (SIGKILL) and the parent registers it, so dh_cleanup() — run at exit and
+ * by failing tests' teardown — kills and reaps it: a failed assertion never
+ * leaves a helper behind. Returns as fork(); the child must _exit(). */
+pid_t dh_fork(void);
+
 /* 1 if pid is gone or a zombie, 0 if it still runs. */
 int dh_pid_dead(pid_t pid);
 

@@ -149,7 +149,7 @@ static void test_wakeup_without_polling(void **state)
                   (unsigned long long)(at1 - at0), (unsigned long long)(ka1 - ka0));
     assert_int_equal(at1 - at0, 0); /* a polling waiter would show dozens */
     assert_true(ka1 - ka0 >= 1);    /* its place is kept alive... */
-    assert_true(ka1 - ka0 <= 1500 / 250 + 2); /* ...every 250 ms, not more */
+    assert_true(ka1 - ka0 <= 1500 / 200 + 2); /* ...every 200 ms, not more */
     int64_t released = dh_now_ms();
     dh_assert_rc(dlock_release(held), 0);
     assert_true(dh_wait_until(waiter_done, &w, 5000));

@@ -110,10 +110,11 @@ local function head(G, now_ms)
   end
 end
 
--- A fresh lease's length: LEASE_TTL, or what is left of the waiter's entry
--- if that is less. A live waiter's keepalive renews it; a dead one's runs out.
-local function lease_ms(exp, now_ms)
-  return math.max(math.min(exp - now_ms, LEASE_TTL), 1)
+-- A fresh lease's length: LEASE_TTL, or the waiter's own TTL or what is
+-- left of its entry if less. A live waiter takes it within milliseconds
+-- (and its keepalive renews it meanwhile); a dead one costs no more.
+local function lease_ms(exp, ttl, now_ms)
+  return math.max(math.min(exp - now_ms, LEASE_TTL, ttl), 1)
 end
 
 -- Add a holder (reader or permit) with its info, keeping the set alive.
@@ -161,7 +162,7 @@ local function handoff(G, now_ms)
     return
   end
   local readers = live_readers(G, now_ms)
-  local h, _, kind, owner, exp = head(G, now_ms)
+  local h, ttl, kind, owner, exp = head(G, now_ms)
   if not h then
     if readers == 0 then
       notify(G, '')
@@ -173,7 +174,7 @@ local function handoff(G, now_ms)
       return
     end
     local f = next_fence(G[FENCE])
-    local px = lease_ms(exp, now_ms)
+    local px = lease_ms(exp, ttl, now_ms)
     redis.call('SET', G[LOCK], lock_value(h, f, now_ms, owner), 'PX', px)
     dequeue(G, h)
     signal(G, h, f, px, '-1')
@@ -181,11 +182,11 @@ local function handoff(G, now_ms)
   end
   while h and kind == 'r' do
     local f = next_fence(G[FENCE])
-    local px = lease_ms(exp, now_ms)
+    local px = lease_ms(exp, ttl, now_ms)
     add_member(G, h, now_ms + px, fmt(f) .. ':' .. fmt(now_ms) .. ':' .. owner, now_ms)
     dequeue(G, h)
     signal(G, h, f, px, '-1')
-    h, _, kind, owner, exp = head(G, now_ms)
+    h, ttl, kind, owner, exp = head(G, now_ms)
   end
 end
 
@@ -275,7 +276,7 @@ end
 local function sem_admit(G, now_ms)
   local limit, used = sem_num(G, 'limit'), sem_num(G, 'used')
   while true do
-    local h, _, kind, owner, exp = head(G, now_ms)
+    local h, ttl, kind, owner, exp = head(G, now_ms)
     if not h then
       if used < limit then
         notify(G, '')
@@ -286,7 +287,7 @@ local function sem_admit(G, now_ms)
     if not want or used + want > limit then
       return
     end
-    local px = lease_ms(exp, now_ms)
+    local px = lease_ms(exp, ttl, now_ms)
     local f, slots = sem_grant(G, h, want, now_ms, now_ms + px, owner)
     dequeue(G, h)
     signal(G, h, f, px, slots)

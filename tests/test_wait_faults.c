@@ -1,0 +1,629 @@
+/*
+ * test_wait_faults.c — the waiting protocol under faults: one deterministic
+ * regression test per failure the earlier protocol had (issue 10's list),
+ * each driving processes into the bad moment on purpose: a waiter stopped
+ * (SIGSTOP) while the lock is handed to it, killed (SIGKILL) while queued,
+ * a close racing an acquisition that completes, a server that stops
+ * answering during a wait, a reply lost after the server acted on it.
+ *
+ * Design. Contenders that must be stopped or killed are processes
+ * (dh_fork: they die with the test), each reporting through a slot in
+ * shared memory: its acquisition's result and time, and whether, at that
+ * moment, the server named another holder while the handle still believed
+ * itself valid (the exclusion check: always 0). A child holds until its
+ * release pipe is written. Waits are bounded polls of that shared state or
+ * of the server; timing figures are printed and bounded generously.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "harness.h"
+
+static dh_redis *srv;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    srv = dh_redis_start(NULL);
+    return srv ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    dh_redis_stop(srv);
+    srv = NULL;
+    dh_cleanup();
+    return 0;
+}
+
+/* ---------------------------------------------------- contender processes */
+
+enum { WAITING = 1, HOLDING = 2, FAILED = 3, DONE = 4 };
+enum { K_MUTEX, K_READ, K_MULTI };
+
+typedef struct slot {
+    atomic_int state;
+    atomic_int rc;
+    atomic_llong got_ms;
+    atomic_int not_me; /* the server named another holder while we were valid */
+    char owner[64];
+} slot;
+
+typedef struct child {
+    pid_t pid;
+    int release_fd; /* write a byte: release and exit */
+    slot *s;
+} child;
+
+static slot *slots_new(int n)
+{
+    void *p = mmap(NULL, (size_t)n * sizeof(slot), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(p != MAP_FAILED);
+    memset(p, 0, (size_t)n * sizeof(slot));
+    return p;
+}
+
+/* Is the lock on `key` ours according to the server? */
+static int server_names(dlock_client *c, const char *key, const char *owner)
+{
+    dlock_info info;
+    return dlock_inspect(&info, c, key) == 0 && info.held && strcmp(info.owner, owner) == 0;
+}
+
+/* The child's life: acquire, check with the server, hold until told. */
+static void contend(slot *s, int release_fd, const char *key, int kind, int64_t ttl_ms)
+{
+    dlock_client *c = dh_client(srv->url, s->owner);
+    if (!c)
+        _exit(2);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.ttl_ms = ttl_ms;
+    dlock_lock *l = NULL;
+    atomic_store(&s->state, WAITING);
+    int rc;
+    if (kind == K_READ) {
+        rc = dlock_rw_acquire(&l, c, key, DLOCK_READ, &o);
+    } else if (kind == K_MULTI) {
+        const char *keys[2] = {key, "{wf}:other"};
+        rc = dlock_acquire_all(&l, c, keys, 2, &o);
+    } else {
+        rc = dlock_acquire(&l, c, key, &o);
+    }
+    atomic_store(&s->got_ms, dh_now_ms());
+    atomic_store(&s->rc, rc);
+    if (rc == 0 && kind != K_READ && !server_names(c, key, s->owner) && dlock_is_held(l))
+        atomic_store(&s->not_me, 1);
+    atomic_store(&s->state, rc == 0 ? HOLDING : FAILED);
+    char b;
+    if (rc == 0 && read(release_fd, &b, 1) >= 0)
+        dlock_release(l);
+    atomic_store(&s->state, DONE);
+    dlock_client_close(c);
+    _exit(0);
+}
+
+static child spawn(slot *s, const char *tag, const char *key, int kind, int64_t ttl_ms)
+{
+    dh_owner(s->owner, sizeof s->owner, tag);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    child ch = {.s = s};
+    ch.pid = dh_fork();
+    assert_true(ch.pid >= 0);
+    if (ch.pid == 0) {
+        close(fds[1]);
+        contend(s, fds[0], key, kind, ttl_ms);
+    }
+    close(fds[0]);
+    ch.release_fd = fds[1];
+    return ch;
+}
+
+static void release_child(child *ch)
+{
+    char b = 'x';
+    assert_int_equal(write(ch->release_fd, &b, 1), 1);
+    close(ch->release_fd);
+    int st;
+    assert_int_equal(dh_waitpid(ch->pid, &st, 10000), 1);
+}
+
+static int is_holding(void *arg)
+{
+    return atomic_load(&((slot *)arg)->state) == HOLDING;
+}
+
+static int is_settled(void *arg)
+{
+    return atomic_load(&((slot *)arg)->state) >= HOLDING;
+}
+
+typedef struct qarg {
+    dlock_client *c;
+    const char *key;
+    int64_t n;
+} qarg;
+
+static int queue_has(void *arg)
+{
+    qarg *q = arg;
+    dlock_info info;
+    return dlock_inspect(&info, q->c, q->key) == 0 && info.waiters >= q->n;
+}
+
+static int lock_free(void *arg)
+{
+    qarg *q = arg;
+    dlock_info info;
+    return dlock_inspect(&info, q->c, q->key) == 0 && !info.held;
+}
+
+/* A client whose owner id is written to owner (64 bytes). */
+static dlock_client *client(const char *tag, char *owner)
+{
+    dh_owner(owner, 64, tag);
+    dlock_client *c = dh_client(srv->url, owner);
+    assert_non_null(c);
+    return c;
+}
+
+/* ----------------------------------------------------------------- tests */
+
+/* 1. A handoff to a waiter that is stopped until its lease ran out and
+ * someone else took the lock must not make the waiter believe it holds:
+ * the signal it finds on waking is too old to prove anything. */
+static void test_stale_signal_never_grants(void **state)
+{
+    (void)state;
+    char ho[64], xo[64];
+    dlock_client *h = client("sig-h", ho), *x = client("sig-x", xo);
+    dlock_lock *held, *other;
+    dh_assert_rc(dlock_acquire(&held, h, "wf:sig", NULL), 0);
+    slot *s = slots_new(1);
+    child w = spawn(&s[0], "sig-w", "wf:sig", K_MUTEX, 20);
+    qarg q = {h, "wf:sig", 1};
+    assert_true(dh_wait_until(queue_has, &q, 5000));
+    kill(w.pid, SIGSTOP);
+    dh_assert_rc(dlock_release(held), 0); /* handed to the stopped waiter */
+    assert_true(dh_wait_until(lock_free, &q, 5000)); /* its lease ran out */
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 5000;
+    dh_assert_rc(dlock_acquire(&other, x, "wf:sig", &o), 0);
+    kill(w.pid, SIGCONT);
+    /* the woken waiter finds its old signal: it must keep waiting */
+    assert_false(dh_wait_until(is_settled, &s[0], 1000));
+    assert_true(server_names(x, "wf:sig", xo));
+    dh_assert_rc(dlock_release(other), 0);
+    assert_true(dh_wait_until(is_holding, &s[0], 5000));
+    assert_int_equal(atomic_load(&s[0].not_me), 0);
+    release_child(&w);
+    dlock_client_close(h);
+    dlock_client_close(x);
+}
+
+static int queue_empty(void *arg)
+{
+    qarg *q = arg;
+    dlock_info info;
+    return dlock_inspect(&info, q->c, q->key) == 0 && info.waiters == 0;
+}
+
+/* 2. A waiter stalled past its entry's life loses its place and leaves no
+ * ghost: the lock goes to the waiter behind it at the next release, and
+ * the stalled one, once running, queues again and is served in turn. */
+static void test_stalled_waiter_leaves_no_ghost(void **state)
+{
+    (void)state;
+    char ho[64];
+    dlock_client *h = client("ghost-h", ho);
+    dlock_lock *held;
+    dh_assert_rc(dlock_acquire(&held, h, "wf:ghost", NULL), 0);
+    slot *s = slots_new(2);
+    child a = spawn(&s[0], "ghost-a", "wf:ghost", K_MUTEX, 2000);
+    qarg q1 = {h, "wf:ghost", 1}, q2 = {h, "wf:ghost", 2};
+    assert_true(dh_wait_until(queue_has, &q1, 5000));
+    child b = spawn(&s[1], "ghost-b", "wf:ghost", K_MUTEX, 2000);
+    assert_true(dh_wait_until(queue_has, &q2, 5000));
+    kill(a.pid, SIGSTOP);
+    /* a's entry dies unrenewed: wait until the queue has only b */
+    qarg q1only = {h, "wf:ghost", 1};
+    int64_t t0 = dh_now_ms();
+    while (dh_now_ms() - t0 < 5000) {
+        dlock_info info;
+        dh_assert_rc(dlock_inspect(&info, h, "wf:ghost"), 0);
+        if (info.waiters <= 1)
+            break;
+        dh_assert_rc(dlock_extend(held, 30000), 0); /* touch: scripts drop dead entries */
+        if (dh_wait_until(queue_empty, &q1only, 50))
+            break;
+    }
+    int64_t released = dh_now_ms();
+    dh_assert_rc(dlock_release(held), 0);
+    assert_true(dh_wait_until(is_holding, &s[1], 5000)); /* b, not the ghost */
+    print_message("waiter behind a stalled one served %lld ms after the release\n",
+                  (long long)(atomic_load(&s[1].got_ms) - released));
+    assert_true(atomic_load(&s[1].got_ms) - released < 2000);
+    kill(a.pid, SIGCONT);
+    release_child(&b);
+    assert_true(dh_wait_until(is_holding, &s[0], 5000)); /* a queued again */
+    assert_int_equal(atomic_load(&s[0].not_me) + atomic_load(&s[1].not_me), 0);
+    release_child(&a);
+    assert_true(dh_wait_until(queue_empty, &q1, 5000)); /* nothing left behind */
+    dlock_client_close(h);
+}
+
+/* 3. A reader stopped while a release admits it must never hold together
+ * with a writer: its reader lease runs out, the multi-lock queued behind it
+ * gets the key, and the reader, once running, waits for it. */
+static void test_stalled_reader_never_with_writer(void **state)
+{
+    (void)state;
+    char ho[64];
+    dlock_client *h = client("rw-h", ho);
+    dlock_lock *held;
+    dh_assert_rc(dlock_acquire(&held, h, "{wf}:rw", NULL), 0);
+    slot *s = slots_new(2);
+    child r = spawn(&s[0], "rw-r", "{wf}:rw", K_READ, 2000);
+    qarg q1 = {h, "{wf}:rw", 1}, q2 = {h, "{wf}:rw", 2};
+    assert_true(dh_wait_until(queue_has, &q1, 5000));
+    child m = spawn(&s[1], "rw-m", "{wf}:rw", K_MULTI, 2000);
+    assert_true(dh_wait_until(queue_has, &q2, 5000));
+    kill(r.pid, SIGSTOP);
+    dh_assert_rc(dlock_release(held), 0); /* the stopped reader is admitted */
+    assert_true(dh_wait_until(is_holding, &s[1], 5000)); /* its lease ran out: m next */
+    kill(r.pid, SIGCONT);
+    assert_false(dh_wait_until(is_settled, &s[0], 1000)); /* never with m */
+    dlock_key_state *st;
+    dh_assert_rc(dlock_key_state_get(&st, h, "{wf}:rw", DLOCK_KIND_MUTEX), 0);
+    assert_int_equal(st->nholders, 1);
+    assert_int_equal(st->holders[0].mode, DLOCK_WRITE);
+    dlock_key_state_free(st);
+    release_child(&m);
+    assert_true(dh_wait_until(is_holding, &s[0], 5000));
+    release_child(&r);
+    dlock_client_close(h);
+}
+
+/* 4. dlock_client_close racing an acquisition that completes, the
+ * watchdog and on-lost callbacks, many times over (run under ASan and
+ * TSan): the blocked acquisition returns 0 (it finished before close
+ * began) or DLOCK_ECLOSED, and nothing stays held on the server. */
+typedef struct racer {
+    dlock_client *c;
+    int rc;
+} racer;
+
+static void *race_acquire(void *arg)
+{
+    racer *r = arg;
+    dlock_lock *l = NULL;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.ttl_ms = 2000;
+    r->rc = dlock_acquire(&l, r->c, "wf:close", &o); /* the handle belongs to close now */
+    return NULL;
+}
+
+static atomic_int in_callback;
+
+static void on_lost_slow(dlock_lock *l, void *arg)
+{
+    (void)l;
+    atomic_fetch_add((atomic_int *)arg, 1);
+    atomic_store(&in_callback, 1);
+    usleep(20000); /* a callback that takes its time while close runs */
+    atomic_store(&in_callback, 0);
+}
+
+static int callback_running(void *arg)
+{
+    (void)arg;
+    return atomic_load(&in_callback);
+}
+
+static void test_close_races_acquire(void **state)
+{
+    (void)state;
+    char ho[64], co[64];
+    dlock_client *h = client("close-h", ho);
+    int ok = 0, closed = 0;
+    atomic_int lost = 0;
+    for (int i = 0; i < 60; i++) {
+        dlock_lock *held, *doomed;
+        dh_assert_rc(dlock_acquire(&held, h, "wf:close", NULL), 0);
+        racer r = {client("close-c", co), 0};
+        dlock_lock_opts lo = DLOCK_LOCK_OPTS_INIT;
+        lo.ttl_ms = 300; /* renewed after 100 ms: finds it gone */
+        lo.on_lost = on_lost_slow;
+        lo.on_lost_arg = &lost;
+        char key[32];
+        snprintf(key, sizeof key, "wf:lost:%d", i);
+        dh_assert_rc(dlock_acquire(&doomed, r.c, key, &lo), 0);
+        int removed;
+        dh_assert_rc(dlock_force_unlock(&removed, h, key), 0); /* renewal will find it gone */
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, race_acquire, &r), 0);
+        qarg q = {h, "wf:close", 1};
+        assert_true(dh_wait_until(queue_has, &q, 5000));
+        if (i % 2) /* close while the watchdog runs the on-lost callback */
+            assert_true(dh_wait_until(callback_running, NULL, 5000));
+        /* release (the waiter is handed the lock) and close at once */
+        dh_assert_rc(dlock_release(held), 0);
+        if (i % 3)
+            usleep((useconds_t)(i % 7) * 100);
+        dlock_client_close(r.c);
+        pthread_join(t, NULL);
+        if (r.rc == 0)
+            ok++;
+        else if (r.rc == DLOCK_ECLOSED)
+            closed++;
+        else
+            fail_msg("acquire racing close returned %d (%s)", r.rc, dlock_strerror(r.rc));
+        assert_true(dh_wait_until(lock_free, &q, 5000)); /* nothing left held */
+    }
+    print_message("close racing acquire: %d returned before close, %d ECLOSED; %d on-lost calls\n",
+                  ok, closed, atomic_load(&lost));
+    dlock_client_close(h);
+}
+
+/* 5 and 6. Dead waiters and a dead holder do not freeze the key: a waiter
+ * killed while queued costs the next live waiter at most a lease, and a
+ * killed holder's lock moves on when its TTL ends, even with the dead
+ * waiter at the head of the queue. */
+static void test_dead_waiter_and_dead_holder(void **state)
+{
+    (void)state;
+    char ho[64];
+    dlock_client *h = client("dead-h", ho);
+    slot *s = slots_new(3);
+    child holder = spawn(&s[0], "dead-holder", "wf:dead", K_MUTEX, 1000);
+    assert_true(dh_wait_until(is_holding, &s[0], 5000));
+    child dead = spawn(&s[1], "dead-waiter", "wf:dead", K_MUTEX, 1000);
+    qarg q1 = {h, "wf:dead", 1}, q2 = {h, "wf:dead", 2};
+    assert_true(dh_wait_until(queue_has, &q1, 5000));
+    child live = spawn(&s[2], "dead-live", "wf:dead", K_MUTEX, 1000);
+    assert_true(dh_wait_until(queue_has, &q2, 5000));
+    int64_t killed = dh_now_ms();
+    kill(dead.pid, SIGKILL);
+    kill(holder.pid, SIGKILL); /* its lock stays until its TTL (1 s) */
+    assert_true(dh_wait_until(is_holding, &s[2], 5000));
+    int64_t took = atomic_load(&s[2].got_ms) - killed;
+    print_message("holder and head waiter killed: live waiter served after %lld ms (TTL 1000)\n",
+                  (long long)took);
+    assert_true(took <= 1000 + 1000);
+    assert_int_equal(atomic_load(&s[2].not_me), 0);
+    int st;
+    assert_int_equal(dh_waitpid(dead.pid, &st, 5000), 1);
+    assert_int_equal(dh_waitpid(holder.pid, &st, 5000), 1);
+    close(dead.release_fd);
+    close(holder.release_fd);
+    release_child(&live);
+    dlock_client_close(h);
+}
+
+/* 7. A multi-lock is not starved by single-key waiters hammering one of
+ * its keys: it queues like them and is served in turn. */
+typedef struct hammer {
+    dlock_client *c;
+    atomic_int *stop;
+    int sections;
+} hammer;
+
+static void *hammer_main(void *arg)
+{
+    hammer *hm = arg;
+    while (!atomic_load(hm->stop)) {
+        dlock_lock *l;
+        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+        o.wait_ms = 10000;
+        if (dlock_acquire(&l, hm->c, "{wf}:hot", &o) == 0) {
+            usleep(1000);
+            dlock_release(l);
+            hm->sections++;
+        }
+    }
+    return NULL;
+}
+
+static void test_multi_lock_not_starved(void **state)
+{
+    (void)state;
+    char ho[64];
+    enum { N = 3 };
+    atomic_int stop = 0;
+    hammer hm[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "hot-%d", i);
+        hm[i] = (hammer){client(tag, ho), &stop, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer_main, &hm[i]), 0);
+    }
+    dlock_client *m = client("hot-m", ho);
+    const char *keys[2] = {"{wf}:hot", "{wf}:cold"};
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 10000;
+    int got = 0;
+    for (int i = 0; i < 5; i++) {
+        dlock_lock *l;
+        dh_assert_rc(dlock_acquire_all(&l, m, keys, 2, &o), 0);
+        got++;
+        dh_assert_rc(dlock_release(l), 0);
+    }
+    atomic_store(&stop, 1);
+    int total = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        total += hm[i].sections;
+        dlock_client_close(hm[i].c);
+    }
+    print_message("multi-lock served %d times among %d single-key sections\n", got, total);
+    dlock_client_close(m);
+}
+
+/* 8. The wait budget bounds the whole call, also when the server stops
+ * answering in the middle of the wait: --wait 2s returns by about 2.5 s
+ * with DLOCK_ETIMEDOUT and a message saying the server did not answer. */
+static void test_wait_budget_with_stopped_server(void **state)
+{
+    (void)state;
+    dh_redis *r = dh_redis_start(NULL);
+    assert_non_null(r);
+    char owner[64];
+    dh_owner(owner, sizeof owner, "budget");
+    dlock_client *h = dh_client(r->url, owner), *w = dh_client(r->url, owner);
+    assert_non_null(h);
+    assert_non_null(w);
+    dlock_lock *held, *l;
+    dh_assert_rc(dlock_acquire(&held, h, "wf:budget", NULL), 0);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 300;
+    dh_assert_rc(dlock_acquire(&l, w, "wf:budget", &o), DLOCK_ETIMEDOUT); /* warm the pool */
+    assert_int_equal(dh_redis_pause(r), 0);
+    o.wait_ms = 2000;
+    int64_t t0 = dh_now_ms();
+    int rc = dlock_acquire(&l, w, "wf:budget", &o);
+    int64_t took = dh_now_ms() - t0;
+    print_message("wait 2000 ms against a stopped server: %s after %lld ms: %s\n",
+                  dlock_strerror(rc), (long long)took, dlock_last_errmsg());
+    assert_int_equal(dh_redis_resume(r), 0);
+    dh_assert_rc(rc, DLOCK_ETIMEDOUT);
+    assert_non_null(strstr(dlock_last_errmsg(), "did not answer"));
+    assert_true(took >= 2000 && took < 3500);
+    dlock_release(held);
+    dlock_client_close(h);
+    dlock_client_close(w);
+    dh_redis_stop(r);
+}
+
+static int64_t keys_matching(const dh_redis *r, const char *pattern)
+{
+    redisReply *rep = dh_cmd(r, 0, "KEYS %s", pattern);
+    int64_t n = rep && rep->type == REDIS_REPLY_ARRAY ? (int64_t)rep->elements : -1;
+    freeReplyObject(rep);
+    return n;
+}
+
+/* 9. An attempt whose reply is lost after the server acted on it leaves
+ * nothing behind: a first attempt that timed out gives back its queue
+ * entry, and a Redlock attempt that failed gives back its grants on every
+ * node, also on the one whose reply was lost. */
+static void test_lost_reply_leaves_nothing(void **state)
+{
+    (void)state;
+    char ho[64], wo[64];
+    dlock_client *h = client("lost-h", ho), *w = client("lost-w", wo);
+    dlock_lock *held, *l;
+    dh_assert_rc(dlock_acquire(&held, h, "wf:lostreply", NULL), 0);
+    dlock__faults f = {0};
+    f.stall_after_reads = 2; /* the handshake is answered, nothing after it */
+    dlock__client_set_faults(w, &f);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 500;
+    int rc = dlock_acquire(&l, w, "wf:lostreply", &o);
+    assert_true(rc == DLOCK_ETIMEDOUT || rc == DLOCK_ECONN);
+    qarg q = {h, "wf:lostreply", 0};
+    assert_true(dh_wait_until(queue_empty, &q, 100)); /* gone at once, not after its life */
+    dlock__client_set_faults(w, NULL);
+    dh_assert_rc(dlock_release(held), 0);
+    dlock_client_close(w);
+    dlock_client_close(h);
+
+    /* Redlock over three servers: A is held by someone else, C's replies
+     * are lost: B's grant and C's must both be given back. */
+    dh_redis *rs[3];
+    char url[512] = "";
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(rs[i] = dh_redis_start(NULL));
+        snprintf(url + strlen(url), sizeof url - strlen(url), "%s%s", i ? "," : "", rs[i]->url);
+    }
+    dlock_client *a = dh_client(rs[0]->url, ho), *red = dh_client(url, wo);
+    assert_non_null(a);
+    assert_non_null(red);
+    dh_assert_rc(dlock_acquire(&held, a, "wf:red", NULL), 0); /* on A only */
+    dlock__faults fc = {0};
+    fc.stall_after_reads = 2;
+    fc.node_mask = 1u << 2;
+    dlock__client_set_faults(red, &fc);
+    dh_assert_rc(dlock_try_acquire(&l, red, "wf:red", NULL), DLOCK_EBUSY);
+    assert_int_equal(keys_matching(rs[1], "*wf:red}:lock"), 0);
+    int64_t t0 = dh_now_ms();
+    while (keys_matching(rs[2], "*wf:red}:lock") != 0 && dh_now_ms() - t0 < 2000)
+        dh_wait_until(queue_empty, &q, 20); /* the give-back may still be on its way */
+    assert_int_equal(keys_matching(rs[2], "*wf:red}:lock"), 0);
+    dlock__client_set_faults(red, NULL);
+    dh_assert_rc(dlock_release(held), 0);
+    dlock_client_close(red);
+    dlock_client_close(a);
+    for (int i = 0; i < 3; i++)
+        dh_redis_stop(rs[i]);
+}
+
+/* 10. A semaphore grant does not scan its holders: with 20 000 permits
+ * held, one more grant costs the server well under a millisecond. */
+static int64_t last_grant_us(void)
+{
+    redisReply *r = dh_cmd(srv, 0, "SLOWLOG GET 20");
+    int64_t us = -1;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->elements >= 4 && e->element[3]->elements > 0 &&
+            strcasecmp(e->element[3]->element[0]->str, "evalsha") == 0 && e->element[2]->integer > us)
+            us = e->element[2]->integer;
+    }
+    freeReplyObject(r);
+    return us;
+}
+
+static void test_semaphore_grant_cost(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    char ho[64];
+    dlock_client *c = client("sem-big", ho);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.auto_renew = 0;
+    o.ttl_ms = 600000;
+    dlock_lock **ls = calloc(N + 1, sizeof *ls);
+    assert_non_null(ls);
+    for (int i = 0; i < N; i++)
+        dh_assert_rc(dlock_sem_acquire(&ls[i], c, "wf:bigsem", N + 10, &o), 0);
+    assert_int_equal(dh_cmd_ok(srv, 0, "CONFIG SET slowlog-log-slower-than 0"), 0);
+    assert_int_equal(dh_cmd_ok(srv, 0, "SLOWLOG RESET"), 0);
+    dh_assert_rc(dlock_sem_acquire(&ls[N], c, "wf:bigsem", N + 10, &o), 0);
+    int64_t us = last_grant_us();
+    assert_int_equal(dh_cmd_ok(srv, 0, "CONFIG SET slowlog-log-slower-than 10000"), 0);
+    print_message("semaphore grant with %d holders: %lld us of server time (slot %d)\n", N,
+                  (long long)us, dlock_lock_slot(ls[N]));
+    assert_true(us >= 0 && us < 1000);
+    assert_int_equal(dlock_lock_slot(ls[N]), N);
+    for (int i = 0; i <= N; i++)
+        dlock_release(ls[i]);
+    free(ls);
+    dlock_client_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stale_signal_never_grants),
+        cmocka_unit_test(test_stalled_waiter_leaves_no_ghost),
+        cmocka_unit_test(test_stalled_reader_never_with_writer),
+        cmocka_unit_test(test_close_races_acquire),
+        cmocka_unit_test(test_dead_waiter_and_dead_holder),
+        cmocka_unit_test(test_multi_lock_not_starved),
+        cmocka_unit_test(test_wait_budget_with_stopped_server),
+        cmocka_unit_test(test_lost_reply_leaves_nothing),
+        cmocka_unit_test(test_semaphore_grant_cost),
+    };
+    return cmocka_run_group_tests_name("wait_faults", tests, group_setup, group_teardown);
+}
