@@ -311,6 +311,8 @@ static void blpop_send(waiter *w)
     }
     w->blocked = 1;
     w->reply_by = now + (ms + w->c->command_timeout_ms) * 1000000;
+    dlock__log(w->c, DLOCK_LOG_DEBUG, "waiting for %s: blocked in BLPOP for %lld ms",
+               l->parts[0].key, (long long)ms);
 }
 
 /* The BLPOP connection is no good any more (dropped, dead, redirected). */

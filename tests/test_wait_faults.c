@@ -10,9 +10,13 @@
  * (dh_fork: they die with the test), each reporting through a slot in
  * shared memory: its acquisition's result and time, and whether, at that
  * moment, the server named another holder while the handle still believed
- * itself valid (the exclusion check: always 0). A child holds until its
- * release pipe is written. Waits are bounded polls of that shared state or
- * of the server; timing figures are printed and bounded generously.
+ * itself valid (the exclusion check: always 0). They are forked at the
+ * start of a test, while the test process has no threads (a child forked
+ * from a threaded process can inherit a lock held by another thread, e.g.
+ * the sanitizers' allocator's), and each starts contending when the test
+ * writes its pipe; a second byte makes it release and exit. Waits are
+ * bounded polls of that shared state or of the server; timing figures are
+ * printed and bounded generously.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -60,7 +64,7 @@ typedef struct slot {
 
 typedef struct child {
     pid_t pid;
-    int release_fd; /* write a byte: release and exit */
+    int ctl_fd; /* write a byte: start contending; another: release and exit */
     slot *s;
 } child;
 
@@ -80,11 +84,28 @@ static int server_names(dlock_client *c, const char *key, const char *owner)
     return dlock_inspect(&info, c, key) == 0 && info.held && strcmp(info.owner, owner) == 0;
 }
 
-/* The child's life: acquire, check with the server, hold until told. */
-static void contend(slot *s, int release_fd, const char *key, int kind, int64_t ttl_ms)
+static void trace(int level, const char *msg, void *arg)
 {
-    dlock_client *c = dh_client(srv->url, s->owner);
-    if (!c)
+    (void)level;
+    fprintf(stderr, "[%lld %s] %s\n", (long long)dh_now_ms(), (const char *)arg, msg);
+}
+
+/* The child's life: acquire, check with the server, hold until told.
+ * DLOCK_TEST_TRACE=1 prints its library's debug log. */
+static void contend(slot *s, int ctl_fd, const char *key, int kind, int64_t ttl_ms)
+{
+    char b;
+    if (read(ctl_fd, &b, 1) != 1)
+        _exit(0); /* the test ended without starting us */
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = s->owner;
+    if (getenv("DLOCK_TEST_TRACE")) {
+        co.log_fn = trace;
+        co.log_arg = s->owner;
+        co.log_level = DLOCK_LOG_DEBUG;
+    }
+    dlock_client *c = NULL;
+    if (dlock_client_open(&c, srv->url, &co) != 0)
         _exit(2);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.ttl_ms = ttl_ms;
@@ -104,15 +125,16 @@ static void contend(slot *s, int release_fd, const char *key, int kind, int64_t 
     if (rc == 0 && kind != K_READ && !server_names(c, key, s->owner) && dlock_is_held(l))
         atomic_store(&s->not_me, 1);
     atomic_store(&s->state, rc == 0 ? HOLDING : FAILED);
-    char b;
-    if (rc == 0 && read(release_fd, &b, 1) >= 0)
+    if (rc == 0 && read(ctl_fd, &b, 1) >= 0)
         dlock_release(l);
     atomic_store(&s->state, DONE);
     dlock_client_close(c);
     _exit(0);
 }
 
-static child spawn(slot *s, const char *tag, const char *key, int kind, int64_t ttl_ms)
+/* Fork a contender (call before the test opens any client); it starts
+ * when go() is called. */
+static child prepare(slot *s, const char *tag, const char *key, int kind, int64_t ttl_ms)
 {
     dh_owner(s->owner, sizeof s->owner, tag);
     int fds[2];
@@ -125,15 +147,21 @@ static child spawn(slot *s, const char *tag, const char *key, int kind, int64_t 
         contend(s, fds[0], key, kind, ttl_ms);
     }
     close(fds[0]);
-    ch.release_fd = fds[1];
+    ch.ctl_fd = fds[1];
     return ch;
+}
+
+static void go(child *ch)
+{
+    char b = 'g';
+    assert_int_equal(write(ch->ctl_fd, &b, 1), 1);
 }
 
 static void release_child(child *ch)
 {
-    char b = 'x';
-    assert_int_equal(write(ch->release_fd, &b, 1), 1);
-    close(ch->release_fd);
+    char b = 'r';
+    assert_int_equal(write(ch->ctl_fd, &b, 1), 1);
+    close(ch->ctl_fd);
     int st;
     assert_int_equal(dh_waitpid(ch->pid, &st, 10000), 1);
 }
@@ -185,12 +213,13 @@ static dlock_client *client(const char *tag, char *owner)
 static void test_stale_signal_never_grants(void **state)
 {
     (void)state;
+    slot *s = slots_new(1);
+    child w = prepare(&s[0], "sig-w", "wf:sig", K_MUTEX, 20);
     char ho[64], xo[64];
     dlock_client *h = client("sig-h", ho), *x = client("sig-x", xo);
     dlock_lock *held, *other;
     dh_assert_rc(dlock_acquire(&held, h, "wf:sig", NULL), 0);
-    slot *s = slots_new(1);
-    child w = spawn(&s[0], "sig-w", "wf:sig", K_MUTEX, 20);
+    go(&w);
     qarg q = {h, "wf:sig", 1};
     assert_true(dh_wait_until(queue_has, &q, 5000));
     kill(w.pid, SIGSTOP);
@@ -224,15 +253,17 @@ static int queue_empty(void *arg)
 static void test_stalled_waiter_leaves_no_ghost(void **state)
 {
     (void)state;
+    slot *s = slots_new(2);
+    child a = prepare(&s[0], "ghost-a", "wf:ghost", K_MUTEX, 2000);
+    child b = prepare(&s[1], "ghost-b", "wf:ghost", K_MUTEX, 2000);
     char ho[64];
     dlock_client *h = client("ghost-h", ho);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, h, "wf:ghost", NULL), 0);
-    slot *s = slots_new(2);
-    child a = spawn(&s[0], "ghost-a", "wf:ghost", K_MUTEX, 2000);
     qarg q1 = {h, "wf:ghost", 1}, q2 = {h, "wf:ghost", 2};
+    go(&a);
     assert_true(dh_wait_until(queue_has, &q1, 5000));
-    child b = spawn(&s[1], "ghost-b", "wf:ghost", K_MUTEX, 2000);
+    go(&b);
     assert_true(dh_wait_until(queue_has, &q2, 5000));
     kill(a.pid, SIGSTOP);
     /* a's entry dies unrenewed: wait until the queue has only b */
@@ -268,15 +299,17 @@ static void test_stalled_waiter_leaves_no_ghost(void **state)
 static void test_stalled_reader_never_with_writer(void **state)
 {
     (void)state;
+    slot *s = slots_new(2);
+    child r = prepare(&s[0], "rw-r", "{wf}:rw", K_READ, 2000);
+    child m = prepare(&s[1], "rw-m", "{wf}:rw", K_MULTI, 2000);
     char ho[64];
     dlock_client *h = client("rw-h", ho);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, h, "{wf}:rw", NULL), 0);
-    slot *s = slots_new(2);
-    child r = spawn(&s[0], "rw-r", "{wf}:rw", K_READ, 2000);
     qarg q1 = {h, "{wf}:rw", 1}, q2 = {h, "{wf}:rw", 2};
+    go(&r);
     assert_true(dh_wait_until(queue_has, &q1, 5000));
-    child m = spawn(&s[1], "rw-m", "{wf}:rw", K_MULTI, 2000);
+    go(&m);
     assert_true(dh_wait_until(queue_has, &q2, 5000));
     kill(r.pid, SIGSTOP);
     dh_assert_rc(dlock_release(held), 0); /* the stopped reader is admitted */
@@ -382,15 +415,18 @@ static void test_close_races_acquire(void **state)
 static void test_dead_waiter_and_dead_holder(void **state)
 {
     (void)state;
+    slot *s = slots_new(3);
+    child holder = prepare(&s[0], "dead-holder", "wf:dead", K_MUTEX, 1000);
+    child dead = prepare(&s[1], "dead-waiter", "wf:dead", K_MUTEX, 1000);
+    child live = prepare(&s[2], "dead-live", "wf:dead", K_MUTEX, 1000);
     char ho[64];
     dlock_client *h = client("dead-h", ho);
-    slot *s = slots_new(3);
-    child holder = spawn(&s[0], "dead-holder", "wf:dead", K_MUTEX, 1000);
+    go(&holder);
     assert_true(dh_wait_until(is_holding, &s[0], 5000));
-    child dead = spawn(&s[1], "dead-waiter", "wf:dead", K_MUTEX, 1000);
+    go(&dead);
     qarg q1 = {h, "wf:dead", 1}, q2 = {h, "wf:dead", 2};
     assert_true(dh_wait_until(queue_has, &q1, 5000));
-    child live = spawn(&s[2], "dead-live", "wf:dead", K_MUTEX, 1000);
+    go(&live);
     assert_true(dh_wait_until(queue_has, &q2, 5000));
     int64_t killed = dh_now_ms();
     kill(dead.pid, SIGKILL);
@@ -404,8 +440,8 @@ static void test_dead_waiter_and_dead_holder(void **state)
     int st;
     assert_int_equal(dh_waitpid(dead.pid, &st, 5000), 1);
     assert_int_equal(dh_waitpid(holder.pid, &st, 5000), 1);
-    close(dead.release_fd);
-    close(holder.release_fd);
+    close(dead.ctl_fd);
+    close(holder.ctl_fd);
     release_child(&live);
     dlock_client_close(h);
 }
