@@ -75,6 +75,12 @@ void cli_keys_err(const char *key, size_t more, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The note added to a NOPERM denial: where the rule that grants dlock
+ * everything it needs is written down. */
+#define NOPERM_NOTE                                                                                \
+    "the Redis user lacks a permission dlock needs: grant it the ACL rule in dlock(1), "           \
+    "ACL, or README.md, Security"
+
 /* See cli.h. The library's detail message usually says more than the
  * static text of the code ("connect to 127.0.0.1:6390: Connection refused"
  * rather than "backend unreachable"), so it wins when there is one. Many
@@ -94,6 +100,8 @@ void cli_report(const char *context, int code, const char *detail, const char *n
         fputs(cut ? "...: " : ": ", stderr);
     }
     cli_put_text(stderr, why);
+    if (note == NULL && cli_is_noperm(detail))
+        note = NOPERM_NOTE;
     if (note != NULL)
         fprintf(stderr, " (%s)", note);
     fputc('\n', stderr);
@@ -115,6 +123,25 @@ int cli_exit_for(int code)
     }
 }
 
+/* See cli.h. Redis words every ACL denial "NOPERM ..." (a command, a key
+ * or a channel); the library puts the reply into its message, after the
+ * host and the step. */
+int cli_is_noperm(const char *detail)
+{
+    return detail != NULL && strstr(detail, "NOPERM") != NULL;
+}
+
+/* See cli.h. A denial is a permission problem, not an internal error,
+ * also where the library reports it as an unexpected reply (DLOCK_EPROTO):
+ * the exit status follows what the server said. */
+int cli_fail(const char *context, int code, const char *detail)
+{
+    cli_report(context, code, detail, NULL);
+    if (code != DLOCK_OK && cli_is_noperm(detail))
+        return CLI_EX_UNAVAILABLE;
+    return cli_exit_for(code);
+}
+
 /* See cli.h. The library copies the strings it keeps, so the options may
  * point into argv and the environment. */
 int cli_client_open(dlock_client **out, const cli_globals *g)
@@ -129,9 +156,8 @@ int cli_client_open(dlock_client **out, const cli_globals *g)
     o.password = g->password;
     rc = dlock_client_open(out, g->url, &o);
     if (rc != 0) {
-        cli_report(NULL, rc, dlock_last_errmsg(), NULL);
         *out = NULL;
-        return cli_exit_for(rc);
+        return cli_fail(NULL, rc, dlock_last_errmsg());
     }
     return 0;
 }
