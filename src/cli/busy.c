@@ -102,6 +102,10 @@ static void put_holder(FILE *f, const cli_busy *b, const dlock_key_state *s)
     fprintf(f, " for %s", age);
     if (s->nholders > 1)
         fprintf(f, ", and %zu more holder%s", s->nholders - 1, s->nholders > 2 ? "s" : "");
+    /* Readers do not keep out a reader; what does is a writer queued
+     * before it (first come, first served). */
+    if (b->shared && h->mode == DLOCK_READ && s->waiters > 0)
+        fprintf(f, "; %" PRId64 " queued first", s->waiters);
     free(owner);
 }
 

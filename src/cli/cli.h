@@ -227,6 +227,7 @@ typedef struct cli_busy {
     int kind;          /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
     int limit;         /* the semaphore's permits */
     int leader;        /* 1: a leadership (elect) */
+    int shared;        /* 1: the read side (run --shared) */
     int64_t waited_ms; /* the wait that ran out; -1: busy at once (--no-wait) */
 } cli_busy;
 
