@@ -57,6 +57,14 @@ dlock_ensure_packages() {
        ! pkg-config --exists libmicrohttpd >/dev/null 2>&1; then
         missing+=(libmicrohttpd-dev)
     fi
+    # the man pages (scdoc builds them; test_man renders them with groff and
+    # man -l), the shell completions' tests (bash-completion; zsh is tried
+    # when present, and installed here since it is small)
+    command -v scdoc >/dev/null 2>&1 || missing+=(scdoc)
+    command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+    command -v man >/dev/null 2>&1 || missing+=(man-db)
+    [ -f /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
+    command -v zsh >/dev/null 2>&1 || missing+=(zsh)
     # the fuzz phase of scripts/test.sh: clang and its libFuzzer runtime
     if [ "${DLOCK_WANT_FUZZ:-0}" = 1 ]; then
         command -v clang >/dev/null 2>&1 || missing+=(clang)
@@ -88,7 +96,7 @@ dlock_ensure_packages() {
     dlock_have_header hiredis/hiredis.h || dlock_die "hiredis headers still missing"
     dlock_have_header cmocka.h || dlock_die "cmocka headers still missing"
     dlock_have_header microhttpd.h || dlock_die "libmicrohttpd headers still missing"
-    for cmd in cmake ctest gcc make pkg-config redis-server redis-cli; do
+    for cmd in cmake ctest gcc make pkg-config redis-server redis-cli scdoc groff; do
         command -v "$cmd" >/dev/null 2>&1 || dlock_die "$cmd still missing"
     done
 }

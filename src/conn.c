@@ -159,7 +159,9 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int 
                 return dlock__err(DLOCK_EPROTO, "%s: reply exceeds the size limit", c->t->desc);
             if (c->reader->err == REDIS_ERR_OOM)
                 return dlock__err(DLOCK_ENOMEM, "out of memory reading a reply");
-            return dlock__err(DLOCK_EPROTO, "%s: protocol error: %s", c->t->desc, c->reader->errstr);
+            return dlock__err(DLOCK_EPROTO, "%s: protocol error: %s (the server does not look "
+                              "like a Redis server: is the URL's port right?)", c->t->desc,
+                              c->reader->errstr);
         }
         if (obj) {
             *out = obj;

@@ -72,6 +72,31 @@ static void sigpipe_unblock(sigpipe_guard *g)
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
+/* The hint added when a handshake fails the way it does against a server
+ * that does not speak TLS at all (a plain redis:// port answers the
+ * ClientHello with an error line, or not at all). */
+#define NOT_TLS_HINT " (the server may not speak TLS: is it a plain redis:// port?)"
+
+/* 1 if the pending OpenSSL error says the peer's bytes were not TLS. */
+static int peer_not_tls(void)
+{
+    unsigned long e = ERR_peek_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+        return 0;
+    switch (ERR_GET_REASON(e)) {
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_UNKNOWN_PROTOCOL:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_RECORD_LENGTH_MISMATCH:
+#ifdef SSL_R_UNEXPECTED_EOF_WHILE_READING
+    case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* The most recent OpenSSL error as text. */
 static const char *ssl_reason(void)
 {
@@ -217,7 +242,8 @@ int dlock__tls_wrap(dlock__transport **tr, const dlock__endpoint *ep, int64_t de
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
             int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_ns);
             if (w == DLOCK_ETIMEDOUT)
-                rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out", t->base.desc);
+                rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out%s", t->base.desc,
+                                NOT_TLS_HINT);
             else if (w)
                 rc = w;
             continue;
@@ -226,9 +252,14 @@ int dlock__tls_wrap(dlock__transport **tr, const dlock__endpoint *ep, int64_t de
         if (v != X509_V_OK)
             rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: certificate verify failed: %s",
                             t->base.desc, X509_verify_cert_error_string(v));
-        else
-            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: %s", t->base.desc,
-                            e == SSL_ERROR_SYSCALL ? "connection closed (is it a TLS port?)" : ssl_reason());
+        else if (e == SSL_ERROR_SYSCALL)
+            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: connection closed%s",
+                            t->base.desc, NOT_TLS_HINT);
+        else {
+            int not_tls = peer_not_tls();
+            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: %s%s", t->base.desc,
+                            ssl_reason(), not_tls ? NOT_TLS_HINT : "");
+        }
     }
     if (rc) {
         t->inner = NULL;

@@ -1,10 +1,11 @@
 /*
  * test_cli.c — the `dlock` tool (DLOCK_CLI_PATH) against private servers.
  *
- * Design. Every invocation goes through the harness's runner: its own
- * process group, captured stdout/stderr, a hard timeout (a hung CLI fails
- * the test instead of hanging it), and an environment with the DLOCK_*
- * variables cleared so the developer's settings cannot leak in. Conflicts
+ * Design. Every invocation goes through the harness's CLI runner
+ * (tests/cli_runner.h): its own process group, captured stdout/stderr in
+ * dh_out/dh_err, a hard timeout (a hung CLI fails the test instead of
+ * hanging it), and an environment with the DLOCK_* variables cleared so
+ * the developer's settings cannot leak in. Conflicts
  * are set up by holding the lock through the library in the test process
  * (same default prefix as the tool). State is checked in Redis with the
  * harness, finding the lock key by the owner id given with --id. The
@@ -13,20 +14,23 @@
  * stays healthy for the other tests. Long conditions ("the lock exists for
  * 3 s") are polls that must run out, not sleeps.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include "harness.h"
-
-#ifndef DLOCK_CLI_PATH
-#error "DLOCK_CLI_PATH must be defined by the build"
-#endif
+#include "cli_runner.h"
 
 #define PW "Cl1-pass-9032"
 #define WRONG_PW "Cl1-wrong-1187"
+#define NOPERM_PW "Cl1-noperm-5521"
 
 static dh_redis *srv;
 static dh_redis *auth;
@@ -58,74 +62,6 @@ static int group_teardown(void **state)
 
 /* ---------------------------------------------------------------- helpers */
 
-#define MAX_ARGS 48
-#define MAX_ENV 16
-
-/* Build the environment: the DLOCK_* defaults unset, then `extra`. */
-static void make_env(const char **env, const char *const *extra)
-{
-    int n = 0;
-    env[n++] = "DLOCK_URL";
-    env[n++] = "DLOCK_PASSWORD";
-    env[n++] = "DLOCK_PREFIX";
-    env[n++] = "DLOCK_ID";
-    for (int i = 0; extra && extra[i] && n < MAX_ENV - 1; i++)
-        env[n++] = extra[i];
-    env[n] = NULL;
-}
-
-/* Build argv = { DLOCK_CLI_PATH, args..., NULL } from a NULL-ended list. */
-static void make_argv(const char **argv, va_list ap)
-{
-    int n = 0;
-    argv[n++] = DLOCK_CLI_PATH;
-    const char *a;
-    while ((a = va_arg(ap, const char *)) != NULL && n < MAX_ARGS - 1)
-        argv[n++] = a;
-    argv[n] = NULL;
-}
-
-static char out[64 * 1024], err[64 * 1024];
-
-/* Run the CLI with the args that follow (NULL-ended); output in out/err. */
-static int cli_env(const char *const *extra_env, int timeout_ms, ...)
-{
-    const char *argv[MAX_ARGS], *env[MAX_ENV];
-    va_list ap;
-    va_start(ap, timeout_ms);
-    make_argv(argv, ap);
-    va_end(ap);
-    make_env(env, extra_env);
-    int st = dh_run(argv, env, timeout_ms, out, sizeof out, err, sizeof err);
-    if (st == DH_RUN_TIMEOUT || st == DH_RUN_ERROR)
-        fail_msg("dlock %s ...: %s (stderr: %s)", argv[1],
-                 st == DH_RUN_TIMEOUT ? "killed at the timeout" : "could not run", err);
-    return st;
-}
-
-#define cli(...) cli_env(NULL, 20000, __VA_ARGS__, (const char *)NULL)
-
-/* Start the CLI in the background. */
-static dh_proc *cli_bg(const char *const *extra_env, ...)
-{
-    const char *argv[MAX_ARGS], *env[MAX_ENV];
-    va_list ap;
-    va_start(ap, extra_env);
-    make_argv(argv, ap);
-    va_end(ap);
-    make_env(env, extra_env);
-    dh_proc *p = dh_spawn(argv, env);
-    assert_non_null(p);
-    return p;
-}
-
-static void expect_status(int got, int want, const char *what)
-{
-    if (got != want)
-        fail_msg("%s: exit status %d, want %d\nstdout: %s\nstderr: %s", what, got, want, out,
-                 err);
-}
-
 /* Hold `key` through the library (ttl 30 s, renewed). */
 static dlock_lock *hold(const char *key)
 {
@@ -134,6 +70,13 @@ static dlock_lock *hold(const char *key)
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, holder, key, &o), 0);
     return l;
+}
+
+/* Fail unless the last run's stderr contains `needle`. */
+static void expect_err_has(const char *needle)
+{
+    if (strstr(dh_err, needle) == NULL)
+        fail_msg("stderr lacks \"%s\":\n%s", needle, dh_err);
 }
 
 struct keywatch {
@@ -217,56 +160,56 @@ static int is_digits(const char *s, size_t n)
 static void test_run_env(void **state)
 {
     (void)state;
-    int st = cli("-u", srv->url, "run", "c:env", "--", "sh", "-c",
-                 "echo \"$DLOCK_KEY $DLOCK_FENCING_TOKEN\"");
-    expect_status(st, 0, "run echo");
-    const char *sp = strchr(out, ' ');
+    int st = dh_cli("-u", srv->url, "run", "c:env", "--", "sh", "-c",
+                    "echo \"$DLOCK_KEY $DLOCK_FENCING_TOKEN\"");
+    dh_cli_expect(st, 0, "run echo");
+    const char *sp = strchr(dh_out, ' ');
     assert_non_null(sp);
-    assert_true(strncmp(out, "c:env ", 6) == 0);
+    assert_true(strncmp(dh_out, "c:env ", 6) == 0);
     const char *nl = strchr(sp, '\n');
     assert_non_null(nl);
     if (!is_digits(sp + 1, (size_t)(nl - sp - 1)))
-        fail_msg("DLOCK_FENCING_TOKEN is not a number: \"%s\"", out);
+        fail_msg("DLOCK_FENCING_TOKEN is not a number: \"%s\"", dh_out);
     char *end = NULL;
     unsigned long long t1 = strtoull(sp + 1, &end, 10);
     assert_true(t1 > 0);
 
     /* Released after CMD: a second run gets it at once, with a larger token. */
-    st = cli("-u", srv->url, "run", "--no-wait", "c:env", "--", "sh", "-c",
-             "echo \"$DLOCK_FENCING_TOKEN\"");
-    expect_status(st, 0, "second run");
-    unsigned long long t2 = strtoull(out, &end, 10);
+    st = dh_cli("-u", srv->url, "run", "--no-wait", "c:env", "--", "sh", "-c",
+                "echo \"$DLOCK_FENCING_TOKEN\"");
+    dh_cli_expect(st, 0, "second run");
+    unsigned long long t2 = strtoull(dh_out, &end, 10);
     assert_true(t2 > t1);
 
     /* $DLOCK_URL is the default URL. */
     char envurl[128];
     snprintf(envurl, sizeof envurl, "DLOCK_URL=%s", srv->url);
     const char *env[] = { envurl, NULL };
-    st = cli_env(env, 20000, "run", "c:env", "--", "sh", "-c", "echo \"$DLOCK_KEY\"",
-                 (const char *)NULL);
-    expect_status(st, 0, "run with $DLOCK_URL");
-    assert_string_equal(out, "c:env\n");
+    st = dh_cli_env(env, 20000, "run", "c:env", "--", "sh", "-c", "echo \"$DLOCK_KEY\"",
+                    (const char *)NULL);
+    dh_cli_expect(st, 0, "run with $DLOCK_URL");
+    assert_string_equal(dh_out, "c:env\n");
 }
 
 static void test_exit_status(void **state)
 {
     (void)state;
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "sh", "-c", "exit 7"), 7, "exit 7");
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "true"), 0, "true");
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "false"), 1, "false");
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "sh", "-c", "kill -TERM $$"),
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "sh", "-c", "exit 7"), 7, "exit 7");
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "true"), 0, "true");
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "false"), 1, "false");
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "sh", "-c", "kill -TERM $$"),
                   128 + SIGTERM, "killed by SIGTERM");
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "sh", "-c", "kill -KILL $$"),
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "sh", "-c", "kill -KILL $$"),
                   128 + SIGKILL, "killed by SIGKILL");
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "dlock-test-no-such-command-x"),
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "dlock-test-no-such-command-x"),
                   127, "command not found in PATH");
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", "/nonexistent/dir/cmd"), 127,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", "/nonexistent/dir/cmd"), 127,
                   "nonexistent path");
     char path[DH_PATH_MAX];
     assert_int_equal(dh_tmpfile(path, sizeof path, "notexec.sh"), 0);
     assert_int_equal(dh_write_file(path, "#!/bin/sh\nexit 0\n"), 0);
     assert_int_equal(chmod(path, 0600), 0);
-    expect_status(cli("-u", srv->url, "run", "c:exit", "--", path), 126, "not executable");
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "c:exit", "--", path), 126, "not executable");
     /* None of these left the lock behind. */
     dlock_info info;
     dh_assert_rc(dlock_inspect(&info, holder, "c:exit"), 0);
@@ -290,44 +233,51 @@ static void test_conflicts(void **state)
     (void)state;
     dlock_lock *l = hold("c:busy");
 
-    int st = cli("-u", srv->url, "run", "--no-wait", "c:busy", "--", "sh", "-c", "echo ran");
-    expect_status(st, 75, "--no-wait on a held key");
-    assert_null(strstr(out, "ran"));
+    int st = dh_cli("-u", srv->url, "run", "--no-wait", "c:busy", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 75, "--no-wait on a held key");
+    assert_null(strstr(dh_out, "ran"));
+    /* The message names the key, the holder and how long it has held it. */
+    expect_err_has("c:busy: lock is busy: held by cli-test-holder for ");
 
     int64_t t0 = dh_now_ms();
-    st = cli("-u", srv->url, "run", "--wait", "300ms", "c:busy", "--", "sh", "-c", "echo ran");
+    st = dh_cli("-u", srv->url, "run", "--wait", "300ms", "c:busy", "--", "sh", "-c", "echo ran");
     int64_t took = dh_now_ms() - t0;
-    expect_status(st, 75, "--wait 300ms on a held key");
-    assert_null(strstr(out, "ran"));
+    dh_cli_expect(st, 75, "--wait 300ms on a held key");
+    assert_null(strstr(dh_out, "ran"));
     if (took < 280)
         fail_msg("--wait 300ms gave up after %lld ms", (long long)took);
+    expect_err_has("c:busy: timed out after 300ms: lock is busy: held by cli-test-holder for ");
+    /* -q: busy is an answer, said by the exit status alone. */
+    dh_cli_expect(dh_cli("-q", "-u", srv->url, "run", "--no-wait", "c:busy", "--", "true"), 75,
+                  "-q --no-wait on a held key");
+    assert_string_equal(dh_err, "");
 
-    st = cli("-u", srv->url, "run", "--no-wait", "--conflict-exit-code", "3", "c:busy", "--",
-             "sh", "-c", "echo ran");
-    expect_status(st, 3, "--conflict-exit-code 3");
-    assert_null(strstr(out, "ran"));
+    st = dh_cli("-u", srv->url, "run", "--no-wait", "--conflict-exit-code", "3", "c:busy", "--",
+                "sh", "-c", "echo ran");
+    dh_cli_expect(st, 3, "--conflict-exit-code 3");
+    assert_null(strstr(dh_out, "ran"));
 
     /* The holder was not disturbed. */
     assert_int_equal(dlock_is_held(l), 1);
 
     /* A waiting run gets the lock when the holder releases it. */
-    dh_proc *p = cli_bg(NULL, "-u", srv->url, "run", "--wait", "20s", "c:busy", "--", "sh", "-c",
-                        "echo ran", (const char *)NULL);
+    dh_proc *p =
+        dh_cli_bg("-u", srv->url, "run", "--wait", "20s", "c:busy", "--", "sh", "-c", "echo ran");
     struct waiters_arg wa = { "c:busy", 1 };
     if (!dh_wait_until(has_waiters, &wa, 10000)) {
-        dh_proc_output(p, out, sizeof out, err, sizeof err);
-        fail_msg("the waiting dlock run never showed up as a waiter; stderr: %s", err);
+        dh_cli_capture(p);
+        fail_msg("the waiting dlock run never showed up as a waiter; stderr: %s", dh_err);
     }
     assert_false(dh_proc_done(p));
     dh_assert_rc(dlock_release(l), 0);
     st = dh_proc_wait(p, 10000);
-    dh_proc_output(p, out, sizeof out, err, sizeof err);
-    expect_status(st, 0, "waiting run after the release");
-    assert_string_equal(out, "ran\n");
+    dh_cli_capture(p);
+    dh_cli_expect(st, 0, "waiting run after the release");
+    assert_string_equal(dh_out, "ran\n");
     dh_proc_free(p);
-    st = cli("-u", srv->url, "run", "--no-wait", "c:busy", "--", "sh", "-c", "echo ran");
-    expect_status(st, 0, "--no-wait on a free key");
-    assert_string_equal(out, "ran\n");
+    st = dh_cli("-u", srv->url, "run", "--no-wait", "c:busy", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 0, "--no-wait on a free key");
+    assert_string_equal(dh_out, "ran\n");
 }
 
 static void test_unreachable(void **state)
@@ -335,23 +285,23 @@ static void test_unreachable(void **state)
     (void)state;
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
-    int st = cli("-u", url, "run", "c:x", "--", "sh", "-c", "echo ran");
-    expect_status(st, 69, "closed port");
-    assert_null(strstr(out, "ran"));
-    assert_true(err[0] != '\0');
+    int st = dh_cli("-u", url, "run", "c:x", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 69, "closed port");
+    assert_null(strstr(dh_out, "ran"));
+    assert_true(dh_err[0] != '\0');
 
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_noaccept_listener());
     int64_t t0 = dh_now_ms();
-    st = cli_env(NULL, 30000, "-u", url, "run", "c:x", "--", "sh", "-c", "echo ran",
-                 (const char *)NULL);
-    expect_status(st, 69, "never-accepting listener");
-    assert_null(strstr(out, "ran"));
+    st = dh_cli_env(NULL, 30000, "-u", url, "run", "c:x", "--", "sh", "-c", "echo ran",
+                    (const char *)NULL);
+    dh_cli_expect(st, 69, "never-accepting listener");
+    assert_null(strstr(dh_out, "ran"));
     if (dh_now_ms() - t0 > 20000)
         fail_msg("never-accepting listener: took %lld ms", (long long)(dh_now_ms() - t0));
 
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
-    expect_status(cli("-u", url, "status", "c:x"), 69, "status, closed port");
-    expect_status(cli("-u", url, "unlock", "--force", "c:x"), 69, "unlock, closed port");
+    dh_cli_expect(dh_cli("-u", url, "status", "c:x"), 69, "status, closed port");
+    dh_cli_expect(dh_cli("-u", url, "unlock", "--force", "c:x"), 69, "unlock, closed port");
 }
 
 static void test_passwords(void **state)
@@ -359,100 +309,101 @@ static void test_passwords(void **state)
     (void)state;
     const char *right[] = { "DLOCK_PASSWORD=" PW, NULL };
     const char *wrong[] = { "DLOCK_PASSWORD=" WRONG_PW, NULL };
-    int st = cli_env(wrong, 20000, "-u", auth->url, "run", "c:pw", "--", "sh", "-c", "echo ran",
-                     (const char *)NULL);
-    expect_status(st, 69, "wrong $DLOCK_PASSWORD");
-    assert_null(strstr(out, "ran"));
-    assert_null(strstr(err, WRONG_PW));
-    st = cli_env(right, 20000, "-u", auth->url, "run", "c:pw", "--", "sh", "-c", "echo ran",
-                 (const char *)NULL);
-    expect_status(st, 0, "right $DLOCK_PASSWORD");
-    assert_string_equal(out, "ran\n");
+    int st = dh_cli_env(wrong, 20000, "-u", auth->url, "run", "c:pw", "--", "sh", "-c", "echo ran",
+                        (const char *)NULL);
+    dh_cli_expect(st, 69, "wrong $DLOCK_PASSWORD");
+    assert_null(strstr(dh_out, "ran"));
+    assert_null(strstr(dh_err, WRONG_PW));
+    st = dh_cli_env(right, 20000, "-u", auth->url, "run", "c:pw", "--", "sh", "-c", "echo ran",
+                    (const char *)NULL);
+    dh_cli_expect(st, 0, "right $DLOCK_PASSWORD");
+    assert_string_equal(dh_out, "ran\n");
 
-    st = cli("-u", auth->url, "run", "c:pw", "--", "true");
-    expect_status(st, 69, "no password");
+    st = dh_cli("-u", auth->url, "run", "c:pw", "--", "true");
+    dh_cli_expect(st, 69, "no password");
 
     char wf[DH_PATH_MAX], rf[DH_PATH_MAX];
     assert_int_equal(dh_tmpfile(wf, sizeof wf, "wrong.pw"), 0);
     assert_int_equal(dh_tmpfile(rf, sizeof rf, "right.pw"), 0);
     assert_int_equal(dh_write_file(wf, WRONG_PW "\n"), 0);
     assert_int_equal(dh_write_file(rf, PW "\n"), 0);
-    st = cli("-u", auth->url, "--password-file", wf, "run", "c:pw", "--", "sh", "-c",
-             "echo ran");
-    expect_status(st, 69, "wrong --password-file");
-    assert_null(strstr(out, "ran"));
-    assert_null(strstr(err, WRONG_PW));
-    st = cli("-u", auth->url, "--password-file", rf, "run", "c:pw", "--", "sh", "-c",
-             "echo ran");
-    expect_status(st, 0, "right --password-file");
-    assert_string_equal(out, "ran\n");
+    st =
+        dh_cli("-u", auth->url, "--password-file", wf, "run", "c:pw", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 69, "wrong --password-file");
+    assert_null(strstr(dh_out, "ran"));
+    assert_null(strstr(dh_err, WRONG_PW));
+    st =
+        dh_cli("-u", auth->url, "--password-file", rf, "run", "c:pw", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 0, "right --password-file");
+    assert_string_equal(dh_out, "ran\n");
     /* The command line wins over the environment. */
-    st = cli_env(wrong, 20000, "-u", auth->url, "--password-file", rf, "run", "c:pw", "--",
-                 "true", (const char *)NULL);
-    expect_status(st, 0, "--password-file over a wrong $DLOCK_PASSWORD");
+    st = dh_cli_env(wrong, 20000, "-u", auth->url, "--password-file", rf, "run", "c:pw", "--",
+                    "true", (const char *)NULL);
+    dh_cli_expect(st, 0, "--password-file over a wrong $DLOCK_PASSWORD");
     /* A missing file is an invalid argument. */
     char missing[DH_PATH_MAX + 16];
     snprintf(missing, sizeof missing, "%s.missing", rf);
-    st = cli("-u", auth->url, "--password-file", missing, "run", "c:pw", "--", "true");
-    expect_status(st, 64, "missing --password-file");
+    st = dh_cli("-u", auth->url, "--password-file", missing, "run", "c:pw", "--", "true");
+    dh_cli_expect(st, 64, "missing --password-file");
 
     /* Password in the URL works too, and the status command authenticates. */
     char url[128];
     snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", PW, auth->port);
-    expect_status(cli("-u", url, "status", "c:pw"), 0, "status with URL password");
+    dh_cli_expect(dh_cli("-u", url, "status", "c:pw"), 0, "status with URL password");
     snprintf(url, sizeof url, "redis://:%s@127.0.0.1:%d", WRONG_PW, auth->port);
-    expect_status(cli("-u", url, "status", "c:pw"), 69, "status with wrong URL password");
-    assert_null(strstr(err, WRONG_PW));
+    dh_cli_expect(dh_cli("-u", url, "status", "c:pw"), 69, "status with wrong URL password");
+    assert_null(strstr(dh_err, WRONG_PW));
 }
 
 static void test_usage_errors(void **state)
 {
     (void)state;
     const char *u = srv->url;
-    expect_status(cli("-u", u, "--bogus-flag", "run", "c:u", "--", "true"), 64, "bad global flag");
-    expect_status(cli("-u", u, "run", "--bogus-flag", "c:u", "--", "true"), 64, "bad run flag");
-    expect_status(cli("-u", u, "run", "c:u", "true"), 64, "missing --");
-    expect_status(cli("-u", u, "run", "c:u", "--"), 64, "no CMD");
-    expect_status(cli("-u", u, "run", "--", "true"), 64, "no KEY");
-    expect_status(cli("-u", u, "run", "--ttl", "0", "c:u", "--", "true"), 64, "--ttl 0");
-    expect_status(cli("-u", u, "run", "--ttl", "abc", "c:u", "--", "true"), 64, "--ttl abc");
-    expect_status(cli("-u", u, "run", "--ttl", "-5s", "c:u", "--", "true"), 64, "--ttl -5s");
-    expect_status(cli("-u", u, "run", "--wait", "soon", "c:u", "--", "true"), 64, "--wait soon");
-    expect_status(cli("-u", u, "run", "--ttl"), 64, "--ttl without a value");
-    expect_status(cli("-u", u, "run", "", "--", "true"), 64, "empty key");
-    expect_status(cli("-u", u, "frobnicate"), 64, "unknown command");
-    expect_status(cli("-u", u), 64, "no command");
-    expect_status(cli("-u", "http://x", "status", "c:u"), 64, "bad URL scheme");
-    expect_status(cli("-u", u, "unlock", "c:u"), 64, "unlock without --force");
-    assert_true(err[0] != '\0');
+    dh_cli_expect(dh_cli("-u", u, "--bogus-flag", "run", "c:u", "--", "true"), 64,
+                  "bad global flag");
+    dh_cli_expect(dh_cli("-u", u, "run", "--bogus-flag", "c:u", "--", "true"), 64, "bad run flag");
+    dh_cli_expect(dh_cli("-u", u, "run", "c:u", "true"), 64, "missing --");
+    dh_cli_expect(dh_cli("-u", u, "run", "c:u", "--"), 64, "no CMD");
+    dh_cli_expect(dh_cli("-u", u, "run", "--", "true"), 64, "no KEY");
+    dh_cli_expect(dh_cli("-u", u, "run", "--ttl", "0", "c:u", "--", "true"), 64, "--ttl 0");
+    dh_cli_expect(dh_cli("-u", u, "run", "--ttl", "abc", "c:u", "--", "true"), 64, "--ttl abc");
+    dh_cli_expect(dh_cli("-u", u, "run", "--ttl", "-5s", "c:u", "--", "true"), 64, "--ttl -5s");
+    dh_cli_expect(dh_cli("-u", u, "run", "--wait", "soon", "c:u", "--", "true"), 64, "--wait soon");
+    dh_cli_expect(dh_cli("-u", u, "run", "--ttl"), 64, "--ttl without a value");
+    dh_cli_expect(dh_cli("-u", u, "run", "", "--", "true"), 64, "empty key");
+    dh_cli_expect(dh_cli("-u", u, "frobnicate"), 64, "unknown command");
+    dh_cli_expect(dh_cli("-u", u), 64, "no command");
+    dh_cli_expect(dh_cli("-u", "http://x", "status", "c:u"), 64, "bad URL scheme");
+    dh_cli_expect(dh_cli("-u", u, "unlock", "c:u"), 64, "unlock without --force");
+    assert_true(dh_err[0] != '\0');
 }
 
 static void test_status(void **state)
 {
     (void)state;
-    int st = cli("-u", srv->url, "status", "c:status");
-    expect_status(st, 0, "status of a free key");
-    assert_non_null(strstr(out, "free"));
+    int st = dh_cli("-u", srv->url, "status", "c:status");
+    dh_cli_expect(st, 0, "status of a free key");
+    assert_non_null(strstr(dh_out, "free"));
 
-    st = cli("-u", srv->url, "status", "--json", "c:status");
-    expect_status(st, 0, "status --json of a free key");
-    if (!dh_json_valid(out))
-        fail_msg("status --json is not valid JSON: %s", out);
+    st = dh_cli("-u", srv->url, "status", "--json", "c:status");
+    dh_cli_expect(st, 0, "status --json of a free key");
+    if (!dh_json_valid(dh_out))
+        fail_msg("status --json is not valid JSON: %s", dh_out);
 
     dlock_lock *l = hold("c:status");
-    st = cli("-u", srv->url, "status", "--json", "c:status");
-    expect_status(st, 0, "status --json of a held key");
-    if (!dh_json_valid(out))
-        fail_msg("status --json is not valid JSON: %s", out);
+    st = dh_cli("-u", srv->url, "status", "--json", "c:status");
+    dh_cli_expect(st, 0, "status --json of a held key");
+    if (!dh_json_valid(dh_out))
+        fail_msg("status --json is not valid JSON: %s", dh_out);
     char compact[4096], want[256];
-    dh_json_compact(compact, sizeof compact, out);
+    dh_json_compact(compact, sizeof compact, dh_out);
     assert_non_null(strstr(compact, "\"key\":\"c:status\""));
     assert_non_null(strstr(compact, "\"state\":\"held\""));
     assert_non_null(strstr(compact, "\"owner\":\"cli-test-holder\""));
     snprintf(want, sizeof want, "\"fencing_token\":\"%llu\"",
              (unsigned long long)dlock_lock_fencing_token(l));
     if (!strstr(compact, want))
-        fail_msg("status --json lacks %s: %s", want, out);
+        fail_msg("status --json lacks %s: %s", want, dh_out);
     const char *ttl = strstr(compact, "\"ttl_ms\":");
     assert_non_null(ttl);
     char *end = NULL;
@@ -461,10 +412,10 @@ static void test_status(void **state)
     assert_non_null(strstr(compact, "\"waiters\":"));
 
     /* Text form of a held key names the holder. */
-    st = cli("-u", srv->url, "status", "c:status");
-    expect_status(st, 0, "status of a held key");
-    assert_non_null(strstr(out, "cli-test-holder"));
-    assert_null(strstr(out, "free"));
+    st = dh_cli("-u", srv->url, "status", "c:status");
+    dh_cli_expect(st, 0, "status of a held key");
+    assert_non_null(strstr(dh_out, "cli-test-holder"));
+    assert_null(strstr(dh_out, "free"));
     dh_assert_rc(dlock_release(l), 0);
 }
 
@@ -475,29 +426,211 @@ static void test_unlock_force(void **state)
     struct keywatch kw = { srv, "c:unlock", "cli-test-holder" };
     assert_true(key_present(&kw));
 
-    expect_status(cli("-u", srv->url, "unlock", "c:unlock"), 64, "unlock without --force");
+    dh_cli_expect(dh_cli("-u", srv->url, "unlock", "c:unlock"), 64, "unlock without --force");
     assert_true(key_present(&kw));
 
-    expect_status(cli("-u", srv->url, "unlock", "--force", "c:unlock"), 0, "unlock --force");
+    dh_cli_expect(dh_cli("-u", srv->url, "unlock", "--force", "c:unlock"), 0, "unlock --force");
     assert_true(key_absent(&kw));
     dh_assert_rc(dlock_release(l), DLOCK_ENOTHELD);
 
     /* Unlocking a free key is not an error. */
-    expect_status(cli("-u", srv->url, "unlock", "--force", "c:unlock"), 0, "unlock --force free");
+    dh_cli_expect(dh_cli("-u", srv->url, "unlock", "--force", "c:unlock"), 0,
+                  "unlock --force free");
+}
+
+/* Messages speak the CLI's terms: the option as typed, the limit as a
+ * duration or a size, never a library field name. */
+static void test_messages(void **state)
+{
+    (void)state;
+    const char *u = srv->url;
+    char long_id[202], long_key[514];
+    memset(long_id, 'i', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    memset(long_key, 'k', sizeof long_key - 1);
+    long_key[sizeof long_key - 1] = '\0';
+
+    dh_cli_expect(dh_cli("-u", u, "run", "--ttl", "1ms", "c:m", "--", "true"), 64, "--ttl 1ms");
+    expect_err_has("--ttl 1ms is below the minimum of 10ms");
+    assert_null(strstr(dh_err, "ttl_ms"));
+    dh_cli_expect(dh_cli("-u", u, "run", "--ttl", "9000h", "c:m", "--", "true"), 64, "--ttl 9000h");
+    expect_err_has("too large: the maximum is 8760h");
+    dh_cli_expect(dh_cli("-u", u, "run", "--wait", "99999999999999999999h", "c:m", "--", "true"),
+                  64, "--wait with 20 digits");
+    expect_err_has("the maximum is 8760h");
+    dh_cli_expect(dh_cli("-u", u, "elect", "--ttl", "0", "c:m", "--", "true"), 64, "elect --ttl 0");
+    expect_err_has("--ttl 0 is below the minimum of 10ms");
+    dh_cli_expect(dh_cli("--connect-timeout", "2h", "-u", u, "status", "c:m"), 64,
+                  "--connect-timeout 2h");
+    expect_err_has("--connect-timeout 2h is above the maximum of 1h");
+
+    dh_cli_expect(dh_cli("--id", "", "-u", u, "run", "c:m", "--", "true"), 64, "--id ''");
+    expect_err_has("--id is empty");
+    dh_cli_expect(dh_cli("--id", long_id, "-u", u, "run", "c:m", "--", "true"), 64, "--id x201");
+    expect_err_has("--id is 201 bytes long; the maximum is 200 bytes");
+    assert_null(strstr(dh_err, "owner_id"));
+    const char *ctl_id[] = { "DLOCK_ID=a\tb", NULL };
+    dh_cli_expect(
+        dh_cli_env(ctl_id, DH_CLI_TIMEOUT_MS, "-u", u, "status", "c:m", (const char *)NULL), 64,
+        "$DLOCK_ID with a tab");
+    expect_err_has("$DLOCK_ID must not contain control characters");
+    dh_cli_expect(dh_cli("--prefix", "a{b}", "-u", u, "status", "c:m"), 64, "--prefix a{b}");
+    expect_err_has("--prefix must not contain '{' or '}'");
+
+    dh_cli_expect(dh_cli("-u", u, "run", "", "--", "true"), 64, "empty KEY");
+    expect_err_has("KEY is empty");
+    dh_cli_expect(dh_cli("-u", u, "status", long_key), 64, "513-byte KEY");
+    expect_err_has("is 513 bytes long; the maximum is 512 bytes");
+    dh_cli_expect(dh_cli("-u", u, "run", "c:m", long_key, "--", "true"), 64, "513-byte 2nd KEY");
+    expect_err_has("the maximum is 512 bytes");
+
+    /* An empty URL is an error, from the command line and from the
+     * environment alike; -u wins over an empty $DLOCK_URL. */
+    const char *empty_url[] = { "DLOCK_URL=", NULL };
+    dh_cli_expect(dh_cli_env(empty_url, DH_CLI_TIMEOUT_MS, "status", "c:m", (const char *)NULL), 64,
+                  "DLOCK_URL=''");
+    expect_err_has("$DLOCK_URL is set but empty");
+    dh_cli_expect(dh_cli("-u", "", "status", "c:m"), 64, "-u ''");
+    expect_err_has("-u: the URL is empty");
+    dh_cli_expect(
+        dh_cli_env(empty_url, DH_CLI_TIMEOUT_MS, "-u", u, "status", "c:m", (const char *)NULL), 0,
+        "-u with DLOCK_URL=''");
+}
+
+/* Compound durations reach the lock as the sum of their parts. */
+static void test_compound_durations(void **state)
+{
+    (void)state;
+    char go[DH_PATH_MAX], cmd[DH_PATH_MAX + 64];
+    assert_int_equal(dh_tmpfile(go, sizeof go, "compound-go"), 0);
+    snprintf(cmd, sizeof cmd, "while [ ! -e '%s' ]; do sleep 0.02; done", go);
+    dh_proc *p = dh_cli_bg("-u", srv->url, "--id", "cli-compound", "run", "--ttl", "1m30s",
+                           "c:compound", "--", "sh", "-c", cmd);
+    struct keywatch kw = { srv, "c:compound", "cli-compound" };
+    if (!dh_wait_until(key_present, &kw, 10000)) {
+        dh_cli_capture(p);
+        fail_msg("run --ttl 1m30s never held the lock; stderr: %s", dh_err);
+    }
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, holder, "c:compound"), 0);
+    if (!(info.held && info.ttl_ms > 60000 && info.ttl_ms <= 90000))
+        fail_msg("--ttl 1m30s: the server's TTL is %lld ms", (long long)info.ttl_ms);
+    assert_int_equal(dh_write_file(go, "x"), 0);
+    dh_cli_expect_proc(p, 0, "run --ttl 1m30s");
+    dh_proc_free(p);
+
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--wait", "1h2m3s500ms", "--ttl", "1.5s",
+                         "c:compound", "--", "true"),
+                  0, "--wait 1h2m3s500ms --ttl 1.5s");
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--wait", "1m30", "c:compound", "--", "true"), 64,
+                  "--wait 1m30");
+    expect_err_has("needs a unit");
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--wait", "30s1m", "c:compound", "--", "true"), 64,
+                  "--wait 30s1m");
+    expect_err_has("from large to small");
+}
+
+/* An ACL user that lacks a permission dlock needs: a permission problem
+ * (69, like a failed authentication), and the message points to the ACL
+ * rule. */
+static void test_noperm(void **state)
+{
+    (void)state;
+    assert_int_equal(dh_cmd_ok(srv, 0,
+                               "ACL SETUSER cli-noperm on >%s resetkeys ~dlock:* resetchannels "
+                               "&dlock:* +@all -evalsha -eval",
+                               NOPERM_PW),
+                     0);
+    char url[128];
+    snprintf(url, sizeof url, "redis://cli-noperm:%s@127.0.0.1:%d", NOPERM_PW, srv->port);
+    /* the library reports the denial as DLOCK_EAUTH: exit 69 */
+    int st = dh_cli("-u", url, "run", "c:noperm", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 69, "run as a user who may not run EVALSHA");
+    assert_null(strstr(dh_out, "ran"));
+    expect_err_has("NOPERM");
+    expect_err_has("ACL rule");
+    dh_cli_expect(dh_cli("-u", url, "status", "c:noperm"), 69, "status as that user");
+    expect_err_has("ACL rule");
+    assert_null(strstr(dh_err, NOPERM_PW));
+}
+
+/* A loopback listener that answers every connection like an HTTP server
+ * refusing the request, `count` times, then stops. */
+struct fake_http {
+    int fd;
+    int count;
+};
+
+static void *fake_http_main(void *arg)
+{
+    struct fake_http *h = arg;
+    static const char resp[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+    for (int i = 0; i < h->count; i++) {
+        struct pollfd lp = { h->fd, POLLIN, 0 };
+        if (poll(&lp, 1, 20000) <= 0)
+            return NULL;
+        int c = accept(h->fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char buf[2048];
+        struct pollfd cp = { c, POLLIN, 0 };
+        if (poll(&cp, 1, 5000) > 0 && read(c, buf, sizeof buf) < 0)
+            buf[0] = '\0';
+        if (write(c, resp, sizeof resp - 1) < 0)
+            buf[0] = '\0';
+        close(c);
+    }
+    return NULL;
+}
+
+/* Servers that are not what the URL says: a plain Redis behind rediss://
+ * (its TLS handshake never completes), and something that is not Redis at
+ * all (an HTTP server), with redis:// and with rediss://. */
+static void test_wrong_server(void **state)
+{
+    (void)state;
+    char url[96];
+    snprintf(url, sizeof url, "rediss://127.0.0.1:%d", srv->port);
+    dh_cli_expect(dh_cli("--connect-timeout", "500ms", "-u", url, "status", "c:w"), 69,
+                  "rediss:// to a plain Redis");
+    expect_err_has("the server may not speak TLS");
+
+    struct fake_http h = { socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 2 };
+    assert_true(h.fd >= 0);
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(h.fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(h.fd, 4), 0);
+    assert_int_equal(getsockname(h.fd, (struct sockaddr *)&sa, &sl), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fake_http_main, &h), 0);
+
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", ntohs(sa.sin_port));
+    dh_cli_expect(dh_cli("-u", url, "status", "c:w"), 70, "redis:// to an HTTP server");
+    expect_err_has("does not look like a Redis server");
+    snprintf(url, sizeof url, "rediss://127.0.0.1:%d", ntohs(sa.sin_port));
+    dh_cli_expect(dh_cli("-u", url, "status", "c:w"), 69, "rediss:// to an HTTP server");
+    expect_err_has("the server may not speak TLS");
+    pthread_join(th, NULL);
+    close(h.fd);
 }
 
 static void test_help_version(void **state)
 {
     (void)state;
-    expect_status(cli("--help"), 0, "--help");
-    const char *all = out[0] ? out : err;
+    dh_cli_expect(dh_cli("--help"), 0, "--help");
+    const char *all = dh_out[0] ? dh_out : dh_err;
     assert_non_null(strstr(all, "run"));
     assert_non_null(strstr(all, "status"));
     assert_non_null(strstr(all, "unlock"));
-    expect_status(cli("--version"), 0, "--version");
-    assert_non_null(strstr(out, DLOCK_VERSION_STRING));
-    expect_status(cli("run", "--help"), 0, "run --help");
-    assert_non_null(strstr(out[0] ? out : err, "--ttl"));
+    dh_cli_expect(dh_cli("--version"), 0, "--version");
+    assert_non_null(strstr(dh_out, DLOCK_VERSION_STRING));
+    dh_cli_expect(dh_cli("run", "--help"), 0, "run --help");
+    assert_non_null(strstr(dh_out[0] ? dh_out : dh_err, "--ttl"));
 }
 
 static void test_exclusion_through_cli(void **state)
@@ -508,23 +641,22 @@ static void test_exclusion_through_cli(void **state)
     assert_int_equal(dh_tmpfile(script, sizeof script, "incr.sh"), 0);
     /* $1 dlock, $2 url, $3 port: 25 locked read-modify-write increments. */
     assert_int_equal(
-        dh_write_file(script,
-                      "i=0\n"
-                      "while [ $i -lt 25 ]; do\n"
-                      "  \"$1\" -u \"$2\" run --wait 60s ctr -- sh -c "
-                      "'v=$(redis-cli -h 127.0.0.1 -p \"$0\" get c) && "
-                      "redis-cli -h 127.0.0.1 -p \"$0\" set c $((v+1)) >/dev/null' \"$3\""
-                      " || exit 1\n"
-                      "  i=$((i+1))\n"
-                      "done\n"),
+        dh_write_file(script, "i=0\n"
+                              "while [ $i -lt 25 ]; do\n"
+                              "  \"$1\" -u \"$2\" run --wait 60s ctr -- sh -c "
+                              "'v=$(redis-cli -h 127.0.0.1 -p \"$0\" get c) && "
+                              "redis-cli -h 127.0.0.1 -p \"$0\" set c $((v+1)) >/dev/null' \"$3\""
+                              " || exit 1\n"
+                              "  i=$((i+1))\n"
+                              "done\n"),
         0);
     char port[16];
     snprintf(port, sizeof port, "%d", srv->port);
     dh_proc *p[4];
     for (int i = 0; i < 4; i++) {
         const char *argv[] = { "sh", script, DLOCK_CLI_PATH, srv->url, port, NULL };
-        const char *env[MAX_ENV];
-        make_env(env, NULL);
+        const char *env[DH_CLI_MAX_ENV];
+        dh_cli_make_env(env, NULL);
         p[i] = dh_spawn(argv, env);
         assert_non_null(p[i]);
     }
@@ -533,8 +665,8 @@ static void test_exclusion_through_cli(void **state)
         int64_t left = deadline - dh_now_ms();
         int st = dh_proc_wait(p[i], left > 0 ? (int)left : 1);
         if (st != 0) {
-            dh_proc_output(p[i], out, sizeof out, err, sizeof err);
-            fail_msg("worker %d exited %d; stderr: %s", i, st, err);
+            dh_proc_output(p[i], dh_out, sizeof dh_out, dh_err, sizeof dh_err);
+            fail_msg("worker %d exited %d; stderr: %s", i, st, dh_err);
         }
         dh_proc_free(p[i]);
     }
@@ -549,20 +681,20 @@ static void test_long_cmd_renewed(void **state)
     char stop[DH_PATH_MAX], cmd[DH_PATH_MAX + 64];
     assert_int_equal(dh_tmpfile(stop, sizeof stop, "stop"), 0);
     snprintf(cmd, sizeof cmd, "while [ ! -e '%s' ]; do sleep 0.05; done", stop);
-    dh_proc *p = cli_bg(NULL, "-u", srv->url, "--id", "cli-long", "run", "--ttl", "1s",
-                        "c:long", "--", "sh", "-c", cmd, (const char *)NULL);
+    dh_proc *p = dh_cli_bg("-u", srv->url, "--id", "cli-long", "run", "--ttl", "1s", "c:long", "--",
+                           "sh", "-c", cmd);
     struct keywatch kw = { srv, "c:long", "cli-long" };
     assert_true(dh_wait_until(key_present, &kw, 10000));
     /* Three TTLs long, the lock must never be missing. */
     if (dh_wait_until(key_absent, &kw, 3000)) {
-        dh_proc_output(p, out, sizeof out, err, sizeof err);
-        fail_msg("lock vanished while CMD ran (ttl 1s); stderr: %s", err);
+        dh_cli_capture(p);
+        fail_msg("lock vanished while CMD ran (ttl 1s); stderr: %s", dh_err);
     }
     assert_false(dh_proc_done(p));
     assert_int_equal(dh_write_file(stop, "x"), 0);
     int st = dh_proc_wait(p, 10000);
-    dh_proc_output(p, out, sizeof out, err, sizeof err);
-    expect_status(st, 0, "long CMD");
+    dh_cli_capture(p);
+    dh_cli_expect(st, 0, "long CMD");
     dh_proc_free(p);
     assert_true(key_absent(&kw)); /* released when CMD exited */
 }
@@ -572,17 +704,17 @@ static void test_signal_forwarded(void **state)
     (void)state;
     char ready[DH_PATH_MAX], cmd[DH_PATH_MAX + 128];
     assert_int_equal(dh_tmpfile(ready, sizeof ready, "ready"), 0);
-    snprintf(cmd, sizeof cmd,
-             "trap 'exit 5' TERM; echo x > '%s'; while :; do sleep 0.05; done", ready);
-    dh_proc *p = cli_bg(NULL, "-u", srv->url, "--id", "cli-sig", "run", "c:sig", "--", "sh",
-                        "-c", cmd, (const char *)NULL);
+    snprintf(cmd, sizeof cmd, "trap 'exit 5' TERM; echo x > '%s'; while :; do sleep 0.05; done",
+             ready);
+    dh_proc *p =
+        dh_cli_bg("-u", srv->url, "--id", "cli-sig", "run", "c:sig", "--", "sh", "-c", cmd);
     assert_true(dh_wait_until(file_exists, ready, 10000));
     struct keywatch kw = { srv, "c:sig", "cli-sig" };
     assert_true(key_present(&kw));
     assert_int_equal(dh_proc_signal(p, SIGTERM), 0);
     int st = dh_proc_wait(p, 10000);
-    dh_proc_output(p, out, sizeof out, err, sizeof err);
-    expect_status(st, 5, "SIGTERM passed to CMD");
+    dh_cli_capture(p);
+    dh_cli_expect(st, 5, "SIGTERM passed to CMD");
     dh_proc_free(p);
     assert_true(key_absent(&kw));
 }
@@ -599,11 +731,11 @@ static dh_proc *start_victim(dh_redis *r, const char *key, const char *owner, ch
      * the SIGKILL at the validity instant can stop them. */
     snprintf(cmd, sizeof cmd, "%secho $$ > '%s'; sleep 30 & echo $! >> '%s'; wait",
              ignore_term ? "trap '' TERM; " : "", pidfile, pidfile);
-    dh_proc *p = cli_bg(NULL, "-u", r->url, "--id", owner, "run", "--ttl", "1s", "--grace",
-                        "500ms", key, "--", "sh", "-c", cmd, (const char *)NULL);
+    dh_proc *p = dh_cli_bg("-u", r->url, "--id", owner, "run", "--ttl", "1s", "--grace", "500ms",
+                           key, "--", "sh", "-c", cmd);
     if (!dh_wait_until(pidfile_ready, pidfile, 10000)) {
-        dh_proc_output(p, out, sizeof out, err, sizeof err);
-        fail_msg("CMD did not start; stderr: %s", err);
+        dh_cli_capture(p);
+        fail_msg("CMD did not start; stderr: %s", dh_err);
     }
     read_two_pids(pidfile, &pids->a, &pids->b);
     struct keywatch kw = { r, key, owner };
@@ -617,10 +749,10 @@ static void expect_lost(dh_proc *p, struct two_pids *pids, const char *what)
     int64_t t0 = dh_now_ms();
     int st = dh_proc_wait(p, 15000);
     int64_t took = dh_now_ms() - t0;
-    dh_proc_output(p, out, sizeof out, err, sizeof err);
+    dh_cli_capture(p);
     if (st != 79)
         fail_msg("%s: dlock exited %d after %lld ms, want 79; stderr: %s", what, st,
-                 (long long)took, err);
+                 (long long)took, dh_err);
     /* CMD's whole group is gone (at once, in fact; allow the kernel a moment
      * to finish tearing down SIGKILLed processes). */
     if (!dh_wait_until(both_dead, pids, 2000))
@@ -702,22 +834,16 @@ static void test_loss_server_killed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_help_version),
-        cmocka_unit_test(test_run_env),
-        cmocka_unit_test(test_exit_status),
-        cmocka_unit_test(test_conflicts),
-        cmocka_unit_test(test_unreachable),
-        cmocka_unit_test(test_passwords),
-        cmocka_unit_test(test_usage_errors),
-        cmocka_unit_test(test_status),
-        cmocka_unit_test(test_unlock_force),
-        cmocka_unit_test(test_exclusion_through_cli),
-        cmocka_unit_test(test_long_cmd_renewed),
-        cmocka_unit_test(test_signal_forwarded),
-        cmocka_unit_test(test_loss_server_paused),
-        cmocka_unit_test(test_loss_key_deleted),
-        cmocka_unit_test(test_loss_cmd_ignores_term),
-        cmocka_unit_test(test_loss_server_killed),
+        cmocka_unit_test(test_help_version),          cmocka_unit_test(test_run_env),
+        cmocka_unit_test(test_exit_status),           cmocka_unit_test(test_conflicts),
+        cmocka_unit_test(test_unreachable),           cmocka_unit_test(test_passwords),
+        cmocka_unit_test(test_usage_errors),          cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_compound_durations),    cmocka_unit_test(test_noperm),
+        cmocka_unit_test(test_wrong_server),          cmocka_unit_test(test_status),
+        cmocka_unit_test(test_unlock_force),          cmocka_unit_test(test_exclusion_through_cli),
+        cmocka_unit_test(test_long_cmd_renewed),      cmocka_unit_test(test_signal_forwarded),
+        cmocka_unit_test(test_loss_server_paused),    cmocka_unit_test(test_loss_key_deleted),
+        cmocka_unit_test(test_loss_cmd_ignores_term), cmocka_unit_test(test_loss_server_killed),
         cmocka_unit_test(test_dlock_killed),
     };
     return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);

@@ -6,8 +6,8 @@
  * errors.
  *
  * Design. As in test_cli.c: every invocation goes through the harness's
- * runner (own process group, captured output, hard timeout, DLOCK_*
- * variables cleared). Overlap and exclusion are shown with markers that
+ * CLI runner (tests/cli_runner.h: own process group, captured output in
+ * dh_out/dh_err, hard timeout, DLOCK_* variables cleared). Overlap and exclusion are shown with markers that
  * CMD makes itself: mkdir(1) is atomic, so "mkdir slot$DLOCK_SLOT" fails if
  * two holders ever had one slot, and a CMD that waits for a "go" file keeps
  * its lock exactly as long as the test wants. Every wait is a bounded poll
@@ -27,11 +27,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "harness.h"
-
-#ifndef DLOCK_CLI_PATH
-#error "DLOCK_CLI_PATH must be defined by the build"
-#endif
+#include "cli_runner.h"
 
 #define OWNER "cli-pat-holder"
 
@@ -60,93 +56,6 @@ static int group_teardown(void **state)
 }
 
 /* ---------------------------------------------------------------- helpers */
-
-#define MAX_ARGS 96
-#define MAX_ENV 16
-
-static char out[64 * 1024], err[64 * 1024];
-
-/* The environment: the DLOCK_* defaults unset, then `extra`. */
-static void make_env(const char **env, const char *const *extra)
-{
-    int n = 0;
-    env[n++] = "DLOCK_URL";
-    env[n++] = "DLOCK_PASSWORD";
-    env[n++] = "DLOCK_PREFIX";
-    env[n++] = "DLOCK_ID";
-    env[n++] = "DLOCK_KEY";
-    env[n++] = "DLOCK_SLOT";
-    for (int i = 0; extra && extra[i] && n < MAX_ENV - 1; i++)
-        env[n++] = extra[i];
-    env[n] = NULL;
-}
-
-/* argv = { DLOCK_CLI_PATH, args..., NULL } from a NULL-ended list. */
-static void make_argv(const char **argv, va_list ap)
-{
-    int n = 0;
-    argv[n++] = DLOCK_CLI_PATH;
-    const char *a;
-    while ((a = va_arg(ap, const char *)) != NULL && n < MAX_ARGS - 1)
-        argv[n++] = a;
-    argv[n] = NULL;
-}
-
-/* Run argv to completion (20 s at most); output in out/err. */
-static int cli_argv(const char **argv)
-{
-    const char *env[MAX_ENV];
-    make_env(env, NULL);
-    int st = dh_run(argv, env, 20000, out, sizeof out, err, sizeof err);
-    if (st == DH_RUN_TIMEOUT || st == DH_RUN_ERROR)
-        fail_msg("dlock %s ...: %s (stderr: %s)", argv[1],
-                 st == DH_RUN_TIMEOUT ? "killed at the timeout" : "could not run", err);
-    return st;
-}
-
-/* Run the CLI with the args that follow (NULL-ended). */
-static int cli_va(int dummy, ...)
-{
-    const char *argv[MAX_ARGS];
-    va_list ap;
-    va_start(ap, dummy);
-    make_argv(argv, ap);
-    va_end(ap);
-    return cli_argv(argv);
-}
-
-#define cli(...) cli_va(0, __VA_ARGS__, (const char *)NULL)
-
-/* Start the CLI in the background. */
-static dh_proc *bg_va(int dummy, ...)
-{
-    const char *argv[MAX_ARGS], *env[MAX_ENV];
-    va_list ap;
-    va_start(ap, dummy);
-    make_argv(argv, ap);
-    va_end(ap);
-    make_env(env, NULL);
-    dh_proc *p = dh_spawn(argv, env);
-    assert_non_null(p);
-    return p;
-}
-
-#define cli_bg(...) bg_va(0, __VA_ARGS__, (const char *)NULL)
-
-static void expect_status(int got, int want, const char *what)
-{
-    if (got != want)
-        fail_msg("%s: exit status %d, want %d\nstdout: %s\nstderr: %s", what, got, want, out,
-                 err);
-}
-
-/* Wait (bounded) for a background dlock and check its status. */
-static void expect_proc(dh_proc *p, int want, const char *what)
-{
-    int st = dh_proc_wait(p, 15000);
-    dh_proc_output(p, out, sizeof out, err, sizeof err);
-    expect_status(st, want, what);
-}
 
 static int file_exists(void *arg)
 {
@@ -184,8 +93,7 @@ static void wait_state(const char *key, int kind, size_t holders, int64_t waiter
 {
     struct kstate k = { key, kind, holders, waiters };
     if (!dh_wait_until(state_reached, &k, 10000))
-        fail_msg("%s never had %zu holder(s) and %lld waiter(s)", key, holders,
-                 (long long)waiters);
+        fail_msg("%s never had %zu holder(s) and %lld waiter(s)", key, holders, (long long)waiters);
 }
 
 /* A background dlock whose captured stdout or stderr contains `needle`
@@ -208,8 +116,8 @@ static int count_of(const char *hay, const char *needle)
 static int output_has(void *arg)
 {
     struct outwatch *w = arg;
-    dh_proc_output(w->p, out, sizeof out, err, sizeof err);
-    return count_of(w->on_stderr ? err : out, w->needle) >= w->count;
+    dh_proc_output(w->p, dh_out, sizeof dh_out, dh_err, sizeof dh_err);
+    return count_of(w->on_stderr ? dh_err : dh_out, w->needle) >= w->count;
 }
 
 static void wait_output(dh_proc *p, const char *needle, int count, int on_stderr)
@@ -217,7 +125,7 @@ static void wait_output(dh_proc *p, const char *needle, int count, int on_stderr
     struct outwatch w = { p, needle, count, on_stderr };
     if (!dh_wait_until(output_has, &w, 10000))
         fail_msg("never saw %d x \"%s\" on %s\nstdout: %s\nstderr: %s", count, needle,
-                 on_stderr ? "stderr" : "stdout", out, err);
+                 on_stderr ? "stderr" : "stdout", dh_out, dh_err);
 }
 
 static int lines_in(const char *s)
@@ -284,7 +192,8 @@ static void check_exposition(const char *text)
         if (strncmp(p, "# HELP ", 7) == 0 || strncmp(p, "# TYPE ", 7) == 0) {
             int is_help = p[2] == 'H';
             p += 7;
-            size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
+            size_t n =
+                strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
             if (n == 0 || n >= sizeof name || p[n] != ' ')
                 fail_msg("bad comment line: %s", buf);
             memcpy(name, p, n);
@@ -318,7 +227,8 @@ static void check_exposition(const char *text)
         if (*p == '{') {
             p++;
             while (*p != '}') {
-                size_t ln = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+                size_t ln =
+                    strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
                 if (ln == 0 || p[ln] != '=' || p[ln + 1] != '"')
                     fail_msg("bad label in: %s", buf);
                 p += ln + 2;
@@ -392,19 +302,19 @@ static void test_limit(void **state)
     assert_int_equal(dh_tmpfile(script, sizeof script, "limit.sh"), 0);
     /* $1: the marker dir. Exit 90: a slot held twice; 91: three inside;
      * 92: a slot out of range. */
-    assert_int_equal(dh_write_file(script,
-                                   "d=$1\n"
-                                   "case \"$DLOCK_SLOT\" in 0|1) ;; *) exit 92 ;; esac\n"
-                                   "mkdir \"$d/slot$DLOCK_SLOT\" || exit 90\n"
-                                   "mkdir \"$d/in.$$\"\n"
-                                   "[ $(ls -d \"$d\"/in.* | wc -l) -le 2 ] || exit 91\n"
-                                   "echo \"$DLOCK_SLOT $DLOCK_KEY $DLOCK_FENCING_TOKEN\" >> \"$d/log\"\n"
-                                   "while [ ! -e \"$d/go\" ]; do sleep 0.02; done\n"
-                                   "rmdir \"$d/in.$$\" && rmdir \"$d/slot$DLOCK_SLOT\"\n"),
-                     0);
+    assert_int_equal(
+        dh_write_file(script, "d=$1\n"
+                              "case \"$DLOCK_SLOT\" in 0|1) ;; *) exit 92 ;; esac\n"
+                              "mkdir \"$d/slot$DLOCK_SLOT\" || exit 90\n"
+                              "mkdir \"$d/in.$$\"\n"
+                              "[ $(ls -d \"$d\"/in.* | wc -l) -le 2 ] || exit 91\n"
+                              "echo \"$DLOCK_SLOT $DLOCK_KEY $DLOCK_FENCING_TOKEN\" >> \"$d/log\"\n"
+                              "while [ ! -e \"$d/go\" ]; do sleep 0.02; done\n"
+                              "rmdir \"$d/in.$$\" && rmdir \"$d/slot$DLOCK_SLOT\"\n"),
+        0);
     dh_proc *p[4];
     for (int i = 0; i < 4; i++)
-        p[i] = cli_bg("-u", srv->url, "run", "--limit", "2", "p:sem", "--", "sh", script, dir);
+        p[i] = dh_cli_bg("-u", srv->url, "run", "--limit", "2", "p:sem", "--", "sh", script, dir);
     /* Two are in (their CMDs have started), two wait in the queue. */
     wait_state("p:sem", DLOCK_KIND_SEMAPHORE, 2, 2);
     struct lines_arg la = { log, 2 };
@@ -416,17 +326,24 @@ static void test_limit(void **state)
     for (int i = 0; i < 4; i++)
         if (dh_proc_done(p[i]))
             fail_msg("a run ended while the limit was reached");
+    /* A fifth with --no-wait is refused, and told who holds the permits. */
+    dh_cli_expect(dh_cli("-u", srv->url, "--id", "fifth", "run", "--limit", "2", "--no-wait",
+                         "p:sem", "--", "true"),
+                  75, "--limit 2 --no-wait with both permits held");
+    if (!strstr(dh_err, "p:sem: all 2 permits are in use: held by ") || !strstr(dh_err, "(slot ") ||
+        !strstr(dh_err, ", and 1 more holder"))
+        fail_msg("busy semaphore message: %s", dh_err);
     /* Let them through; each of the waiting two enters as one leaves. */
     assert_int_equal(dh_write_file(go, "x"), 0);
     for (int i = 0; i < 4; i++) {
-        expect_proc(p[i], 0, "run --limit 2");
+        dh_cli_expect_proc(p[i], 0, "run --limit 2");
         dh_proc_free(p[i]);
     }
     assert_true(dh_read_file(buf, sizeof buf, log) > 0);
     assert_int_equal(lines_in(buf), 4);
     for (const char *l = buf; *l; l = strchr(l, '\n') + 1) {
-        if (!((l[0] == '0' || l[0] == '1') && strncmp(l + 1, " p:sem ", 7) == 0 &&
-              l[8] >= '1' && l[8] <= '9'))
+        if (!((l[0] == '0' || l[0] == '1') && strncmp(l + 1, " p:sem ", 7) == 0 && l[8] >= '1' &&
+              l[8] <= '9'))
             fail_msg("bad line in the CMD log: %s", buf);
     }
     /* All permits back. */
@@ -436,18 +353,18 @@ static void test_limit(void **state)
     dlock_key_state_free(s);
 
     /* Bad limits and combinations are usage errors. */
-    expect_status(cli("-u", srv->url, "run", "--limit", "0", "p:sem", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--limit", "0", "p:sem", "--", "true"), 64,
                   "--limit 0");
-    expect_status(cli("-u", srv->url, "run", "--limit", "100001", "p:sem", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--limit", "100001", "p:sem", "--", "true"), 64,
                   "--limit 100001");
-    expect_status(cli("-u", srv->url, "run", "--limit", "x", "p:sem", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--limit", "x", "p:sem", "--", "true"), 64,
                   "--limit x");
-    expect_status(cli("-u", srv->url, "run", "--limit", "2", "p:a", "p:b", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--limit", "2", "p:a", "p:b", "--", "true"), 64,
                   "--limit with two keys");
-    expect_status(cli("-u", srv->url, "run", "--limit", "100000", "p:big", "--", "sh", "-c",
-                      "echo \"$DLOCK_SLOT\""),
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--limit", "100000", "p:big", "--", "sh", "-c",
+                         "echo \"$DLOCK_SLOT\""),
                   0, "--limit 100000");
-    assert_string_equal(out, "0\n");
+    assert_string_equal(dh_out, "0\n");
 }
 
 /* Several keys: all-or-nothing, the environment lists them all, and a
@@ -455,13 +372,14 @@ static void test_limit(void **state)
 static void test_multi_key(void **state)
 {
     (void)state;
-    int st = cli("-u", srv->url, "run", "mk:a", "mk:b", "mk:a", "mk:c", "--", "sh", "-c",
-                 "echo \"$DLOCK_KEY|$DLOCK_FENCING_TOKEN|$DLOCK_KEYS|$DLOCK_FENCING_TOKENS|"
-                 "${DLOCK_SLOT-unset}\"");
-    expect_status(st, 0, "run with three keys");
+    int st = dh_cli("-u", srv->url, "run", "mk:a", "mk:b", "mk:a", "mk:c", "--", "sh", "-c",
+                    "echo \"$DLOCK_KEY|$DLOCK_FENCING_TOKEN|$DLOCK_KEYS|$DLOCK_FENCING_TOKENS|"
+                    "${DLOCK_SLOT-unset}\"");
+    dh_cli_expect(st, 0, "run with three keys");
     char key[64], tok[64], keys[256], toks[256], slot[64];
-    if (sscanf(out, "%63[^|]|%63[^|]|%255[^|]|%255[^|]|%63[^\n]", key, tok, keys, toks, slot) != 5)
-        fail_msg("unexpected CMD output: %s", out);
+    if (sscanf(dh_out, "%63[^|]|%63[^|]|%255[^|]|%255[^|]|%63[^\n]", key, tok, keys, toks, slot) !=
+        5)
+        fail_msg("unexpected CMD output: %s", dh_out);
     assert_string_equal(key, "mk:a");
     assert_string_equal(keys, "mk:a mk:b mk:c");
     assert_string_equal(slot, "unset");
@@ -481,48 +399,53 @@ static void test_multi_key(void **state)
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
-    dh_proc *p = cli_bg("-u", srv->url, "run", "mk:a", "mk:b", "--", "sh", "-c", cmd);
+    dh_proc *p = dh_cli_bg("-u", srv->url, "--id", "mk-holder", "run", "mk:a", "mk:b", "--", "sh",
+                           "-c", cmd);
     if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_proc_output(p, out, sizeof out, err, sizeof err);
-        fail_msg("the multi-key CMD never started; stderr: %s", err);
+        dh_cli_capture(p);
+        fail_msg("the multi-key CMD never started; stderr: %s", dh_err);
     }
-    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "sh", "-c", "echo ran"),
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "sh", "-c", "echo ran"),
                   75, "single-key run of a key held by a multi-key run");
-    assert_null(strstr(out, "ran"));
-    /* All-or-nothing: mk:b busy, so mk:c is not taken either. */
-    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:c", "mk:b", "--", "true"), 75,
-                  "multi-key run overlapping a held key");
+    assert_null(strstr(dh_out, "ran"));
+    if (!strstr(dh_err, "mk:b: lock is busy: held by mk-holder for "))
+        fail_msg("busy message does not name the holder: %s", dh_err);
+    /* All-or-nothing: mk:b busy, so mk:c is not taken either; the message
+     * names the busy key among the three. */
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--no-wait", "mk:c", "mk:b", "mk:d", "--", "true"),
+                  75, "multi-key run overlapping a held key");
+    if (!strstr(dh_err, "mk:b: lock is busy (key 2 of 3): held by mk-holder for "))
+        fail_msg("multi-key busy message does not name the busy key: %s", dh_err);
     dlock_info info;
     dh_assert_rc(dlock_inspect(&info, holder, "mk:c"), 0);
     assert_int_equal(info.held, 0);
-    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:c", "--", "true"), 0,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--no-wait", "mk:c", "--", "true"), 0,
                   "the free key of the set");
     assert_int_equal(dh_write_file(go, "x"), 0);
-    expect_proc(p, 0, "multi-key holder");
+    dh_cli_expect_proc(p, 0, "multi-key holder");
     dh_proc_free(p);
-    expect_status(cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "true"), 0,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "true"), 0,
                   "mk:b after the multi-key run");
 
     /* At most DLOCK_MULTI_MAX keys. */
-    const char *argv[MAX_ARGS];
+    const char *args[DH_CLI_MAX_ARGS];
     char names[DLOCK_MULTI_MAX + 1][16];
     int n = 0;
-    argv[n++] = DLOCK_CLI_PATH;
-    argv[n++] = "-u";
-    argv[n++] = srv->url;
-    argv[n++] = "run";
+    args[n++] = "-u";
+    args[n++] = srv->url;
+    args[n++] = "run";
     for (int i = 0; i <= DLOCK_MULTI_MAX; i++) {
         snprintf(names[i], sizeof names[i], "mk:%d", i);
-        argv[n++] = names[i];
+        args[n++] = names[i];
     }
-    argv[n++] = "--";
-    argv[n++] = "true";
-    argv[n] = NULL;
-    expect_status(cli_argv(argv), 64, "65 keys");
-    argv[4 + DLOCK_MULTI_MAX] = "--"; /* drop the 65th key */
-    argv[5 + DLOCK_MULTI_MAX] = "true";
-    argv[6 + DLOCK_MULTI_MAX] = NULL;
-    expect_status(cli_argv(argv), 0, "64 keys");
+    args[n++] = "--";
+    args[n++] = "true";
+    args[n] = NULL;
+    dh_cli_expect(dh_cli_argv(args, NULL, DH_CLI_TIMEOUT_MS), 64, "65 keys");
+    args[3 + DLOCK_MULTI_MAX] = "--"; /* drop the 65th key */
+    args[4 + DLOCK_MULTI_MAX] = "true";
+    args[5 + DLOCK_MULTI_MAX] = NULL;
+    dh_cli_expect(dh_cli_argv(args, NULL, DH_CLI_TIMEOUT_MS), 0, "64 keys");
 }
 
 /* --shared: readers overlap; a writer waits for them. */
@@ -534,39 +457,39 @@ static void test_shared(void **state)
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
-    dh_proc *r = cli_bg("-u", srv->url, "run", "--shared", "sh:k", "--", "sh", "-c", cmd);
+    dh_proc *r = dh_cli_bg("-u", srv->url, "run", "--shared", "sh:k", "--", "sh", "-c", cmd);
     if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_proc_output(r, out, sizeof out, err, sizeof err);
-        fail_msg("the shared CMD never started; stderr: %s", err);
+        dh_cli_capture(r);
+        fail_msg("the shared CMD never started; stderr: %s", dh_err);
     }
     /* A second reader gets in while the first is inside. */
-    int st = cli("-u", srv->url, "run", "--no-wait", "--shared", "sh:k", "--", "sh", "-c",
-                 "echo \"reader $DLOCK_KEY $DLOCK_FENCING_TOKEN\"");
-    expect_status(st, 0, "second shared run while one holds");
-    assert_true(strncmp(out, "reader sh:k ", 12) == 0);
+    int st = dh_cli("-u", srv->url, "run", "--no-wait", "--shared", "sh:k", "--", "sh", "-c",
+                    "echo \"reader $DLOCK_KEY $DLOCK_FENCING_TOKEN\"");
+    dh_cli_expect(st, 0, "second shared run while one holds");
+    assert_true(strncmp(dh_out, "reader sh:k ", 12) == 0);
     /* A writer does not. */
-    st = cli("-u", srv->url, "run", "--no-wait", "sh:k", "--", "sh", "-c", "echo ran");
-    expect_status(st, 75, "plain run while a shared one holds");
-    assert_null(strstr(out, "ran"));
+    st = dh_cli("-u", srv->url, "run", "--no-wait", "sh:k", "--", "sh", "-c", "echo ran");
+    dh_cli_expect(st, 75, "plain run while a shared one holds");
+    assert_null(strstr(dh_out, "ran"));
     /* status shows the reader. */
-    expect_status(cli("-u", srv->url, "status", "sh:k"), 0, "status of a read-held key");
-    assert_non_null(strstr(out, "read"));
-    assert_null(strstr(out, "free"));
+    dh_cli_expect(dh_cli("-u", srv->url, "status", "sh:k"), 0, "status of a read-held key");
+    assert_non_null(strstr(dh_out, "read"));
+    assert_null(strstr(dh_out, "free"));
     /* A writer waiting with a bound gets in once the reader leaves. */
-    dh_proc *w = cli_bg("-u", srv->url, "run", "--wait", "10s", "sh:k", "--", "sh", "-c",
-                        "echo writer");
+    dh_proc *w =
+        dh_cli_bg("-u", srv->url, "run", "--wait", "10s", "sh:k", "--", "sh", "-c", "echo writer");
     wait_state("sh:k", DLOCK_KIND_MUTEX, 1, 1);
     assert_false(dh_proc_done(w));
     assert_int_equal(dh_write_file(go, "x"), 0);
-    expect_proc(r, 0, "shared holder");
+    dh_cli_expect_proc(r, 0, "shared holder");
     dh_proc_free(r);
-    expect_proc(w, 0, "waiting writer");
-    assert_string_equal(out, "writer\n");
+    dh_cli_expect_proc(w, 0, "waiting writer");
+    assert_string_equal(dh_out, "writer\n");
     dh_proc_free(w);
 
-    expect_status(cli("-u", srv->url, "run", "--shared", "--limit", "2", "sh:k", "--", "true"),
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--shared", "--limit", "2", "sh:k", "--", "true"),
                   64, "--shared --limit");
-    expect_status(cli("-u", srv->url, "run", "--shared", "sh:k", "sh:j", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--shared", "sh:k", "sh:j", "--", "true"), 64,
                   "--shared with two keys");
 }
 
@@ -581,70 +504,86 @@ static void test_elect_and_leader(void **state)
     snprintf(inb, sizeof inb, "%s/b", dir);
     snprintf(goa, sizeof goa, "%s/goa", dir);
     snprintf(gob, sizeof gob, "%s/gob", dir);
-    snprintf(cmda, sizeof cmda, "echo $DLOCK_FENCING_TOKEN > '%s'; while [ ! -e '%s' ]; do sleep 0.02; done",
-             ina, goa);
-    snprintf(cmdb, sizeof cmdb, "echo $DLOCK_FENCING_TOKEN > '%s'; while [ ! -e '%s' ]; do sleep 0.02; done",
-             inb, gob);
+    snprintf(cmda, sizeof cmda,
+             "echo $DLOCK_FENCING_TOKEN > '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", ina,
+             goa);
+    snprintf(cmdb, sizeof cmdb,
+             "echo $DLOCK_FENCING_TOKEN > '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", inb,
+             gob);
 
-    dh_proc *a = cli_bg("-u", srv->url, "--id", "el-A", "elect", "e:svc", "--", "sh", "-c", cmda);
+    dh_proc *a =
+        dh_cli_bg("-u", srv->url, "--id", "el-A", "elect", "e:svc", "--", "sh", "-c", cmda);
     if (!dh_wait_until(file_exists, ina, 10000)) {
-        dh_proc_output(a, out, sizeof out, err, sizeof err);
-        fail_msg("the first elect never ran CMD; stderr: %s", err);
+        dh_cli_capture(a);
+        fail_msg("the first elect never ran CMD; stderr: %s", dh_err);
     }
-    dh_proc *b = cli_bg("-u", srv->url, "--id", "el-B", "elect", "e:svc", "--", "sh", "-c", cmdb);
+    dh_proc *b =
+        dh_cli_bg("-u", srv->url, "--id", "el-B", "elect", "e:svc", "--", "sh", "-c", cmdb);
     wait_state("e:svc", DLOCK_KIND_MUTEX, 1, 1); /* B queued */
     assert_false(file_exists(inb));
     assert_false(dh_proc_done(b));
 
-    expect_status(cli("-u", srv->url, "leader", "e:svc"), 0, "leader while A leads");
+    dh_cli_expect(dh_cli("-u", srv->url, "leader", "e:svc"), 0, "leader while A leads");
     char tok_a[64];
     assert_true(dh_read_file(tok_a, sizeof tok_a, ina) > 0);
     tok_a[strcspn(tok_a, "\n")] = '\0';
     char want[128];
     snprintf(want, sizeof want, "el-A  fencing token %s\n", tok_a);
-    assert_string_equal(out, want);
-    expect_status(cli("-u", srv->url, "leader", "--json", "e:svc"), 0, "leader --json");
-    if (!dh_json_valid(out))
-        fail_msg("leader --json is not valid JSON: %s", out);
+    assert_string_equal(dh_out, want);
+    dh_cli_expect(dh_cli("-u", srv->url, "leader", "--json", "e:svc"), 0, "leader --json");
+    if (!dh_json_valid(dh_out))
+        fail_msg("leader --json is not valid JSON: %s", dh_out);
     char compact[1024];
-    dh_json_compact(compact, sizeof compact, out);
+    dh_json_compact(compact, sizeof compact, dh_out);
     snprintf(want, sizeof want, "{\"key\":\"e:svc\",\"leader\":\"el-A\",\"fencing_token\":\"%s\"}",
              tok_a);
     assert_string_equal(compact, want);
 
     /* A third candidate with a short wait gives up: 75. */
-    expect_status(cli("-u", srv->url, "--id", "el-C", "elect", "--wait", "200ms", "e:svc", "--",
-                      "sh", "-c", "echo ran"),
+    dh_cli_expect(dh_cli("-u", srv->url, "--id", "el-C", "elect", "--wait", "200ms", "e:svc", "--",
+                         "sh", "-c", "echo ran"),
                   75, "elect --wait 200ms while A leads");
-    assert_null(strstr(out, "ran"));
+    assert_null(strstr(dh_out, "ran"));
+    if (!strstr(dh_err, "e:svc: timed out after 200ms: another process is the leader: el-A "
+                        "(leader for "))
+        fail_msg("elect --wait 200ms does not name the leader: %s", dh_err);
 
     /* A steps down; B takes over with a larger term. */
     assert_int_equal(dh_write_file(goa, "x"), 0);
-    expect_proc(a, 0, "first leader");
+    dh_cli_expect_proc(a, 0, "first leader");
     dh_proc_free(a);
     if (!dh_wait_until(file_exists, inb, 10000)) {
-        dh_proc_output(b, out, sizeof out, err, sizeof err);
-        fail_msg("the second elect never became leader; stderr: %s", err);
+        dh_cli_capture(b);
+        fail_msg("the second elect never became leader; stderr: %s", dh_err);
     }
-    expect_status(cli("-u", srv->url, "leader", "e:svc"), 0, "leader while B leads");
-    assert_true(strncmp(out, "el-B  fencing token ", 20) == 0);
-    assert_true(strtoull(out + 20, NULL, 10) > strtoull(tok_a, NULL, 10));
+    dh_cli_expect(dh_cli("-u", srv->url, "leader", "e:svc"), 0, "leader while B leads");
+    assert_true(strncmp(dh_out, "el-B  fencing token ", 20) == 0);
+    assert_true(strtoull(dh_out + 20, NULL, 10) > strtoull(tok_a, NULL, 10));
     assert_int_equal(dh_write_file(gob, "x"), 0);
-    expect_proc(b, 0, "second leader");
+    dh_cli_expect_proc(b, 0, "second leader");
     dh_proc_free(b);
 
-    /* No leader: nothing printed, exit 3 (also with --json). */
-    expect_status(cli("-u", srv->url, "leader", "e:svc"), 3, "leader with no leader");
-    assert_string_equal(out, "");
-    expect_status(cli("-u", srv->url, "leader", "--json", "e:none"), 3, "leader --json, none");
-    assert_string_equal(out, "");
+    /* No leader: said on stderr, nothing on stdout, exit 3; with --json the
+     * object with a null leader on stdout; -q silences stderr. */
+    dh_cli_expect(dh_cli("-u", srv->url, "leader", "e:svc"), 3, "leader with no leader");
+    assert_string_equal(dh_out, "");
+    assert_string_equal(dh_err, "dlock: e:svc: no leader\n");
+    dh_cli_expect(dh_cli("-u", srv->url, "leader", "--json", "e:none"), 3, "leader --json, none");
+    if (!dh_json_valid(dh_out))
+        fail_msg("leader --json with no leader is not valid JSON: %s", dh_out);
+    dh_json_compact(compact, sizeof compact, dh_out);
+    assert_string_equal(compact, "{\"key\":\"e:none\",\"leader\":null,\"fencing_token\":null}");
+    assert_non_null(strstr(dh_err, "no leader"));
+    dh_cli_expect(dh_cli("-q", "-u", srv->url, "leader", "e:none"), 3, "-q leader, none");
+    assert_string_equal(dh_out, "");
+    assert_string_equal(dh_err, "");
 
-    expect_status(cli("-u", srv->url, "elect", "e:a", "e:b", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "elect", "e:a", "e:b", "--", "true"), 64,
                   "elect with two keys");
-    expect_status(cli("-u", srv->url, "elect", "--limit", "2", "e:a", "--", "true"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "elect", "--limit", "2", "e:a", "--", "true"), 64,
                   "elect --limit");
-    expect_status(cli("-u", srv->url, "leader"), 64, "leader without KEY");
-    expect_status(cli("-u", srv->url, "elect", "e:a", "--", "sh", "-c", "exit 7"), 7,
+    dh_cli_expect(dh_cli("-u", srv->url, "leader"), 64, "leader without KEY");
+    dh_cli_expect(dh_cli("-u", srv->url, "elect", "e:a", "--", "sh", "-c", "exit 7"), 7,
                   "elect passes on CMD's status");
 }
 
@@ -652,7 +591,7 @@ static void test_elect_and_leader(void **state)
 static void test_leader_watch(void **state)
 {
     (void)state;
-    dh_proc *w = cli_bg("-u", srv->url, "leader", "--watch", "lw:svc");
+    dh_proc *w = dh_cli_bg("-u", srv->url, "leader", "--watch", "lw:svc");
     wait_output(w, "(no leader)\n", 1, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_campaign(&l, holder, "lw:svc", NULL), 0);
@@ -664,19 +603,19 @@ static void test_leader_watch(void **state)
     wait_output(w, "(no leader)\n", 2, 0);
     assert_false(dh_proc_done(w));
     assert_int_equal(dh_proc_signal(w, SIGINT), 0);
-    expect_proc(w, 0, "leader --watch after SIGINT");
+    dh_cli_expect_proc(w, 0, "leader --watch after SIGINT");
     dh_proc_free(w);
-    assert_int_equal(lines_in(out), 3);
+    assert_int_equal(lines_in(dh_out), 3);
 
     /* --json: one object per line. */
-    w = cli_bg("-u", srv->url, "leader", "--watch", "--json", "lw:svc");
+    w = dh_cli_bg("-u", srv->url, "leader", "--watch", "--json", "lw:svc");
     wait_output(w, "\"leader\":null", 1, 0);
     dh_assert_rc(dlock_campaign(&l, holder, "lw:svc", NULL), 0);
     wait_output(w, "\"leader\":\"" OWNER "\"", 1, 0);
     assert_int_equal(dh_proc_signal(w, SIGTERM), 0);
-    expect_proc(w, 0, "leader --watch --json after SIGTERM");
+    dh_cli_expect_proc(w, 0, "leader --watch --json after SIGTERM");
     dh_proc_free(w);
-    for (char *line = out, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+    for (char *line = dh_out, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
         *nl = '\0';
         if (!dh_json_valid(line))
             fail_msg("not a JSON line: %s", line);
@@ -696,12 +635,12 @@ static void test_status_holders(void **state)
     dh_assert_rc(dlock_sem_acquire(&p2, holder, "st:pool", 3, &o), 0);
     dh_assert_rc(dlock_acquire(&m, holder, "st:mutex", &o), 0);
 
-    int st = cli("-u", srv->url, "status", "--json", "st:pool", "st:mutex", "st:free");
-    expect_status(st, 0, "status --json");
-    if (!dh_json_valid(out))
-        fail_msg("status --json is not valid JSON: %s", out);
+    int st = dh_cli("-u", srv->url, "status", "--json", "st:pool", "st:mutex", "st:free");
+    dh_cli_expect(st, 0, "status --json");
+    if (!dh_json_valid(dh_out))
+        fail_msg("status --json is not valid JSON: %s", dh_out);
     char compact[8192], want[512];
-    dh_json_compact(compact, sizeof compact, out);
+    dh_json_compact(compact, sizeof compact, dh_out);
     /* the semaphore: compatible fields (first holder), kind, two holders */
     const char *pool = strstr(compact, "{\"key\":\"st:pool\"");
     const char *mutex = strstr(compact, "{\"key\":\"st:mutex\"");
@@ -743,12 +682,12 @@ static void test_status_holders(void **state)
     assert_non_null(strstr(fr, "\"holders\":[]"));
 
     /* The text form too. */
-    st = cli("-u", srv->url, "status", "st:pool");
-    expect_status(st, 0, "status of a semaphore");
-    assert_non_null(strstr(out, "semaphore"));
-    assert_non_null(strstr(out, "permit slot 0"));
-    assert_non_null(strstr(out, "permit slot 1"));
-    assert_int_equal(count_of(out, OWNER), 2);
+    st = dh_cli("-u", srv->url, "status", "st:pool");
+    dh_cli_expect(st, 0, "status of a semaphore");
+    assert_non_null(strstr(dh_out, "semaphore"));
+    assert_non_null(strstr(dh_out, "permit slot 0"));
+    assert_non_null(strstr(dh_out, "permit slot 1"));
+    assert_int_equal(count_of(dh_out, OWNER), 2);
 
     dh_assert_rc(dlock_release(p1), 0);
     dh_assert_rc(dlock_release(p2), 0);
@@ -764,46 +703,50 @@ static void test_metrics_print(void **state)
     dlock_lock *m = NULL, *p = NULL;
     dh_assert_rc(dlock_acquire(&m, holder, "mx:held", &o), 0);
     dh_assert_rc(dlock_sem_acquire(&p, holder, "mx:pool", 2, &o), 0);
-    dh_proc *w = cli_bg("-u", srv->url, "run", "--wait", "15s", "mx:held", "--", "true");
+    dh_proc *w = dh_cli_bg("-u", srv->url, "run", "--wait", "15s", "mx:held", "--", "true");
     wait_state("mx:held", DLOCK_KIND_MUTEX, 1, 1);
 
-    int st = cli("-u", srv->url, "metrics", "mx:*");
-    expect_status(st, 0, "metrics");
-    check_exposition(out);
-    assert_true(sample_value(out, "dlock_lock_holders{key=\"mx:held\",kind=\"mutex\"} ") == 1);
-    assert_true(sample_value(out, "dlock_lock_waiters{key=\"mx:held\",kind=\"mutex\"} ") == 1);
-    assert_true(sample_value(out, "dlock_lock_holders{key=\"mx:pool\",kind=\"semaphore\"} ") == 1);
-    assert_true(sample_value(out, "dlock_semaphore_permits_in_use{key=\"mx:pool\"} ") == 1);
-    assert_true(sample_value(out, "dlock_lock_oldest_holder_age_seconds{key=\"mx:held\",kind=\"mutex\"} ") >= 0);
-    assert_true(sample_value(out, "dlock_locks_held ") == 2);
-    assert_true(sample_value(out, "dlock_waiters ") == 1);
+    int st = dh_cli("-u", srv->url, "metrics", "mx:*");
+    dh_cli_expect(st, 0, "metrics");
+    check_exposition(dh_out);
+    assert_true(sample_value(dh_out, "dlock_lock_holders{key=\"mx:held\",kind=\"mutex\"} ") == 1);
+    assert_true(sample_value(dh_out, "dlock_lock_waiters{key=\"mx:held\",kind=\"mutex\"} ") == 1);
+    assert_true(sample_value(dh_out, "dlock_lock_holders{key=\"mx:pool\",kind=\"semaphore\"} ") ==
+                1);
+    assert_true(sample_value(dh_out, "dlock_semaphore_permits_in_use{key=\"mx:pool\"} ") == 1);
+    assert_true(
+        sample_value(dh_out,
+                     "dlock_lock_oldest_holder_age_seconds{key=\"mx:held\",kind=\"mutex\"} ") >= 0);
+    assert_true(sample_value(dh_out, "dlock_locks_held ") == 2);
+    assert_true(sample_value(dh_out, "dlock_waiters ") == 1);
     /* the pattern filters */
-    assert_null(strstr(out, "key=\"st:"));
+    assert_null(strstr(dh_out, "key=\"st:"));
 
     /* Odd keys are escaped as the format wants. */
     dlock_lock *odd = NULL;
     dh_assert_rc(dlock_acquire(&odd, holder, "mx:a\"b\\c\nd", &o), 0);
-    st = cli("-u", srv->url, "metrics", "mx:a*");
-    expect_status(st, 0, "metrics of an odd key");
-    check_exposition(out);
-    assert_true(sample_value(out, "dlock_lock_holders{key=\"mx:a\\\"b\\\\c\\nd\",kind=\"mutex\"} ") == 1);
+    st = dh_cli("-u", srv->url, "metrics", "mx:a*");
+    dh_cli_expect(st, 0, "metrics of an odd key");
+    check_exposition(dh_out);
+    assert_true(sample_value(
+                    dh_out, "dlock_lock_holders{key=\"mx:a\\\"b\\\\c\\nd\",kind=\"mutex\"} ") == 1);
     dh_assert_rc(dlock_release(odd), 0);
 
     dh_assert_rc(dlock_release(m), 0);
     dh_assert_rc(dlock_release(p), 0);
-    expect_proc(w, 0, "the waiter");
+    dh_cli_expect_proc(w, 0, "the waiter");
     dh_proc_free(w);
 
     /* Nothing held: the families are still there, the totals are 0. */
-    st = cli("-u", srv->url, "metrics", "mx:*");
-    expect_status(st, 0, "metrics, nothing held");
-    assert_non_null(strstr(out, "# TYPE dlock_lock_holders gauge\n"));
-    assert_true(sample_value(out, "dlock_locks_held ") == 0);
+    st = dh_cli("-u", srv->url, "metrics", "mx:*");
+    dh_cli_expect(st, 0, "metrics, nothing held");
+    assert_non_null(strstr(dh_out, "# TYPE dlock_lock_holders gauge\n"));
+    assert_true(sample_value(dh_out, "dlock_locks_held ") == 0);
 
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
-    expect_status(cli("-u", url, "metrics"), 69, "metrics, unreachable");
-    expect_status(cli("-u", srv->url, "metrics", "a*", "b*"), 64, "metrics, two patterns");
+    dh_cli_expect(dh_cli("-u", url, "metrics"), 69, "metrics, unreachable");
+    dh_cli_expect(dh_cli("-u", srv->url, "metrics", "a*", "b*"), 64, "metrics, two patterns");
 }
 
 /* One HTTP/1.0 request on a plain socket; the whole answer in buf. */
@@ -841,10 +784,10 @@ static void test_metrics_listen(void **state)
     o.wait_ms = 0;
     dh_assert_rc(dlock_acquire(&m, holder, "ml:held", &o), 0);
 
-    dh_proc *p = cli_bg("-u", srv->url, "metrics", "--listen", "127.0.0.1:0", "ml:*");
+    dh_proc *p = dh_cli_bg("-u", srv->url, "metrics", "--listen", "127.0.0.1:0", "ml:*");
     const char *tag = "serving metrics on http://127.0.0.1:";
     wait_output(p, tag, 1, 1);
-    long port = strtol(strstr(err, tag) + strlen(tag), NULL, 10);
+    long port = strtol(strstr(dh_err, tag) + strlen(tag), NULL, 10);
     assert_true(port > 0 && port < 65536);
 
     static char resp[64 * 1024];
@@ -870,11 +813,12 @@ static void test_metrics_listen(void **state)
 
     assert_false(dh_proc_done(p));
     assert_int_equal(dh_proc_signal(p, SIGTERM), 0);
-    expect_proc(p, 0, "metrics --listen after SIGTERM");
+    dh_cli_expect_proc(p, 0, "metrics --listen after SIGTERM");
     dh_proc_free(p);
 
-    expect_status(cli("-u", srv->url, "metrics", "--listen", "nonsense"), 64, "--listen nonsense");
-    expect_status(cli("-u", srv->url, "metrics", "--listen", "127.0.0.1:99999"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "metrics", "--listen", "nonsense"), 64,
+                  "--listen nonsense");
+    dh_cli_expect(dh_cli("-u", srv->url, "metrics", "--listen", "127.0.0.1:99999"), 64,
                   "--listen port out of range");
 }
 
@@ -886,7 +830,7 @@ static void test_metrics_file(void **state)
     char dir[DH_PATH_MAX], path[DH_PATH_MAX + 16], buf[32 * 1024];
     make_dir(dir, sizeof dir, "mfile");
     snprintf(path, sizeof path, "%s/run.prom", dir);
-    expect_status(cli("-u", srv->url, "run", "--metrics-file", path, "mf:k", "--", "true"), 0,
+    dh_cli_expect(dh_cli("-u", srv->url, "run", "--metrics-file", path, "mf:k", "--", "true"), 0,
                   "run --metrics-file");
     assert_true(dh_read_file(buf, sizeof buf, path) > 0);
     assert_non_null(strstr(buf, "dlock_acquisitions_total"));
@@ -898,15 +842,15 @@ static void test_metrics_file(void **state)
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.wait_ms = 0;
     dh_assert_rc(dlock_acquire(&l, holder, "mf:k", &o), 0);
-    expect_status(cli("-u", srv->url, "run", "--no-wait", "--metrics-file", path, "mf:k", "--",
-                      "true"),
-                  75, "busy run --metrics-file");
+    dh_cli_expect(
+        dh_cli("-u", srv->url, "run", "--no-wait", "--metrics-file", path, "mf:k", "--", "true"),
+        75, "busy run --metrics-file");
     assert_true(dh_read_file(buf, sizeof buf, path) > 0);
     assert_true(sample_value(buf, "dlock_acquisitions_total{result=\"busy\"} ") == 1);
     dh_assert_rc(dlock_release(l), 0);
 
     /* elect too. */
-    expect_status(cli("-u", srv->url, "elect", "--metrics-file", path, "mf:e", "--", "true"), 0,
+    dh_cli_expect(dh_cli("-u", srv->url, "elect", "--metrics-file", path, "mf:e", "--", "true"), 0,
                   "elect --metrics-file");
     assert_true(dh_read_file(buf, sizeof buf, path) > 0);
     assert_true(sample_value(buf, "dlock_acquisitions_total{result=\"acquired\"} ") == 1);
@@ -915,8 +859,8 @@ static void test_metrics_file(void **state)
     char ls[DH_PATH_MAX + 64];
     snprintf(ls, sizeof ls, "ls -A '%s'", dir);
     const char *argv[] = { "sh", "-c", ls, NULL };
-    assert_int_equal(dh_run(argv, NULL, 10000, out, sizeof out, err, sizeof err), 0);
-    assert_string_equal(out, "run.prom\n");
+    assert_int_equal(dh_run(argv, NULL, 10000, dh_out, sizeof dh_out, dh_err, sizeof dh_err), 0);
+    assert_string_equal(dh_out, "run.prom\n");
 }
 
 /* elect shares run's loss handling: the leadership key deleted → CMD
@@ -930,15 +874,15 @@ static void test_elect_lost(void **state)
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(path, sizeof path, "%s/elect.prom", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while :; do sleep 0.05; done", in);
-    dh_proc *p = cli_bg("-u", srv->url, "--id", "el-lost", "elect", "--ttl", "1s", "--grace",
-                        "500ms", "--metrics-file", path, "el:lost", "--", "sh", "-c", cmd);
+    dh_proc *p = dh_cli_bg("-u", srv->url, "--id", "el-lost", "elect", "--ttl", "1s", "--grace",
+                           "500ms", "--metrics-file", path, "el:lost", "--", "sh", "-c", cmd);
     if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_proc_output(p, out, sizeof out, err, sizeof err);
-        fail_msg("elect never ran CMD; stderr: %s", err);
+        dh_cli_capture(p);
+        fail_msg("elect never ran CMD; stderr: %s", dh_err);
     }
     assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "el:lost", "el-lost"), 1);
     assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
-    expect_proc(p, 79, "elect whose leadership was deleted");
+    dh_cli_expect_proc(p, 79, "elect whose leadership was deleted");
     dh_proc_free(p);
     assert_true(dh_read_file(buf, sizeof buf, path) > 0);
     assert_true(sample_value(buf, "dlock_locks_lost_total ") == 1);
@@ -954,14 +898,14 @@ static void test_run_lost_found_at_release(void **state)
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
-    dh_proc *p = cli_bg("-u", srv->url, "run", "rl:gone", "--", "sh", "-c", cmd);
+    dh_proc *p = dh_cli_bg("-u", srv->url, "run", "rl:gone", "--", "sh", "-c", cmd);
     if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_proc_output(p, out, sizeof out, err, sizeof err);
-        fail_msg("run never started CMD; stderr: %s", err);
+        dh_cli_capture(p);
+        fail_msg("run never started CMD; stderr: %s", dh_err);
     }
-    expect_status(cli("-u", srv->url, "unlock", "--force", "rl:gone"), 0, "unlock --force");
+    dh_cli_expect(dh_cli("-u", srv->url, "unlock", "--force", "rl:gone"), 0, "unlock --force");
     assert_int_equal(dh_write_file(go, "x"), 0);
-    expect_proc(p, 79, "run whose lock was removed while CMD ran");
+    dh_cli_expect_proc(p, 79, "run whose lock was removed while CMD ran");
     dh_proc_free(p);
 }
 
@@ -973,22 +917,22 @@ static void test_top(void **state)
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.wait_ms = 0;
     dh_assert_rc(dlock_acquire(&l, holder, "tp:held", &o), 0);
-    int st = cli("-u", srv->url, "top", "--iterations", "2", "--interval", "100ms", "tp:*");
-    expect_status(st, 0, "top --iterations 2");
-    assert_int_equal(count_of(out, "dlock top"), 2);
-    assert_int_equal(count_of(out, "tp:held"), 2);
-    assert_int_equal(count_of(out, OWNER), 2);
-    assert_int_equal(count_of(out, "locks held 1"), 2);
-    assert_non_null(strstr(out, "\n\ndlock top")); /* frames apart */
-    assert_null(strstr(out, "\033[")); /* no terminal codes in a pipe */
+    int st = dh_cli("-u", srv->url, "top", "--iterations", "2", "--interval", "100ms", "tp:*");
+    dh_cli_expect(st, 0, "top --iterations 2");
+    assert_int_equal(count_of(dh_out, "dlock top"), 2);
+    assert_int_equal(count_of(dh_out, "tp:held"), 2);
+    assert_int_equal(count_of(dh_out, OWNER), 2);
+    assert_int_equal(count_of(dh_out, "locks held 1"), 2);
+    assert_non_null(strstr(dh_out, "\n\ndlock top")); /* frames apart */
+    assert_null(strstr(dh_out, "\033["));             /* no terminal codes in a pipe */
     dh_assert_rc(dlock_release(l), 0);
 
-    expect_status(cli("-u", srv->url, "top", "--interval", "0", "--iterations", "1"), 64,
+    dh_cli_expect(dh_cli("-u", srv->url, "top", "--interval", "0", "--iterations", "1"), 64,
                   "top --interval 0");
-    expect_status(cli("-u", srv->url, "top", "--iterations", "0"), 64, "top --iterations 0");
+    dh_cli_expect(dh_cli("-u", srv->url, "top", "--iterations", "0"), 64, "top --iterations 0");
     char url[64];
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
-    expect_status(cli("-u", url, "top", "--iterations", "1"), 69, "top, unreachable");
+    dh_cli_expect(dh_cli("-u", url, "top", "--iterations", "1"), 69, "top, unreachable");
 }
 
 /* Help for every new command and flag, in all three spellings. */
@@ -996,34 +940,34 @@ static void test_help(void **state)
 {
     (void)state;
     static const char *const cmds[] = { "run", "elect", "leader", "status", "metrics", "top" };
-    expect_status(cli("--help"), 0, "--help");
+    dh_cli_expect(dh_cli("--help"), 0, "--help");
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char want[32];
         snprintf(want, sizeof want, "\n  %s ", cmds[i]);
-        if (!strstr(out, want))
-            fail_msg("dlock --help does not list %s:\n%s", cmds[i], out);
+        if (!strstr(dh_out, want))
+            fail_msg("dlock --help does not list %s:\n%s", cmds[i], dh_out);
     }
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char want[64];
         snprintf(want, sizeof want, "Usage: dlock %s", cmds[i]);
-        expect_status(cli("help", cmds[i]), 0, "help CMD");
-        assert_non_null(strstr(out, want));
-        assert_non_null(strstr(out, "Example"));
-        expect_status(cli(cmds[i], "--help"), 0, "CMD --help");
-        assert_non_null(strstr(out, want));
+        dh_cli_expect(dh_cli("help", cmds[i]), 0, "help CMD");
+        assert_non_null(strstr(dh_out, want));
+        assert_non_null(strstr(dh_out, "Example"));
+        dh_cli_expect(dh_cli(cmds[i], "--help"), 0, "CMD --help");
+        assert_non_null(strstr(dh_out, want));
     }
-    expect_status(cli("run", "--help"), 0, "run --help");
-    assert_non_null(strstr(out, "--limit"));
-    assert_non_null(strstr(out, "--shared"));
-    assert_non_null(strstr(out, "--metrics-file"));
-    assert_non_null(strstr(out, "DLOCK_SLOT"));
-    assert_non_null(strstr(out, "DLOCK_FENCING_TOKENS"));
-    expect_status(cli("leader", "--help"), 0, "leader --help");
-    assert_non_null(strstr(out, "--watch"));
-    expect_status(cli("metrics", "--help"), 0, "metrics --help");
-    assert_non_null(strstr(out, "--listen"));
-    expect_status(cli("top", "--help"), 0, "top --help");
-    assert_non_null(strstr(out, "--interval"));
+    dh_cli_expect(dh_cli("run", "--help"), 0, "run --help");
+    assert_non_null(strstr(dh_out, "--limit"));
+    assert_non_null(strstr(dh_out, "--shared"));
+    assert_non_null(strstr(dh_out, "--metrics-file"));
+    assert_non_null(strstr(dh_out, "DLOCK_SLOT"));
+    assert_non_null(strstr(dh_out, "DLOCK_FENCING_TOKENS"));
+    dh_cli_expect(dh_cli("leader", "--help"), 0, "leader --help");
+    assert_non_null(strstr(dh_out, "--watch"));
+    dh_cli_expect(dh_cli("metrics", "--help"), 0, "metrics --help");
+    assert_non_null(strstr(dh_out, "--listen"));
+    dh_cli_expect(dh_cli("top", "--help"), 0, "top --help");
+    assert_non_null(strstr(dh_out, "--interval"));
 }
 
 int main(void)

@@ -31,19 +31,19 @@
 #define CLI_CHILD_MAX_ENV 8
 
 typedef struct cli_child {
-    sigset_t handled;       /* blocked and read from sfd */
-    sigset_t orig_mask;     /* the mask dlock started with: CMD gets it */
-    sigset_t ignored;       /* inherited as SIG_IGN: CMD gets them so */
+    sigset_t handled;   /* blocked and read from sfd */
+    sigset_t orig_mask; /* the mask dlock started with: CMD gets it */
+    sigset_t ignored;   /* inherited as SIG_IGN: CMD gets them so */
     struct sigaction orig_chld;
     int initialised;
-    int sfd;                /* signalfd for `handled` */
-    int wake[2];            /* a byte on wake[1] wakes cli_child_wait() */
-    int tty_fd;             /* controlling terminal, or -1 */
-    int tty_given;          /* CMD's group is the terminal's foreground */
+    int sfd;                      /* signalfd for `handled` */
+    int wake[2];                  /* a byte on wake[1] wakes cli_child_wait() */
+    int tty_fd;                   /* controlling terminal, or -1 */
+    int tty_given;                /* CMD's group is the terminal's foreground */
     char *env[CLI_CHILD_MAX_ENV]; /* "NAME=value", owned */
     int n_env;
-    char **envp;            /* CMD's environment, built by spawn */
-    pid_t pid;              /* CMD, also its process group id; 0 = none */
+    char **envp; /* CMD's environment, built by spawn */
+    pid_t pid;   /* CMD, also its process group id; 0 = none */
     /* signal watcher while the library blocks */
     pthread_t watch_thread;
     int watch_stop[2];

@@ -58,19 +58,19 @@ enum {
  * Strings point into argv or the environment, except `password`, which is
  * owned (read from --password-file) or points into the environment. */
 typedef struct cli_globals {
-    const char *url;            /* never NULL */
-    const char *prefix;         /* NULL = library default */
-    const char *owner_id;       /* NULL = library default (hostname:pid) */
-    const char *password;       /* NULL = from the URL */
-    int connect_timeout_ms;     /* 0 = library default */
-    int quiet;                  /* -q: print errors only */
+    const char *url;        /* never NULL */
+    const char *prefix;     /* NULL = library default */
+    const char *owner_id;   /* NULL = library default (hostname:pid) */
+    const char *password;   /* NULL = from the URL */
+    int connect_timeout_ms; /* 0 = library default */
+    int quiet;              /* -q: print errors only */
 } cli_globals;
 
 /* One command of the tool. `run` gets argv with argv[0] = the command's name
  * and returns the exit status; `usage` prints the command's full help. */
 typedef struct cli_command {
     const char *name;
-    const char *summary;        /* one line for `dlock --help` */
+    const char *summary; /* one line for `dlock --help` */
     int (*run)(const cli_globals *g, int argc, char **argv);
     void (*usage)(FILE *out);
 } cli_command;
@@ -113,11 +113,11 @@ typedef struct cli_opt {
 typedef struct cli_optstate {
     int argc;
     char **argv;
-    int ind;            /* next argv index */
+    int ind; /* next argv index */
     const char *prog;
-    const char *arg;    /* option argument, or the positional argument */
-    char opt[64];       /* the last option as "--name" or "-x", for messages */
-    int sub;            /* position inside a bundle of short options */
+    const char *arg; /* option argument, or the positional argument */
+    char opt[64];    /* the last option as "--name" or "-x", for messages */
+    int sub;         /* position inside a bundle of short options */
 } cli_optstate;
 
 enum {
@@ -127,11 +127,26 @@ enum {
     CLI_OPT_ERROR = -3       /* unknown option or missing argument (printed) */
 };
 
+/* Start iterating over argv[1..argc) for the command `prog`. */
+void cli_opt_init(cli_optstate *st, int argc, char **argv, const char *prog);
+
 int cli_opt_next(cli_optstate *st, const cli_opt *opts);
 
-/* Parse the current option's value (st->arg) as a duration into *out.
- * Returns 0, or prints a usage error naming the option and returns -1. */
+/* Parse the current option's value (st->arg) as a duration into *out,
+ * within [min_ms, max_ms]; max_ms 0 means the general maximum
+ * (CLI_DURATION_MAX_MS, which the parser itself enforces). Returns 0, or
+ * prints a usage error in the CLI's terms and returns -1:
+ *   dlock run: --ttl 1ms is below the minimum of 10ms
+ *   dlock run: --ttl '1m30x': unknown unit (use h, m, s or ms; ...) */
+int cli_opt_duration_range(int64_t *out, const cli_optstate *st, int64_t min_ms, int64_t max_ms);
+
+/* cli_opt_duration_range() with no minimum and the general maximum. */
 int cli_opt_duration(int64_t *out, const cli_optstate *st);
+
+/* Check a user key before it reaches the library: not empty, at most
+ * DLOCK_KEY_MAX bytes. Returns 0, or prints a usage error for `prog` and
+ * returns CLI_EX_USAGE. */
+int cli_check_key(const char *prog, const char *key);
 
 /* ---------------------------------------------------------------- util.c */
 
@@ -156,9 +171,19 @@ int cli_usage_error(const char *prog, const char *fmt, ...) CLI_PRINTF(2, 3);
  * DETAIL already names it; `context` and `note` may be NULL. */
 void cli_report(const char *context, int code, const char *detail, const char *note);
 
-/* The exit status for a library error outside `dlock run`'s acquire:
- * 69 unreachable/auth/quorum, 64 invalid argument, 70 anything else. */
+/* The exit status for a library error: 69 unreachable/auth/quorum, 64
+ * invalid argument, 70 anything else. */
 int cli_exit_for(int code);
+
+/* 1 if a failure's detail is Redis refusing a command, key or channel to
+ * the ACL user ("NOPERM ..."). */
+int cli_is_noperm(const char *detail);
+
+/* Report a failed library call (as cli_report, with `detail` the
+ * dlock_last_errmsg() captured right after it) and return its exit status
+ * (cli_exit_for). A permission denial (NOPERM) exits 69 whichever code the
+ * library gave it, and its message points to the ACL rule in the README. */
+int cli_fail(const char *context, int code, const char *detail);
 
 /* Open the client the global options describe. Returns 0 and sets *out, or
  * reports the failure and returns the exit status to use. */
@@ -193,20 +218,38 @@ void cli_text_cut(char *s, size_t max);
  * by "***@" (a URL may carry a password; output can be shared). */
 void cli_url_display(char *buf, size_t size, const char *url);
 
+/* ---------------------------------------------------------------- busy.c */
+
+/* A lock that `run` or `elect` did not get. */
+typedef struct cli_busy {
+    const char *const *keys; /* the keys asked for */
+    size_t nkeys;
+    int kind;          /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
+    int limit;         /* the semaphore's permits */
+    int leader;        /* 1: a leadership (elect) */
+    int shared;        /* 1: the read side (run --shared) */
+    int64_t waited_ms; /* the wait that ran out; -1: busy at once (--no-wait) */
+} cli_busy;
+
+/* Say on stderr that the lock was not acquired, naming the holder (owner
+ * id, for how long) and, with several keys, the key that was busy; looks
+ * at the keys with dlock_key_state_get() (a round trip each). */
+void cli_report_busy(dlock_client *client, const cli_busy *b);
+
 /* ---------------------------------------------------------------- scan.c */
 
 /* One lock found by a scan: a key of one kind that has holders or waiters.
  * The holder shown is the one that has held the lock longest. */
 typedef struct cli_lockrow {
-    char *key;              /* owned */
-    int kind;               /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
+    char *key; /* owned */
+    int kind;  /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
     size_t nholders;
     int64_t waiters;
-    char owner[256];        /* the oldest holder ("" when none) */
-    int mode;               /* its dlock_holder.mode */
-    int slot;               /* its slot, -1 unless a semaphore permit */
-    int64_t ttl_ms;         /* its server-side TTL */
-    int64_t age_ms;         /* its age: the oldest holder's age */
+    char owner[256]; /* the oldest holder ("" when none) */
+    int mode;        /* its dlock_holder.mode */
+    int slot;        /* its slot, -1 unless a semaphore permit */
+    int64_t ttl_ms;  /* its server-side TTL */
+    int64_t age_ms;  /* its age: the oldest holder's age */
 } cli_lockrow;
 
 /* Every lock under the prefix whose key matches a pattern, in the order
@@ -214,8 +257,8 @@ typedef struct cli_lockrow {
 typedef struct cli_snapshot {
     cli_lockrow *rows;
     size_t n, cap;
-    size_t held;            /* rows with at least one holder */
-    int64_t waiters;        /* sum of waiters */
+    size_t held;     /* rows with at least one holder */
+    int64_t waiters; /* sum of waiters */
 } cli_snapshot;
 
 /* Fill *out (zeroed first) from dlock_scan(client, pattern). Returns 0 or

@@ -60,43 +60,47 @@ static const cli_opt metrics_opts[] = {
     { NULL, 0, 0, 0 },
 };
 
+/* `dlock metrics --help`. */
+static const char metrics_help[] =
+    "Usage: dlock metrics [--listen HOST:PORT] [PATTERN]\n"
+    "\n"
+    "Print the state of the locks under the prefix whose key matches PATTERN (a\n"
+    "glob, default '*') in the Prometheus text format, or serve it over HTTP on\n"
+    "/metrics: an exporter for Prometheus to scrape. The state is read fresh from\n"
+    "Redis each time (SCAN, so a large keyspace does not block the server).\n"
+    "\n"
+    "Metrics (gauges; per lock labelled key and kind=\"mutex\"|\"semaphore\"):\n"
+    "  dlock_lock_holders                    holders now (readers and permits count\n"
+    "                                        one each)\n"
+    "  dlock_lock_waiters                    waiters queued\n"
+    "  dlock_lock_oldest_holder_age_seconds  how long the longest holder has held it\n"
+    "  dlock_semaphore_permits_in_use        permits in use (semaphores, label key)\n"
+    "  dlock_locks_held                      locks with at least one holder\n"
+    "  dlock_waiters                         waiters on all locks\n"
+    "Only locks with a holder or a waiter exist as far as Redis is concerned, so a\n"
+    "lock that is free and unwanted has no samples.\n"
+    "\n"
+    "Options:\n"
+    "      --listen HOST:PORT  serve the metrics at http://HOST:PORT/metrics until\n"
+    "                          SIGINT or SIGTERM (exit 0). HOST is an address or a\n"
+    "                          name, [::1] for IPv6, empty for all interfaces; PORT 0\n"
+    "                          picks a free port. The address is printed on stderr.\n"
+    "                          Other paths answer 404; a scrape while Redis cannot be\n"
+    "                          reached answers 503.\n"
+    "  -h, --help              show this help\n"
+    "\n"
+    "Exit status: 0 success, 64 usage error, 69 Redis unreachable, authentication\n"
+    "failed or a permission missing (at start), or the --listen address cannot be\n"
+    "used, 70 internal error.\n"
+    "\n"
+    "Examples:\n"
+    "  dlock metrics                            # all locks, once\n"
+    "  dlock metrics 'payment:*'\n"
+    "  dlock metrics --listen 127.0.0.1:9466    # http://127.0.0.1:9466/metrics\n";
+
 void cli_usage_metrics(FILE *out)
 {
-    fputs("Usage: dlock metrics [--listen HOST:PORT] [PATTERN]\n"
-          "\n"
-          "Print the state of the locks under the prefix whose key matches PATTERN (a\n"
-          "glob, default '*') in the Prometheus text format, or serve it over HTTP on\n"
-          "/metrics: an exporter for Prometheus to scrape. The state is read fresh from\n"
-          "Redis each time (SCAN, so a large keyspace does not block the server).\n"
-          "\n"
-          "Metrics (gauges; per lock labelled key and kind=\"mutex\"|\"semaphore\"):\n"
-          "  dlock_lock_holders                    holders now (readers and permits count\n"
-          "                                        one each)\n"
-          "  dlock_lock_waiters                    waiters queued\n"
-          "  dlock_lock_oldest_holder_age_seconds  how long the longest holder has held it\n"
-          "  dlock_semaphore_permits_in_use        permits in use (semaphores, label key)\n"
-          "  dlock_locks_held                      locks with at least one holder\n"
-          "  dlock_waiters                         waiters on all locks\n"
-          "Only locks with a holder or a waiter exist as far as Redis is concerned, so a\n"
-          "lock that is free and unwanted has no samples.\n"
-          "\n"
-          "Options:\n"
-          "      --listen HOST:PORT  serve the metrics at http://HOST:PORT/metrics until\n"
-          "                          SIGINT or SIGTERM (exit 0). HOST is an address or a\n"
-          "                          name, [::1] for IPv6, empty for all interfaces; PORT 0\n"
-          "                          picks a free port. The address is printed on stderr.\n"
-          "                          Other paths answer 404; a scrape while Redis cannot be\n"
-          "                          reached answers 503.\n"
-          "  -h, --help              show this help\n"
-          "\n"
-          "Exit status: 0 success, 64 usage error, 69 Redis unreachable or authentication\n"
-          "failed (at start), or the --listen address cannot be used, 70 internal error.\n"
-          "\n"
-          "Examples:\n"
-          "  dlock metrics                            # all locks, once\n"
-          "  dlock metrics 'payment:*'\n"
-          "  dlock metrics --listen 127.0.0.1:9466    # http://127.0.0.1:9466/metrics\n",
-          out);
+    fputs(metrics_help, out);
 }
 
 /* One per-lock sample line "NAME{key="...",kind="..."} " (the value is the
@@ -140,8 +144,7 @@ static void write_exposition(FILE *f, const cli_snapshot *s)
         if (s->rows[i].nholders == 0)
             continue;
         put_sample_start(f, "dlock_lock_oldest_holder_age_seconds", &s->rows[i], 1);
-        fprintf(f, "%" PRId64 ".%03d\n", s->rows[i].age_ms / 1000,
-                (int)(s->rows[i].age_ms % 1000));
+        fprintf(f, "%" PRId64 ".%03d\n", s->rows[i].age_ms / 1000, (int)(s->rows[i].age_ms % 1000));
     }
     put_family(f, "dlock_semaphore_permits_in_use", "Permits of the semaphore held now.");
     for (i = 0; i < s->n; i++) {
@@ -192,8 +195,7 @@ typedef struct exporter {
 } exporter;
 
 /* Queue a response made of static text. */
-static enum MHD_Result reply_static(struct MHD_Connection *conn, unsigned status,
-                                    const char *text)
+static enum MHD_Result reply_static(struct MHD_Connection *conn, unsigned status, const char *text)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
@@ -234,9 +236,8 @@ static enum MHD_Result reply_error(struct MHD_Connection *conn, int rc)
  * for the body; a GET has none, and one that comes with a body is refused
  * by closing the connection. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     static int marker;
     exporter *x = cls;
@@ -290,8 +291,7 @@ static void on_http_log(void *cls, const char *fmt, va_list ap)
 
 /* Split "HOST:PORT", "[V6]:PORT" or ":PORT" into host (empty: all
  * interfaces) and port. Returns 0, or -1 after a usage error. */
-static int split_listen(const char *spec, char *host, size_t hostlen, char *port,
-                        size_t portlen)
+static int split_listen(const char *spec, char *host, size_t hostlen, char *port, size_t portlen)
 {
     const char *colon, *h = spec;
     size_t hl;
@@ -317,8 +317,10 @@ static int split_listen(const char *spec, char *host, size_t hostlen, char *port
     snprintf(port, portlen, "%ld", n);
     return 0;
 bad:
-    cli_usage_error("dlock metrics", "--listen '%s': expected HOST:PORT, [IPV6]:PORT or :PORT "
-                                     "(PORT from 0 to 65535)", spec);
+    cli_usage_error("dlock metrics",
+                    "--listen '%s': expected HOST:PORT, [IPV6]:PORT or :PORT "
+                    "(PORT from 0 to 65535)",
+                    spec);
     return -1;
 }
 
@@ -345,8 +347,7 @@ static int open_listener(int *fd, int *v6, char *where, size_t wherelen, const c
         return rc == EAI_NONAME ? CLI_EX_USAGE : CLI_EX_UNAVAILABLE;
     }
     for (ai = res; ai != NULL && s < 0; ai = ai->ai_next) {
-        s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                   ai->ai_protocol);
+        s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
         if (s < 0) {
             err = errno;
             continue;
@@ -403,13 +404,11 @@ static int serve(const cli_globals *g, const char *spec, const char *pattern)
          * here: it closes it when stopped. After
          * a failed start fd is left alone (whether the library closed it
          * is not documented; dlock exits at once anyway). */
-        d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &x,
-                             MHD_OPTION_EXTERNAL_LOGGER, on_http_log, NULL,
-                             MHD_OPTION_LISTEN_SOCKET, fd,
-                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
-                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
-                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT,
-                             MHD_OPTION_END);
+        d = MHD_start_daemon(
+            flags, 0, NULL, NULL, on_request, &x, MHD_OPTION_EXTERNAL_LOGGER, on_http_log, NULL,
+            MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTP_CONN_LIMIT,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_END);
         fd = -1;
         if (d == NULL) {
             cli_err("cannot start the HTTP server on %s", spec);
@@ -435,40 +434,29 @@ static int serve(const cli_globals *g, const char *spec, const char *pattern)
     return ex;
 }
 
-/* `dlock metrics`: parse, then print once or serve. */
-int cli_cmd_metrics(const cli_globals *g, int argc, char **argv)
+/* Parse `dlock metrics`'s argv: --listen into *listen_on, the PATTERN
+ * (default "*") into *pattern. Returns -1 to go on, or an exit status. */
+static int parse_metrics(int argc, char **argv, const char **listen_on, const char **pattern)
 {
     cli_optstate st;
-    dlock_client *client = NULL;
-    const char *listen_on = NULL, *pattern = NULL;
-    int npatterns = 0, id, done = 0, rc, ex;
-    char *body;
-    size_t len;
+    int npatterns = 0, id;
 
-    memset(&st, 0, sizeof st);
-    st.argc = argc;
-    st.argv = argv;
-    st.ind = 1;
-    st.prog = "dlock metrics";
-    while (!done) {
-        switch (id = cli_opt_next(&st, metrics_opts)) {
+    cli_opt_init(&st, argc, argv, "dlock metrics");
+    while ((id = cli_opt_next(&st, metrics_opts)) != CLI_OPT_END) {
+        switch (id) {
         case M_LISTEN:
-            listen_on = st.arg;
+            *listen_on = st.arg;
             break;
         case M_HELP:
             cli_usage_metrics(stdout);
             return CLI_EX_OK;
         case CLI_OPT_POSITIONAL:
-            pattern = st.arg;
+            *pattern = st.arg;
             npatterns++;
             break;
         case CLI_OPT_DASHDASH:
             for (; st.ind < argc; st.ind++, npatterns++)
-                pattern = argv[st.ind];
-            done = 1;
-            break;
-        case CLI_OPT_END:
-            done = 1;
+                *pattern = argv[st.ind];
             break;
         default:
             return CLI_EX_USAGE;
@@ -476,10 +464,24 @@ int cli_cmd_metrics(const cli_globals *g, int argc, char **argv)
     }
     if (npatterns > 1)
         return cli_usage_error(st.prog, "one PATTERN at most (quote it: 'payment:*')");
-    if (pattern == NULL)
-        pattern = "*";
-    if (pattern[0] == '\0')
+    if (*pattern == NULL)
+        *pattern = "*";
+    if ((*pattern)[0] == '\0')
         return cli_usage_error(st.prog, "PATTERN is empty");
+    return -1;
+}
+
+/* `dlock metrics`: parse, then print once or serve. */
+int cli_cmd_metrics(const cli_globals *g, int argc, char **argv)
+{
+    dlock_client *client = NULL;
+    const char *listen_on = NULL, *pattern = NULL;
+    int rc, ex;
+    char *body;
+    size_t len;
+
+    if ((ex = parse_metrics(argc, argv, &listen_on, &pattern)) >= 0)
+        return ex;
     if (listen_on != NULL)
         return serve(g, listen_on, pattern);
 
@@ -488,8 +490,7 @@ int cli_cmd_metrics(const cli_globals *g, int argc, char **argv)
         return ex;
     rc = render(&body, &len, client, pattern);
     if (rc != 0) {
-        cli_report(NULL, rc, dlock_last_errmsg(), NULL);
-        ex = cli_exit_for(rc);
+        ex = cli_fail(NULL, rc, dlock_last_errmsg());
     } else {
         fwrite(body, 1, len, stdout);
         free(body);

@@ -16,6 +16,7 @@
  */
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Report "PROG: WHAT '--opt'" (and the usage hint); returns CLI_OPT_ERROR. */
@@ -143,15 +144,61 @@ int cli_opt_next(cli_optstate *st, const cli_opt *opts)
     return next_short(st, opts);
 }
 
-/* See cli.h. The option's name is in the message, so "--ttl 'abc'" and
- * "--interval 'abc'" are told apart. */
-int cli_opt_duration(int64_t *out, const cli_optstate *st)
+void cli_opt_init(cli_optstate *st, int argc, char **argv, const char *prog)
+{
+    memset(st, 0, sizeof *st);
+    st->argc = argc;
+    st->argv = argv;
+    st->ind = 1;
+    st->prog = prog;
+}
+
+/* See cli.h. The option's name is in every message, so "--ttl 'abc'" and
+ * "--interval 'abc'" are told apart; a value out of range is quoted as the
+ * user wrote it and the limit as a duration ("10ms", not 10). */
+int cli_opt_duration_range(int64_t *out, const cli_optstate *st, int64_t min_ms, int64_t max_ms)
 {
     const char *why;
+    char limit[32];
 
     if (cli_duration_parse(out, st->arg, &why) != 0) {
         cli_usage_error(st->prog, "%s '%s': %s", st->opt, st->arg, why);
         return -1;
     }
+    if (*out < min_ms) {
+        cli_duration_format(limit, sizeof limit, min_ms);
+        cli_usage_error(st->prog, "%s %s is below the minimum of %s", st->opt, st->arg, limit);
+        return -1;
+    }
+    if (max_ms > 0 && *out > max_ms) {
+        cli_duration_format(limit, sizeof limit, max_ms);
+        cli_usage_error(st->prog, "%s %s is above the maximum of %s", st->opt, st->arg, limit);
+        return -1;
+    }
     return 0;
+}
+
+int cli_opt_duration(int64_t *out, const cli_optstate *st)
+{
+    return cli_opt_duration_range(out, st, 0, 0);
+}
+
+/* See cli.h. The library refuses the same keys, but in its own words; this
+ * check names KEY and the limit the way the help does. */
+int cli_check_key(const char *prog, const char *key)
+{
+    char *shown;
+    size_t len = strlen(key);
+
+    if (len == 0)
+        return cli_usage_error(prog, "KEY is empty");
+    if (len <= DLOCK_KEY_MAX)
+        return 0;
+    shown = cli_text_dup(key);
+    if (shown != NULL)
+        cli_text_cut(shown, 40);
+    cli_usage_error(prog, "KEY '%s' is %zu bytes long; the maximum is %d bytes",
+                    shown != NULL ? shown : "", len, DLOCK_KEY_MAX);
+    free(shown);
+    return CLI_EX_USAGE;
 }

@@ -52,35 +52,36 @@
 #define DEFAULT_TTL_MS (30 * 1000)
 #define DEFAULT_GRACE_MS (5 * 1000)
 #define LIMIT_MAX 100000 /* the library's bound on permits */
+#define TTL_MIN_MS 10    /* the library's minimum: its drift allowance needs it */
 
 /* What a run holds (see the table at the top). */
 enum { HOLD_MUTEX, HOLD_SHARED, HOLD_PERMIT, HOLD_ALL, HOLD_LEADER };
 
 typedef struct run_opts {
-    const char *prog;      /* "dlock run" / "dlock elect", for messages */
-    int hold;              /* HOLD_* */
+    const char *prog; /* "dlock run" / "dlock elect", for messages */
+    int hold;         /* HOLD_* */
     int64_t ttl_ms;
-    int64_t wait_ms;       /* DLOCK_WAIT_FOREVER, 0 (--no-wait) or > 0 */
+    int64_t wait_ms; /* DLOCK_WAIT_FOREVER, 0 (--no-wait) or > 0 */
     int64_t grace_ms;
-    int conflict_exit;     /* exit status when the lock is not acquired */
-    int limit;             /* --limit N, 0 without */
+    int conflict_exit; /* exit status when the lock is not acquired */
+    int limit;         /* --limit N, 0 without */
     const char *keys[DLOCK_MULTI_MAX];
     size_t nkeys;
-    const char *key;       /* keys[0] */
+    const char *key;          /* keys[0] */
     const char *metrics_file; /* NULL without --metrics-file */
-    char **cmd;            /* NULL-terminated, points into argv */
+    char **cmd;               /* NULL-terminated, points into argv */
 } run_opts;
 
 typedef struct run_ctx {
     const cli_globals *g;
     run_opts o;
     cli_child child;
-    int wake_fd;           /* child.c's wake pipe, for the on-lost callback */
+    int wake_fd; /* child.c's wake pipe, for the on-lost callback */
     dlock_cancel *cancel;
     dlock_client *client;
     dlock_lock *lock;
-    int termed;            /* SIGTERM sent because of lock trouble */
-    int killed;            /* SIGKILL sent because the lock was lost */
+    int termed; /* SIGTERM sent because of lock trouble */
+    int killed; /* SIGKILL sent because the lock was lost */
 } run_ctx;
 
 enum { R_TTL = 1, R_WAIT, R_NO_WAIT, R_GRACE, R_CONFLICT, R_LIMIT, R_SHARED, R_METRICS, R_HELP };
@@ -110,88 +111,239 @@ static const cli_opt elect_opts_table[] = {
     { NULL, 0, 0, 0 },
 };
 
+/* `dlock run --help`. */
+static const char run_help[] =
+    "Usage: dlock run [OPTIONS] KEY -- CMD [ARG...]\n"
+    "       dlock run [OPTIONS] --shared KEY -- CMD [ARG...]\n"
+    "       dlock run [OPTIONS] --limit N KEY -- CMD [ARG...]\n"
+    "       dlock run [OPTIONS] KEY1 KEY2... -- CMD [ARG...]\n"
+    "\n"
+    "Hold the lock KEY while CMD runs: wait for the lock, start CMD, keep the lock\n"
+    "alive in the background while CMD runs, release it when CMD exits. Only one\n"
+    "holder of KEY runs at a time, across all machines using the same Redis.\n"
+    "dlock's exit status is CMD's.\n"
+    "\n"
+    "  KEY1 KEY2...  hold all the keys at once, or wait: all-or-nothing, so two\n"
+    "                runs taking the same keys in any order never deadlock\n"
+    "                (at most 64 keys)\n"
+    "  --shared      the read side of KEY, like flock -s: any number of --shared\n"
+    "                runs together, while a plain run of KEY (the write side)\n"
+    "                waits for them, and they for it\n"
+    "  --limit N     a semaphore: one of N permits of KEY (N from 1 to 100000), so\n"
+    "                at most N runs at once. Each permit has a slot number from\n"
+    "                0 to N-1, unique among the current holders: a pool of N\n"
+    "                resources. A semaphore KEY is separate from the lock KEY.\n"
+    "\n"
+    "Options (before '--'):\n"
+    "      --ttl D                 lock time-to-live (default 30s, at least 10ms). The\n"
+    "                              lock is renewed while CMD runs; the TTL bounds how\n"
+    "                              long a crashed dlock keeps others waiting.\n"
+    "      --wait D                wait at most D for the lock, then exit 75\n"
+    "                              (default: wait as long as it takes)\n"
+    "      --no-wait               one attempt: exit 75 at once if KEY is held\n"
+    "                              (the message names the holder and for how long\n"
+    "                              it has held the lock, and the busy KEY)\n"
+    "      --grace D               if renewal keeps failing, CMD gets SIGTERM when D of\n"
+    "                              the lock's validity is left, SIGKILL when none is\n"
+    "                              (default 5s, or a third of --ttl if that is less;\n"
+    "                              must be shorter than --ttl)\n"
+    "      --conflict-exit-code N  exit N (0-255) instead of 75 when the lock is not\n"
+    "                              acquired\n"
+    "      --shared                take the read side of KEY (see above)\n"
+    "      --limit N               take one of N permits of KEY (see above)\n"
+    "      --metrics-file F        when dlock ends, write its client metrics\n"
+    "                              (Prometheus text: acquisitions, wait and hold\n"
+    "                              times, renewals) to F, atomically, for\n"
+    "                              node_exporter's textfile collector; also after\n"
+    "                              exit 75 or 79\n"
+    "  -h, --help                  show this help\n"
+    "\n"
+    "CMD's environment:\n"
+    "  DLOCK_KEY              the key (with several keys: the first)\n"
+    "  DLOCK_FENCING_TOKEN    a number that grows with every acquisition of the key;\n"
+    "                         pass it to what you protect, and let it refuse writes\n"
+    "                         that carry a smaller token than it has seen (a stale\n"
+    "                         holder). With several keys: the first key's.\n"
+    "  DLOCK_KEYS             all keys held, separated by spaces (duplicates once)\n"
+    "  DLOCK_FENCING_TOKENS   their fencing tokens, in the same order\n"
+    "  DLOCK_SLOT             with --limit: the permit's slot, 0 to N-1\n"
+    "\n"
+    "CMD runs in its own process group. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
+    "dlock are passed on to that group; the lock is released after CMD exits. If\n"
+    "dlock dies, CMD gets SIGKILL. At a terminal CMD gets the terminal, so it can\n"
+    "prompt, and Ctrl-C reaches it; Ctrl-Z stops CMD and dlock (a stopped dlock\n"
+    "renews nothing: stopped for longer than --ttl, the lock is lost).\n"
+    "\n"
+    "Durations (D): 250ms, 10s, 1.5s, 2m, 1h, 1m30s; a bare number is ms; at most\n"
+    "8760h.\n"
+    "\n"
+    "Exit status:\n"
+    "  CMD's    CMD ran; 128+N if signal N ended it\n"
+    "  64       usage error or invalid argument\n"
+    "  69       Redis unreachable, Redlock quorum not reached, authentication failed,\n"
+    "           or the Redis user lacks a permission (ACL)\n"
+    "  70       internal error or unexpected reply\n"
+    "  75       lock not acquired: busy with --no-wait, or --wait ran out\n"
+    "  79       the lock was lost while CMD ran (CMD got SIGTERM and/or SIGKILL,\n"
+    "           or the lock was found gone when CMD finished)\n"
+    "  126/127  CMD could not be run / was not found\n"
+    "  128+N    dlock got signal N while waiting for the lock (CMD never started)\n"
+    "\n"
+    "Examples:\n"
+    "  dlock run nightly-backup -- /usr/local/bin/backup.sh\n"
+    "  dlock run --no-wait \"job:$id\" -- ./process \"$id\"   # 75: another worker has it\n"
+    "  dlock run --wait 10s --ttl 1m deploy -- sh -c 'make && make deploy'\n"
+    "  dlock run --limit 4 gpu -- sh -c 'CUDA_VISIBLE_DEVICES=$DLOCK_SLOT ./train'\n"
+    "  dlock run account:17 account:42 -- ./transfer 17 42     # both, or wait\n"
+    "  dlock run --shared catalog -- ./read-catalog   # many readers at once;\n"
+    "  dlock run catalog -- ./rebuild-catalog        # the writer runs alone\n"
+    "  dlock run --metrics-file /var/lib/node_exporter/backup.prom backup -- ./backup\n";
+
 void cli_usage_run(FILE *out)
 {
-    fputs("Usage: dlock run [OPTIONS] KEY -- CMD [ARG...]\n"
-          "       dlock run [OPTIONS] --shared KEY -- CMD [ARG...]\n"
-          "       dlock run [OPTIONS] --limit N KEY -- CMD [ARG...]\n"
-          "       dlock run [OPTIONS] KEY1 KEY2... -- CMD [ARG...]\n"
-          "\n"
-          "Hold the lock KEY while CMD runs: wait for the lock, start CMD, keep the lock\n"
-          "alive in the background while CMD runs, release it when CMD exits. Only one\n"
-          "holder of KEY runs at a time, across all machines using the same Redis.\n"
-          "dlock's exit status is CMD's.\n"
-          "\n"
-          "  KEY1 KEY2...  hold all the keys at once, or wait: all-or-nothing, so two\n"
-          "                runs taking the same keys in any order never deadlock\n"
-          "                (at most 64 keys)\n"
-          "  --shared      the read side of KEY, like flock -s: any number of --shared\n"
-          "                runs together, while a plain run of KEY (the write side)\n"
-          "                waits for them, and they for it\n"
-          "  --limit N     a semaphore: one of N permits of KEY (N from 1 to 100000), so\n"
-          "                at most N runs at once. Each permit has a slot number from\n"
-          "                0 to N-1, unique among the current holders: a pool of N\n"
-          "                resources. A semaphore KEY is separate from the lock KEY.\n"
-          "\n"
-          "Options (before '--'):\n"
-          "      --ttl D                 lock time-to-live (default 30s). The lock is renewed\n"
-          "                              while CMD runs; the TTL bounds how long a crashed\n"
-          "                              dlock keeps others waiting.\n"
-          "      --wait D                wait at most D for the lock, then exit 75\n"
-          "                              (default: wait as long as it takes)\n"
-          "      --no-wait               one attempt: exit 75 at once if KEY is held\n"
-          "      --grace D               if renewal keeps failing, CMD gets SIGTERM when D of\n"
-          "                              the lock's validity is left, SIGKILL when none is\n"
-          "                              (default 5s, or a third of --ttl if that is less;\n"
-          "                              must be shorter than --ttl)\n"
-          "      --conflict-exit-code N  exit N (0-255) instead of 75 when the lock is not\n"
-          "                              acquired\n"
-          "      --shared                take the read side of KEY (see above)\n"
-          "      --limit N               take one of N permits of KEY (see above)\n"
-          "      --metrics-file F        when dlock ends, write its client metrics\n"
-          "                              (Prometheus text: acquisitions, wait and hold\n"
-          "                              times, renewals) to F, atomically, for\n"
-          "                              node_exporter's textfile collector; also after\n"
-          "                              exit 75 or 79\n"
-          "  -h, --help                  show this help\n"
-          "\n"
-          "CMD's environment:\n"
-          "  DLOCK_KEY              the key (with several keys: the first)\n"
-          "  DLOCK_FENCING_TOKEN    a number that grows with every acquisition of the key;\n"
-          "                         pass it to what you protect, and let it refuse writes\n"
-          "                         that carry a smaller token than it has seen (a stale\n"
-          "                         holder). With several keys: the first key's.\n"
-          "  DLOCK_KEYS             all keys held, separated by spaces (duplicates once)\n"
-          "  DLOCK_FENCING_TOKENS   their fencing tokens, in the same order\n"
-          "  DLOCK_SLOT             with --limit: the permit's slot, 0 to N-1\n"
-          "\n"
-          "CMD runs in its own process group. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
-          "dlock are passed on to that group; the lock is released after CMD exits. If\n"
-          "dlock dies, CMD gets SIGKILL. At a terminal CMD gets the terminal, so it can\n"
-          "prompt, and Ctrl-C reaches it; Ctrl-Z stops CMD and dlock (a stopped dlock\n"
-          "renews nothing: stopped for longer than --ttl, the lock is lost).\n"
-          "\n"
-          "Exit status:\n"
-          "  CMD's    CMD ran; 128+N if signal N ended it\n"
-          "  64       usage error or invalid argument\n"
-          "  69       Redis unreachable, Redlock quorum not reached, or authentication failed\n"
-          "  70       internal error or unexpected reply\n"
-          "  75       lock not acquired: busy with --no-wait, or --wait ran out\n"
-          "  79       the lock was lost while CMD ran (CMD got SIGTERM and/or SIGKILL,\n"
-          "           or the lock was found gone when CMD finished)\n"
-          "  126/127  CMD could not be run / was not found\n"
-          "  128+N    dlock got signal N while waiting for the lock (CMD never started)\n"
-          "\n"
-          "Examples:\n"
-          "  dlock run nightly-backup -- /usr/local/bin/backup.sh\n"
-          "  dlock run --no-wait \"job:$id\" -- ./process \"$id\"   # 75: another worker has it\n"
-          "  dlock run --wait 10s --ttl 1m deploy -- sh -c 'make && make deploy'\n"
-          "  dlock run --limit 4 gpu -- sh -c 'CUDA_VISIBLE_DEVICES=$DLOCK_SLOT ./train'\n"
-          "  dlock run account:17 account:42 -- ./transfer 17 42     # both, or wait\n"
-          "  dlock run --shared catalog -- ./read-catalog   # many readers at once;\n"
-          "  dlock run catalog -- ./rebuild-catalog        # the writer runs alone\n"
-          "  dlock run --metrics-file /var/lib/node_exporter/backup.prom backup -- ./backup\n",
-          out);
+    fputs(run_help, out);
+}
+
+/* What parse_args() collects besides run_opts. */
+typedef struct run_parse {
+    int elect;
+    int wait_set, no_wait, grace_set, shared;
+    size_t nkeys; /* KEYs seen, also beyond DLOCK_MULTI_MAX */
+} run_parse;
+
+/* Find the "--" that starts CMD; its index, or argc after printing help
+ * (*ex 0) or a usage error (*ex 64). Looking for it first matters: without
+ * it, CMD's own options ("ls -l") would be reported as unknown options of
+ * ours, which misleads. */
+static int find_cmd(int argc, char **argv, const char *prog, int elect, int *ex)
+{
+    int dd, i;
+
+    for (dd = 1; dd < argc && strcmp(argv[dd], "--") != 0; dd++)
+        ;
+    if (dd < argc)
+        return dd;
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            (elect ? cli_usage_elect : cli_usage_run)(stdout);
+            *ex = CLI_EX_OK;
+            return argc;
+        }
+    }
+    *ex = cli_usage_error(prog, "missing '--' between KEY and CMD (%s KEY -- CMD [ARG...])", prog);
+    return argc;
+}
+
+/* One option or KEY of run/elect (id from cli_opt_next). Returns -1 to go
+ * on, or an exit status: 0 after --help, 64 after a usage error (printed). */
+static int run_option(run_opts *o, run_parse *p, const cli_optstate *st, int id)
+{
+    long n;
+
+    switch (id) {
+    case R_TTL:
+        return cli_opt_duration_range(&o->ttl_ms, st, TTL_MIN_MS, 0) == 0 ? -1 : CLI_EX_USAGE;
+    case R_WAIT:
+        p->wait_set = 1;
+        return cli_opt_duration(&o->wait_ms, st) == 0 ? -1 : CLI_EX_USAGE;
+    case R_NO_WAIT:
+        p->no_wait = 1;
+        return -1;
+    case R_GRACE:
+        p->grace_set = 1;
+        return cli_opt_duration(&o->grace_ms, st) == 0 ? -1 : CLI_EX_USAGE;
+    case R_CONFLICT:
+        if (cli_parse_long(&n, st->arg, 0, 255) != 0)
+            return cli_usage_error(st->prog,
+                                   "--conflict-exit-code '%s': expected a number from "
+                                   "0 to 255",
+                                   st->arg);
+        o->conflict_exit = (int)n;
+        return -1;
+    case R_LIMIT:
+        if (cli_parse_long(&n, st->arg, 1, LIMIT_MAX) != 0)
+            return cli_usage_error(st->prog, "--limit '%s': expected a number from 1 to %d",
+                                   st->arg, LIMIT_MAX);
+        o->limit = (int)n;
+        return -1;
+    case R_SHARED:
+        p->shared = 1;
+        return -1;
+    case R_METRICS:
+        if (st->arg[0] == '\0')
+            return cli_usage_error(st->prog, "--metrics-file needs a file name");
+        o->metrics_file = st->arg;
+        return -1;
+    case R_HELP:
+        (p->elect ? cli_usage_elect : cli_usage_run)(stdout);
+        return CLI_EX_OK;
+    case CLI_OPT_POSITIONAL:
+        if (p->nkeys < DLOCK_MULTI_MAX)
+            o->keys[p->nkeys] = st->arg;
+        p->nkeys++;
+        return -1;
+    default:
+        return CLI_EX_USAGE; /* reported by cli_opt_next() */
+    }
+}
+
+/* What the KEYs and flags ask to hold, or a usage error for combinations
+ * that make no sense. Returns -1 to go on or an exit status. */
+static int choose_hold(run_opts *o, const run_parse *p)
+{
+    size_t i;
+
+    if (p->nkeys == 0)
+        return cli_usage_error(o->prog, "missing KEY before '--'");
+    if (p->elect && p->nkeys > 1)
+        return cli_usage_error(o->prog, "one KEY: the leadership to campaign for");
+    if (p->nkeys > DLOCK_MULTI_MAX)
+        return cli_usage_error(o->prog, "%zu keys: at most %d can be held together", p->nkeys,
+                               DLOCK_MULTI_MAX);
+    if (o->limit > 0 && p->nkeys > 1)
+        return cli_usage_error(o->prog, "--limit takes exactly one KEY (the semaphore)");
+    if (p->shared && o->limit > 0)
+        return cli_usage_error(o->prog, "--shared and --limit exclude each other");
+    if (p->shared && p->nkeys > 1)
+        return cli_usage_error(o->prog, "--shared takes exactly one KEY");
+    for (i = 0; i < p->nkeys; i++)
+        if (cli_check_key(o->prog, o->keys[i]) != 0)
+            return CLI_EX_USAGE;
+    o->nkeys = p->nkeys;
+    o->key = o->keys[0];
+    if (p->elect)
+        o->hold = HOLD_LEADER;
+    else if (o->limit > 0)
+        o->hold = HOLD_PERMIT;
+    else if (p->shared)
+        o->hold = HOLD_SHARED;
+    else if (p->nkeys > 1)
+        o->hold = HOLD_ALL;
+    else
+        o->hold = HOLD_MUTEX;
+    return -1;
+}
+
+/* The timing options together: --wait or --no-wait, and a --grace that
+ * leaves CMD time to stop before the TTL runs out. Returns -1 or 64. */
+static int check_timing(run_opts *o, const run_parse *p)
+{
+    char g[32], t[32];
+
+    if (p->wait_set && p->no_wait)
+        return cli_usage_error(o->prog, "--wait and --no-wait exclude each other");
+    if (p->no_wait)
+        o->wait_ms = 0;
+    /* A short --ttl alone must not trip over the default --grace: the
+     * default shrinks to a third of the TTL (the renewal interval). */
+    if (!p->grace_set && o->grace_ms >= o->ttl_ms)
+        o->grace_ms = o->ttl_ms / 3;
+    if (o->grace_ms >= o->ttl_ms) {
+        cli_duration_format(g, sizeof g, o->grace_ms);
+        cli_duration_format(t, sizeof t, o->ttl_ms);
+        return cli_usage_error(o->prog, "--grace (%s) must be shorter than --ttl (%s)", g, t);
+    }
+    return -1;
 }
 
 /* Parse argv into o, as `dlock run` (elect 0) or `dlock elect` (elect 1)
@@ -201,135 +353,30 @@ void cli_usage_run(FILE *out)
 static int parse_args(run_opts *o, int argc, char **argv, int elect)
 {
     cli_optstate st;
-    void (*usage)(FILE *) = elect ? cli_usage_elect : cli_usage_run;
-    int dd, i, id, wait_set = 0, no_wait = 0, grace_set = 0, shared = 0;
-    size_t nkeys = 0;
-    long n;
+    run_parse p;
+    int dd, id, ex = -1;
 
+    memset(&p, 0, sizeof p);
+    p.elect = elect;
     o->prog = elect ? "dlock elect" : "dlock run";
     o->ttl_ms = DEFAULT_TTL_MS;
     o->wait_ms = DLOCK_WAIT_FOREVER;
     o->grace_ms = DEFAULT_GRACE_MS;
     o->conflict_exit = CLI_EX_TEMPFAIL;
 
-    /* Find "--" first: without it, CMD's own options ("ls -l") would be
-     * reported as unknown options of ours, which misleads. */
-    for (dd = 1; dd < argc && strcmp(argv[dd], "--") != 0; dd++)
-        ;
-    if (dd == argc) {
-        for (i = 1; i < argc; i++) {
-            if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-                usage(stdout);
-                return CLI_EX_OK;
-            }
-        }
-        return cli_usage_error(o->prog, "missing '--' between KEY and CMD (%s KEY -- CMD "
-                                        "[ARG...])", o->prog);
-    }
-
-    memset(&st, 0, sizeof st);
-    st.argc = dd;
-    st.argv = argv;
-    st.ind = 1;
-    st.prog = o->prog;
-    while ((id = cli_opt_next(&st, elect ? elect_opts_table : run_opts_table)) != CLI_OPT_END) {
-        switch (id) {
-        case R_TTL:
-            if (cli_opt_duration(&o->ttl_ms, &st) != 0)
-                return CLI_EX_USAGE;
-            break;
-        case R_WAIT:
-            if (cli_opt_duration(&o->wait_ms, &st) != 0)
-                return CLI_EX_USAGE;
-            wait_set = 1;
-            break;
-        case R_NO_WAIT:
-            no_wait = 1;
-            break;
-        case R_GRACE:
-            if (cli_opt_duration(&o->grace_ms, &st) != 0)
-                return CLI_EX_USAGE;
-            grace_set = 1;
-            break;
-        case R_CONFLICT:
-            if (cli_parse_long(&n, st.arg, 0, 255) != 0)
-                return cli_usage_error(st.prog, "--conflict-exit-code '%s': "
-                                                "expected a number from 0 to 255", st.arg);
-            o->conflict_exit = (int)n;
-            break;
-        case R_LIMIT:
-            if (cli_parse_long(&n, st.arg, 1, LIMIT_MAX) != 0)
-                return cli_usage_error(st.prog, "--limit '%s': expected a number from 1 to %d",
-                                       st.arg, LIMIT_MAX);
-            o->limit = (int)n;
-            break;
-        case R_SHARED:
-            shared = 1;
-            break;
-        case R_METRICS:
-            if (st.arg[0] == '\0')
-                return cli_usage_error(st.prog, "--metrics-file needs a file name");
-            o->metrics_file = st.arg;
-            break;
-        case R_HELP:
-            usage(stdout);
-            return CLI_EX_OK;
-        case CLI_OPT_POSITIONAL:
-            if (nkeys < DLOCK_MULTI_MAX)
-                o->keys[nkeys] = st.arg;
-            nkeys++;
-            break;
-        default:
-            return CLI_EX_USAGE;
-        }
-    }
+    dd = find_cmd(argc, argv, o->prog, elect, &ex);
+    if (dd == argc)
+        return ex;
+    cli_opt_init(&st, dd, argv, o->prog);
+    while ((id = cli_opt_next(&st, elect ? elect_opts_table : run_opts_table)) != CLI_OPT_END)
+        if ((ex = run_option(o, &p, &st, id)) >= 0)
+            return ex;
     o->cmd = argv + dd + 1;
-
-    if (nkeys == 0)
-        return cli_usage_error(st.prog, "missing KEY before '--'");
-    if (elect && nkeys > 1)
-        return cli_usage_error(st.prog, "one KEY: the leadership to campaign for");
-    if (nkeys > DLOCK_MULTI_MAX)
-        return cli_usage_error(st.prog, "%zu keys: at most %d can be held together", nkeys,
-                               DLOCK_MULTI_MAX);
-    if (o->limit > 0 && nkeys > 1)
-        return cli_usage_error(st.prog, "--limit takes exactly one KEY (the semaphore)");
-    if (shared && o->limit > 0)
-        return cli_usage_error(st.prog, "--shared and --limit exclude each other");
-    if (shared && nkeys > 1)
-        return cli_usage_error(st.prog, "--shared takes exactly one KEY");
-    o->nkeys = nkeys;
-    o->key = o->keys[0];
-    if (elect)
-        o->hold = HOLD_LEADER;
-    else if (o->limit > 0)
-        o->hold = HOLD_PERMIT;
-    else if (shared)
-        o->hold = HOLD_SHARED;
-    else if (nkeys > 1)
-        o->hold = HOLD_ALL;
-    else
-        o->hold = HOLD_MUTEX;
-
+    if ((ex = choose_hold(o, &p)) >= 0)
+        return ex;
     if (o->cmd[0] == NULL)
-        return cli_usage_error(st.prog, "missing CMD after '--'");
-    if (wait_set && no_wait)
-        return cli_usage_error(st.prog, "--wait and --no-wait exclude each other");
-    if (no_wait)
-        o->wait_ms = 0;
-    if (o->ttl_ms <= 0)
-        return cli_usage_error(st.prog, "--ttl must be more than 0");
-    /* A short --ttl alone must not trip over the default --grace: the
-     * default shrinks to a third of the TTL (the renewal interval). */
-    if (!grace_set && o->grace_ms >= o->ttl_ms)
-        o->grace_ms = o->ttl_ms / 3;
-    if (o->grace_ms >= o->ttl_ms) {
-        char g[32], t[32];
-        cli_duration_format(g, sizeof g, o->grace_ms);
-        cli_duration_format(t, sizeof t, o->ttl_ms);
-        return cli_usage_error(st.prog, "--grace (%s) must be shorter than --ttl (%s)", g, t);
-    }
-    return -1;
+        return cli_usage_error(o->prog, "missing CMD after '--'");
+    return check_timing(o, &p);
 }
 
 /* "dlock: KEY: message" about what this run holds or wants; with several
@@ -376,40 +423,26 @@ static const char *held_noun(const run_ctx *c)
 }
 
 /* The exit status and message for a failed acquire. Busy and timed out are
- * answers rather than failures (-q silences them); the rest are errors. */
+ * answers rather than failures (-q silences them), and their message names
+ * who holds the lock (busy.c); the rest are errors. */
 static int acquire_failed(const run_ctx *c, int rc, const char *detail)
 {
-    char d[32], busy[64];
+    cli_busy b;
 
-    switch (c->o.hold) {
-    case HOLD_PERMIT:
-        snprintf(busy, sizeof busy, "all %d permits are in use", c->o.limit);
-        break;
-    case HOLD_ALL:
-        snprintf(busy, sizeof busy, "some of the locks are busy");
-        break;
-    case HOLD_LEADER:
-        snprintf(busy, sizeof busy, "another process is the leader");
-        break;
-    default:
-        snprintf(busy, sizeof busy, "lock is busy");
-        break;
+    if (rc != DLOCK_EBUSY && rc != DLOCK_ETIMEDOUT)
+        return cli_fail(c->o.key, rc, detail);
+    if (!c->g->quiet) {
+        memset(&b, 0, sizeof b);
+        b.keys = c->o.keys;
+        b.nkeys = c->o.nkeys;
+        b.kind = c->o.hold == HOLD_PERMIT ? DLOCK_KIND_SEMAPHORE : DLOCK_KIND_MUTEX;
+        b.limit = c->o.limit;
+        b.leader = c->o.hold == HOLD_LEADER;
+        b.shared = c->o.hold == HOLD_SHARED;
+        b.waited_ms = rc == DLOCK_ETIMEDOUT ? c->o.wait_ms : -1;
+        cli_report_busy(c->client, &b);
     }
-    switch (rc) {
-    case DLOCK_EBUSY:
-        if (!c->g->quiet)
-            lock_err(c, "%s", busy);
-        return c->o.conflict_exit;
-    case DLOCK_ETIMEDOUT:
-        if (!c->g->quiet) {
-            cli_duration_format(d, sizeof d, c->o.wait_ms);
-            lock_err(c, "timed out after %s: %s", d, busy);
-        }
-        return c->o.conflict_exit;
-    default:
-        cli_report(c->o.key, rc, detail, NULL);
-        return cli_exit_for(rc);
-    }
+    return c->o.conflict_exit;
 }
 
 /* The library call of step 3 for what this run holds. */
@@ -439,10 +472,8 @@ static int acquire(run_ctx *c)
     int rc, ex, sig;
 
     rc = dlock_cancel_new(&c->cancel);
-    if (rc != 0) {
-        cli_report(NULL, rc, dlock_last_errmsg(), NULL);
-        return CLI_EX_SOFTWARE;
-    }
+    if (rc != 0)
+        return cli_fail(NULL, rc, dlock_last_errmsg());
     ex = cli_child_watch_start(&c->child, c->cancel);
     if (ex != 0)
         return ex;
@@ -570,8 +601,7 @@ static int set_cmd_env(run_ctx *c)
     if (ex == 0)
         ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKENS", tokens);
     if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_SLOT",
-                              c->o.hold == HOLD_PERMIT ? slot : NULL);
+        ex = cli_child_setenv(&c->child, "DLOCK_SLOT", c->o.hold == HOLD_PERMIT ? slot : NULL);
     free(keys);
     free(tokens);
     return ex;
@@ -606,7 +636,8 @@ static int run_locked(run_ctx *c)
      * force-unlocked, or expired unnoticed): CMD was not protected to the
      * end, which is what exit 79 says. */
     if (rc == DLOCK_ENOTHELD && !c->termed && !c->killed) {
-        lock_err(c, "the %s was no longer held when CMD finished: lost while CMD ran", held_noun(c));
+        lock_err(c, "the %s was no longer held when CMD finished: lost while CMD ran",
+                 held_noun(c));
         ex = CLI_EX_LOST;
     } else if (rc != 0 && rc != DLOCK_ENOTHELD && !c->termed && !c->killed)
         cli_report(c->o.key, rc, detail, "the lock frees itself when its TTL runs out");

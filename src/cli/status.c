@@ -33,39 +33,43 @@ static const cli_opt status_opts[] = {
     { NULL, 0, 0, 0 },
 };
 
+/* `dlock status --help`. */
+static const char status_help[] =
+    "Usage: dlock status [--json] KEY...\n"
+    "\n"
+    "Show, for each KEY, whether it is held and by whom, as the server sees it: the\n"
+    "kind of lock (a mutex, also when taken by 'run --shared' readers or 'elect',\n"
+    "or the semaphore of 'run --limit'), each holder with its mode (write, read or\n"
+    "permit), semaphore slot, remaining TTL, fencing token and age, and how many\n"
+    "waiters are queued. A free key is not an error.\n"
+    "\n"
+    "    payment:42  held  mutex  waiters 1\n"
+    "      write  host-a:4242  ttl 29.1s  fencing token 17  age 3.2s\n"
+    "\n"
+    "Options:\n"
+    "      --json    print a JSON array, one object per KEY:\n"
+    "                {\"key\": \"...\", \"state\": \"held\" or \"free\",\n"
+    "                 \"owner\": \"...\", \"ttl_ms\": N, \"fencing_token\": \"N\",\n"
+    "                 \"waiters\": N, \"kind\": \"mutex\" or \"semaphore\",\n"
+    "                 \"holders\": [{\"owner\": \"...\", \"mode\": \"write\", \"read\"\n"
+    "                   or \"permit\", \"slot\": N or null, \"ttl_ms\": N,\n"
+    "                   \"fencing_token\": \"N\", \"age_ms\": N}, ...]}\n"
+    "                (owner, ttl_ms and fencing_token are the first holder's, null\n"
+    "                when free; fencing tokens are strings so no digit is lost)\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Exit status: 0 success, 64 usage error, 69 Redis unreachable, authentication\n"
+    "failed or a permission missing (ACL), 70 internal error.\n"
+    "\n"
+    "Examples:\n"
+    "  dlock status payment:42\n"
+    "  dlock status --json payment:42 payment:43 |\n"
+    "      jq -r '.[] | select(.state==\"held\") | .owner'\n"
+    "  dlock status --json gpu | jq '.[0].holders[] | {slot, owner}'\n";
+
 void cli_usage_status(FILE *out)
 {
-    fputs("Usage: dlock status [--json] KEY...\n"
-          "\n"
-          "Show, for each KEY, whether it is held and by whom, as the server sees it: the\n"
-          "kind of lock (a mutex, also when taken by 'run --shared' readers or 'elect',\n"
-          "or the semaphore of 'run --limit'), each holder with its mode (write, read or\n"
-          "permit), semaphore slot, remaining TTL, fencing token and age, and how many\n"
-          "waiters are queued. A free key is not an error.\n"
-          "\n"
-          "    payment:42  held  mutex  waiters 1\n"
-          "      write  host-a:4242  ttl 29.1s  fencing token 17  age 3.2s\n"
-          "\n"
-          "Options:\n"
-          "      --json    print a JSON array, one object per KEY:\n"
-          "                {\"key\": \"...\", \"state\": \"held\" or \"free\",\n"
-          "                 \"owner\": \"...\", \"ttl_ms\": N, \"fencing_token\": \"N\",\n"
-          "                 \"waiters\": N, \"kind\": \"mutex\" or \"semaphore\",\n"
-          "                 \"holders\": [{\"owner\": \"...\", \"mode\": \"write\", \"read\"\n"
-          "                   or \"permit\", \"slot\": N or null, \"ttl_ms\": N,\n"
-          "                   \"fencing_token\": \"N\", \"age_ms\": N}, ...]}\n"
-          "                (owner, ttl_ms and fencing_token are the first holder's, null\n"
-          "                when free; fencing tokens are strings so no digit is lost)\n"
-          "  -h, --help    show this help\n"
-          "\n"
-          "Exit status: 0 success, 64 usage error, 69 Redis unreachable or\n"
-          "authentication failed, 70 internal error.\n"
-          "\n"
-          "Examples:\n"
-          "  dlock status payment:42\n"
-          "  dlock status --json payment:42 payment:43 | jq -r '.[] | select(.state==\"held\") | .owner'\n"
-          "  dlock status --json gpu | jq '.[0].holders[] | {slot, owner}'\n",
-          out);
+    fputs(status_help, out);
 }
 
 /* "29.1s", or "none" for a key without expiry (never set by dlock). */
@@ -170,79 +174,79 @@ static void print_json(const char *const *keys, dlock_key_state *const *states, 
     fputs(n > 0 ? "\n]\n" : "]\n", stdout);
 }
 
-/* `dlock status`: parse, inspect every key, then print. Options may come
- * before or after the keys; after "--" everything is a key. */
-int cli_cmd_status(const cli_globals *g, int argc, char **argv)
+/* Parse `dlock status`'s argv: --json into *json, the KEYs into keys[]
+ * (room for argc entries), their number into *nkeys. Options may come
+ * before or after the keys; after "--" everything is a key. Returns -1 to
+ * go on, or an exit status. */
+static int parse_status(int argc, char **argv, const char **keys, int *nkeys, int *json)
 {
     cli_optstate st;
-    dlock_client *client = NULL;
-    dlock_key_state **states = NULL;
-    const char **keys;
-    int nkeys = 0, json = 0, id, i, ex = CLI_EX_OK, done = 0;
+    int id, i;
 
-    keys = calloc((size_t)argc, sizeof *keys);
-    if (keys == NULL) {
-        cli_err("out of memory");
-        return CLI_EX_SOFTWARE;
-    }
-    memset(&st, 0, sizeof st);
-    st.argc = argc;
-    st.argv = argv;
-    st.ind = 1;
-    st.prog = "dlock status";
-    while (!done) {
-        switch (id = cli_opt_next(&st, status_opts)) {
+    cli_opt_init(&st, argc, argv, "dlock status");
+    while ((id = cli_opt_next(&st, status_opts)) != CLI_OPT_END) {
+        switch (id) {
         case S_JSON:
-            json = 1;
+            *json = 1;
             break;
         case S_HELP:
             cli_usage_status(stdout);
-            goto out;
+            return CLI_EX_OK;
         case CLI_OPT_POSITIONAL:
-            keys[nkeys++] = st.arg;
+            keys[(*nkeys)++] = st.arg;
             break;
         case CLI_OPT_DASHDASH:
             while (st.ind < argc)
-                keys[nkeys++] = argv[st.ind++];
-            done = 1;
-            break;
-        case CLI_OPT_END:
-            done = 1;
+                keys[(*nkeys)++] = argv[st.ind++];
             break;
         default:
-            ex = CLI_EX_USAGE;
-            goto out;
+            return CLI_EX_USAGE;
         }
     }
-    if (nkeys == 0) {
-        ex = cli_usage_error("dlock status", "missing KEY");
-        goto out;
-    }
+    if (*nkeys == 0)
+        return cli_usage_error(st.prog, "missing KEY");
+    for (i = 0; i < *nkeys; i++)
+        if (cli_check_key(st.prog, keys[i]) != 0)
+            return CLI_EX_USAGE;
+    return -1;
+}
 
-    states = calloc((size_t)nkeys, sizeof *states);
-    if (states == NULL) {
+/* Look at every key into states[] (nkeys entries, NULL-initialised; the
+ * caller frees them). Returns 0 or the exit status after the first failure
+ * (reported). */
+static int inspect_all(dlock_key_state **states, const cli_globals *g, const char **keys, int nkeys)
+{
+    dlock_client *client = NULL;
+    int i, rc, ex = cli_client_open(&client, g);
+
+    for (i = 0; ex == 0 && i < nkeys; i++) {
+        rc = dlock_key_state_get(&states[i], client, keys[i], DLOCK_KIND_ANY);
+        if (rc != 0)
+            ex = cli_fail(keys[i], rc, dlock_last_errmsg());
+    }
+    dlock_client_close(client);
+    return ex;
+}
+
+/* `dlock status`: parse, inspect every key, then print. */
+int cli_cmd_status(const cli_globals *g, int argc, char **argv)
+{
+    dlock_key_state **states = NULL;
+    const char **keys;
+    int nkeys = 0, json = 0, i, ex;
+
+    keys = calloc((size_t)argc, sizeof *keys);
+    states = calloc((size_t)argc, sizeof *states);
+    if (keys == NULL || states == NULL) {
         cli_err("out of memory");
         ex = CLI_EX_SOFTWARE;
-        goto out;
+    } else if ((ex = parse_status(argc, argv, keys, &nkeys, &json)) < 0 &&
+               (ex = inspect_all(states, g, keys, nkeys)) == 0) {
+        if (json)
+            print_json(keys, states, nkeys);
+        else
+            print_text(keys, states, nkeys);
     }
-    ex = cli_client_open(&client, g);
-    if (ex != 0)
-        goto out;
-    for (i = 0; i < nkeys; i++) {
-        int rc = dlock_key_state_get(&states[i], client, keys[i], DLOCK_KIND_ANY);
-        if (rc != 0) {
-            cli_report(keys[i], rc, dlock_last_errmsg(), NULL);
-            ex = cli_exit_for(rc);
-            goto out;
-        }
-    }
-    if (json)
-        print_json(keys, states, nkeys);
-    else
-        print_text(keys, states, nkeys);
-
-out:
-    dlock_client_close(client);
     for (i = 0; states != NULL && i < nkeys; i++)
         dlock_key_state_free(states[i]);
     free(states);

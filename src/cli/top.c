@@ -48,42 +48,54 @@ static const cli_opt top_opts[] = {
     { NULL, 0, 0, 0 },
 };
 
+/* `dlock top --help`. */
+static const char top_help[] =
+    "Usage: dlock top [--interval D] [--iterations N] [PATTERN]\n"
+    "\n"
+    "A live view of the locks under the prefix whose key matches PATTERN (a glob,\n"
+    "default '*'): who holds each one, how long its TTL still runs, how many wait,\n"
+    "and for how long it has been held. One line per lock with a holder or a\n"
+    "waiter; the holder shown is the one that has held it longest, \"+N\" counts\n"
+    "the others (readers, semaphore permits).\n"
+    "\n"
+    "At a terminal the view is redrawn in place; press q (or Ctrl-C) to quit, space\n"
+    "to refresh now. Otherwise each refresh is printed in full, separated by a\n"
+    "blank line.\n"
+    "\n"
+    "Options:\n"
+    "  -n, --interval D    refresh every D (default 1s)\n"
+    "      --iterations N  stop after N refreshes (default: until interrupted)\n"
+    "  -h, --help          show this help\n"
+    "\n"
+    "Exit status: 0 (quit, interrupted by SIGINT/SIGTERM, or N refreshes done), 64\n"
+    "usage error, 69 Redis unreachable, quorum not reached, authentication failed or\n"
+    "a permission missing (at start, or at the last of --iterations), 70 internal\n"
+    "error.\n"
+    "\n"
+    "Examples:\n"
+    "  dlock top\n"
+    "  dlock top -n 5s 'payment:*'\n"
+    "  dlock top --iterations 1 > locks.txt          # one plain snapshot\n";
+
 void cli_usage_top(FILE *out)
 {
-    fputs("Usage: dlock top [--interval D] [--iterations N] [PATTERN]\n"
-          "\n"
-          "A live view of the locks under the prefix whose key matches PATTERN (a glob,\n"
-          "default '*'): who holds each one, how long its TTL still runs, how many wait,\n"
-          "and for how long it has been held. One line per lock with a holder or a\n"
-          "waiter; the holder shown is the one that has held it longest, \"+N\" counts\n"
-          "the others (readers, semaphore permits).\n"
-          "\n"
-          "At a terminal the view is redrawn in place; press q (or Ctrl-C) to quit, space\n"
-          "to refresh now. Otherwise each refresh is printed in full, separated by a\n"
-          "blank line.\n"
-          "\n"
-          "Options:\n"
-          "  -n, --interval D    refresh every D (default 1s)\n"
-          "      --iterations N  stop after N refreshes (default: until interrupted)\n"
-          "  -h, --help          show this help\n"
-          "\n"
-          "Exit status: 0 (quit, interrupted by SIGINT/SIGTERM, or N refreshes done), 64\n"
-          "usage error, 69 Redis unreachable, quorum not reached or authentication failed (at start, or at\n"
-          "the last of --iterations), 70 internal error.\n"
-          "\n"
-          "Examples:\n"
-          "  dlock top\n"
-          "  dlock top -n 5s 'payment:*'\n"
-          "  dlock top --iterations 1 > locks.txt          # one plain snapshot\n",
-          out);
+    fputs(top_help, out);
 }
 
 typedef struct top_ctx {
     const cli_globals *g;
     const char *pattern;
+    int64_t interval_ms;
+    long iterations; /* 0: until told to stop */
     dlock_client *client;
-    char server[256];      /* the URL without its password */
-    int tty;               /* stdout is a terminal: redraw in place */
+    char server[256];     /* the URL without its password */
+    int tty;              /* stdout is a terminal: redraw in place */
+    int kbd;              /* keys are read from stdin */
+    int tty_in;           /* stdin's terminal settings were changed: */
+    struct termios saved; /* ...these are restored at the end */
+    int rc;               /* the last scan's result */
+    char lasterr[512];    /* ...and its message */
+    int signo;            /* the signal that ended the loop */
 } top_ctx;
 
 /* "12.3s" for a TTL or an age; "-" when not applicable. */
@@ -122,8 +134,8 @@ static int put_row(FILE *f, const cli_lockrow *r, int keyw)
         snprintf(kind, sizeof kind, held && r->mode == DLOCK_READ ? "mutex:read" : "mutex");
     fmt_ms(ttl, sizeof ttl, r->ttl_ms, held);
     fmt_ms(age, sizeof age, r->age_ms, held);
-    fprintf(f, "%-*s  %-10s  %-*s  %-8s  %7" PRId64 "  %s\n", keyw, key, kind,
-            OWNER_COL_MAX + 6, holders, ttl, r->waiters, age);
+    fprintf(f, "%-*s  %-10s  %-*s  %-8s  %7" PRId64 "  %s\n", keyw, key, kind, OWNER_COL_MAX + 6,
+            holders, ttl, r->waiters, age);
     free(key);
     free(owner);
     return 0;
@@ -141,7 +153,8 @@ static char *render_frame(const top_ctx *t, const cli_snapshot *s, int rc, const
 
     if (f == NULL)
         return NULL;
-    if (localtime_r(&now, &tm) == NULL || strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+    if (localtime_r(&now, &tm) == NULL ||
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm) == 0)
         snprintf(when, sizeof when, "?");
     fputs("dlock top  ", f);
     cli_put_text(f, t->server);
@@ -265,52 +278,35 @@ static int pause_between(cli_child *sig, int64_t ms, int *kbd, int *signo)
     return 0;
 }
 
-/* `dlock top`: parse, then refresh until told to stop. */
-int cli_cmd_top(const cli_globals *g, int argc, char **argv)
+/* Parse `dlock top`'s argv into t. Returns -1 to go on, or an exit
+ * status. */
+static int parse_top(top_ctx *t, int argc, char **argv)
 {
     cli_optstate st;
-    cli_child sig;
-    top_ctx t;
-    struct termios saved, raw;
-    int64_t interval = DEFAULT_INTERVAL_MS;
-    long iterations = 0, i;
-    int npatterns = 0, id, done = 0, ex, rc = 0, kbd = 0, tty_in = 0, why = 0, signo = 0;
-    char lasterr[512] = "";
+    int npatterns = 0, id;
 
-    memset(&t, 0, sizeof t);
-    t.g = g;
-    memset(&st, 0, sizeof st);
-    st.argc = argc;
-    st.argv = argv;
-    st.ind = 1;
-    st.prog = "dlock top";
-    while (!done) {
-        switch (id = cli_opt_next(&st, top_opts)) {
+    cli_opt_init(&st, argc, argv, "dlock top");
+    while ((id = cli_opt_next(&st, top_opts)) != CLI_OPT_END) {
+        switch (id) {
         case T_INTERVAL:
-            if (cli_opt_duration(&interval, &st) != 0)
+            if (cli_opt_duration_range(&t->interval_ms, &st, 1, 0) != 0)
                 return CLI_EX_USAGE;
-            if (interval <= 0)
-                return cli_usage_error(st.prog, "--interval must be more than 0");
             break;
         case T_ITERATIONS:
-            if (cli_parse_long(&iterations, st.arg, 1, LONG_MAX) != 0)
-                return cli_usage_error(st.prog, "--iterations '%s': expected a number of 1 "
-                                                "or more", st.arg);
+            if (cli_parse_long(&t->iterations, st.arg, 1, LONG_MAX) != 0)
+                return cli_usage_error(st.prog, "--iterations '%s': expected a number of 1 or more",
+                                       st.arg);
             break;
         case T_HELP:
             cli_usage_top(stdout);
             return CLI_EX_OK;
         case CLI_OPT_POSITIONAL:
-            t.pattern = st.arg;
+            t->pattern = st.arg;
             npatterns++;
             break;
         case CLI_OPT_DASHDASH:
             for (; st.ind < argc; st.ind++, npatterns++)
-                t.pattern = argv[st.ind];
-            done = 1;
-            break;
-        case CLI_OPT_END:
-            done = 1;
+                t->pattern = argv[st.ind];
             break;
         default:
             return CLI_EX_USAGE;
@@ -318,69 +314,103 @@ int cli_cmd_top(const cli_globals *g, int argc, char **argv)
     }
     if (npatterns > 1)
         return cli_usage_error(st.prog, "one PATTERN at most (quote it: 'payment:*')");
-    if (t.pattern == NULL)
-        t.pattern = "*";
-    if (t.pattern[0] == '\0')
+    if (t->pattern == NULL)
+        t->pattern = "*";
+    if (t->pattern[0] == '\0')
         return cli_usage_error(st.prog, "PATTERN is empty");
+    return -1;
+}
+
+/* Take over the terminal: keys without Enter and without echo when stdin
+ * is our terminal and we are its foreground job; the alternate screen
+ * without a cursor when stdout is a terminal. */
+static void terminal_enter(top_ctx *t)
+{
+    struct termios raw;
+
+    if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp() &&
+        tcgetattr(STDIN_FILENO, &t->saved) == 0) {
+        raw = t->saved;
+        raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        raw.c_cc[VMIN] = 1;
+        raw.c_cc[VTIME] = 0;
+        t->kbd = t->tty_in = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    }
+    if (t->tty)
+        fputs("\033[?1049h\033[?25l", stdout);
+}
+
+/* Give the terminal back as terminal_enter() found it. */
+static void terminal_leave(top_ctx *t)
+{
+    if (t->tty)
+        fputs("\033[?25h\033[?1049l", stdout);
+    if (t->tty_in)
+        tcsetattr(STDIN_FILENO, TCSANOW, &t->saved);
+}
+
+/* Scan, render and show frames until --iterations ran out (returns 0),
+ * 'q' (1), a signal (2, t->signo; -1 if waiting failed) or out of memory
+ * (-1). t->rc and t->lasterr keep the last scan's outcome. */
+static int refresh_loop(top_ctx *t, cli_child *sig)
+{
+    cli_snapshot s;
+    char *frame;
+    long i;
+    int why = 0;
+
+    for (i = 0; t->iterations == 0 || i < t->iterations; i++) {
+        t->rc = cli_snapshot_take(&s, t->client, t->pattern);
+        snprintf(t->lasterr, sizeof t->lasterr, "%s", t->rc != 0 ? dlock_last_errmsg() : "");
+        frame = render_frame(t, &s, t->rc, t->lasterr);
+        cli_snapshot_free(&s);
+        if (frame == NULL)
+            return -1;
+        if (i > 0 && !t->tty)
+            fputc('\n', stdout);
+        show_frame(t, frame);
+        free(frame);
+        if (ferror(stdout) || (t->iterations != 0 && i + 1 == t->iterations))
+            break;
+        why = pause_between(sig, t->interval_ms, &t->kbd, &t->signo);
+        if (why != 0)
+            break;
+    }
+    return why;
+}
+
+/* `dlock top`: parse, then refresh until told to stop. */
+int cli_cmd_top(const cli_globals *g, int argc, char **argv)
+{
+    cli_child sig;
+    top_ctx t;
+    int ex, why;
+
+    memset(&t, 0, sizeof t);
+    t.g = g;
+    t.interval_ms = DEFAULT_INTERVAL_MS;
+    if ((ex = parse_top(&t, argc, argv)) >= 0)
+        return ex;
     cli_url_display(t.server, sizeof t.server, g->url);
     t.tty = isatty(STDOUT_FILENO);
 
     ex = cli_child_init(&sig);
     if (ex == 0)
         ex = cli_client_open(&t.client, g);
-    if (ex != 0) {
-        cli_child_cleanup(&sig);
-        return ex;
-    }
-    if (isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) == getpgrp() &&
-        tcgetattr(STDIN_FILENO, &saved) == 0) {
-        raw = saved;
-        raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
-        raw.c_cc[VMIN] = 1;
-        raw.c_cc[VTIME] = 0;
-        kbd = tty_in = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
-    }
-    if (t.tty)
-        fputs("\033[?1049h\033[?25l", stdout); /* alternate screen, no cursor */
-
-    for (i = 0; iterations == 0 || i < iterations; i++) {
-        cli_snapshot s;
-        char *frame;
-
-        rc = cli_snapshot_take(&s, t.client, t.pattern);
-        snprintf(lasterr, sizeof lasterr, "%s", rc != 0 ? dlock_last_errmsg() : "");
-        frame = render_frame(&t, &s, rc, lasterr);
-        cli_snapshot_free(&s);
-        if (frame == NULL) {
-            why = -1;
-            break;
+    if (ex == 0) {
+        terminal_enter(&t);
+        why = refresh_loop(&t, &sig);
+        terminal_leave(&t);
+        if (why < 0 || (why == 2 && t.signo < 0)) {
+            if (why < 0)
+                cli_err("out of memory");
+            ex = CLI_EX_SOFTWARE;
+        } else if (why == 2) {
+            ex = t.signo == SIGINT || t.signo == SIGTERM ? CLI_EX_OK : 128 + t.signo;
+        } else if (why == 0 && t.rc != 0) {
+            /* --iterations ran out on a failed scan: say so in the status. */
+            ex = cli_fail(NULL, t.rc, t.lasterr);
         }
-        if (i > 0 && !t.tty)
-            fputc('\n', stdout);
-        show_frame(&t, frame);
-        free(frame);
-        if (ferror(stdout) || (iterations != 0 && i + 1 == iterations))
-            break;
-        why = pause_between(&sig, interval, &kbd, &signo);
-        if (why != 0)
-            break;
-    }
-
-    if (t.tty)
-        fputs("\033[?25h\033[?1049l", stdout);
-    if (tty_in)
-        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
-    if (why < 0) {
-        cli_err("out of memory");
-        ex = CLI_EX_SOFTWARE;
-    } else if (why == 2 && signo < 0) {
-        ex = CLI_EX_SOFTWARE;
-    } else if (why == 2) {
-        ex = signo == SIGINT || signo == SIGTERM ? CLI_EX_OK : 128 + signo;
-    } else if (why == 0 && rc != 0) {
-        /* --iterations ran out on a failed scan: say so in the status. */
-        cli_report(NULL, rc, lasterr, NULL);
-        ex = cli_exit_for(rc);
     }
     dlock_client_close(t.client);
     cli_child_cleanup(&sig);

@@ -22,27 +22,30 @@ static const cli_opt unlock_opts[] = {
     { NULL, 0, 0, 0 },
 };
 
+/* `dlock unlock --help`. */
+static const char unlock_help[] =
+    "Usage: dlock unlock --force KEY\n"
+    "\n"
+    "Remove the lock on KEY, whoever holds it. Use it for a lock that is stuck\n"
+    "(its holder hung, yet keeps renewing it). If the holder is alive it finds out\n"
+    "at its next renewal (a 'dlock run' holder then kills its command and exits\n"
+    "79); until then two holders may both be running, which is why --force is\n"
+    "required. Fencing tokens keep increasing: the next holder's token is larger.\n"
+    "\n"
+    "Options:\n"
+    "      --force   required: remove the lock even though someone holds it\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "Prints \"KEY: unlocked\" or \"KEY: was not locked\" (not with -q); both exit 0.\n"
+    "Exit status: 0 success, 64 usage error, 69 Redis unreachable, authentication\n"
+    "failed or a permission missing (ACL), 70 internal error.\n"
+    "\n"
+    "Example:\n"
+    "  dlock status payment:42 && dlock unlock --force payment:42\n";
+
 void cli_usage_unlock(FILE *out)
 {
-    fputs("Usage: dlock unlock --force KEY\n"
-          "\n"
-          "Remove the lock on KEY, whoever holds it. Use it for a lock that is stuck\n"
-          "(its holder hung, yet keeps renewing it). If the holder is alive it finds out\n"
-          "at its next renewal (a 'dlock run' holder then kills its command and exits\n"
-          "79); until then two holders may both be running, which is why --force is\n"
-          "required. Fencing tokens keep increasing: the next holder's token is larger.\n"
-          "\n"
-          "Options:\n"
-          "      --force   required: remove the lock even though someone holds it\n"
-          "  -h, --help    show this help\n"
-          "\n"
-          "Prints \"KEY: unlocked\" or \"KEY: was not locked\" (not with -q); both exit 0.\n"
-          "Exit status: 0 success, 64 usage error, 69 Redis unreachable or\n"
-          "authentication failed, 70 internal error.\n"
-          "\n"
-          "Example:\n"
-          "  dlock status payment:42 && dlock unlock --force payment:42\n",
-          out);
+    fputs(unlock_help, out);
 }
 
 /* `dlock unlock`: parse, check --force, remove. */
@@ -53,11 +56,7 @@ int cli_cmd_unlock(const cli_globals *g, int argc, char **argv)
     const char *key = NULL;
     int force = 0, nkeys = 0, id, done = 0, removed = 0, rc, ex;
 
-    memset(&st, 0, sizeof st);
-    st.argc = argc;
-    st.argv = argv;
-    st.ind = 1;
-    st.prog = "dlock unlock";
+    cli_opt_init(&st, argc, argv, "dlock unlock");
     while (!done) {
         switch (id = cli_opt_next(&st, unlock_opts)) {
         case U_FORCE:
@@ -86,6 +85,8 @@ int cli_cmd_unlock(const cli_globals *g, int argc, char **argv)
         return cli_usage_error("dlock unlock", "missing KEY");
     if (nkeys > 1)
         return cli_usage_error("dlock unlock", "one KEY at a time, please");
+    if (cli_check_key("dlock unlock", key) != 0)
+        return CLI_EX_USAGE;
     if (!force)
         return cli_usage_error("dlock unlock",
                                "--force is required: this removes the lock whoever holds "
@@ -96,8 +97,7 @@ int cli_cmd_unlock(const cli_globals *g, int argc, char **argv)
         return ex;
     rc = dlock_force_unlock(&removed, client, key);
     if (rc != 0) {
-        cli_report(key, rc, dlock_last_errmsg(), NULL);
-        ex = cli_exit_for(rc);
+        ex = cli_fail(key, rc, dlock_last_errmsg());
     } else if (!g->quiet) {
         cli_put_text(stdout, key);
         fputs(removed ? ": unlocked\n" : ": was not locked\n", stdout);

@@ -75,6 +75,12 @@ void cli_keys_err(const char *key, size_t more, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The note added to a NOPERM denial: where the rule that grants dlock
+ * everything it needs is written down. */
+#define NOPERM_NOTE                                                                                \
+    "the Redis user lacks a permission dlock needs: grant it the ACL rule in dlock(1), "           \
+    "ACL, or README.md, Security"
+
 /* See cli.h. The library's detail message usually says more than the
  * static text of the code ("connect to 127.0.0.1:6390: Connection refused"
  * rather than "backend unreachable"), so it wins when there is one. Many
@@ -94,6 +100,8 @@ void cli_report(const char *context, int code, const char *detail, const char *n
         fputs(cut ? "...: " : ": ", stderr);
     }
     cli_put_text(stderr, why);
+    if (note == NULL && code == DLOCK_EAUTH && cli_is_noperm(detail))
+        note = NOPERM_NOTE;
     if (note != NULL)
         fprintf(stderr, " (%s)", note);
     fputc('\n', stderr);
@@ -115,6 +123,22 @@ int cli_exit_for(int code)
     }
 }
 
+/* See cli.h. The library reports an ACL denial as DLOCK_EAUTH with the
+ * server's reply in its message: "NOPERM ..." for a command, key or
+ * channel, or, from inside a script, "permission denied by the server's
+ * ACL"; a wrong password is DLOCK_EAUTH too, but says neither. */
+int cli_is_noperm(const char *detail)
+{
+    return detail != NULL && (strstr(detail, "NOPERM") != NULL || strstr(detail, "ACL") != NULL);
+}
+
+/* See cli.h. */
+int cli_fail(const char *context, int code, const char *detail)
+{
+    cli_report(context, code, detail, NULL);
+    return cli_exit_for(code);
+}
+
 /* See cli.h. The library copies the strings it keeps, so the options may
  * point into argv and the environment. */
 int cli_client_open(dlock_client **out, const cli_globals *g)
@@ -129,9 +153,8 @@ int cli_client_open(dlock_client **out, const cli_globals *g)
     o.password = g->password;
     rc = dlock_client_open(out, g->url, &o);
     if (rc != 0) {
-        cli_report(NULL, rc, dlock_last_errmsg(), NULL);
         *out = NULL;
-        return cli_exit_for(rc);
+        return cli_fail(NULL, rc, dlock_last_errmsg());
     }
     return 0;
 }
