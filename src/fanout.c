@@ -314,9 +314,7 @@ int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, in
         for (int k = first; k < first + ncalls; k++) {
             dlock__reply *r = f->replies[i][k];
             if (r->type != REDIS_REPLY_INTEGER) {
-                dlock__err(DLOCK_EPROTO, "%s: unexpected reply%s%s", c->nodes[i].ep.desc,
-                           r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
-                f->rc[i] = DLOCK_EPROTO;
+                f->rc[i] = dlock__reply_fail(r, c->nodes[i].ep.desc, what);
                 snprintf(f->err[i], sizeof f->err[i], "%s", dlock_last_errmsg());
                 node_ok = -1;
                 break;

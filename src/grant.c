@@ -36,19 +36,6 @@
 #include "error.h"
 #include "fanout.h"
 
-int dlock__reply_fail(const dlock__reply *r, const char *desc, const char *what)
-{
-    /* NOPERM from a command; from inside a script Redis 7.0 says "ERR The
-     * user executing the script can't run this command" */
-    if (r && r->type == REDIS_REPLY_ERROR &&
-        (dlock__reply_is_error(r, "NOPERM") || strstr(r->str, "user executing the script can't")))
-        return dlock__err(DLOCK_EAUTH, "%s: %s: permission denied by the server's ACL (%s)",
-                          what, desc, r->str);
-    return dlock__err(DLOCK_EPROTO, "%s: %s: unexpected reply%s%s", what, desc,
-                      r && r->type == REDIS_REPLY_ERROR ? ": " : "",
-                      r && r->type == REDIS_REPLY_ERROR ? r->str : "");
-}
-
 /* The acquire call of l's kind. */
 static dlock__call acquire_call(const dlock_lock *l, const char **args)
 {

@@ -30,8 +30,4 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a);
  * thread's error message. */
 void dlock__grant_giveback(dlock_lock *l, int64_t max_ms);
 
-/* The error of an error reply from node `desc`: an ACL denial (NOPERM) is
- * DLOCK_EAUTH, anything else DLOCK_EPROTO; `what` prefixes the message. */
-int dlock__reply_fail(const dlock__reply *r, const char *desc, const char *what);
-
 #endif

@@ -118,10 +118,11 @@ static int parse_state(dlock_key_state *s, const dlock__reply *r, const char *ke
     int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 5 && r->elements % 2 == 1 &&
              r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
              r->element[3]->type == REDIS_REPLY_INTEGER && r->element[4]->type == REDIS_REPLY_INTEGER;
-    if (!ok)
-        return dlock__err(DLOCK_EPROTO, "state of %s: unexpected reply%s%s", key,
-                          r->type == REDIS_REPLY_ERROR ? ": " : "",
-                          r->type == REDIS_REPLY_ERROR ? r->str : "");
+    if (!ok) {
+        char what[DLOCK_KEY_MAX + 16];
+        snprintf(what, sizeof what, "state of %s", key);
+        return dlock__reply_fail(r, "the server", what);
+    }
     size_t members = (r->elements - 5) / 2;
     int has_value = r->element[2]->type == REDIS_REPLY_STRING;
     int64_t now_ms = r->element[0]->integer;

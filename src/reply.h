@@ -41,4 +41,9 @@ void dlock__reply_free(dlock__reply *r);
 /* 1 if r is an error reply starting with `prefix` (e.g. "NOSCRIPT"). */
 int dlock__reply_is_error(const dlock__reply *r, const char *prefix);
 
+/* Record why reply r from node `desc` was not what `what` expected, and
+ * return the code: an ACL denial (NOPERM, or "can't run this command" from
+ * inside a script) is DLOCK_EAUTH, anything else DLOCK_EPROTO. */
+int dlock__reply_fail(const dlock__reply *r, const char *desc, const char *what);
+
 #endif
