@@ -139,6 +139,15 @@ int dlock_release(dlock_lock *l)
     if (!l)
         return 0;
     dlock_client *c = l->client;
+    if (dlock__watchdog_on_thread(c))
+        return dlock__err(DLOCK_EINVAL, "dlock_release() cannot be called from an on_lost callback");
+    pthread_mutex_lock(&c->mu);
+    int more = l->holds > 1; /* a reentrant hold taken again: drop one */
+    if (more)
+        l->holds--;
+    pthread_mutex_unlock(&c->mu);
+    if (more)
+        return 0;
     /* Stop renewal first: after this no renewal of this lock is in flight
      * or will be sent, so nothing can follow our delete. */
     dlock__watchdog_remove(c, l);
@@ -194,6 +203,7 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     if (rc == DLOCK_ENOTHELD) {
         dlock__watchdog_mark_lost(l, DLOCK_ENOTHELD);
     } else if (rc == 0) {
+        dlock__watchdog_suspend(c, l); /* a renewal in flight used the old TTL */
         pthread_mutex_lock(&c->mu);
         l->ttl_ms = ttl_ms;
         pthread_mutex_unlock(&c->mu);
@@ -238,6 +248,11 @@ const char *dlock_lock_key(const dlock_lock *l)
 int dlock_lock_slot(const dlock_lock *l)
 {
     return l && l->kind == DLOCK__KIND_SEM ? l->slot : -1;
+}
+
+int dlock_lock_permits(const dlock_lock *l)
+{
+    return l && l->kind == DLOCK__KIND_SEM ? l->permits : 1;
 }
 
 size_t dlock_lock_count(const dlock_lock *l)

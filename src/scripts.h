@@ -32,6 +32,7 @@ enum {
     DLOCK__S_FENCE_FLOOR,
     DLOCK__S_INSPECT,
     DLOCK__S_STATE,
+    DLOCK__S_DOWNGRADE,
     DLOCK__S_COUNT
 };
 

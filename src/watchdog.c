@@ -534,16 +534,50 @@ void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
     pthread_mutex_unlock(&c->mu);
 }
 
+void dlock__watchdog_suspend(dlock_client *c, dlock_lock *l)
+{
+    pthread_mutex_lock(&c->mu);
+    while (l->inflight)
+        pthread_cond_wait(&c->cv, &c->mu);
+    if (c->wd && l->linked && l->auto_renew)
+        heap_remove(c->wd, &l->sched);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void dlock__watchdog_replan(dlock_client *c, dlock_lock *l, int64_t renew_at_ns)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->wd && l->auto_renew && l->sched.idx != (size_t)-1 && !l->inflight) {
+    if (c->wd && l->linked && l->auto_renew && atomic_load(&l->state) == DLOCK__HELD) {
         heap_remove(c->wd, &l->sched);
         l->sched.early_ns = renew_interval_ns(l) / 4;
         heap_push(c->wd, &l->sched, renew_at_ns);
         poke(c, renew_at_ns);
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+dlock_lock *dlock__watchdog_rehold(dlock_client *c, int kind, const char *key)
+{
+    dlock_lock *found = NULL;
+    int64_t now = dlock__now_ns();
+    pthread_mutex_lock(&c->mu);
+    for (dlock_lock *l = c->wd ? c->wd->locks : NULL; l && !found; l = l->next)
+        if (l->reentrant && l->kind == kind && l->nparts == 1 &&
+            pthread_equal(l->thread, pthread_self()) && strcmp(l->parts[0].key, key) == 0 &&
+            atomic_load(&l->state) == DLOCK__HELD && now < atomic_load(&l->valid_until_ns)) {
+            l->holds++;
+            found = l;
+        }
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+int dlock__watchdog_on_thread(dlock_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int on = c->wd && c->wd->started && pthread_equal(pthread_self(), c->wd->thread);
+    pthread_mutex_unlock(&c->mu);
+    return on;
 }
 
 int dlock__watchdog_mark_lost(dlock_lock *l, int why)
