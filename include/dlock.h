@@ -110,7 +110,7 @@ typedef struct dlock_lock dlock_lock;
 enum { DLOCK_LOG_ERROR = 0, DLOCK_LOG_WARN = 1, DLOCK_LOG_INFO = 2, DLOCK_LOG_DEBUG = 3 };
 typedef void (*dlock_log_fn)(int level, const char *msg, void *arg);
 
-#define DLOCK_CLIENT_OPTS_VERSION 1
+#define DLOCK_CLIENT_OPTS_VERSION 2
 
 typedef struct dlock_client_opts {
     unsigned version;          /* DLOCK_CLIENT_OPTS_VERSION */
@@ -124,10 +124,16 @@ typedef struct dlock_client_opts {
     void *log_arg;
     int log_level;             /* most verbose level passed on; default WARN */
     int metrics_by_key_prefix; /* 1: label metrics by key prefix (bounded) */
+    /* version 2 */
+    int min_replicas;          /* replicas of the master that must acknowledge
+                                  (Redis WAIT) a grant or a renewal before it
+                                  counts: -1 (default) = the URL's ?replicas=N,
+                                  else 1 when the master has a connected
+                                  replica, else 0. At most 100. */
 } dlock_client_opts;
 
 #define DLOCK_CLIENT_OPTS_INIT \
-    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0 }
+    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0, -1 }
 
 /* Open a client for the Redis deployment named by `url`:
  *   redis://[user:pass@]host[:port][/db]     (IPv6: redis://[::1]:6379)

@@ -187,18 +187,21 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     int rc = dlock__client_enter(c);
     if (rc)
         return rc;
-    dlock__call calls[DLOCK_MULTI_MAX];
+    dlock__call calls[DLOCK_MULTI_MAX + DLOCK__NODES_MAX];
     dlock__call_args args;
     dlock__calls_extend(l, calls, &args, ttl_ms);
     int64_t start = dlock__now_ns();
     dlock__fanout f;
-    char what[DLOCK_KEY_MAX + 16];
+    char what[DLOCK_KEY_MAX + 16], wait_ms[24];
+    const char *wait_args[1];
     snprintf(what, sizeof what, "extend %s", l->parts[0].key);
     /* never wait past the lock's own validity for the answer */
     int64_t left_ms = (atomic_load(&l->valid_until_ns) - start) / 1000000;
-    rc = dlock__fanout_run(c, calls, (int)l->nparts, left_ms < 1 ? 1 : (int)left_ms, &f);
+    int n = (int)l->nparts;
+    dlock__fanout_add_waits(c, calls, &n, left_ms / 2, wait_ms, wait_args);
+    rc = dlock__fanout_run(c, calls, n, left_ms < 1 ? 1 : (int)left_ms, &f);
     if (rc != DLOCK_ENOMEM)
-        rc = dlock__fanout_verdict(c, &f, 0, (int)l->nparts, what);
+        rc = dlock__fanout_verdict_acked(c, &f, calls, n, 0, (int)l->nparts, what);
     dlock__fanout_free(&f);
     if (rc == DLOCK_ENOTHELD) {
         dlock__watchdog_mark_lost(l, DLOCK_ENOTHELD);

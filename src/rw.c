@@ -48,16 +48,19 @@ int dlock_rw_downgrade(dlock_lock *l)
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
     const char *args[2] = {l->token, ttl};
-    dlock__call call = {DLOCK__S_DOWNGRADE, DLOCK__GROUP_MUTEX, 2,
-                        (const char *const *)l->parts[0].names, args};
-    char what[DLOCK_KEY_MAX + 16];
+    dlock__call calls[1 + DLOCK__NODES_MAX] = {
+        {DLOCK__S_DOWNGRADE, DLOCK__GROUP_MUTEX, 2, (const char *const *)l->parts[0].names, args}};
+    char what[DLOCK_KEY_MAX + 16], wait_ms[24];
+    const char *wait_args[1];
     snprintf(what, sizeof what, "downgrade %s", l->parts[0].key);
     int64_t start = dlock__now_ns();
     int64_t left_ms = (atomic_load(&l->valid_until_ns) - start) / 1000000;
+    int n = 1;
+    dlock__fanout_add_waits(c, calls, &n, left_ms / 2, wait_ms, wait_args);
     dlock__fanout f;
-    rc = dlock__fanout_run(c, &call, 1, left_ms < 1 ? 1 : (int)left_ms, &f);
+    rc = dlock__fanout_run(c, calls, n, left_ms < 1 ? 1 : (int)left_ms, &f);
     if (rc != DLOCK_ENOMEM) {
-        rc = dlock__fanout_verdict(c, &f, 0, 1, what);
+        rc = dlock__fanout_verdict_acked(c, &f, calls, n, 0, 1, what);
         dlock__fanout_free(&f);
     }
     if (rc == 0) {
