@@ -32,6 +32,9 @@ enum {
     DLOCK__S_FENCE_FLOOR,
     DLOCK__S_INSPECT,
     DLOCK__S_STATE,
+    DLOCK__S_LATCH,
+    DLOCK__S_BARRIER,
+    DLOCK__S_RATE,
     DLOCK__S_COUNT
 };
 
