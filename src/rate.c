@@ -54,7 +54,7 @@ static int check(const char *key, int count, int64_t period_ms, int burst, int64
         return dlock__err(DLOCK_EINVAL, "rate limiter %s: burst must be from 1 to %d (got %d)", key,
                           BURST_MAX, burst);
     *t_us = (period_ms * 1000 + count - 1) / count;
-    if (*t_us * burst > WINDOW_MAX_US)
+    if (*t_us > WINDOW_MAX_US / burst) /* burst * t_us, without overflowing */
         return dlock__err(DLOCK_EINVAL,
                           "rate limiter %s: burst x period / count is too long "
                           "(at most 2^50 us)",
