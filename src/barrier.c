@@ -71,7 +71,7 @@ static int call(party *pt, const char *op, int64_t max_ms)
     snprintf(known, sizeof known, "%lld", pt->gen);
     const char *args[5] = { op, pt->token, parties, life, known };
     dlock__reply *r = NULL;
-    int rc = dlock__prim_call(&r, pt->p, DLOCK__S_BARRIER, args, 5, max_ms, op);
+    int rc = dlock__prim_call(&r, pt->p, DLOCK__S_BARRIER, args, 5, max_ms, op, 1);
     if (rc)
         return rc;
     long long code = dlock__prim_int(r, 0);

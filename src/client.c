@@ -66,6 +66,11 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     if (o->version < 1 || o->version > DLOCK_CLIENT_OPTS_VERSION)
         return dlock__err(DLOCK_EINVAL, "dlock_client_opts.version %u is not supported "
                           "(initialise with DLOCK_CLIENT_OPTS_INIT)", o->version);
+    int min_replicas = o->version >= 2 ? o->min_replicas : -1;
+    if (min_replicas < -1 || min_replicas > 100)
+        return dlock__err(DLOCK_EINVAL, "min_replicas must be -1 (automatic) or 0 to 100 (got %d)",
+                          min_replicas);
+    c->min_replicas = min_replicas;
     if (o->connect_timeout_ms <= 0)
         return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)", o->connect_timeout_ms);
     if (o->command_timeout_ms <= 0)
@@ -241,6 +246,23 @@ void dlock_client_close(dlock_client *c)
         shutdown(c); /* stop the watchdog, release held locks, free their handles */
     dlock__listener_stop(c);
     client_free(c);
+}
+
+int dlock__client_need(dlock_client *c, int node)
+{
+    if (c->min_replicas >= 0)
+        return c->min_replicas;
+    pthread_mutex_lock(&c->mu);
+    int url = c->nodes[node].ep.replicas;
+    pthread_mutex_unlock(&c->mu);
+    if (url >= 0)
+        return url;
+    return atomic_load(&c->nodes[node].replicas_seen) > 0 ? 1 : 0;
+}
+
+int dlock__client_wants_acks(dlock_client *c)
+{
+    return atomic_load(&c->acks);
 }
 
 void dlock__client_set_faults(dlock_client *c, const dlock__faults *f)

@@ -261,6 +261,17 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
                     pending[i] = 0;
                 }
             }
+            /* a WAIT whose call went elsewhere (MOVED, ASK, TRYAGAIN) waited
+             * for nothing: it goes again, after its call */
+            for (int k = 0; k < m; k++)
+                if (pending[idx[k]])
+                    for (int j = k + 1; j < m; j++)
+                        if (calls[idx[j]].script == DLOCK__S_WAIT && !pending[idx[j]] &&
+                            dlock__key_slot(calls[idx[j]].keys[0]) == dlock__key_slot(calls[idx[k]].keys[0])) {
+                            dlock__reply_free(replies[idx[j]]);
+                            replies[idx[j]] = NULL;
+                            pending[idx[j]] = 1;
+                        }
         }
         if (rc == 0 && refresh) {
             char msg[512];

@@ -68,7 +68,7 @@ int dlock_latch_init(dlock_client *client, const char *key, int count, int64_t t
         snprintf(n, sizeof n, "%d", count);
         snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
         const char *args[3] = { "init", n, ttl };
-        rc = dlock__prim_call(&r, &p, DLOCK__S_LATCH, args, 3, 0, "init");
+        rc = dlock__prim_call(&r, &p, DLOCK__S_LATCH, args, 3, 0, "init", 1);
     }
     if (rc == 0 && dlock__prim_int(r, 0) == DLOCK__P_BUSY)
         rc = dlock__err(DLOCK_EBUSY,
@@ -92,7 +92,7 @@ int dlock_latch_count_down(int *out_remaining, dlock_client *client, const char 
         return rc;
     dlock__reply *r = NULL;
     const char *args[1] = { "down" };
-    rc = dlock__prim_call(&r, &p, DLOCK__S_LATCH, args, 1, 0, "count down");
+    rc = dlock__prim_call(&r, &p, DLOCK__S_LATCH, args, 1, 0, "count down", 1);
     long long code = rc == 0 ? dlock__prim_int(r, 0) : -1;
     if (rc == 0 && code == DLOCK__P_OK) {
         long long left = dlock__prim_int(r, 1);
@@ -119,7 +119,7 @@ static int look(latch_view *v, dlock__prim *p, int64_t max_ms)
 {
     dlock__reply *r = NULL;
     const char *args[1] = { "look" };
-    int rc = dlock__prim_call(&r, p, DLOCK__S_LATCH, args, 1, max_ms, "look at");
+    int rc = dlock__prim_call(&r, p, DLOCK__S_LATCH, args, 1, max_ms, "look at", 0);
     if (rc)
         return rc;
     if (r->elements != 5) {

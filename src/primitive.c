@@ -60,28 +60,43 @@ void dlock__prim_end(dlock__prim *p)
 }
 
 int dlock__prim_call(dlock__reply **out, dlock__prim *p, int script, const char *const *args,
-                     int nargs, int64_t max_ms, const char *op)
+                     int nargs, int64_t max_ms, const char *op, int acked)
 {
     *out = NULL;
-    dlock__call call = { script, dlock__group_size(p->family), nargs, (const char *const *)p->names,
-                         args };
+    dlock__call calls[2] = { { script, dlock__group_size(p->family), nargs,
+                               (const char *const *)p->names, args } };
+    int ncalls = 1;
+    char wait_ms[24];
+    const char *wait_args[1];
+    int64_t budget = max_ms > 0 ? max_ms : p->c->connect_timeout_ms + p->c->command_timeout_ms;
+    if (acked) /* on a replicated master: a WAIT for its replicas, in the same round trip */
+        dlock__fanout_add_waits(p->c, calls, &ncalls,
+                                budget / 2 < p->c->command_timeout_ms ? budget / 2
+                                                                      : p->c->command_timeout_ms,
+                                wait_ms, wait_args);
     dlock__fanout f;
-    int rc = dlock__fanout_run(p->c, &call, 1, max_ms > INT32_MAX ? INT32_MAX : (int)max_ms, &f);
+    int rc =
+        dlock__fanout_run(p->c, calls, ncalls, budget > INT32_MAX ? INT32_MAX : (int)budget, &f);
     if (rc == DLOCK_ENOMEM)
         return rc;
+    char what[DLOCK_KEY_MAX + 64], why[200];
+    snprintf(what, sizeof what, "%s %s %s", p->what, op, p->key);
     if (rc == 0) {
         dlock__reply *r = f.replies[0][0];
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-            r->element[0]->type == REDIS_REPLY_INTEGER) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+            r->element[0]->type != REDIS_REPLY_INTEGER) {
+            rc = dlock__reply_fail(r, p->c->nodes[0].ep.desc, what);
+        } else if (!dlock__fanout_acked(p->c, &f, calls, ncalls, 0, 0, why, sizeof why)) {
+            rc = dlock__err(DLOCK_EQUORUM,
+                            "%s: done on the master, but %s: it may not survive "
+                            "a failover",
+                            what, why);
+        } else {
             *out = r;
             f.replies[0][0] = NULL;
-        } else {
-            char what[DLOCK_KEY_MAX + 64];
-            snprintf(what, sizeof what, "%s %s %s", p->what, op, p->key);
-            rc = dlock__reply_fail(r, p->c->nodes[0].ep.desc, what);
         }
     } else {
-        rc = dlock__err_prefix(rc, "%s %s %s", p->what, op, p->key);
+        rc = dlock__err_prefix(rc, "%s", what);
     }
     dlock__fanout_free(&f);
     return rc;

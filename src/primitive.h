@@ -51,9 +51,13 @@ void dlock__prim_end(dlock__prim *p);
  * client's default budget). On success *out is the reply, an array whose
  * first element is an integer (anything else is reported as the reply of
  * `op` and returned as DLOCK_EPROTO or DLOCK_EAUTH); free it with
- * dlock__reply_free(). */
+ * dlock__reply_free(). With `acked` (a write), on a master with replicas
+ * the call is followed by a WAIT in the same round trip, as grants are
+ * (DESIGN.md, "Replicated deployments"): a write that not enough replicas
+ * acknowledged in time is DLOCK_EQUORUM, saying so (it was made on the
+ * master, and may or may not survive a failover). */
 int dlock__prim_call(dlock__reply **out, dlock__prim *p, int script, const char *const *args,
-                     int nargs, int64_t max_ms, const char *op);
+                     int nargs, int64_t max_ms, const char *op, int acked);
 
 /* The integer element i of an array reply (0 if it is not one). */
 long long dlock__prim_int(const dlock__reply *r, size_t i);

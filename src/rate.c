@@ -97,7 +97,7 @@ static void give_back(dlock__prim *p, const char *const *args, long long tat)
     snprintf(tats, sizeof tats, "%lld", tat);
     const char *back[5] = { "back", args[1], args[2], args[3], tats };
     dlock__reply *r = NULL;
-    if (dlock__prim_call(&r, p, DLOCK__S_RATE, back, 5, GIVEBACK_MS, "give back") == 0)
+    if (dlock__prim_call(&r, p, DLOCK__S_RATE, back, 5, GIVEBACK_MS, "give back", 1) == 0)
         dlock__reply_free(r);
     dlock__err(DLOCK_OK, "%s", msg);
 }
@@ -154,7 +154,7 @@ int dlock_rate_acquire(dlock_client *client, const char *key, int count, int64_t
         snprintf(bs, sizeof bs, "%d", burst);
         snprintf(ws, sizeof ws, "%lld",
                  wait_ms == DLOCK_WAIT_FOREVER ? -1LL : (long long)wait_ms * 1000);
-        rc = dlock__prim_call(&r, &p, DLOCK__S_RATE, args, 4, 0, "take a slot of");
+        rc = dlock__prim_call(&r, &p, DLOCK__S_RATE, args, 4, 0, "take a slot of", 1);
     }
     if (rc == 0)
         rc = verdict(r, key, wait_ms, &wait_us, &tat);

@@ -170,7 +170,7 @@ static void test_semaphore_crash_and_double_release(void **state)
     dlock_client *c = open_client();
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_sem_acquire(&l, c, "sem:crash", 1, &(dlock_lock_opts){
-                                       DLOCK_LOCK_OPTS_VERSION, 30000, 0, 1, 1.0 / 3, NULL, NULL, NULL, 1}),
+                                       DLOCK_LOCK_OPTS_VERSION, 30000, 0, 1, 1.0 / 3, NULL, NULL, NULL, 1, 0}),
                  DLOCK_EBUSY);
     kill(pid, SIGKILL);
     int st;
