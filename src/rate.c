@@ -95,17 +95,18 @@ static void give_back(dlock__prim *p, const char *const *args, long long tat)
     char msg[512], tats[24];
     snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
     snprintf(tats, sizeof tats, "%lld", tat);
-    const char *back[5] = { "back", args[1], args[2], args[3], tats };
+    const char *back[6] = { "back", args[1], args[2], args[3], args[4], tats };
     dlock__reply *r = NULL;
-    if (dlock__prim_call(&r, p, DLOCK__S_RATE, back, 5, GIVEBACK_MS, "give back", 1) == 0)
+    if (dlock__prim_call(&r, p, DLOCK__S_RATE, back, 6, GIVEBACK_MS, "give back", 1) == 0)
         dlock__reply_free(r);
     dlock__err(DLOCK_OK, "%s", msg);
 }
 
-/* The verdict of a 'take' reply r. Returns 0 with *wait_us and *tat set,
- * or an error. */
-static int verdict(const dlock__reply *r, const char *key, int64_t wait_ms, int64_t *wait_us,
-                   long long *tat)
+/* The verdict of a 'take' reply r (asked: the count, period and burst
+ * asked for, as text). Returns 0 with *wait_us and *tat set, or an
+ * error. */
+static int verdict(const dlock__reply *r, const char *key, int64_t wait_ms,
+                   const char *const *asked, int64_t *wait_us, long long *tat)
 {
     long long code = dlock__prim_int(r, 0);
     if (code == DLOCK__P_OK && r->elements == 3) {
@@ -125,12 +126,12 @@ static int verdict(const dlock__reply *r, const char *key, int64_t wait_ms, int6
                           "beyond the wait budget of %lld ms",
                           key, next_ms, (long long)wait_ms);
     }
-    if (code == DLOCK__P_CONFLICT && r->elements == 3)
+    if (code == DLOCK__P_CONFLICT && r->elements == 4)
         return dlock__err(DLOCK_EINVAL,
-                          "rate limiter %s is in use with an interval of %lld us "
-                          "and a burst of %lld, not the ones asked for (use the same count, "
-                          "period and burst everywhere)",
-                          key, dlock__prim_int(r, 1), dlock__prim_int(r, 2));
+                          "rate limiter %s is in use at %lld per %lld ms (burst %lld), not at "
+                          "%s per %s ms (burst %s): use the same rate everywhere",
+                          key, dlock__prim_int(r, 1), dlock__prim_int(r, 2), dlock__prim_int(r, 3),
+                          asked[0], asked[1], asked[2]);
     return dlock__reply_fail(r, "the server", "rate limiter");
 }
 
@@ -143,8 +144,9 @@ int dlock_rate_acquire(dlock_client *client, const char *key, int count, int64_t
         return rc;
     int64_t t_us = 0, wait_us = 0;
     long long tat = 0;
-    char ts[24], bs[24], ws[24];
-    const char *args[4] = { "take", ts, bs, ws };
+    char ts[24], bs[24], cs[24], ps[24], ws[24];
+    const char *args[6] = { "take", ts, bs, cs, ps, ws };
+    const char *asked[3] = { cs, ps, bs };
     rc = check(key, count, period_ms, burst, wait_ms, &t_us);
     if (rc == 0 && cancel && atomic_load(&cancel->triggered))
         rc = dlock__err(DLOCK_ECANCELED, "the wait for rate limiter %s was cancelled", key);
@@ -152,12 +154,14 @@ int dlock_rate_acquire(dlock_client *client, const char *key, int count, int64_t
     if (rc == 0) {
         snprintf(ts, sizeof ts, "%lld", (long long)t_us);
         snprintf(bs, sizeof bs, "%d", burst);
+        snprintf(cs, sizeof cs, "%d", count);
+        snprintf(ps, sizeof ps, "%lld", (long long)period_ms);
         snprintf(ws, sizeof ws, "%lld",
                  wait_ms == DLOCK_WAIT_FOREVER ? -1LL : (long long)wait_ms * 1000);
-        rc = dlock__prim_call(&r, &p, DLOCK__S_RATE, args, 4, 0, "take a slot of", 1);
+        rc = dlock__prim_call(&r, &p, DLOCK__S_RATE, args, 6, 0, "take a slot of", 1);
     }
     if (rc == 0)
-        rc = verdict(r, key, wait_ms, &wait_us, &tat);
+        rc = verdict(r, key, wait_ms, asked, &wait_us, &tat);
     dlock__reply_free(r);
     if (rc == 0 && wait_us > 0) {
         /* the slot is ours from now + wait_us on the server's clock; this
