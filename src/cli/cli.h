@@ -235,12 +235,12 @@ void cli_url_display(char *buf, size_t size, const char *url);
 
 /* One hold of an outer `dlock run`, from DLOCK_HELD (see held.c). */
 typedef struct cli_held_entry {
-    long pid;      /* the dlock that holds it */
-    char kind;     /* 'w' the mutex (run, several keys, elect), 'r' read, 's' permits */
+    long pid;  /* the dlock that holds it */
+    char kind; /* 'w' the mutex (run, several keys, elect), 'r' read, 's' permits */
     uint64_t fence;
-    int slot;      /* 's': the first slot, else -1 */
-    int permits;   /* 's': permits held, else 1 */
-    int limit;     /* 's': the semaphore's limit, else 0 */
+    int slot;                       /* 's': the first slot, else -1 */
+    int permits;                    /* 's': permits held, else 1 */
+    int limit;                      /* 's': the semaphore's limit, else 0 */
     const char *url, *prefix, *key; /* decoded */
 } cli_held_entry;
 

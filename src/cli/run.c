@@ -60,8 +60,8 @@
 
 #define DEFAULT_TTL_MS (30 * 1000)
 #define DEFAULT_GRACE_MS (5 * 1000)
-#define LIMIT_MAX 100000 /* the library's bound on permits */
-#define TTL_MIN_MS 10    /* the library's minimum: its drift allowance needs it */
+#define LIMIT_MAX 100000        /* the library's bound on permits */
+#define TTL_MIN_MS 10           /* the library's minimum: its drift allowance needs it */
 #define DEFAULT_PREFIX "dlock:" /* the library's, when --prefix is not given */
 
 /* What a run holds (see the table at the top). */
@@ -73,10 +73,10 @@ typedef struct run_opts {
     int64_t ttl_ms;
     int64_t wait_ms; /* DLOCK_WAIT_FOREVER, 0 (--no-wait) or > 0 */
     int64_t grace_ms;
-    int conflict_exit; /* exit status when the lock is not acquired */
-    int limit;         /* --limit N, 0 without */
-    int permits;       /* --permits K (1 without) */
-    int rate_count;    /* --rate N/D: N, 0 without */
+    int conflict_exit;      /* exit status when the lock is not acquired */
+    int limit;              /* --limit N, 0 without */
+    int permits;            /* --permits K (1 without) */
+    int rate_count;         /* --rate N/D: N, 0 without */
     int64_t rate_period_ms; /* and D */
     const char *keys[DLOCK_MULTI_MAX];
     size_t nkeys;
@@ -785,9 +785,9 @@ static int list_held(const run_ctx *c, char **keys, char **tokens, cli_held_entr
         if (join_word(keys, &klen, c->o.keys[i]) != 0 || join_word(tokens, &tlen, num) != 0)
             return -1;
         if (c->cover[i] == NULL)
-            add[(*nadd)++] = (cli_held_entry){ (long)getpid(), held_kind(c), fence, slot,
-                                               permits, c->o.limit, c->url_id, c->prefix,
-                                               c->o.keys[i] };
+            add[(*nadd)++] =
+                (cli_held_entry){ (long)getpid(), held_kind(c), fence,     slot,        permits,
+                                  c->o.limit,     c->url_id,    c->prefix, c->o.keys[i] };
     }
     return 0;
 }
@@ -818,8 +818,7 @@ static int set_cmd_env(run_ctx *c)
     }
     snprintf(num, sizeof num, "%" PRIu64, fence_of(c, pc, c->o.key));
     snprintf(slot, sizeof slot, "%d", pc != NULL ? pc->slot : dlock_lock_slot(c->lock));
-    snprintf(permits, sizeof permits, "%d",
-             pc != NULL ? pc->permits : dlock_lock_permits(c->lock));
+    snprintf(permits, sizeof permits, "%d", pc != NULL ? pc->permits : dlock_lock_permits(c->lock));
     if (ex == 0)
         ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKEN", num);
     if (ex == 0)
@@ -829,8 +828,8 @@ static int set_cmd_env(run_ctx *c)
     if (ex == 0)
         ex = cli_child_setenv(&c->child, "DLOCK_SLOT", c->o.hold == HOLD_PERMIT ? slot : NULL);
     if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_PERMITS",
-                              c->o.hold == HOLD_PERMIT ? permits : NULL);
+        ex =
+            cli_child_setenv(&c->child, "DLOCK_PERMITS", c->o.hold == HOLD_PERMIT ? permits : NULL);
     if (ex == 0)
         ex = cli_child_setenv(&c->child, "DLOCK_HELD", held[0] != '\0' ? held : NULL);
     free(keys);
