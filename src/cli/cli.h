@@ -282,6 +282,7 @@ typedef struct cli_busy {
     size_t nkeys;
     int kind;          /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
     int limit;         /* the semaphore's permits */
+    int permits;       /* permits wanted at once (--permits), 1 by default */
     int leader;        /* 1: a leadership (elect) */
     int shared;        /* 1: the read side (run --shared) */
     int64_t waited_ms; /* the wait that ran out; -1: busy at once (--no-wait) */

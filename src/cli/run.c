@@ -527,6 +527,7 @@ static int acquire_failed(const run_ctx *c, int rc, const char *detail)
         b.nkeys = c->nacq;
         b.kind = c->o.hold == HOLD_PERMIT ? DLOCK_KIND_SEMAPHORE : DLOCK_KIND_MUTEX;
         b.limit = c->o.limit;
+        b.permits = c->o.permits;
         b.leader = c->o.hold == HOLD_LEADER;
         b.shared = c->o.hold == HOLD_SHARED;
         b.waited_ms = rc == DLOCK_ETIMEDOUT ? c->o.wait_ms : -1;
