@@ -269,6 +269,10 @@ const cli_held_entry *cli_held_cover(const cli_held *h, const char *url, const c
  * same fencing token). Returns 1 yes, 0 no, or a library error code. */
 int cli_held_still(dlock_client *client, const cli_held_entry *e);
 
+/* 1 while the dlock that holds e is still an ancestor of this process
+ * (alive, and we are still in its process tree); 0 once it is gone. */
+int cli_held_outer_alive(const cli_held_entry *e);
+
 /* `inherited` (may be NULL) with the lines of add[0..n) appended: the
  * DLOCK_HELD for CMD. A new string (free() it), or NULL when out of
  * memory. */

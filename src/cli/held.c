@@ -108,6 +108,12 @@ static int is_ancestor(long pid)
     return 0;
 }
 
+/* See cli.h. */
+int cli_held_outer_alive(const cli_held_entry *e)
+{
+    return is_ancestor(e->pid);
+}
+
 /* Parse one line into e (fields point into the line, decoded). Returns 0
  * or -1. */
 static int parse_line(cli_held_entry *e, char *line)

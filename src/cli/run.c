@@ -685,10 +685,32 @@ static int acquire(run_ctx *c)
     return ex;
 }
 
+/* A nested run: its outer runs renew what it runs under. One that is gone
+ * (killed with SIGKILL: its CMD, which started us, may be gone too, but we
+ * are not) renews nothing any more, so CMD is stopped as if the lock were
+ * lost (exit 79). Gone means no longer an ancestor: this also holds while
+ * the dead dlock is a zombie, and whatever process reuses its pid. */
+static void check_outer_alive(cli_child *ch, run_ctx *c)
+{
+    for (size_t i = 0; i < c->o.nkeys; i++) {
+        const cli_held_entry *e = c->cover[i];
+        if (e == NULL || cli_held_outer_alive(e))
+            continue;
+        cli_child_kill(ch, SIGKILL);
+        c->killed = 1;
+        cli_key_err(e->key,
+                    "the outer 'dlock run' (pid %ld) is gone: nothing renews the %s; "
+                    "sending SIGKILL to CMD",
+                    e->pid, held_noun(c));
+        return;
+    }
+}
+
 /* Step 5, called by cli_child_wait() on every wake-up: look at the lock
- * and act. Cheap: no round trip. A run without a lock of its own (--rate,
- * nested) has nothing to watch: an outer run watches its own lock and
- * stops its whole CMD, this dlock included, when it is lost. */
+ * and act. Cheap: no round trip. A --rate run has nothing to watch. A
+ * nested run watches that its outer runs live: an outer run watches its
+ * own lock and stops its whole CMD, this dlock included, when it is lost,
+ * but an outer run killed with SIGKILL cannot. */
 static void check_lock(cli_child *ch, void *arg)
 {
     run_ctx *c = arg;
@@ -696,8 +718,12 @@ static void check_lock(cli_child *ch, void *arg)
     int err;
     char d[32];
 
-    if (c->killed || c->lock == NULL)
+    if (c->killed)
         return;
+    if (c->lock == NULL) {
+        check_outer_alive(ch, c);
+        return;
+    }
     if (!dlock_is_held(c->lock)) {
         cli_child_kill(ch, SIGKILL);
         c->killed = 1;
