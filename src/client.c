@@ -134,6 +134,7 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
 /* Free everything of a client that has no threads or waiters left. */
 static void client_free(dlock_client *c)
 {
+    dlock__sentinel_watch_stop(c);
     dlock__topology_free(c);
     if (c->wake_pipe[0] >= 0)
         close(c->wake_pipe[0]);
@@ -212,6 +213,8 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
         rc = dlock__err(DLOCK_ESYS, "pipe: %s", strerror(errno));
     if (rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL)
         rc = dlock__sentinel_resolve(c);
+    if (rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL)
+        rc = dlock__sentinel_watch_start(c);
     if (rc == 0 && c->backend == DLOCK__BACKEND_CLUSTER)
         rc = dlock__cluster_refresh(c);
     if (rc == 0)

@@ -63,6 +63,7 @@ struct dlock_client {
     uint8_t slots[16384];       /* Cluster: slot -> node, under mu */
     dlock__endpoint *sentinels; /* Sentinel: where to ask for the master */
     int nsentinels;
+    struct dlock__sentinel_watch *sentinel_watch; /* +switch-master (sentinel.c) */
     char *master_name;
     int connect_timeout_ms, command_timeout_ms;
     int min_replicas; /* -1: per node, from the URL or automatic (dlock__client_need) */
