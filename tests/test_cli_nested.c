@@ -223,7 +223,8 @@ static void test_outer_killed(void **state)
     char u[128];
     snprintf(u, sizeof u, "U=%s", srv->url);
     const char *env[] = { env_d, u, NULL };
-    dh_proc *p = dh_cli_bg_env(env, "-u", srv->url, "run", "k:k", "--", "sh", path);
+    dh_proc *p =
+        dh_cli_bg_env(env, "-u", srv->url, "run", "k:k", "--", "sh", path, (const char *)NULL);
     if (!dh_wait_until(file_exists, pidf, 10000))
         fail_msg("the nested CMD never started");
     char buf[32];
