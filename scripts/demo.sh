@@ -709,4 +709,67 @@ span=$(sed -n 's/^allowed .*t0_us=\([0-9]*\) t1_us=\([0-9]*\)$/\1 \2/p' "$TMP"/r
 [ "$span" -ge 1990 ] || fail "rate limiter (waiting): 12 calls in $span ms (5 per second needs 2 s)"
 ok "rate limiter: 12 calls from 3 processes that wait for a permit: all allowed, paced over $(secs "$span") s (5 per second: 2 s at least)"
 
+# ---- countdown latch: a waiter goes on when three workers have counted down ----------------------
+"${T[@]}" "$DLOCK" latch init --ttl 1m latch:demo 3 || fail "latch: init failed"
+spawn "$TMP/latch-wait" "$DLOCK" latch wait --wait 20s latch:demo
+for ((i = 0; i < 3; i++)); do
+    spawn "$TMP/latch-down.$i" sh -c 'sleep 0.$1; exec "$2" latch down latch:demo' sh "$((i + 2))" "$DLOCK"
+done
+reap
+[ "$BAD" -eq 0 ] || fail "latch: $BAD of 4 processes failed: $(show "$TMP"/latch-*)"
+left=$(sort -n "$TMP"/latch-down.* | paste -s -d ' ')
+[ "$left" = "0 1 2" ] || fail "latch: the count-downs printed '$left' (expected 0 1 2)"
+rc=0
+"${T[@]}" "$DLOCK" latch down latch:demo 2>"$TMP/latch.err" || rc=$?
+[ "$rc" = 64 ] || fail "latch: a count-down below zero exited $rc (expected 64)"
+ok "latch: 'latch wait' went on after 3 'latch down' from 3 processes (counts left: $left); a 4th was refused (64, $(cut -c1-60 "$TMP/latch.err")...)"
+
+# ---- barrier: four processes meet, twice --------------------------------------------------------
+for round in 1 2; do
+    for ((i = 0; i < 4; i++)); do
+        spawn "$TMP/barrier.$round.$i" sh -c 'sleep 0.$1; "$2" barrier --wait 20s barrier:demo 4 && date +%s%N' sh "$i" "$DLOCK"
+    done
+    reap
+    [ "$BAD" -eq 0 ] || fail "barrier: round $round: $BAD of 4 parties failed: $(show "$TMP"/barrier."$round".*)"
+done
+spread=$(cat "$TMP"/barrier.2.* | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print int((hi - lo) / 1000000) }')
+ok "barrier: 4 processes arriving 0.1 s apart went on together, twice (the last round's exits within $spread ms)"
+
+# ---- run --rate: at most 5 starts per second, burst 5 ---------------------------------------------
+t0=$(redis-cli -p "$PORT" time | paste -s -d ' ' | awk '{ printf "%.0f\n", $1 * 1000000 + $2 }')
+for ((i = 0; i < 15; i++)); do
+    spawn "$TMP/rate.$i" "$DLOCK" run --rate 5/1s rate:demo -- redis-cli -p "$PORT" time
+done
+reap
+[ "$BAD" -eq 0 ] || fail "run --rate: $BAD of 15 runs failed: $(show "$TMP"/rate.*)"
+over=$(for f in "$TMP"/rate.*; do paste -s -d ' ' "$f"; done | awk '{ printf "%.0f\n", $1 * 1000000 + $2 }' | sort -n |
+    awk -v t0="$t0" '{ if (NR > 5 + ($1 - t0) * 5 / 1000000) { print NR " starts after " ($1 - t0) / 1000 " ms"; exit } }')
+[ -z "$over" ] || fail "run --rate: more starts than 5 + 5/s x elapsed: $over"
+last=$(for f in "$TMP"/rate.*; do paste -s -d ' ' "$f"; done | awk -v t0="$t0" '{ t = $1 * 1000000 + $2 - t0; if (t > m) m = t } END { print int(m / 1000) }')
+rc=0
+"${T[@]}" "$DLOCK" run --no-wait --rate 5/1s rate:demo -- true 2>/dev/null || rc=$?
+[ "$rc" = 75 ] || fail "run --rate --no-wait over the rate exited $rc (expected 75)"
+ok "run --rate 5/1s: 15 runs at once started within $(secs "$last") s on the server's clock, never more than 5 + 5/s x elapsed; --no-wait over the rate: 75"
+
+# ---- nested runs: a script under the lock calls a script that takes the same lock ---------------
+out=$("${T[@]}" "$DLOCK" run nest:demo -- sh -c '"$1" run nest:demo -- sh -c "echo inner \$DLOCK_FENCING_TOKEN"; echo "outer $DLOCK_FENCING_TOKEN"' sh "$DLOCK" 2>&1) ||
+    fail "nested run: exited non-zero: $out"
+inner=$(printf '%s\n' "$out" | sed -n 's/^inner //p')
+outer=$(printf '%s\n' "$out" | sed -n 's/^outer //p')
+{ [ -n "$inner" ] && [ "$inner" = "$outer" ]; } || fail "nested run: inner token '$inner', outer '$outer'"
+rc=0
+"${T[@]}" "$DLOCK" run nest:demo -- sh -c '"$1" -q unlock --force nest:demo; "$1" run nest:demo -- true' sh "$DLOCK" 2>/dev/null || rc=$?
+[ "$rc" = 79 ] || fail "nested run: with the outer lock force-unlocked exited $rc (expected 79)"
+ok "nested runs: 'dlock run KEY' inside 'dlock run KEY' ran at once under the outer hold (same fencing token $inner); with the outer lock force-unlocked: 79"
+
+# ---- several permits: 3 of 4 at once -------------------------------------------------------------
+out=$("${T[@]}" "$DLOCK" run --limit 4 --permits 3 permits:demo -- sh -c 'echo "$DLOCK_PERMITS $DLOCK_SLOT"; "$1" status permits:demo' sh "$DLOCK" 2>&1) ||
+    fail "permits: exited non-zero: $out"
+printf '%s\n' "$out" | grep -q '^3 0$' || fail "permits: DLOCK_PERMITS/DLOCK_SLOT: $out"
+printf '%s\n' "$out" | grep -q 'limit 4' || fail "permits: status does not show the limit: $out"
+rc=0
+"${T[@]}" "$DLOCK" run --limit 3 --permits 4 permits:demo -- true 2>/dev/null || rc=$?
+[ "$rc" = 64 ] || fail "permits: --permits 4 --limit 3 exited $rc (expected 64)"
+ok "permits: --limit 4 --permits 3 held 3 permits (DLOCK_PERMITS=3, status shows limit 4); --permits 4 over --limit 3: 64"
+
 printf '\nall %d checks passed in %ds\n' "$CHECKS" $((SECONDS - START))

@@ -19,6 +19,7 @@ static const char *const cleared[] = {
     "DLOCK_URL",  "DLOCK_PASSWORD",      "DLOCK_PREFIX",
     "DLOCK_ID",   "DLOCK_KEY",           "DLOCK_KEYS",
     "DLOCK_SLOT", "DLOCK_FENCING_TOKEN", "DLOCK_FENCING_TOKENS",
+    "DLOCK_PERMITS", "DLOCK_HELD",
 };
 
 #define N_CLEARED (sizeof cleared / sizeof cleared[0])
