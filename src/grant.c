@@ -175,7 +175,7 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     int64_t budget = a->max_ms > 0 ? a->max_ms : c->connect_timeout_ms + c->command_timeout_ms;
     int ncalls = 1;
     dlock__fanout_add_waits(c, calls, &ncalls, budget / 2, wait_ms, wait_args);
-    a->unknown = 0;
+    a->unknown = a->unacked = 0;
     a->hint_ms = 0;
     a->sent_ns = dlock__now_ns();
     atomic_fetch_add(&c->metrics.attempts, 1);
@@ -226,6 +226,7 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
         /* the grant is given back (below) and this counts as a failed attempt */
         dlock__grant_giveback(l, a->max_ms);
         a->unknown = 0;
+        a->unacked = 1;
         dlock__fanout_free(&f);
         return dlock__err(DLOCK_EQUORUM, "acquire %s: granted, but %s; given back",
                           l->parts[0].key, why);
