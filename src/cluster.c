@@ -220,12 +220,19 @@ static int route_pending(route *rt, int *nnodes)
     return left;
 }
 
-/* Files reply r (owned) to call i: an answer, or a redirection to follow
- * (MOVED: refresh the map; ASK: one call to the target now; TRYAGAIN:
- * wait for the migration). Returns 0, or DLOCK_EINVAL for keys that span
- * slots. */
-static int settle(route *rt, int i, dlock__reply *r)
+/* Files reply r (owned) from node `node` to call i: an answer, or a
+ * redirection to follow (MOVED: refresh the map; ASK: one call to the
+ * target now; TRYAGAIN: wait for the migration; CLUSTERDOWN: the cluster
+ * is between a master's failure and its replica's promotion, so like an
+ * unreachable node). Returns 0, or DLOCK_EINVAL for keys that span slots. */
+static int settle(route *rt, int node, int i, dlock__reply *r)
 {
+    if (dlock__reply_is_error(r, "CLUSTERDOWN")) {
+        snprintf(rt->why, sizeof rt->why, "%s: %s", rt->c->nodes[node].ep.desc, r->str);
+        rt->unreachable = rt->refresh = 1;
+        dlock__reply_free(r);
+        return 0;
+    }
     if (dlock__reply_is_error(r, "MOVED")) {
         rt->refresh = 1;
         dlock__reply_free(r);
@@ -303,7 +310,7 @@ static int run_node(route *rt, int node)
         return 0;
     }
     for (int k = 0; k < m; k++) {
-        int src = settle(rt, rt->idx[k], rt->got[k]);
+        int src = settle(rt, node, rt->idx[k], rt->got[k]);
         if (src && !rc)
             rc = src;
     }
