@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "keys.h"
+#include "schedule.h"
 
 enum { DLOCK__KIND_MUTEX, DLOCK__KIND_READ, DLOCK__KIND_SEM, DLOCK__KIND_MULTI };
 enum { DLOCK__NEW = 0, DLOCK__HELD = 1, DLOCK__LOST = 2, DLOCK__RELEASED = 3 };
@@ -29,14 +30,6 @@ typedef struct dlock__part {
     char **names;  /* its key group (points into the handle's names[]) */
     uint64_t fence;
 } dlock__part;
-
-/* An entry in the watchdog's schedule (a binary heap by `due_ns`). */
-typedef struct dlock__sched {
-    int64_t due_ns;
-    int64_t early_ns; /* may be served this much before due, to batch */
-    size_t idx;       /* position in the heap; (size_t)-1 when not in it */
-    int is_waiter;
-} dlock__sched;
 
 struct dlock_lock {
     dlock_client *client;

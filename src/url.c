@@ -163,6 +163,49 @@ static int parse_params(dlock__endpoint *ep, const char *q, int allow_db)
     return 0;
 }
 
+/* host[:port] or [ipv6][:port] between hs and hend into ep->host,
+ * ep->port and ep->desc. Returns 0, DLOCK_EINVAL or DLOCK_ENOMEM. */
+static int parse_hostport(dlock__endpoint *ep, const char *hs, const char *hend)
+{
+    const char *he, *portp = NULL;
+    if (*hs == '[') {
+        const char *rb = memchr(hs, ']', (size_t)(hend - hs));
+        if (!rb)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: missing ']' after IPv6 address");
+        he = rb;
+        hs++;
+        if (rb + 1 < hend) {
+            if (rb[1] != ':')
+                return dlock__err(DLOCK_EINVAL, "invalid URL: unexpected text after ']'");
+            portp = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(hs, ':', (size_t)(hend - hs));
+        he = colon ? colon : hend;
+        if (colon)
+            portp = colon + 1;
+    }
+    if (he == hs)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: no host name");
+    if (portp) {
+        long port;
+        if (parse_num(portp, (size_t)(hend - portp), 1, 65535, &port) != 0)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: port must be a number from 1 to 65535");
+        ep->port = (int)port;
+    }
+    for (const char *q = hs; q < he; q++)
+        if (*q <= ' ' || *q == '/' || *q == '@' || *q == ',')
+            return dlock__err(DLOCK_EINVAL, "invalid URL: bad character in host name");
+    ep->host = dlock__strndup(hs, (size_t)(he - hs));
+    if (!ep->host)
+        return dlock__err(DLOCK_ENOMEM, "out of memory parsing the URL");
+    if (strchr(ep->host, ':'))
+        snprintf(ep->desc, sizeof ep->desc, "[%s]:%d", ep->host, ep->port);
+    else
+        snprintf(ep->desc, sizeof ep->desc, "%s:%d", ep->host, ep->port);
+    return 0;
+}
+
 /* redis[s]://[userinfo@]host[:port][/db][?tls params] — `p` points after
  * the scheme. */
 static int parse_tcp(dlock__endpoint *ep, const char *p)
@@ -194,48 +237,14 @@ static int parse_tcp(dlock__endpoint *ep, const char *p)
     }
     const char *slash = memchr(host, '/', (size_t)(end - host));
     const char *hend = slash ? slash : end;
-    const char *hs = host, *he, *portp = NULL;
-    if (*hs == '[') {
-        const char *rb = memchr(hs, ']', (size_t)(hend - hs));
-        if (!rb)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: missing ']' after IPv6 address");
-        he = rb;
-        hs++;
-        if (rb + 1 < hend) {
-            if (rb[1] != ':')
-                return dlock__err(DLOCK_EINVAL, "invalid URL: unexpected text after ']'");
-            portp = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(hs, ':', (size_t)(hend - hs));
-        he = colon ? colon : hend;
-        if (colon)
-            portp = colon + 1;
-    }
-    if (he == hs)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: no host name");
-    if (portp) {
-        long port;
-        if (parse_num(portp, (size_t)(hend - portp), 1, 65535, &port) != 0)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: port must be a number from 1 to 65535");
-        ep->port = (int)port;
-    }
+    if ((rc = parse_hostport(ep, host, hend)) != 0)
+        return rc;
     if (slash && slash + 1 < end) {
         long db;
         if (parse_num(slash + 1, (size_t)(end - slash - 1), 0, 1000000, &db) != 0)
             return dlock__err(DLOCK_EINVAL, "invalid URL: database after '/' must be a number (e.g. /0)");
         ep->db = (int)db;
     }
-    for (const char *q = hs; q < he; q++)
-        if (*q <= ' ' || *q == '/' || *q == '@' || *q == ',')
-            return dlock__err(DLOCK_EINVAL, "invalid URL: bad character in host name");
-    ep->host = dlock__strndup(hs, (size_t)(he - hs));
-    if (!ep->host)
-        return dlock__err(DLOCK_ENOMEM, "out of memory parsing the URL");
-    if (strchr(ep->host, ':'))
-        snprintf(ep->desc, sizeof ep->desc, "[%s]:%d", ep->host, ep->port);
-    else
-        snprintf(ep->desc, sizeof ep->desc, "%s:%d", ep->host, ep->port);
     return 0;
 }
 
