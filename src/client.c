@@ -110,17 +110,21 @@ static int set_credentials(dlock_client *c, const char *user, const char *pass)
 static int apply_opts(dlock_client *c, const dlock_client_opts *o)
 {
     if (o->version < 1 || o->version > DLOCK_CLIENT_OPTS_VERSION)
-        return dlock__err(DLOCK_EINVAL, "dlock_client_opts.version %u is not supported "
-                          "(initialise with DLOCK_CLIENT_OPTS_INIT)", o->version);
+        return dlock__err(DLOCK_EINVAL,
+                          "dlock_client_opts.version %u is not supported "
+                          "(initialise with DLOCK_CLIENT_OPTS_INIT)",
+                          o->version);
     int min_replicas = o->version >= 2 ? o->min_replicas : -1;
     if (min_replicas < -1 || min_replicas > 100)
         return dlock__err(DLOCK_EINVAL, "min_replicas must be -1 (automatic) or 0 to 100 (got %d)",
                           min_replicas);
     c->min_replicas = min_replicas;
     if (o->connect_timeout_ms <= 0)
-        return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)", o->connect_timeout_ms);
+        return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)",
+                          o->connect_timeout_ms);
     if (o->command_timeout_ms <= 0)
-        return dlock__err(DLOCK_EINVAL, "command_timeout_ms must be > 0 (got %d)", o->command_timeout_ms);
+        return dlock__err(DLOCK_EINVAL, "command_timeout_ms must be > 0 (got %d)",
+                          o->command_timeout_ms);
     c->connect_timeout_ms = o->connect_timeout_ms;
     c->command_timeout_ms = o->command_timeout_ms;
 
@@ -128,7 +132,8 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     if (strlen(prefix) > 128)
         return dlock__err(DLOCK_EINVAL, "prefix is longer than 128 bytes");
     if (strpbrk(prefix, "{}"))
-        return dlock__err(DLOCK_EINVAL, "prefix must not contain '{' or '}' (they would change the hash slot)");
+        return dlock__err(DLOCK_EINVAL,
+                          "prefix must not contain '{' or '}' (they would change the hash slot)");
     if (!(c->prefix = dlock__strdup(prefix)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
 
@@ -136,7 +141,9 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     if (rc)
         return rc;
     if (o->log_level < DLOCK_LOG_ERROR || o->log_level > DLOCK_LOG_DEBUG)
-        return dlock__err(DLOCK_EINVAL, "log_level must be DLOCK_LOG_ERROR..DLOCK_LOG_DEBUG (got %d)", o->log_level);
+        return dlock__err(DLOCK_EINVAL,
+                          "log_level must be DLOCK_LOG_ERROR..DLOCK_LOG_DEBUG (got %d)",
+                          o->log_level);
     if (o->metrics_by_key_prefix != 0 && o->metrics_by_key_prefix != 1)
         return dlock__err(DLOCK_EINVAL, "metrics_by_key_prefix must be 0 or 1");
     c->log_fn = o->log_fn;
@@ -195,8 +202,8 @@ static int check_reachable(dlock_client *c)
     if (auth_rc)
         rc = dlock__err(auth_rc, "%s", first_err);
     else if (c->backend == DLOCK__BACKEND_REDLOCK && reachable < c->quorum)
-        rc = dlock__err(DLOCK_EQUORUM, "only %d of %d servers reachable, %d needed (%s)",
-                        reachable, c->nnodes, c->quorum, first_err);
+        rc = dlock__err(DLOCK_EQUORUM, "only %d of %d servers reachable, %d needed (%s)", reachable,
+                        c->nnodes, c->quorum, first_err);
     return rc;
 }
 

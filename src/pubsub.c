@@ -93,7 +93,7 @@ static void dispatch(dlock__listener *ls, const dlock__reply *r)
         for (dlock__sub *w = ls->waiters; w; w = w->next)
             if (strcmp(w->channel, name) == 0)
                 notify(w, payload[0] == '\0' || strcmp(payload, w->token) == 0 ? DLOCK__NEWS_MINE
-                                                                                : DLOCK__NEWS_OTHER);
+                                                                               : DLOCK__NEWS_OTHER);
     }
 }
 
@@ -107,7 +107,7 @@ static int plan(dlock__listener *ls, dlock__conn *conn)
         channel *ch = *pp;
         if (ch->refs == 0) {
             if (ch->state != CH_NEW) {
-                const char *av[2] = {"UNSUBSCRIBE", ch->name};
+                const char *av[2] = { "UNSUBSCRIBE", ch->name };
                 if (dlock__conn_append(conn, 2, av, NULL) != 0)
                     return DLOCK_ENOMEM;
                 n++;
@@ -118,7 +118,7 @@ static int plan(dlock__listener *ls, dlock__conn *conn)
             continue;
         }
         if (ch->state == CH_NEW) {
-            const char *av[2] = {"SUBSCRIBE", ch->name};
+            const char *av[2] = { "SUBSCRIBE", ch->name };
             if (dlock__conn_append(conn, 2, av, NULL) != 0)
                 return DLOCK_ENOMEM;
             ch->state = CH_SENT;
@@ -149,7 +149,7 @@ static dlock__conn *listener_connect(dlock__listener *ls, int *backoff_ms)
     }
     reset_all(ls);
     pthread_mutex_unlock(&ls->mu);
-    struct pollfd p = {.fd = ls->ctl[0], .events = POLLIN};
+    struct pollfd p = { .fd = ls->ctl[0], .events = POLLIN };
     poll(&p, 1, *backoff_ms);
     *backoff_ms = *backoff_ms < 1000 ? *backoff_ms * 2 : 1000;
     pthread_mutex_lock(&ls->mu);
@@ -177,8 +177,8 @@ static int listener_turn(dlock__listener *ls, dlock__conn *conn)
         dlock__reply_free(r);
     }
     if (rc == 0) {
-        struct pollfd p[2] = {{.fd = dlock__conn_poll_fd(conn), .events = POLLIN},
-                              {.fd = ls->ctl[0], .events = POLLIN}};
+        struct pollfd p[2] = { { .fd = dlock__conn_poll_fd(conn), .events = POLLIN },
+                               { .fd = ls->ctl[0], .events = POLLIN } };
         poll(p, 2, 1000);
         if (p[1].revents & POLLIN) {
             char buf[64];

@@ -65,7 +65,7 @@ static void sigpipe_unblock(sigpipe_guard *g)
     sigemptyset(&pend);
     sigpending(&pend);
     if (!g->was_pending && sigismember(&pend, SIGPIPE) == 1) {
-        struct timespec zero = {0, 0};
+        struct timespec zero = { 0, 0 };
         while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
         }
     }
@@ -179,7 +179,8 @@ static void tls_close(dlock__transport *tr)
     dlock__free(t);
 }
 
-static const dlock__transport_ops tls_ops = {tls_read, tls_write, tls_poll_fd, tls_close, tls_pending};
+static const dlock__transport_ops tls_ops = { tls_read, tls_write, tls_poll_fd, tls_close,
+                                              tls_pending };
 
 /* Set up the context: verification, CA file, client certificate. */
 static int make_ctx(SSL_CTX **out, const dlock__endpoint *ep)
@@ -201,8 +202,8 @@ static int make_ctx(SSL_CTX **out, const dlock__endpoint *ep)
                      SSL_CTX_use_PrivateKey_file(ctx, ep->key, SSL_FILETYPE_PEM) != 1 ||
                      SSL_CTX_check_private_key(ctx) != 1)) {
         SSL_CTX_free(ctx);
-        return dlock__err(DLOCK_EINVAL, "TLS: cannot load the client certificate %s / key %s: %s", ep->cert,
-                          ep->key, ssl_reason());
+        return dlock__err(DLOCK_EINVAL, "TLS: cannot load the client certificate %s / key %s: %s",
+                          ep->cert, ep->key, ssl_reason());
     }
     *out = ctx;
     return 0;
@@ -219,9 +220,11 @@ static int expect_peer(tls_transport *t, const dlock__endpoint *ep)
     X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
     if (!is_ip)
         SSL_set_tlsext_host_name(t->ssl, name);
-    if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name) : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1 ||
+    if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+               : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1 ||
         SSL_set_fd(t->ssl, t->inner->ops->poll_fd(t->inner)) != 1)
-        return dlock__err(DLOCK_EINVAL, "TLS: cannot set up the connection to %s: %s", name, ssl_reason());
+        return dlock__err(DLOCK_EINVAL, "TLS: cannot set up the connection to %s: %s", name,
+                          ssl_reason());
     return 0;
 }
 
@@ -232,11 +235,12 @@ static int handshake_error(tls_transport *t, int e)
 {
     long v = SSL_get_verify_result(t->ssl);
     if (v != X509_V_OK)
-        return dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: certificate verify failed: %s",
+        return dlock__err(DLOCK_ECONN,
+                          "TLS handshake with %s failed: certificate verify failed: %s",
                           t->base.desc, X509_verify_cert_error_string(v));
     if (e == SSL_ERROR_SYSCALL)
-        return dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: connection closed%s", t->base.desc,
-                          NOT_TLS_HINT);
+        return dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: connection closed%s",
+                          t->base.desc, NOT_TLS_HINT);
     int not_tls = peer_not_tls();
     return dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: %s%s", t->base.desc, ssl_reason(),
                       not_tls ? NOT_TLS_HINT : "");
@@ -257,9 +261,11 @@ static int handshake(tls_transport *t, int64_t deadline_ns)
             return 0;
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
             return handshake_error(t, e);
-        int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_ns);
+        int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+                                      deadline_ns);
         if (w == DLOCK_ETIMEDOUT)
-            return dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out%s", t->base.desc, NOT_TLS_HINT);
+            return dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out%s", t->base.desc,
+                              NOT_TLS_HINT);
         if (w)
             return w;
     }

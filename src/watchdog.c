@@ -38,9 +38,9 @@
 struct dlock__watchdog {
     pthread_t thread;
     int started, stop;
-    int64_t wake_ns;     /* when the thread plans to wake (INT64_MAX: when told) */
-    dlock__schedule q;   /* renewals and keepalives by due time */
-    dlock_lock *locks;   /* every held lock, renewed or not */
+    int64_t wake_ns;   /* when the thread plans to wake (INT64_MAX: when told) */
+    dlock__schedule q; /* renewals and keepalives by due time */
+    dlock_lock *locks; /* every held lock, renewed or not */
 };
 
 static int64_t min64(int64_t a, int64_t b)
@@ -56,7 +56,7 @@ typedef struct batch {
     dlock__call_args *args; /* one per item */
     dlock__call *calls;
     int n, ncalls, cap, callcap;
-    int nall;               /* ncalls and the WAITs after them */
+    int nall; /* ncalls and the WAITs after them */
     char wait_ms[24];
     const char *wait_args[1];
 } batch;
@@ -136,7 +136,9 @@ static int64_t collect(dlock_client *c, batch *b)
     while ((s = dlock__sched_first(&wd->q)) && b->ncalls < BATCH_MAX) {
         if (s->due_ns - s->early_ns > now)
             break;
-        int ncalls = s->is_waiter ? 1 : (int)((dlock_lock *)((char *)s - offsetof(dlock_lock, sched)))->nparts;
+        int ncalls = s->is_waiter
+                         ? 1
+                         : (int)((dlock_lock *)((char *)s - offsetof(dlock_lock, sched)))->nparts;
         if (batch_grow(b, ncalls) != 0)
             break; /* out of memory: serve what fits, try the rest later */
         dlock__sched_remove(&wd->q, s);
@@ -194,8 +196,9 @@ static int renewed(dlock_client *c, dlock_lock *l, int res, int64_t start)
     atomic_store(&l->renew_error, res);
     atomic_fetch_add(&c->metrics.renew_failures, 1);
     int64_t until = atomic_load(&l->valid_until_ns);
-    dlock__log(c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
-               l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
+    dlock__log(
+        c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
+        l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
     l->inflight = 0;
     l->sched.early_ns = 0;
     dlock__sched_push(&wd->q, &l->sched, min64(dlock__now_ns() + retry_delay_ns(l), until));
@@ -212,7 +215,8 @@ static void kept(dlock_client *c, dlock__waitreg *w, const dlock__fanout *f, int
     for (int i = 0; ok && i < f->nnodes; i++) {
         const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][k] : NULL;
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+            r->element[0]->type != REDIS_REPLY_INTEGER ||
+            r->element[1]->type != REDIS_REPLY_INTEGER)
             continue;
         answered++;
         long long state = r->element[0]->integer, hint = r->element[1]->integer;
@@ -256,16 +260,20 @@ static int64_t tick(dlock_client *c, batch *b)
         earliest = b->items[i]->is_waiter
                        ? min64(earliest, start + (int64_t)DLOCK__ENTRY_TTL_MS * 1000000)
                        : min64(earliest, atomic_load(&((dlock_lock *)((char *)b->items[i] -
-                                                        offsetof(dlock_lock, sched)))
-                                                        ->valid_until_ns));
+                                                                      offsetof(dlock_lock, sched)))
+                                                          ->valid_until_ns));
     int64_t budget_ms = (earliest - start) / 2000000;
     pthread_mutex_unlock(&c->mu);
     /* the WAITs (and ROLEs): outside c->mu, which finding a cluster node takes */
     b->nall = b->ncalls;
-    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms, b->wait_args);
+    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms,
+                            b->wait_args);
     dlock__fanout f;
     int rc = dlock__fanout_run(c, b->calls, b->nall,
-                               budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);
+                               budget_ms < 1           ? 1
+                               : budget_ms > INT32_MAX ? INT32_MAX
+                                                       : (int)budget_ms,
+                               &f);
     pthread_mutex_lock(&c->mu);
 
     int lost_n = 0;
@@ -325,7 +333,7 @@ static void wait_until(dlock_client *c, int64_t until_ns)
 static void *watchdog_main(void *arg)
 {
     dlock_client *c = arg;
-    batch b = {0};
+    batch b = { 0 };
     pthread_mutex_lock(&c->mu);
     while (!c->wd->stop) {
         int64_t next = tick(c, &b);
