@@ -187,6 +187,7 @@ typedef struct {
     dlock_client *c;
     const dlock__call *calls;
     dlock__reply **replies;
+    int *answered_by; /* call -> the node that answered it (may be NULL) */
     int n;
     int64_t end;        /* the caller's deadline (ns) */
     int *node_of;       /* call -> node, this round */
@@ -253,6 +254,7 @@ static int settle(route *rt, int node, int i, dlock__reply *r)
         r = NULL;
         if (target < 0 || run_asking(rt->c, target, &rt->calls[i], &r, ms_left(rt)) != 0)
             return 0; /* asked again next round */
+        node = target;
     }
     if (dlock__reply_is_error(r, "TRYAGAIN")) {
         rt->tryagain = 1; /* a multi-key script while its slot is split */
@@ -261,6 +263,8 @@ static int settle(route *rt, int node, int i, dlock__reply *r)
     }
     rt->replies[i] = r;
     rt->pending[i] = 0;
+    if (rt->answered_by)
+        rt->answered_by[i] = node;
     return 0;
 }
 
@@ -345,9 +349,9 @@ static int between_rounds(route *rt)
 }
 
 int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies,
-                       int max_ms)
+                       int *answered_by, int max_ms)
 {
-    route rt = { .c = c, .calls = calls, .replies = replies, .n = n };
+    route rt = { .c = c, .calls = calls, .replies = replies, .answered_by = answered_by, .n = n };
     rt.end = dlock__now_ns() + (int64_t)max_ms * 1000000;
     rt.node_of = dlock__calloc((size_t)n, sizeof *rt.node_of);
     rt.pending = dlock__calloc((size_t)n, sizeof *rt.pending);

@@ -11,9 +11,10 @@
 int dlock__cluster_refresh(dlock_client *c);
 
 /* Run calls[0..n) routed by slot (one pipelined batch per node),
- * following MOVED and ASK, within max_ms. 0 or an error (no replies). */
+ * following MOVED and ASK, within max_ms. 0 or an error (no replies).
+ * answered_by (NULL, or n ints) gets the node that answered each call. */
 int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies,
-                       int max_ms);
+                       int *answered_by, int max_ms);
 
 /* The node serving the slot of key name `name` (per the current map). */
 int dlock__cluster_node_of(dlock_client *c, const char *name);

@@ -30,7 +30,8 @@ struct dlock__conn {
     int64_t last_timeout_ms; /* the budget of the exchange in progress, for messages */
     int replicas;            /* connected replicas of its server (ROLE at connect); -1 unknown */
     int need;                /* replicas that must acknowledge its writes; -1: automatic */
-    atomic_int *seen;        /* automatic: its node's replica count, kept current by ROLE */
+    int need_sent;           /* what the last WAIT queued on it asked for */
+    dlock__replicas *seen;   /* automatic: its node's replicas, kept current by ROLE */
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
@@ -72,24 +73,63 @@ int dlock__conn_replicas(const dlock__conn *c)
     return c->replicas;
 }
 
-void dlock__conn_set_need(dlock__conn *c, int need, atomic_int *seen)
+void dlock__replicas_saw(dlock__replicas *r, int n)
+{
+    int before = atomic_load(&r->seen);
+    if (n > 0 || before <= 0) {
+        atomic_store(&r->seen, n);
+        atomic_store(&r->gone_ns, 0);
+        return;
+    }
+    /* replicas before, none now: believed after DLOCK__REPLICAS_GONE_MS */
+    long long now = dlock__now_ns(), zero = 0;
+    if (atomic_compare_exchange_strong(&r->gone_ns, &zero, now))
+        return;
+    if (now - zero >= (long long)DLOCK__REPLICAS_GONE_MS * 1000000) {
+        atomic_store(&r->seen, 0);
+        atomic_store(&r->gone_ns, 0);
+    }
+}
+
+void dlock__replicas_reset(dlock__replicas *r)
+{
+    atomic_store(&r->seen, 0);
+    atomic_store(&r->gone_ns, 0);
+}
+
+void dlock__conn_set_need(dlock__conn *c, int need, dlock__replicas *r)
 {
     c->need = need;
-    c->seen = seen;
+    c->seen = r;
+}
+
+void dlock__conn_set_need_sent(dlock__conn *c, int need)
+{
+    c->need_sent = need;
+}
+
+int dlock__conn_need_sent(const dlock__conn *c)
+{
+    return c->need_sent;
 }
 
 int dlock__conn_need(const dlock__conn *c)
 {
     if (c->need >= 0)
         return c->need;
-    return c->seen && atomic_load(c->seen) > 0 ? 1 : 0;
+    return c->seen && atomic_load(&c->seen->seen) > 0 ? 1 : 0;
+}
+
+int dlock__conn_replicas_gone(const dlock__conn *c)
+{
+    return c->seen && atomic_load(&c->seen->gone_ns) != 0;
 }
 
 void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r)
 {
     int n = role_replicas(r);
     if (c->seen && n >= 0)
-        atomic_store(c->seen, n);
+        dlock__replicas_saw(c->seen, n);
 }
 
 void dlock__conn_mark_broken(dlock__conn *c)

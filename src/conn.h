@@ -72,13 +72,36 @@ int dlock__conn_broken(const dlock__conn *c);
  * ROLE; want_role), 0 for a replica, -1 if unknown. */
 int dlock__conn_replicas(const dlock__conn *c);
 
+/* What a client believes of one server's replicas, shared by its
+ * connections to it (automatic min_replicas). A count that falls to 0 is
+ * believed only after DLOCK__REPLICAS_GONE_MS: a master that has just lost
+ * its replicas may be one a failover is replacing (its replica promoted,
+ * clients not yet told), whose grants the new master will not have. Until
+ * then its grants still need an acknowledgement, which it cannot give. */
+#define DLOCK__REPLICAS_GONE_MS 10000
+typedef struct dlock__replicas {
+    atomic_int seen;      /* connected replicas believed (0: none) */
+    atomic_llong gone_ns; /* when a fall to 0 was first seen; 0: none pending */
+} dlock__replicas;
+
+/* The server was seen with n connected replicas (n >= 0). */
+void dlock__replicas_saw(dlock__replicas *r, int n);
+/* The node is another server now (a Sentinel switch): forget. */
+void dlock__replicas_reset(dlock__replicas *r);
+
 /* Replicas that must acknowledge this connection's writes (used by WAIT,
- * scripts.h): `need` if >= 0, else automatic: 1 while *seen (its node's
- * replica count, shared by the node's connections) is above 0. */
-void dlock__conn_set_need(dlock__conn *c, int need, atomic_int *seen);
+ * scripts.h): `need` if >= 0, else automatic: 1 while r (its node's view,
+ * shared by the node's connections) believes in a replica. */
+void dlock__conn_set_need(dlock__conn *c, int need, dlock__replicas *r);
 int dlock__conn_need(const dlock__conn *c);
-/* A ROLE reply read on c: keep *seen current. */
+/* What the last WAIT queued on c asked for (scripts.c). */
+void dlock__conn_set_need_sent(dlock__conn *c, int need);
+int dlock__conn_need_sent(const dlock__conn *c);
+/* A ROLE reply read on c: keep its node's view current. */
 void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r);
+/* 1 if c's server was seen losing all its replicas less than
+ * DLOCK__REPLICAS_GONE_MS ago: maybe a master a failover is replacing. */
+int dlock__conn_replicas_gone(const dlock__conn *c);
 
 /* 1 if the connection failed because a deadline passed (the server may be
  * slow or stopped), not because it was closed. */

@@ -32,8 +32,23 @@ static int demoted(dlock__reply **replies, int n)
     return 0;
 }
 
+/* 1 if conn (taken for node `node`) was made for a server the node no
+ * longer names: the Sentinels switched masters while it was in use. */
+static int stale_master(dlock_client *c, int node, dlock__conn *conn)
+{
+    pthread_mutex_lock(&c->mu);
+    int stale = *dlock__conn_tag(conn) != c->nodes[node].gen;
+    pthread_mutex_unlock(&c->mu);
+    return stale;
+}
+
 /* Run on node `node` within max_ms: a stale pooled connection is replaced
- * once; a Sentinel master that fails is looked up again once. */
+ * once; a Sentinel master that fails, was demoted, has just lost all its
+ * replicas (its replica may have been promoted: it keeps serving until the
+ * Sentinels demote it, and what it grants now is lost) or was replaced
+ * while the calls ran is looked up again once, and the calls go to the
+ * master the Sentinels name: an answer from a server that is no longer the
+ * master never counts. */
 static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
                     dlock__reply **replies, int max_ms)
 {
@@ -53,14 +68,21 @@ static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
                                     : left < c->command_timeout_ms ? (int)left
                                                                    : 0);
             timed_out = rc != 0 && dlock__conn_timed_out(conn);
-            if (rc == 0 && failover_retry && demoted(replies, n)) {
+            int stale =
+                rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL && stale_master(c, node, conn);
+            if (rc == 0 && (stale || (failover_retry &&
+                                      (demoted(replies, n) || dlock__conn_replicas_gone(conn))))) {
                 for (int i = 0; i < n; i++) {
                     dlock__reply_free(replies[i]);
                     replies[i] = NULL;
                 }
+                rc = dlock__err(DLOCK_ECONN, "%s: %s", dlock__conn_desc(conn),
+                                stale ? "no longer the master (failover)"
+                                : dlock__conn_replicas_gone(conn)
+                                    ? "the master lost its replicas (a failover?)"
+                                    : "the master was demoted (failover)");
                 dlock__conn_close(conn);
                 conn = NULL;
-                rc = dlock__err(DLOCK_ECONN, "the master was demoted (failover)");
             }
             dlock__pool_put(c, node, conn);
         }
@@ -72,6 +94,7 @@ static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
             failover_retry = 0;
             char msg[512];
             snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
+            dlock__log(c, DLOCK_LOG_INFO, "asking the sentinels for the master: %s", msg);
             if (dlock__sentinel_resolve(c) == 0)
                 continue;
             dlock__err(DLOCK_ECONN, "%s (and %s)", msg, dlock_last_errmsg());
@@ -87,7 +110,8 @@ int dlock__fanout_one(dlock_client *c, const dlock__call *calls, int n, dlock__r
     if (c->backend == DLOCK__BACKEND_SENTINEL)
         max *= 2;
     if (c->backend == DLOCK__BACKEND_CLUSTER)
-        return dlock__cluster_run(c, calls, n, replies, max > INT32_MAX ? INT32_MAX : (int)max);
+        return dlock__cluster_run(c, calls, n, replies, NULL,
+                                  max > INT32_MAX ? INT32_MAX : (int)max);
     int rc = 0;
     for (int i = 0; i < c->nnodes; i++)
         if ((rc = run_node(c, i, calls, n, replies, max > INT32_MAX ? INT32_MAX : (int)max)) == 0)
@@ -107,6 +131,8 @@ void dlock__fanout_free(dlock__fanout *f)
             f->replies[i] = NULL;
         }
     }
+    dlock__free(f->by_node);
+    f->by_node = NULL;
 }
 
 int dlock__fanout_error(const dlock__fanout *f, const char *what)
@@ -300,9 +326,15 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         }
     if (c->backend == DLOCK__BACKEND_CLUSTER) {
-        int rc = dlock__cluster_run(c, calls, n, f->replies[0], max_ms);
+        if (!(f->by_node = dlock__calloc((size_t)(n > 0 ? n : 1), sizeof *f->by_node))) {
+            dlock__fanout_free(f);
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
+        int rc = dlock__cluster_run(c, calls, n, f->replies[0], f->by_node, max_ms);
         if (rc)
             node_failed(f, 0, rc);
+        if (rc == DLOCK_ENOMEM)
+            dlock__fanout_free(f); /* callers free nothing after ENOMEM */
         return rc;
     }
     if (c->voters == 1) {
@@ -354,11 +386,10 @@ int dlock__fanout_node_of(dlock_client *c, const char *name)
 int dlock__fanout_acked(dlock_client *c, const dlock__fanout *f, const dlock__call *calls, int n,
                         int i, int k, char *why, size_t whylen)
 {
-    int node = calls[k].nkeys > 0 ? dlock__fanout_node_of(c, calls[k].keys[0]) : 0;
+    (void)c;
     for (int w = k + 1; w < n; w++) {
-        if (calls[w].script != DLOCK__S_WAIT ||
-            (c->backend == DLOCK__BACKEND_CLUSTER &&
-             dlock__fanout_node_of(c, calls[w].keys[0]) != node))
+        /* the WAIT that ran after call k on the node that answered it */
+        if (calls[w].script != DLOCK__S_WAIT || (f->by_node && f->by_node[w] != f->by_node[k]))
             continue;
         const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][w] : NULL;
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {

@@ -21,6 +21,7 @@ typedef struct dlock__fanout {
     int rc[DLOCK__NODES_MAX];                 /* per node: 0 or an error */
     dlock__reply **replies[DLOCK__NODES_MAX]; /* per node: n replies, or NULL */
     char err[DLOCK__NODES_MAX][200];          /* per node: the error message */
+    int *by_node; /* Cluster: the node that answered each call; else NULL */
 } dlock__fanout;
 
 /* Run calls[0..n) on every node (in parallel when there are several; each
@@ -72,8 +73,8 @@ int dlock__fanout_node_of(dlock_client *c, const char *name);
 
 /* Replica acknowledgement of a run whose calls[] carried WAIT calls: 1 if
  * the writes of call k on voter i were acknowledged by as many replicas as
- * its node needs (its WAIT is the first DLOCK__S_WAIT after k routed to the
- * same node), else 0 with the shortfall in why ("1 of 2 replicas ..."). A
+ * its node needs (its WAIT is the first DLOCK__S_WAIT after k answered by
+ * the same node: no look at the slot map, so c->mu may be held), else 0 with the shortfall in why ("1 of 2 replicas ..."). A
  * call with no WAIT after it counts as acknowledged. */
 int dlock__fanout_acked(dlock_client *c, const dlock__fanout *f, const dlock__call *calls, int n,
                         int i, int k, char *why, size_t whylen);

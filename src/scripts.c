@@ -116,7 +116,8 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
 {
     if (call->script == DLOCK__S_WAIT) {
         char need[16];
-        snprintf(need, sizeof need, "%d", dlock__conn_need(c));
+        dlock__conn_set_need_sent(c, dlock__conn_need(c));
+        snprintf(need, sizeof need, "%d", dlock__conn_need_sent(c));
         const char *argv[3] = { "WAIT", need, call->args[0] };
         return dlock__conn_append(c, 3, argv, NULL);
     }
@@ -152,13 +153,19 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
 int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
                                 dlock__reply **replies)
 {
-    for (int i = 0; i < n; i++) {
+    /* The WAITs asked for the replicas known before this round; the ROLE
+     * that ran after them may know more (a replica that connected since: it
+     * did not acknowledge what this round wrote). Needed is the larger. */
+    int before = dlock__conn_need_sent(c);
+    for (int i = 0; i < n; i++)
         if (calls[i].script == DLOCK__S_ROLE && replies[i])
             dlock__conn_saw_role(c, replies[i]);
+    int now = dlock__conn_need(c), need = now > before ? now : before;
+    for (int i = 0; i < n; i++) {
         if (calls[i].script != DLOCK__S_WAIT || !replies[i] ||
             replies[i]->type != REDIS_REPLY_INTEGER)
             continue;
-        dlock__reply *p = dlock__reply_pair(replies[i]->integer, dlock__conn_need(c));
+        dlock__reply *p = dlock__reply_pair(replies[i]->integer, need);
         if (!p)
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         dlock__reply_free(replies[i]);

@@ -32,6 +32,7 @@ static void switch_master(dlock_client *c, char *host, int port)
                  nd->ep.host, nd->ep.port);
         nd->gen++;
         dlock__pool_drain(nd);
+        dlock__replicas_reset(&nd->replicas);
     }
     char desc[sizeof nd->ep.desc];
     snprintf(desc, sizeof desc, "%s", nd->ep.desc);

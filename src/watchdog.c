@@ -182,6 +182,7 @@ static int renewed(dlock_client *c, dlock_lock *l, int res, int64_t start)
         atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));
         atomic_store(&l->renew_error, 0);
         atomic_fetch_add(&c->metrics.renewals, 1);
+        dlock__log(c, DLOCK_LOG_DEBUG, "renewed %s", l->parts[0].key);
         l->inflight = 0;
         l->sched.early_ns = renew_interval_ns(l) / 4;
         dlock__sched_push(&wd->q, &l->sched, start + renew_interval_ns(l));

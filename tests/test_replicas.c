@@ -33,7 +33,7 @@ static char certs[256]; /* ca.pem server.pem server.key other.pem */
 
 static int sh(const char *cmd)
 {
-    const char *argv[] = {"sh", "-c", cmd, NULL};
+    const char *argv[] = { "sh", "-c", cmd, NULL };
     char err[2048];
     int rc = dh_run(argv, NULL, 60000, NULL, 0, err, sizeof err);
     if (rc != 0)
@@ -47,18 +47,19 @@ static int group_setup(void **state)
     if (dh_tmpfile(certs, sizeof certs, "certs") != 0)
         return -1;
     char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p '%s' && cd '%s' && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-ca -keyout ca.key "
-             "  -out ca.pem 2>/dev/null && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key "
-             "  -out other.pem 2>/dev/null && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
-             "  -out server.csr 2>/dev/null && "
-             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-             "  -extfile san.ext -out server.pem 2>/dev/null",
-             certs, certs);
+    snprintf(
+        cmd, sizeof cmd,
+        "mkdir -p '%s' && cd '%s' && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-ca -keyout ca.key "
+        "  -out ca.pem 2>/dev/null && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key "
+        "  -out other.pem 2>/dev/null && "
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
+        "  -out server.csr 2>/dev/null && "
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "  -extfile san.ext -out server.pem 2>/dev/null",
+        certs, certs);
     return sh(cmd);
 }
 
@@ -75,7 +76,8 @@ static int free_port(void)
 {
     for (int tries = 0; tries < 100; tries++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct sockaddr_in sa = { .sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         socklen_t len = sizeof sa;
         int port = -1;
         if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
@@ -126,7 +128,7 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
     snprintf(cert, sizeof cert, "%s/server.pem", certs);
     snprintf(key, sizeof key, "%s/server.key", certs);
     snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    const char *argv[48] = {"redis-server"};
+    const char *argv[48] = { "redis-server" };
     int a = 1;
     if (sentinel_conf) {
         snprintf(conf, sizeof conf, "%s/sentinel.conf", s->dir);
@@ -134,11 +136,26 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
         argv[a++] = conf;
         argv[a++] = "--sentinel";
     }
-    const char *common[] = {"--port", "0", "--tls-port", port, "--tls-cert-file", cert,
-                            "--tls-key-file", key, "--tls-ca-cert-file", ca,
-                            "--tls-auth-clients", "no", "--tls-replication", "yes",
-                            "--bind", "127.0.0.1", "--dir", s->dir, NULL};
-    const char *data[] = {"--save", "", "--appendonly", "no", NULL}; /* not for a sentinel */
+    const char *common[] = { "--port",
+                             "0",
+                             "--tls-port",
+                             port,
+                             "--tls-cert-file",
+                             cert,
+                             "--tls-key-file",
+                             key,
+                             "--tls-ca-cert-file",
+                             ca,
+                             "--tls-auth-clients",
+                             "no",
+                             "--tls-replication",
+                             "yes",
+                             "--bind",
+                             "127.0.0.1",
+                             "--dir",
+                             s->dir,
+                             NULL };
+    const char *data[] = { "--save", "", "--appendonly", "no", NULL }; /* not for a sentinel */
     for (int i = 0; common[i]; i++)
         argv[a++] = common[i];
     for (int i = 0; !sentinel_conf && data[i]; i++)
@@ -202,7 +219,7 @@ static void start_sentinels(sentinels *s, int master_port, int tls)
                      "sentinel failover-timeout mymaster 4000\n",
                      s->port[i], master_port);
             assert_int_equal(dh_write_file(conf, text), 0);
-            const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+            const char *argv[] = { "redis-server", conf, "--sentinel", NULL };
             assert_non_null(s->plain[i] = dh_spawn(argv, NULL));
         }
         size_t len = strlen(s->url);
@@ -227,11 +244,19 @@ typedef struct fenced {
     atomic_int stop, acquisitions, not_me, rejected_valid, errors;
 } fenced;
 
-#define STORE_WRITE                                                                 \
-    "local last = tonumber(redis.call('GET', 'fence') or '0') "                     \
-    "if tonumber(ARGV[1]) < last then return 0 end "                                \
-    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "    \
+#define STORE_WRITE                                                                                \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
+    "if tonumber(ARGV[1]) < last then return 0 end "                                               \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "                   \
     "redis.call('INCR', 'writes') return 1"
+
+/* With $DLOCK_LOG set, a contender's library log goes to stderr. */
+static void contender_log(int level, const char *msg, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "contender[%d] %lld level %d: %s\n", (int)getpid(), (long long)dh_now_ms(),
+            level, msg);
+}
 
 /* A contender process: until told to stop, take the lock, check with the
  * server that it holds it, increment the store's counter with its token. */
@@ -244,6 +269,10 @@ static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *st
     snprintf(owner, sizeof owner, "rep-%d-%d", id, (int)getpid());
     dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
     co.owner_id = owner;
+    if (getenv("DLOCK_LOG")) {
+        co.log_fn = contender_log;
+        co.log_level = DLOCK_LOG_DEBUG;
+    }
     dlock_client *c = NULL;
     redisContext *st = dh_connect(store, 0);
     if (dlock_client_open(&c, url, &co) != 0 || !st)
@@ -259,9 +288,15 @@ static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *st
         }
         atomic_fetch_add(&sh->acquisitions, 1);
         dlock_info info;
-        if (dlock_inspect(&info, c, "rep:store") == 0 && (!info.held || strcmp(info.owner, owner)) &&
-            dlock_is_held(l))
+        if (dlock_inspect(&info, c, "rep:store") == 0 &&
+            (!info.held || strcmp(info.owner, owner)) && dlock_is_held(l)) {
             atomic_fetch_add(&sh->not_me, 1);
+            fprintf(stderr,
+                    "contender[%d] %lld: holds token %llu, the server names %s (token %llu)\n",
+                    (int)getpid(), (long long)dh_now_ms(),
+                    (unsigned long long)dlock_lock_fencing_token(l),
+                    info.held ? info.owner : "nobody", (unsigned long long)info.fencing_token);
+        }
         redisReply *r = redisCommand(st, "GET counter");
         long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
         freeReplyObject(r);
@@ -324,6 +359,19 @@ static int renew_failing(void *arg)
     return dlock_lock_renew_error(arg) != 0;
 }
 
+typedef struct {
+    dlock_client *c;
+    uint64_t want;
+} renewals_arg;
+
+/* The client's watchdog made at least `want` renewals. */
+static int renewed_to(void *arg)
+{
+    renewals_arg *a = arg;
+    dlock_client_stats st;
+    return dlock_stats(&st, a->c) == 0 && st.renewals >= a->want;
+}
+
 static int renew_ok(void *arg)
 {
     return dlock_lock_renew_error(arg) == 0;
@@ -340,10 +388,10 @@ static void test_grant_needs_replica_ack(void **state)
     assert_non_null(master);
     char mport[16];
     snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
     dh_redis *replica = dh_redis_start(rargs);
     assert_non_null(replica);
-    role_arg ready = {master, "master", 1};
+    role_arg ready = { master, "master", 1 };
     assert_true(dh_wait_until(has_role, &ready, 10000));
 
     char owner[64];
@@ -404,6 +452,55 @@ static void test_grant_needs_replica_ack(void **state)
     dh_redis_stop(master);
 }
 
+/* A replica that attaches after the client connected: the first grant
+ * after it attached counts only with its acknowledgement (the round's ROLE
+ * sees it even though the WAIT was sent for the replicas known before), so
+ * with that replica stopped the grant fails and nothing is held. */
+static void test_replica_attached_later(void **state)
+{
+    (void)state;
+    dh_redis *master = dh_redis_start(NULL);
+    assert_non_null(master);
+    sentinels s = { 0 };
+    start_sentinels(&s, master->port, 0);
+    assert_true(dh_wait_until(opens, s.url, 20000));
+    char owner[64];
+    dh_owner(owner, sizeof owner, "late");
+    dlock_client *c = dh_client(s.url, owner);
+    assert_non_null(c);
+    dlock_lock *l;
+    dh_assert_rc(dlock_acquire(&l, c, "late:one", NULL), 0); /* no replica: nothing to wait for */
+    dh_assert_rc(dlock_release(l), 0);
+
+    char mport[16];
+    snprintf(mport, sizeof mport, "%d", master->port);
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
+    dh_redis *replica = dh_redis_start(rargs);
+    assert_non_null(replica);
+    role_arg listed = { master, "master", 1 }; /* the master counts it (ROLE lists it) */
+    assert_true(dh_wait_until(has_role, &listed, 10000));
+    assert_int_equal(dh_redis_pause(replica), 0);
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    int rc = dlock_acquire(&l, c, "late:two", &once);
+    print_message("first grant after a replica attached, the replica stopped: %s: %s\n",
+                  dlock_strerror(rc), dlock_last_errmsg());
+    dh_assert_rc(rc, DLOCK_EQUORUM);
+    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, c, "late:two"), 0);
+    assert_int_equal(info.held, 0); /* given back */
+    assert_int_equal(dh_redis_resume(replica), 0);
+    dh_assert_rc(dlock_acquire(&l, c, "late:two", &once), 0);
+    char name[256];
+    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, "late:two", owner), 1);
+    dh_assert_rc(dlock_release(l), 0);
+    dlock_client_close(c);
+    stop_sentinels(&s);
+    dh_redis_stop(replica);
+    dh_redis_stop(master);
+}
+
 /* ------------------------------------------------------------- Sentinel */
 
 static void failover(const sentinels *s)
@@ -432,10 +529,10 @@ static void test_sentinel_failover_keeps_lock(void **state)
     assert_non_null(a);
     char aport[16];
     snprintf(aport, sizeof aport, "%d", a->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", aport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", aport, NULL };
     dh_redis *b = dh_redis_start(rargs);
     assert_non_null(b);
-    sentinels s = {0};
+    sentinels s = { 0 };
     start_sentinels(&s, a->port, 0);
     pid_t pids[PROCS];
     int go[2];
@@ -450,17 +547,17 @@ static void test_sentinel_failover_keeps_lock(void **state)
     }
     close(go[0]);
     assert_true(dh_wait_until(opens, s.url, 15000));
-    role_arg ra = {a, "master", 1};
+    role_arg ra = { a, "master", 1 };
     assert_true(dh_wait_until(has_role, &ra, 10000));
-    char gobytes[PROCS] = {0};
+    char gobytes[PROCS] = { 0 };
     assert_int_equal(write(go[1], gobytes, PROCS), PROCS);
     close(go[1]);
 
     /* the holder: renewal may fail for a moment during a failover (the new
      * master's replica still syncing), so the grace is well below the TTL */
-    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "10s", "--grace", "3s", "rep:hold", "--",
-                                "sleep", "60");
-    const char *hold_arg[2] = {s.url, "rep:hold"};
+    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "10s", "--grace", "3s", "rep:hold",
+                                "--", "sleep", "60");
+    const char *hold_arg[2] = { s.url, "rep:hold" };
     assert_true(dh_wait_until(cli_held, hold_arg, 10000));
     int refused = 0, probes = 0;
     const dh_redis *now_master = a, *now_replica = b;
@@ -469,7 +566,7 @@ static void test_sentinel_failover_keeps_lock(void **state)
         const dh_redis *tmp = now_master;
         now_master = now_replica;
         now_replica = tmp;
-        role_arg promoted = {now_master, "master", 1}, demoted = {now_replica, "slave", 0};
+        role_arg promoted = { now_master, "master", 1 }, demoted = { now_replica, "slave", 0 };
         int64_t until = dh_now_ms() + 20000;
         while (dh_now_ms() < until && !(has_role(&promoted) && has_role(&demoted))) {
             if (dh_proc_done(holder)) {
@@ -482,8 +579,21 @@ static void test_sentinel_failover_keeps_lock(void **state)
             if (st != 75 && st != 69) {
                 char herr[4096];
                 snprintf(herr, sizeof herr, "%.4000s", dh_err);
+                const dh_redis *both[2] = { a, b };
+                for (int i = 0; i < 2; i++) {
+                    redisReply *ro = dh_cmd(both[i], 0, "ROLE");
+                    redisReply *v = dh_cmd(both[i], 0, "GET dlock:{rep:hold}:lock");
+                    redisReply *t = dh_cmd(both[i], 0, "PTTL dlock:{rep:hold}:lock");
+                    print_message("%s (port %d): %s; key %s, pttl %lld\n", i ? "b" : "a",
+                                  both[i]->port, ro && ro->elements ? ro->element[0]->str : "?",
+                                  v && v->str ? v->str : "absent", t ? t->integer : -9);
+                    freeReplyObject(ro);
+                    freeReplyObject(v);
+                    freeReplyObject(t);
+                }
                 dh_cli_capture(holder);
-                fail_msg("failover %d: a contender got the held lock (exit %d: %s); the holder says: %.4000s",
+                fail_msg("failover %d: a contender got the held lock (exit %d: %s); the holder "
+                         "says: %.4000s",
                          f + 1, st, herr, dh_err);
             }
         }
@@ -501,11 +611,12 @@ static void test_sentinel_failover_keeps_lock(void **state)
         assert_int_equal(dh_waitpid(pids[i], &st, 30000), 1);
     }
     long long lost = store_get(store, "writes") - store_get(store, "counter");
-    print_message("sentinel: 2 failovers; %d acquisitions (%d failed, e.g. unacknowledged), server "
-                  "named another holder %d, rejected while valid %d, lost updates %lld; holder kept "
-                  "its lock, contender refused %d of %d probes\n",
-                  atomic_load(&sh->acquisitions), atomic_load(&sh->errors), atomic_load(&sh->not_me),
-                  atomic_load(&sh->rejected_valid), lost, refused, probes);
+    print_message(
+        "sentinel: 2 failovers; %d acquisitions (%d failed, e.g. unacknowledged), server "
+        "named another holder %d, rejected while valid %d, lost updates %lld; holder kept "
+        "its lock, contender refused %d of %d probes\n",
+        atomic_load(&sh->acquisitions), atomic_load(&sh->errors), atomic_load(&sh->not_me),
+        atomic_load(&sh->rejected_valid), lost, refused, probes);
     assert_int_equal(atomic_load(&sh->not_me), 0);
     assert_int_equal(atomic_load(&sh->rejected_valid), 0);
     assert_int_equal(lost, 0);
@@ -558,11 +669,18 @@ static void on_lost(dlock_lock *l, void *arg)
 static void test_cluster_failover_keeps_lock(void **state)
 {
     (void)state;
-    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0", NULL};
+    const char *args[] = { "--cluster-enabled",
+                           "yes",
+                           "--cluster-config-file",
+                           "nodes.conf",
+                           "--cluster-node-timeout",
+                           "1000",
+                           "--repl-diskless-sync-delay",
+                           "0",
+                           NULL };
     dh_redis *n[CN];
     char hosts[CN][32];
-    const char *argv[24] = {"redis-cli", "--cluster", "create"};
+    const char *argv[24] = { "redis-cli", "--cluster", "create" };
     int a = 3;
     for (int i = 0; i < CN; i++) {
         assert_non_null(n[i] = dh_redis_start(args));
@@ -584,7 +702,10 @@ static void test_cluster_failover_keeps_lock(void **state)
     assert_non_null(h);
     assert_non_null(x);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 10000; /* longer than the failover (node timeout 1 s, then an election) */
+    /* far longer than the failover (node timeout 1 s, then an election),
+     * even on a loaded machine; renewed every 2 s, so renewals meet it */
+    o.ttl_ms = 20000;
+    o.renew_fraction = 0.1;
     o.on_lost = on_lost;
     dlock_lock *l, *y;
     dh_assert_rc(dlock_acquire(&l, h, "cl:hold", &o), 0);
@@ -592,7 +713,7 @@ static void test_cluster_failover_keeps_lock(void **state)
     int victim = -1;
     char name[256];
     for (int i = 0; i < CN && victim < 0; i++) {
-        role_arg ra = {n[i], "master", 0};
+        role_arg ra = { n[i], "master", 0 };
         if (dh_find_key(name, sizeof name, n[i], 0, "cl:hold", owner) == 1 && has_role(&ra))
             victim = i;
     }
@@ -602,26 +723,55 @@ static void test_cluster_failover_keeps_lock(void **state)
     for (int i = 0; i < CN && heir < 0; i++) {
         redisReply *r = dh_cmd(n[i], 0, "ROLE");
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
-            strcmp(r->element[0]->str, "slave") == 0 && r->element[2]->type == REDIS_REPLY_INTEGER &&
-            r->element[2]->integer == n[victim]->port)
+            strcmp(r->element[0]->str, "slave") == 0 &&
+            r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == n[victim]->port)
             heir = i;
         freeReplyObject(r);
     }
     assert_true(heir >= 0);
     /* a replica promotes itself only with recent data: let it sync first */
     assert_true(dh_wait_until(link_up, n[heir], 20000));
+    /* the watchdog renews it, with the replica's acknowledgement, before
+     * the kill (a renewal matches its WAIT to the node that answered) */
+    renewals_arg ra = { h, 0 };
+    dlock_client_stats st;
+    dh_assert_rc(dlock_stats(&st, h), 0);
+    ra.want = st.renewals + 2;
+    assert_true(dh_wait_until(renewed_to, &ra, 15000));
+    assert_int_equal(dlock_lock_renew_error(l), 0);
     int64_t killed = dh_now_ms();
     assert_int_equal(dh_redis_kill9(n[victim]), 0);
     dh_redis *dead = n[victim];
     n[victim] = NULL;
-    role_arg promoted = {n[heir], "master", 0};
+    role_arg promoted = { n[heir], "master", 0 };
     /* until the replica is promoted and the cluster whole, the lock stays
      * held and nobody else gets it */
     int refused = 0;
     while (dh_now_ms() - killed < 30000 && !(has_role(&promoted) && cluster_nodes_ok(n))) {
+        int64_t t = dh_now_ms();
         int rc = dlock_try_acquire(&y, x, "cl:hold", NULL);
-        if (rc == 0)
-            fail_msg("a contender got the held lock during the cluster failover");
+        if (rc == 0) {
+            /* what each node has for the key, to tell how it happened */
+            for (int i = 0; i < CN; i++) {
+                char kh[256] = "", kc[256] = "";
+                redisReply *ro = n[i] ? dh_cmd(n[i], 0, "ROLE") : NULL;
+                int h1 = n[i] ? dh_find_key(kh, sizeof kh, n[i], 0, "cl:hold", owner) : -1;
+                int c1 = n[i] ? dh_find_key(kc, sizeof kc, n[i], 0, "cl:hold", "cl-contender") : -1;
+                print_message("node %d (port %d%s%s): %s; holder's key %s; contender's key %s\n", i,
+                              n[i] ? n[i]->port : dead->port, i == heir ? ", heir" : "",
+                              i == victim ? ", killed" : "",
+                              ro && ro->elements ? ro->element[0]->str : "?",
+                              h1 == 1 ? kh : "absent", c1 == 1 ? kc : "absent");
+                freeReplyObject(ro);
+            }
+            fail_msg(
+                "a contender got the held lock during the cluster failover, %lld ms after the kill "
+                "(its attempt took %lld ms): holder token %llu (still held by its clock: %d), "
+                "contender token %llu",
+                (long long)(t - killed), (long long)(dh_now_ms() - t),
+                (unsigned long long)dlock_lock_fencing_token(l), dlock_is_held(l),
+                (unsigned long long)dlock_lock_fencing_token(y));
+        }
         refused += rc == DLOCK_EBUSY;
     }
     if (!(has_role(&promoted) && cluster_nodes_ok(n))) {
@@ -629,7 +779,8 @@ static void test_cluster_failover_keeps_lock(void **state)
             if (!n[i])
                 continue;
             redisReply *r = dh_cmd(n[i], 0, "CLUSTER INFO"), *ro = dh_cmd(n[i], 0, "ROLE");
-            print_message("node %d (port %d%s): %s / %s\n", i, n[i]->port, i == heir ? ", heir" : "",
+            print_message("node %d (port %d%s): %s / %s\n", i, n[i]->port,
+                          i == heir ? ", heir" : "",
                           r && r->str ? strstr(r->str, "cluster_state") : "?",
                           ro && ro->elements ? ro->element[0]->str : "?");
             freeReplyObject(r);
@@ -642,7 +793,8 @@ static void test_cluster_failover_keeps_lock(void **state)
     dh_wait_until(renew_ok, l, 5000);
     print_message("cluster: master killed, whole again after %lld ms; holder still held: %d, renew "
                   "error now %d, lost %d; contender refused %d times\n",
-                  (long long)healed, dlock_is_held(l), dlock_lock_renew_error(l), lost_calls, refused);
+                  (long long)healed, dlock_is_held(l), dlock_lock_renew_error(l), lost_calls,
+                  refused);
     assert_true(dlock_is_held(l));
     assert_int_equal(lost_calls, 0);
     assert_int_equal(dlock_lock_renew_error(l), 0);
@@ -686,9 +838,9 @@ static void test_tls_sentinel(void **state)
     tls_srv *m = start_tls(NULL, NULL);
     char mport[16];
     snprintf(mport, sizeof mport, "%d", m->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
     tls_srv *r = start_tls(rargs, NULL);
-    sentinels s = {0};
+    sentinels s = { 0 };
     start_sentinels(&s, m->port, 1);
     assert_true(dh_wait_until(opens, s.url, 20000));
     char wrong[1024];
@@ -706,11 +858,18 @@ static void test_tls_cluster(void **state)
 {
     (void)state;
     tls_srv *n[3];
-    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-node-timeout", "2000", "--tls-cluster", "yes", NULL};
+    const char *args[] = { "--cluster-enabled",
+                           "yes",
+                           "--cluster-config-file",
+                           "nodes.conf",
+                           "--cluster-node-timeout",
+                           "2000",
+                           "--tls-cluster",
+                           "yes",
+                           NULL };
     char hosts[3][32], ca[300];
     snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    const char *argv[24] = {"redis-cli", "--tls", "--cacert", ca, "--cluster", "create"};
+    const char *argv[24] = { "redis-cli", "--tls", "--cacert", ca, "--cluster", "create" };
     int a = 6;
     for (int i = 0; i < 3; i++) {
         n[i] = start_tls(args, NULL);
@@ -729,7 +888,8 @@ static void test_tls_cluster(void **state)
     memcpy(q, "other.pem", strlen("other.pem") + 1);
     /* wait for every slot to be served before using it */
     int64_t t0 = dh_now_ms();
-    while (dh_now_ms() - t0 < 20000 && dh_cli("-u", url, "run", "--no-wait", "tls:probe", "--", "true") != 0)
+    while (dh_now_ms() - t0 < 20000 &&
+           dh_cli("-u", url, "run", "--no-wait", "tls:probe", "--", "true") != 0)
         ;
     cli_over(url, wrong, "tls:cluster");
     for (int i = 0; i < 3; i++)
@@ -738,8 +898,11 @@ static void test_tls_cluster(void **state)
 
 int main(void)
 {
+    if (getenv("DH_ONLY"))
+        cmocka_set_test_filter(getenv("DH_ONLY"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grant_needs_replica_ack),
+        cmocka_unit_test(test_replica_attached_later),
         cmocka_unit_test(test_sentinel_failover_keeps_lock),
         cmocka_unit_test(test_cluster_failover_keeps_lock),
         cmocka_unit_test(test_tls_sentinel),

@@ -14,6 +14,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 void cli_err(const char *fmt, ...)
 {
@@ -139,13 +141,47 @@ int cli_fail(const char *context, int code, const char *detail)
     return cli_exit_for(code);
 }
 
+/* The library's log lines, on stderr, when $DLOCK_LOG asks for them. */
+static void log_to_stderr(int level, const char *msg, void *arg)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    struct timespec ts;
+    (void)arg;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fprintf(stderr, "dlock[%ld] %lld.%03ld %s: %s\n", (long)getpid(), (long long)ts.tv_sec,
+            ts.tv_nsec / 1000000, names[level], msg);
+}
+
+/* $DLOCK_LOG: error, warn, info or debug (the most verbose level shown).
+ * Returns the level, -1 when unset or empty, -2 for anything else. */
+static int log_level_from_env(void)
+{
+    static const char *const names[] = { "error", "warn", "info", "debug" };
+    const char *v = getenv("DLOCK_LOG");
+    if (v == NULL || v[0] == '\0')
+        return -1;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, names[i]) == 0)
+            return i;
+    return -2;
+}
+
 /* See cli.h. The library copies the strings it keeps, so the options may
  * point into argv and the environment. */
 int cli_client_open(dlock_client **out, const cli_globals *g)
 {
     dlock_client_opts o = DLOCK_CLIENT_OPTS_INIT;
     int rc;
+    int level = log_level_from_env();
 
+    if (level == -2) {
+        *out = NULL;
+        return cli_fail(NULL, DLOCK_EINVAL, "DLOCK_LOG must be error, warn, info or debug");
+    }
+    if (level >= 0) {
+        o.log_fn = log_to_stderr;
+        o.log_level = level;
+    }
     if (g->connect_timeout_ms > 0)
         o.connect_timeout_ms = g->connect_timeout_ms;
     o.prefix = g->prefix;
