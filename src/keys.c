@@ -261,10 +261,11 @@ static int fence_since(const char **p, const char *end, uint64_t *fence, uint64_
 
 int dlock__parse_lock_value(dlock_info *info, char *token, const char *v, size_t len)
 {
+    if (!v || len < DLOCK__TOKEN_LEN + 2 || v[DLOCK__TOKEN_LEN] != ':')
+        return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
     const char *p = v + DLOCK__TOKEN_LEN + 1, *end = v + len;
     uint64_t fence, since;
-    if (len < DLOCK__TOKEN_LEN + 2 || v[DLOCK__TOKEN_LEN] != ':' ||
-        fence_since(&p, end, &fence, &since) != 0)
+    if (fence_since(&p, end, &fence, &since) != 0)
         return dlock__err(DLOCK_EPROTO, "lock value has an unexpected format");
     info->fencing_token = fence;
     snprintf(info->owner, sizeof info->owner, "%.*s", (int)(end - p), p);
