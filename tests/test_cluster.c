@@ -40,7 +40,7 @@ static int group_setup(void **state)
     const char *argv[16] = {"redis-cli", "--cluster", "create"};
     int a = 3;
     for (int i = 0; i < N; i++) {
-        if (!(node[i] = dh_redis_start(args)))
+        if (dh_group_start(&node[i], args) != 0)
             return -1;
         snprintf(hosts[i], sizeof hosts[i], "127.0.0.1:%d", node[i]->port);
         argv[a++] = hosts[i];
@@ -56,15 +56,6 @@ static int group_setup(void **state)
     if (!dh_wait_until(cluster_ok, NULL, 20000))
         return -1;
     snprintf(url, sizeof url, "redis-cluster://%s,%s", hosts[0], hosts[1]);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < N; i++)
-        dh_redis_stop(node[i]);
-    dh_cleanup();
     return 0;
 }
 
@@ -273,5 +264,5 @@ int main(void)
         cmocka_unit_test(test_wakeup),
         cmocka_unit_test(test_moved_after_migration),
     };
-    return cmocka_run_group_tests_name("cluster", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cluster", tests, group_setup, dh_group_teardown);
 }

@@ -17,18 +17,13 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
+    return dh_group_start(&srv, NULL);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
     dlock__alloc_fail_after(-1);
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_teardown(state);
 }
 
 static int ok_or_enomem(int rc)

@@ -22,19 +22,9 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    if (!srv)
+    if (dh_group_start(&srv, NULL) != 0)
         return -1;
     return dh_cmd_ok(srv, 0, DLOCK_ACL);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
 }
 
 /* Everything works for the limited user: mutex (with a waiter woken by
@@ -56,8 +46,7 @@ static void test_acl_user_can_use_dlock(void **state)
     dh_assert_rc(dlock_client_open(&b, url, NULL), 0);
     dlock_lock *l, *s, *r, *m, *w = NULL;
     dh_assert_rc(dlock_acquire(&l, a, "acl:mutex", NULL), 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 300;
+    dlock_lock_opts o = dh_opts(0, 300);
     dh_assert_rc(dlock_acquire(&w, b, "acl:mutex", &o), DLOCK_ETIMEDOUT); /* queued, subscribed */
     dh_assert_rc(dlock_sem_acquire(&s, a, "acl:sem", 2, NULL), 0);
     dh_assert_rc(dlock_rw_acquire(&r, a, "acl:rw", DLOCK_READ, NULL), 0);
@@ -148,5 +137,5 @@ int main(void)
         cmocka_unit_test(test_acl_user_confined),
         cmocka_unit_test(test_copied_owner_and_guessed_token),
     };
-    return cmocka_run_group_tests_name("security", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("security", tests, group_setup, dh_group_teardown);
 }

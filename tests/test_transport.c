@@ -15,17 +15,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 static dlock_client *open_client(int command_timeout_ms)
@@ -129,5 +119,5 @@ int main(void)
         cmocka_unit_test(test_stall_times_out),
         cmocka_unit_test(test_reconnect_after_restart),
     };
-    return cmocka_run_group_tests_name("transport", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("transport", tests, group_setup, dh_group_teardown);
 }

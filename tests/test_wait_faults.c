@@ -36,17 +36,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 /* ---------------------------------------------------- contender processes */
@@ -661,5 +651,5 @@ int main(void)
         cmocka_unit_test(test_lost_reply_leaves_nothing),
         cmocka_unit_test(test_semaphore_grant_cost),
     };
-    return cmocka_run_group_tests_name("wait_faults", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("wait_faults", tests, group_setup, dh_group_teardown);
 }

@@ -74,9 +74,7 @@ static void worker(int id)
             usleep(50000); /* the server may be down right now: retry */
     while (!atomic_load(&sh->stop) && st) {
         dlock_lock *l = NULL;
-        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-        o.ttl_ms = TTL_MS;
-        o.wait_ms = 1000;
+        dlock_lock_opts o = dh_opts(TTL_MS, 1000);
         if (dlock_acquire(&l, c, "torture", &o) != 0)
             continue;
         section sec = {.token = dlock_lock_fencing_token(l), .start_ns = mono_ns(), .worker = id};
@@ -102,14 +100,27 @@ static void worker(int id)
         redisFree(st);
 }
 
+/* Fork worker `id` (the test process has no client, so no threads: a
+ * safe fork); it dies with the test (dh_fork). */
 static pid_t spawn_worker(int id)
 {
-    pid_t p = fork();
+    pid_t p = dh_fork();
     if (p == 0) {
         worker(id);
         _exit(0);
     }
+    assert_true(p > 0);
     return p;
+}
+
+/* The shared log, fresh, and WORKERS workers on it. */
+static void start_workers(pid_t *pids)
+{
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    for (int i = 0; i < WORKERS; i++)
+        pids[i] = spawn_worker(i);
 }
 
 static int cmp_start(const void *a, const void *b)
@@ -172,12 +183,8 @@ static void test_torture(void **state)
     assert_non_null(locks_srv);
     assert_non_null(store);
     snprintf(lock_url, sizeof lock_url, "%s", locks_srv->url);
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(sh != MAP_FAILED);
-    memset(sh, 0, sizeof *sh);
     pid_t pids[WORKERS];
-    for (int i = 0; i < WORKERS; i++)
-        pids[i] = spawn_worker(i);
+    start_workers(pids);
 
     int kills = 0, holder_stops = 0, server_pauses = 0, restarts = 0;
     int64_t restart_at = 0, restart_done = 0;
@@ -186,7 +193,8 @@ static void test_torture(void **state)
         int64_t el = dh_now_ms() - t0;
         if (el > 1500 && phase == 0) { /* kill -9 a worker (likely holding), replace it */
             kill(pids[0], SIGKILL);
-            waitpid(pids[0], NULL, 0);
+            int st;
+            assert_int_equal(dh_waitpid(pids[0], &st, 10000), 1);
             pids[0] = spawn_worker(0);
             kills++;
             phase++;
@@ -253,12 +261,8 @@ static void test_torture_redlock(void **state)
     }
     store = dh_redis_start(NULL);
     assert_non_null(store);
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(sh != MAP_FAILED);
-    memset(sh, 0, sizeof *sh);
     pid_t pids[WORKERS];
-    for (int i = 0; i < WORKERS; i++)
-        pids[i] = spawn_worker(i);
+    start_workers(pids);
     int64_t loss1_at = 0, loss1_done = 0, loss2_at = 0, loss2_done = 0, majority_back = 0;
     int minority = 0, majority = 0;
     int64_t t0 = dh_now_ms(), phase = 0;
@@ -318,8 +322,8 @@ static void test_torture_redlock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_torture),
-        cmocka_unit_test(test_torture_redlock),
+        dh_unit_test(test_torture),
+        dh_unit_test(test_torture_redlock),
     };
     return cmocka_run_group_tests_name("torture", tests, NULL, NULL);
 }

@@ -132,3 +132,11 @@ void dh_cli_expect_proc(dh_proc *p, int want, const char *what)
 {
     dh_cli_expect(dh_cli_wait(p, 15000), want, what);
 }
+
+void dh_cli_await_file(dh_proc *p, const char *path, const char *what)
+{
+    if (!dh_wait_until(dh_file_exists, (void *)path, 10000)) {
+        dh_cli_capture(p);
+        fail_msg("%s never happened; stderr: %s", what, dh_err);
+    }
+}
