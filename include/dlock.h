@@ -32,8 +32,9 @@
  *   the handle exists.
  * - After fork() the child must not use the parent's client: open its own.
  *
- * Locks are not reentrant: acquiring a key that the same client already holds
- * waits like any other contender.
+ * Locks are not reentrant unless asked (dlock_lock_opts.reentrant): by
+ * default, acquiring a key that the same client already holds waits like any
+ * other contender.
  */
 #ifndef DLOCK_H
 #define DLOCK_H
@@ -109,7 +110,7 @@ typedef struct dlock_lock dlock_lock;
 enum { DLOCK_LOG_ERROR = 0, DLOCK_LOG_WARN = 1, DLOCK_LOG_INFO = 2, DLOCK_LOG_DEBUG = 3 };
 typedef void (*dlock_log_fn)(int level, const char *msg, void *arg);
 
-#define DLOCK_CLIENT_OPTS_VERSION 1
+#define DLOCK_CLIENT_OPTS_VERSION 2
 
 typedef struct dlock_client_opts {
     unsigned version;          /* DLOCK_CLIENT_OPTS_VERSION */
@@ -123,10 +124,16 @@ typedef struct dlock_client_opts {
     void *log_arg;
     int log_level;             /* most verbose level passed on; default WARN */
     int metrics_by_key_prefix; /* 1: label metrics by key prefix (bounded) */
+    /* version 2 */
+    int min_replicas;          /* replicas of the master that must acknowledge
+                                  (Redis WAIT) a grant or a renewal before it
+                                  counts: -1 (default) = the URL's ?replicas=N,
+                                  else 1 when the master has a connected
+                                  replica, else 0. At most 100. */
 } dlock_client_opts;
 
 #define DLOCK_CLIENT_OPTS_INIT \
-    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0 }
+    { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0, -1 }
 
 /* Open a client for the Redis deployment named by `url`:
  *   redis://[user:pass@]host[:port][/db]     (IPv6: redis://[::1]:6379)
@@ -179,7 +186,7 @@ DLOCK_API void dlock_cancel_free(dlock_cancel *cancel);   /* NULL ok */
  * dlock_release() or dlock_client_close() from it. */
 typedef void (*dlock_lost_fn)(dlock_lock *lock, void *arg);
 
-#define DLOCK_LOCK_OPTS_VERSION 1
+#define DLOCK_LOCK_OPTS_VERSION 2
 
 typedef struct dlock_lock_opts {
     unsigned version;       /* DLOCK_LOCK_OPTS_VERSION */
@@ -194,10 +201,18 @@ typedef struct dlock_lock_opts {
     int fair;               /* default 1: first come, first served; a release
                                hands the lock to the longest waiter. 0: any
                                contender may take a free lock (barging). */
+    /* version 2 */
+    int reentrant;          /* default 0. 1: the thread that holds a key through
+                               this client (a reentrant hold of the same mode)
+                               gets it again at once: the same handle, with a
+                               hold count; each dlock_release() drops one hold
+                               and the last one gives the lock back. For
+                               dlock_acquire, dlock_try_acquire, dlock_rw_acquire
+                               and dlock_campaign. */
 } dlock_lock_opts;
 
 #define DLOCK_LOCK_OPTS_INIT \
-    { DLOCK_LOCK_OPTS_VERSION, 30000, DLOCK_WAIT_FOREVER, 1, 1.0 / 3, NULL, NULL, NULL, 1 }
+    { DLOCK_LOCK_OPTS_VERSION, 30000, DLOCK_WAIT_FOREVER, 1, 1.0 / 3, NULL, NULL, NULL, 1, 0 }
 
 /* Acquire the mutex `key`, waiting up to opts->wait_ms for it.
  * On success *out is the held lock; release it with dlock_release().
@@ -216,7 +231,9 @@ DLOCK_API int dlock_try_acquire(dlock_lock **out, dlock_client *client,
                                 const char *key, const dlock_lock_opts *opts);
 
 /* Release the lock and free the handle (always, whatever the result; NULL is
- * a no-op returning 0). Renewal stops before the delete is sent.
+ * a no-op returning 0) — except a reentrant hold taken more than once: then
+ * one hold is dropped (returns 0) and the handle stays held until its last
+ * release. Renewal stops before the delete is sent.
  * Returns 0 if the lock was still ours and is now free, DLOCK_ENOTHELD if it
  * had expired or been taken over (the other holder's lock is untouched),
  * or a transport error (the lock then frees itself when its TTL runs out). */
@@ -328,9 +345,22 @@ DLOCK_API int dlock_scan(dlock_client *client, const char *pattern,
 DLOCK_API int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key,
                                 int limit, const dlock_lock_opts *opts);
 
-/* The permit's slot index (0..limit-1) for a semaphore permit; -1 for any
- * other kind of lock. */
+/* Take `permits` of the `limit` permits of semaphore `key` at once, all or
+ * none (1 <= permits <= limit). Waiting is FIFO by request: a large request
+ * at the head of the queue is not overtaken by smaller ones behind it, so it
+ * is never starved. The handle holds `permits` slots (dlock_lock_slot is the
+ * first; all are unique among the holders) and gives them all back at
+ * release. Errors as dlock_sem_acquire(), plus DLOCK_EINVAL for permits < 1
+ * or > limit. */
+DLOCK_API int dlock_sem_acquire_n(dlock_lock **out, dlock_client *client, const char *key,
+                                  int limit, int permits, const dlock_lock_opts *opts);
+
+/* The permit's slot index (0..limit-1) for a semaphore permit (the first of
+ * them for several permits); -1 for any other kind of lock. */
 DLOCK_API int dlock_lock_slot(const dlock_lock *lock);
+
+/* Permits a semaphore handle holds (1 for any other kind of lock). */
+DLOCK_API int dlock_lock_permits(const dlock_lock *lock);
 
 /* ------------------------------------------------------------ multi-lock */
 
@@ -372,6 +402,17 @@ enum { DLOCK_READ = 1, DLOCK_WRITE = 2 };
  * Each reader gets its own fencing token. */
 DLOCK_API int dlock_rw_acquire(dlock_lock **out, dlock_client *client, const char *key,
                                int mode, const dlock_lock_opts *opts);
+
+/* Turn a held write lock into a read lock, atomically: no writer can come in
+ * between, and readers queued behind this writer (up to the first queued
+ * writer) are admitted at once. The handle keeps its fencing token and is
+ * renewed as a reader from then on. Returns 0, DLOCK_ENOTHELD (the lock was
+ * no longer ours: the handle is marked lost), DLOCK_EINVAL (not a write
+ * lock: a reader, a semaphore permit, a multi-lock, or a reentrant hold
+ * taken more than once), or a transport error (the lock is then unchanged
+ * or, if the reply was lost, downgraded: dlock_is_held stays true either
+ * way and renewal finds out which). */
+DLOCK_API int dlock_rw_downgrade(dlock_lock *lock);
 
 /* ------------------------------------------------------- leader election */
 

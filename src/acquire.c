@@ -17,6 +17,7 @@
 #include "acquire.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +46,13 @@ int dlock__acquire_check(dlock_lock **out, dlock_client *client, dlock_lock_opts
     if (o->version < 1 || o->version > DLOCK_LOCK_OPTS_VERSION)
         return dlock__err(DLOCK_EINVAL, "dlock_lock_opts.version %u is not supported "
                           "(initialise with DLOCK_LOCK_OPTS_INIT)", o->version);
+    if (o->version == 1) { /* an older caller's struct ends before `reentrant` */
+        dlock_lock_opts v1 = DLOCK_LOCK_OPTS_INIT;
+        memcpy(&v1, o, offsetof(dlock_lock_opts, reentrant));
+        v1.version = 1;
+        defaults = v1;
+        o = &defaults;
+    }
     if (o->ttl_ms < DLOCK__TTL_MIN_MS)
         return dlock__err(DLOCK_EINVAL, "ttl_ms must be at least %d ms (got %lld): the clock "
                           "drift allowance (1%% + 2 ms) would leave no validity",
@@ -64,6 +72,8 @@ int dlock__acquire_check(dlock_lock **out, dlock_client *client, dlock_lock_opts
                           o->renew_fraction);
     if (o->fair != 0 && o->fair != 1)
         return dlock__err(DLOCK_EINVAL, "fair must be 0 or 1 (got %d)", o->fair);
+    if (o->reentrant != 0 && o->reentrant != 1)
+        return dlock__err(DLOCK_EINVAL, "reentrant must be 0 or 1 (got %d)", o->reentrant);
     *dst = *o;
     return 0;
 }
@@ -119,12 +129,20 @@ static int take(dlock_lock *l, const dlock_lock_opts *o, int64_t start)
 int dlock__acquire(dlock_lock **out, dlock_client *c, int kind, const char *const *keys, size_t n,
                    int limit, int permits, const dlock_lock_opts *o)
 {
+    if (o->reentrant && kind != DLOCK__KIND_MUTEX && kind != DLOCK__KIND_READ)
+        return dlock__err(DLOCK_EINVAL, "reentrant applies to mutexes, read-write locks and "
+                          "leadership, not to semaphores or multi-locks");
+    if (o->reentrant && (*out = dlock__watchdog_rehold(c, kind, keys[0])) != NULL)
+        return 0; /* this thread holds it already: one more hold */
     dlock_lock *l;
     int rc = dlock__lock_new(&l, c, kind, keys, n, o);
     if (rc)
         return rc;
     l->limit = limit;
     l->permits = permits;
+    l->reentrant = o->reentrant;
+    l->holds = 1;
+    l->thread = pthread_self();
     if (c->backend == DLOCK__BACKEND_REDLOCK)
         l->fair = 0; /* the nodes' queues could disagree: nobody queues */
     if ((rc = dlock__client_enter(c)) != 0) {

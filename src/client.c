@@ -66,6 +66,11 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     if (o->version < 1 || o->version > DLOCK_CLIENT_OPTS_VERSION)
         return dlock__err(DLOCK_EINVAL, "dlock_client_opts.version %u is not supported "
                           "(initialise with DLOCK_CLIENT_OPTS_INIT)", o->version);
+    int min_replicas = o->version >= 2 ? o->min_replicas : -1;
+    if (min_replicas < -1 || min_replicas > 100)
+        return dlock__err(DLOCK_EINVAL, "min_replicas must be -1 (automatic) or 0 to 100 (got %d)",
+                          min_replicas);
+    c->min_replicas = min_replicas;
     if (o->connect_timeout_ms <= 0)
         return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)", o->connect_timeout_ms);
     if (o->command_timeout_ms <= 0)
@@ -129,6 +134,7 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
 /* Free everything of a client that has no threads or waiters left. */
 static void client_free(dlock_client *c)
 {
+    dlock__sentinel_watch_stop(c);
     dlock__topology_free(c);
     if (c->wake_pipe[0] >= 0)
         close(c->wake_pipe[0]);
@@ -207,6 +213,8 @@ int dlock_client_open(dlock_client **out, const char *url, const dlock_client_op
         rc = dlock__err(DLOCK_ESYS, "pipe: %s", strerror(errno));
     if (rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL)
         rc = dlock__sentinel_resolve(c);
+    if (rc == 0 && c->backend == DLOCK__BACKEND_SENTINEL)
+        rc = dlock__sentinel_watch_start(c);
     if (rc == 0 && c->backend == DLOCK__BACKEND_CLUSTER)
         rc = dlock__cluster_refresh(c);
     if (rc == 0)
@@ -241,6 +249,23 @@ void dlock_client_close(dlock_client *c)
         shutdown(c); /* stop the watchdog, release held locks, free their handles */
     dlock__listener_stop(c);
     client_free(c);
+}
+
+int dlock__client_need(dlock_client *c, int node)
+{
+    if (c->min_replicas >= 0)
+        return c->min_replicas;
+    pthread_mutex_lock(&c->mu);
+    int url = c->nodes[node].ep.replicas;
+    pthread_mutex_unlock(&c->mu);
+    if (url >= 0)
+        return url;
+    return atomic_load(&c->nodes[node].replicas_seen) > 0 ? 1 : 0;
+}
+
+int dlock__client_wants_acks(dlock_client *c)
+{
+    return atomic_load(&c->acks);
 }
 
 void dlock__client_set_faults(dlock_client *c, const dlock__faults *f)

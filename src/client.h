@@ -42,6 +42,7 @@ typedef struct dlock__node {
     int nidle;
     dlock__counters counters;
     struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
+    atomic_int replicas_seen; /* replicas connected to it at the last connect; -1 unknown */
 } dlock__node;
 
 enum {
@@ -62,8 +63,11 @@ struct dlock_client {
     uint8_t slots[16384];       /* Cluster: slot -> node, under mu */
     dlock__endpoint *sentinels; /* Sentinel: where to ask for the master */
     int nsentinels;
+    struct dlock__sentinel_watch *sentinel_watch; /* +switch-master (sentinel.c) */
     char *master_name;
     int connect_timeout_ms, command_timeout_ms;
+    int min_replicas; /* -1: per node, from the URL or automatic (dlock__client_need) */
+    atomic_int acks;  /* 1 once any node needs replica acknowledgements */
     char *prefix;
     char *owner;
     dlock__metrics metrics;
@@ -90,6 +94,15 @@ void dlock__client_leave(dlock_client *c);
 
 /* Pass a message to the client's log callback if level is enabled. */
 void dlock__log(dlock_client *c, int level, const char *fmt, ...) DLOCK_PRINTF(3, 4);
+
+/* Replicas of node `node` that must acknowledge a write: the client's
+ * min_replicas, or the URL's ?replicas=N, or 1 when the node had a replica
+ * connected at its last connect, else 0. */
+int dlock__client_need(dlock_client *c, int node);
+
+/* 1 if some node needs replica acknowledgements (grants and renewals then
+ * carry a WAIT; see scripts.h DLOCK__S_WAIT). */
+int dlock__client_wants_acks(dlock_client *c);
 
 /* Test hook: misbehaving transports for every new connection (NULL: off);
  * idle connections are dropped so the next call connects anew. */

@@ -8,7 +8,9 @@
  * pipelined batch, and follows redirections: MOVED (the slot has a new
  * owner: refresh the map, send again) and ASK (the slot is migrating: send
  * this one call to the target, preceded by ASKING). A node that cannot be
- * reached also triggers a refresh (a failover promotes a replica). Nodes
+ * reached also triggers a refresh, again every FAILOVER_PAUSE_MS within
+ * the caller's budget, since a failover promotes a replica only after the
+ * cluster's node timeout: a renewal keeps trying until then. Nodes
  * are only ever added, in a fixed-capacity array, so listeners and pools
  * keep stable addresses.
  *
@@ -25,6 +27,9 @@
 #include "cluster.h"
 #include "keys.h"
 #include "pool.h"
+
+#define ROUNDS_MAX 100        /* redirections followed in one call, at most */
+#define FAILOVER_PAUSE_MS 100 /* between looks at the slot map while a node is down */
 #include "clock.h"
 #include "error.h"
 
@@ -185,7 +190,8 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
         if (pending)
             pending[i] = 1;
     }
-    int round = 0;
+    int round = 0, unreachable = 0;
+    char why[300] = "";
     while (rc == 0) {
         int left_calls = 0;
         pthread_mutex_lock(&c->mu);
@@ -198,11 +204,13 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
         pthread_mutex_unlock(&c->mu);
         if (left_calls == 0)
             break;
-        if (round == 5 || dlock__now_ns() >= end) {
-            rc = dlock__err(DLOCK_ECONN, "cluster: the slot map kept changing; gave up");
+        if (round == ROUNDS_MAX || dlock__now_ns() >= end) {
+            rc = unreachable ? dlock__err(DLOCK_ECONN, "%s", why)
+                             : dlock__err(DLOCK_ECONN, "cluster: the slot map kept changing; gave up");
             break;
         }
         int refresh = 0, tryagain = 0;
+        unreachable = 0;
         for (int node = 0; node < nnodes && rc == 0; node++) {
             int m = 0;
             for (int i = 0; i < n; i++)
@@ -225,9 +233,8 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
                 break;
             }
             if (crc) { /* node unreachable: maybe a failover; look again */
-                if (round >= 3)
-                    rc = crc;
-                refresh = 1;
+                snprintf(why, sizeof why, "%s", dlock_last_errmsg());
+                unreachable = refresh = 1;
                 continue;
             }
             for (int k = 0; k < m; k++) {
@@ -261,12 +268,26 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
                     pending[i] = 0;
                 }
             }
+            /* a WAIT whose call went elsewhere (MOVED, ASK, TRYAGAIN) waited
+             * for nothing: it goes again, after its call */
+            for (int k = 0; k < m; k++)
+                if (pending[idx[k]])
+                    for (int j = k + 1; j < m; j++)
+                        if (calls[idx[j]].script == DLOCK__S_WAIT && !pending[idx[j]] &&
+                            dlock__key_slot(calls[idx[j]].keys[0]) == dlock__key_slot(calls[idx[k]].keys[0])) {
+                            dlock__reply_free(replies[idx[j]]);
+                            replies[idx[j]] = NULL;
+                            pending[idx[j]] = 1;
+                        }
         }
         if (rc == 0 && refresh) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
-            if (dlock__cluster_refresh(c) != 0 && round >= 2)
-                rc = dlock__err(DLOCK_ECONN, "%s", msg);
+            dlock__cluster_refresh(c);
+            if (unreachable) {
+                /* a master is down: until a replica is promoted the map still
+                 * names it; look again shortly, within the budget */
+                int64_t left = (end - dlock__now_ns()) / 1000000;
+                poll(NULL, 0, (int)(left < FAILOVER_PAUSE_MS ? (left > 0 ? left : 0) : FAILOVER_PAUSE_MS));
+            }
             round++;
         } else if (rc == 0 && tryagain) {
             /* Redis cannot run a multi-key script while its slot is split

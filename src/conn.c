@@ -28,6 +28,8 @@ struct dlock__conn {
     int broken;
     int timed_out; /* the last failure was a deadline, not a closed socket */
     int64_t last_timeout_ms; /* the budget of the exchange in progress, for messages */
+    int replicas;    /* connected replicas of its server (ROLE at connect); -1 unknown */
+    int need;        /* replicas that must acknowledge its writes (WAIT) */
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
@@ -60,6 +62,21 @@ int dlock__conn_broken(const dlock__conn *c)
 int dlock__conn_timed_out(const dlock__conn *c)
 {
     return c->timed_out;
+}
+
+int dlock__conn_replicas(const dlock__conn *c)
+{
+    return c->replicas;
+}
+
+void dlock__conn_set_need(dlock__conn *c, int need)
+{
+    c->need = need;
+}
+
+int dlock__conn_need(const dlock__conn *c)
+{
+    return c->need;
 }
 
 void dlock__conn_mark_broken(dlock__conn *c)
@@ -284,6 +301,67 @@ static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *st
     return dlock__err(DLOCK_EPROTO, "%s: %s: %s", c->t->desc, step, msg);
 }
 
+/* Read a ROLE reply: the number of replicas connected to a master; 0 for
+ * a replica or anything else; -1 if it could not be read (refused by the
+ * ACL, an old server). */
+static int role_replicas(const dlock__reply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_STRING)
+        return -1;
+    if (strcmp(r->element[0]->str, "master") != 0)
+        return 0;
+    return r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY ? (int)r->element[2]->elements
+                                                                        : 0;
+}
+
+/* The handshake, one pipelined exchange: [AUTH] [SELECT] [ROLE], or PING
+ * when there is nothing else to send (so a server that accepts but never
+ * answers is found out here). */
+static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
+{
+    const dlock__endpoint *ep = cfg->ep;
+    const char *steps[3];
+    int n = 0, rc = 0;
+    if (ep->pass) {
+        const char *av[3] = {"AUTH", ep->user ? ep->user : ep->pass, ep->pass};
+        rc = dlock__conn_append(c, ep->user ? 3 : 2, av, NULL);
+        steps[n++] = "AUTH";
+    } else if (ep->user) {
+        return dlock__err(DLOCK_EAUTH, "%s: user '%s' given without a password", ep->desc, ep->user);
+    }
+    char db[16];
+    if (rc == 0 && ep->db != 0) {
+        snprintf(db, sizeof db, "%d", ep->db);
+        const char *av[2] = {"SELECT", db};
+        rc = dlock__conn_append(c, 2, av, NULL);
+        steps[n++] = "SELECT";
+    }
+    if (rc == 0 && (cfg->want_role || n == 0)) {
+        const char *av[1] = {cfg->want_role ? "ROLE" : "PING"};
+        rc = dlock__conn_append(c, 1, av, NULL);
+        steps[n++] = av[0];
+    }
+    dlock__reply *r[3] = {NULL, NULL, NULL};
+    if (rc == 0) {
+        rc = dlock__conn_exchange(c, r, n, timeout_ms);
+        if (rc == DLOCK_ECONN && c->timed_out)
+            dlock__err(DLOCK_ECONN, "%s: no answer within the connect timeout (%d ms)", ep->desc,
+                       cfg->connect_timeout_ms);
+    }
+    c->replicas = -1;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        if (strcmp(steps[i], "ROLE") == 0 && (r[i]->type != REDIS_REPLY_ERROR ||
+                                                dlock__reply_is_error(r[i], "NOPERM") ||
+                                                dlock__reply_is_error(r[i], "ERR unknown")))
+            c->replicas = role_replicas(r[i]); /* ROLE refused by the ACL: not fatal */
+        else if (r[i]->type == REDIS_REPLY_ERROR)
+            rc = handshake_error(c, r[i], steps[i]);
+    }
+    for (int i = 0; i < n; i++)
+        dlock__reply_free(r[i]);
+    return rc;
+}
+
 int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg)
 {
     *out = NULL;
@@ -308,47 +386,8 @@ int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg)
         return rc;
     }
     COUNT(c, connects, 1);
-
-    /* The handshake is one pipelined exchange: [AUTH] [SELECT] or PING. */
-    const dlock__endpoint *ep = cfg->ep;
-    const char *steps[2];
-    int n = 0;
-    if (ep->pass) {
-        const char *av[3] = {"AUTH", ep->user ? ep->user : ep->pass, ep->pass};
-        rc = dlock__conn_append(c, ep->user ? 3 : 2, av, NULL);
-        steps[n++] = "AUTH";
-    } else if (ep->user) {
-        dlock__conn_close(c);
-        return dlock__err(DLOCK_EAUTH, "%s: user '%s' given without a password", ep->desc, ep->user);
-    }
-    char db[16];
-    if (rc == 0 && ep->db != 0) {
-        snprintf(db, sizeof db, "%d", ep->db);
-        const char *av[2] = {"SELECT", db};
-        rc = dlock__conn_append(c, 2, av, NULL);
-        steps[n++] = "SELECT";
-    }
-    if (rc == 0 && n == 0) {
-        const char *av[1] = {"PING"};
-        rc = dlock__conn_append(c, 1, av, NULL);
-        steps[n++] = "PING";
-    }
-    dlock__reply *r[2] = {NULL, NULL};
-    if (rc == 0) {
-        int64_t left_ms = (deadline - dlock__now_ns()) / 1000000;
-        if (left_ms < 1)
-            left_ms = 1;
-        rc = dlock__conn_exchange(c, r, n, (int)left_ms);
-        if (rc == DLOCK_ECONN && c->timed_out)
-            dlock__err(DLOCK_ECONN, "%s: no answer within the connect timeout (%d ms)",
-                       ep->desc, cfg->connect_timeout_ms);
-    }
-    for (int i = 0; rc == 0 && i < n; i++)
-        if (r[i]->type == REDIS_REPLY_ERROR)
-            rc = handshake_error(c, r[i], steps[i]);
-    for (int i = 0; i < n; i++)
-        dlock__reply_free(r[i]);
-    if (rc) {
+    int64_t left_ms = (deadline - dlock__now_ns()) / 1000000;
+    if ((rc = handshake(c, cfg, left_ms < 1 ? 1 : (int)left_ms)) != 0) {
         dlock__conn_close(c);
         return rc;
     }

@@ -31,14 +31,15 @@ typedef struct dlock__conn_cfg {
     int command_timeout_ms;  /* one exchange */
     const dlock__faults *faults; /* test hook; NULL in normal use */
     dlock__counters *counters;   /* may be NULL */
+    int want_role;               /* ask ROLE in the handshake (dlock__conn_replicas) */
 } dlock__conn_cfg;
 
 typedef struct dlock__conn dlock__conn;
 
-/* Connect and log in: AUTH (user and/or password) and SELECT db when the
- * endpoint asks for them, else a PING, so a server that accepts but never
- * answers is found out here. Returns 0, DLOCK_ECONN, DLOCK_EAUTH,
- * DLOCK_EPROTO, DLOCK_ENOMEM. */
+/* Connect and log in: AUTH (user and/or password), SELECT db and ROLE when
+ * asked for, else a PING, so a server that accepts but never answers is
+ * found out here. Returns 0, DLOCK_ECONN, DLOCK_EAUTH, DLOCK_EPROTO,
+ * DLOCK_ENOMEM. */
 int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg);
 
 void dlock__conn_close(dlock__conn *c); /* NULL ok */
@@ -67,6 +68,15 @@ int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns);
 int dlock__conn_poll_fd(dlock__conn *c);
 
 int dlock__conn_broken(const dlock__conn *c);
+/* Replicas connected to this connection's server when it was opened (its
+ * ROLE; want_role), 0 for a replica, -1 if unknown. */
+int dlock__conn_replicas(const dlock__conn *c);
+
+/* Replicas that must acknowledge this connection's writes (set by the
+ * pool from the client's settings; used by WAIT, scripts.h). */
+void dlock__conn_set_need(dlock__conn *c, int need);
+int dlock__conn_need(const dlock__conn *c);
+
 /* 1 if the connection failed because a deadline passed (the server may be
  * slow or stopped), not because it was closed. */
 int dlock__conn_timed_out(const dlock__conn *c);

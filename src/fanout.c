@@ -164,20 +164,14 @@ static void io_next(dlock_client *c, dlock__fanout *f, node_io *io, int i,
                     const dlock__call *calls, int n, int64_t end)
 {
     if (io->phase == 1) {
-        int missing = 0;
-        for (int k = 0; k < n; k++)
-            missing += dlock__reply_is_error(f->replies[i][k], "NOSCRIPT");
-        if (missing) {
-            if (!(io->redo = dlock__calloc((size_t)missing, sizeof *io->redo))) {
-                io_fail(f, io, i, dlock__err(DLOCK_ENOMEM, "out of memory"));
-                return;
-            }
-            int rc = 0;
-            for (int k = 0, j = 0; k < n && rc == 0; k++)
-                if (dlock__reply_is_error(f->replies[i][k], "NOSCRIPT")) {
-                    io->redo[j++] = k;
-                    rc = dlock__scripts_append(io->conn, &calls[k], 0);
-                }
+        if (!(io->redo = dlock__calloc((size_t)n, sizeof *io->redo))) {
+            io_fail(f, io, i, dlock__err(DLOCK_ENOMEM, "out of memory"));
+            return;
+        }
+        int m = dlock__scripts_redo(calls, n, f->replies[i], io->redo), rc = 0;
+        if (m > 0) {
+            for (int k = 0; k < m && rc == 0; k++)
+                rc = dlock__scripts_append(io->conn, &calls[io->redo[k]], 0);
             int64_t left = (end - dlock__now_ns()) / 1000000;
             if (rc == 0)
                 rc = dlock__conn_send(io->conn, left > 0 ? (int)left : 1);
@@ -187,9 +181,14 @@ static void io_next(dlock_client *c, dlock__fanout *f, node_io *io, int i,
             }
             io->phase = 2;
             io->got = 0;
-            io->expect = missing;
+            io->expect = m;
             return;
         }
+    }
+    int rc = dlock__scripts_wait_replies(io->conn, calls, n, f->replies[i]);
+    if (rc) {
+        io_fail(f, io, i, rc);
+        return;
     }
     io->phase = 0;
     dlock__pool_put(c, i, io->conn);
@@ -338,4 +337,69 @@ int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, in
 int dlock__fanout_node_of(dlock_client *c, const char *name)
 {
     return c->backend == DLOCK__BACKEND_CLUSTER ? dlock__cluster_node_of(c, name) : 0;
+}
+
+int dlock__fanout_acked(dlock_client *c, const dlock__fanout *f, const dlock__call *calls, int n,
+                        int i, int k, char *why, size_t whylen)
+{
+    int node = calls[k].nkeys > 0 ? dlock__fanout_node_of(c, calls[k].keys[0]) : 0;
+    for (int w = k + 1; w < n; w++) {
+        if (calls[w].script != DLOCK__S_WAIT ||
+            (c->backend == DLOCK__BACKEND_CLUSTER && dlock__fanout_node_of(c, calls[w].keys[0]) != node))
+            continue;
+        const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][w] : NULL;
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            snprintf(why, whylen, "no answer from the replicas' acknowledgement (WAIT)");
+            return 0;
+        }
+        long long acked = r->element[0]->integer, need = r->element[1]->integer;
+        if (acked >= need)
+            return 1;
+        snprintf(why, whylen, "only %lld of the %lld replicas needed acknowledged it within %s ms",
+                 acked, need, calls[w].args[0]);
+        return 0;
+    }
+    return 1;
+}
+
+int dlock__fanout_verdict_acked(dlock_client *c, dlock__fanout *f, const dlock__call *calls, int n,
+                                int first, int ncalls, const char *what)
+{
+    int rc = dlock__fanout_verdict(c, f, first, ncalls, what);
+    if (rc != 0 || first + ncalls >= n)
+        return rc; /* no WAIT after these calls */
+    int ok = 0;
+    char why[200] = "";
+    for (int i = 0; i < f->nnodes; i++) {
+        int yes = f->rc[i] == 0;
+        for (int k = first; yes && k < first + ncalls; k++)
+            yes = f->replies[i][k]->type == REDIS_REPLY_INTEGER && f->replies[i][k]->integer == 1;
+        ok += yes && dlock__fanout_acked(c, f, calls, n, i, first, why, sizeof why);
+    }
+    if (ok >= c->quorum)
+        return 0;
+    return dlock__err(DLOCK_EQUORUM, "%s: %s", what, why[0] ? why : "not acknowledged");
+}
+
+void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_t wait_ms,
+                             char *ms_text, const char **wait_args)
+{
+    if (!dlock__client_wants_acks(c) || *n == 0)
+        return;
+    snprintf(ms_text, 24, "%lld", (long long)(wait_ms < 1 ? 1 : wait_ms));
+    wait_args[0] = ms_text;
+    int seen[DLOCK__NODES_MAX], nseen = 0, m = *n;
+    for (int k = 0; k < m; k++) {
+        if (calls[k].script == DLOCK__S_WAIT || calls[k].nkeys == 0)
+            continue;
+        int node = dlock__fanout_node_of(c, calls[k].keys[0]), j = 0;
+        while (j < nseen && seen[j] != node)
+            j++;
+        if (j < nseen || nseen == DLOCK__NODES_MAX)
+            continue;
+        seen[nseen++] = node;
+        calls[(*n)++] = (dlock__call){DLOCK__S_WAIT, 1, 1, calls[k].keys, wait_args};
+        if (c->backend != DLOCK__BACKEND_CLUSTER)
+            break; /* one node takes all the calls */
+    }
 }

@@ -43,6 +43,20 @@ int dlock__fanout_error(const dlock__fanout *f, const char *what);
 int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls,
                           const char *what);
 
+/* dlock__fanout_verdict, counting a node's "1" only if its replicas
+ * acknowledged it (calls[] carried WAITs; dlock__fanout_acked); a shortfall
+ * is DLOCK_EQUORUM naming it, a transient failure to retry. */
+int dlock__fanout_verdict_acked(dlock_client *c, dlock__fanout *f, const dlock__call *calls, int n,
+                                int first, int ncalls, const char *what);
+
+/* Append to calls[*n] the WAITs that make the writes of calls[0..*n)
+ * acknowledged (one for the node of each call on a Cluster, else one),
+ * waiting at most wait_ms (its text kept in ms_text, 24 bytes). Room for
+ * DLOCK__NODES_MAX more calls is the caller's. Nothing if no node needs
+ * acknowledgements. */
+void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_t wait_ms,
+                             char *ms_text, const char **wait_args);
+
 /* Run on one node and hand back its replies: the only node, the Sentinel
  * master, the cluster, or for Redlock the first node that answers (for
  * reading state, never for taking or giving back a lock). */
@@ -50,5 +64,13 @@ int dlock__fanout_one(dlock_client *c, const dlock__call *calls, int n, dlock__r
 
 /* The node a key name lives on: 0, or the cluster node of its slot. */
 int dlock__fanout_node_of(dlock_client *c, const char *name);
+
+/* Replica acknowledgement of a run whose calls[] carried WAIT calls: 1 if
+ * the writes of call k on voter i were acknowledged by as many replicas as
+ * its node needs (its WAIT is the first DLOCK__S_WAIT after k routed to the
+ * same node), else 0 with the shortfall in why ("1 of 2 replicas ..."). A
+ * call with no WAIT after it counts as acknowledged. */
+int dlock__fanout_acked(dlock_client *c, const dlock__fanout *f, const dlock__call *calls, int n,
+                        int i, int k, char *why, size_t whylen);
 
 #endif

@@ -168,22 +168,39 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     snprintf(limit, sizeof limit, "%d", l->limit);
     snprintf(permits, sizeof permits, "%d", l->permits);
     const char *args[6] = {l->token, c->owner, ttl, mode, limit, permits};
-    dlock__call call = acquire_call(l, args);
+    /* the call, and on a replicated master a WAIT for its replicas */
+    dlock__call calls[2] = {acquire_call(l, args)};
+    char wait_ms[24];
+    int64_t budget = a->max_ms > 0 ? a->max_ms : c->connect_timeout_ms + c->command_timeout_ms;
+    snprintf(wait_ms, sizeof wait_ms, "%lld",
+             (long long)(budget / 2 < c->command_timeout_ms ? budget / 2 : c->command_timeout_ms));
+    const char *wait_args[1] = {wait_ms};
+    int ncalls = 1;
+    if (dlock__client_wants_acks(c))
+        calls[ncalls++] = (dlock__call){DLOCK__S_WAIT, 1, 1, calls[0].keys, wait_args};
     a->unknown = 0;
     a->hint_ms = 0;
     a->sent_ns = dlock__now_ns();
     atomic_fetch_add(&c->metrics.attempts, 1);
     dlock__fanout f;
-    int rc = dlock__fanout_run(c, &call, 1, (int)a->max_ms, &f);
+    int rc = dlock__fanout_run(c, calls, ncalls, (int)a->max_ms, &f);
     if (rc == DLOCK_ENOMEM)
         return rc;
 
     uint64_t got[DLOCK__NODES_MAX][DLOCK_MULTI_MAX], top[DLOCK_MULTI_MAX] = {0};
-    int granted = 0, busy = 0, conflict = 0, known_limit = 0, slot = -1;
+    int granted = 0, busy = 0, conflict = 0, unacked = 0, known_limit = 0, slot = -1;
     int64_t hint = 0;
+    char why[200] = "";
     for (int i = 0; i < f.nnodes; i++) {
         memset(got[i], 0, sizeof got[i]);
-        switch (answer(l, &f, i, got[i], &slot, &hint, &known_limit)) {
+        int ans = answer(l, &f, i, got[i], &slot, &hint, &known_limit);
+        if (ans == ANS_GRANTED && !dlock__fanout_acked(c, &f, calls, ncalls, i, 0, why, sizeof why)) {
+            /* granted, but not on enough replicas: it does not count */
+            memset(got[i], 0, sizeof got[i]);
+            unacked++;
+            ans = ANS_FAILED;
+        }
+        switch (ans) {
         case ANS_GRANTED:
             granted++;
             for (size_t p = 0; p < l->nparts; p++)
@@ -208,6 +225,14 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     }
     int failed = f.nnodes - granted - busy - conflict;
     a->unknown = failed > 0;
+    if (!won && unacked > 0) {
+        /* the grant is given back (below) and this counts as a failed attempt */
+        dlock__grant_giveback(l, a->max_ms);
+        a->unknown = 0;
+        dlock__fanout_free(&f);
+        return dlock__err(DLOCK_EQUORUM, "acquire %s: granted, but %s; given back",
+                          l->parts[0].key, why);
+    }
     if (won) {
         for (size_t p = 0; p < l->nparts; p++)
             l->parts[p].fence = top[p];

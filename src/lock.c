@@ -139,6 +139,15 @@ int dlock_release(dlock_lock *l)
     if (!l)
         return 0;
     dlock_client *c = l->client;
+    if (dlock__watchdog_on_thread(c))
+        return dlock__err(DLOCK_EINVAL, "dlock_release() cannot be called from an on_lost callback");
+    pthread_mutex_lock(&c->mu);
+    int more = l->holds > 1; /* a reentrant hold taken again: drop one */
+    if (more)
+        l->holds--;
+    pthread_mutex_unlock(&c->mu);
+    if (more)
+        return 0;
     /* Stop renewal first: after this no renewal of this lock is in flight
      * or will be sent, so nothing can follow our delete. */
     dlock__watchdog_remove(c, l);
@@ -178,22 +187,26 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     int rc = dlock__client_enter(c);
     if (rc)
         return rc;
-    dlock__call calls[DLOCK_MULTI_MAX];
+    dlock__call calls[DLOCK_MULTI_MAX + DLOCK__NODES_MAX];
     dlock__call_args args;
     dlock__calls_extend(l, calls, &args, ttl_ms);
     int64_t start = dlock__now_ns();
     dlock__fanout f;
-    char what[DLOCK_KEY_MAX + 16];
+    char what[DLOCK_KEY_MAX + 16], wait_ms[24];
+    const char *wait_args[1];
     snprintf(what, sizeof what, "extend %s", l->parts[0].key);
     /* never wait past the lock's own validity for the answer */
     int64_t left_ms = (atomic_load(&l->valid_until_ns) - start) / 1000000;
-    rc = dlock__fanout_run(c, calls, (int)l->nparts, left_ms < 1 ? 1 : (int)left_ms, &f);
+    int n = (int)l->nparts;
+    dlock__fanout_add_waits(c, calls, &n, left_ms / 2, wait_ms, wait_args);
+    rc = dlock__fanout_run(c, calls, n, left_ms < 1 ? 1 : (int)left_ms, &f);
     if (rc != DLOCK_ENOMEM)
-        rc = dlock__fanout_verdict(c, &f, 0, (int)l->nparts, what);
+        rc = dlock__fanout_verdict_acked(c, &f, calls, n, 0, (int)l->nparts, what);
     dlock__fanout_free(&f);
     if (rc == DLOCK_ENOTHELD) {
         dlock__watchdog_mark_lost(l, DLOCK_ENOTHELD);
     } else if (rc == 0) {
+        dlock__watchdog_suspend(c, l); /* a renewal in flight used the old TTL */
         pthread_mutex_lock(&c->mu);
         l->ttl_ms = ttl_ms;
         pthread_mutex_unlock(&c->mu);
@@ -238,6 +251,11 @@ const char *dlock_lock_key(const dlock_lock *l)
 int dlock_lock_slot(const dlock_lock *l)
 {
     return l && l->kind == DLOCK__KIND_SEM ? l->slot : -1;
+}
+
+int dlock_lock_permits(const dlock_lock *l)
+{
+    return l && l->kind == DLOCK__KIND_SEM ? l->permits : 1;
 }
 
 size_t dlock_lock_count(const dlock_lock *l)

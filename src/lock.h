@@ -52,6 +52,9 @@ struct dlock_lock {
     int64_t ttl_ms; /* under client->mu once linked */
     int64_t acquired_ns;
     int auto_renew;
+    int reentrant;
+    int holds;          /* reentrant holds (1 otherwise); the owning thread's */
+    pthread_t thread;   /* the thread that acquired it (reentrancy) */
     double renew_fraction;
     dlock_lost_fn on_lost;
     void *on_lost_arg;

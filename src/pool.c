@@ -36,11 +36,20 @@ int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused,
         return rc;
     int connect_ms = c->connect_timeout_ms < max_connect_ms ? c->connect_timeout_ms
                                                             : max_connect_ms;
+    /* automatic min_replicas: ask the server how many replicas it has */
+    int want_role = c->min_replicas < 0 && ep.replicas < 0;
     dlock__conn_cfg cfg = {&ep, connect_ms > 0 ? connect_ms : 1, c->command_timeout_ms,
-                           has_faults ? &faults : NULL, &nd->counters};
+                           has_faults ? &faults : NULL, &nd->counters, want_role};
     rc = dlock__conn_open(out, &cfg);
-    if (rc == 0)
+    if (rc == 0) {
         *dlock__conn_tag(*out) = gen;
+        if (want_role)
+            atomic_store(&nd->replicas_seen, dlock__conn_replicas(*out));
+        int need = dlock__client_need(c, node);
+        dlock__conn_set_need(*out, need);
+        if (need > 0)
+            atomic_store(&c->acks, 1);
+    }
     dlock__endpoint_clear(&ep);
     return rc;
 }

@@ -95,6 +95,32 @@ void dlock__reply_free(dlock__reply *r)
     dlock__free(r);
 }
 
+dlock__reply *dlock__reply_pair(long long a, long long b)
+{
+    dlock__reply *r = dlock__calloc(1, sizeof *r);
+    dlock__reply **e = dlock__calloc(2, sizeof *e);
+    if (e)
+        e[0] = dlock__calloc(1, sizeof **e);
+    if (e && e[0])
+        e[1] = dlock__calloc(1, sizeof **e);
+    if (!r || !e || !e[0] || !e[1]) {
+        if (e) {
+            dlock__free(e[0]);
+            dlock__free(e[1]);
+        }
+        dlock__free(e);
+        dlock__free(r);
+        return NULL;
+    }
+    r->type = REDIS_REPLY_ARRAY;
+    r->elements = 2;
+    r->element = e;
+    e[0]->type = e[1]->type = REDIS_REPLY_INTEGER;
+    e[0]->integer = a;
+    e[1]->integer = b;
+    return r;
+}
+
 static void free_object(void *p)
 {
     dlock__reply_free(p);

@@ -13,6 +13,7 @@
 #include "error.h"
 #include "keys.h"
 #include "lua_sources.h" /* generated: dlock__lua_<name>[] */
+#include <hiredis/hiredis.h>
 
 typedef struct script {
     const char *name;
@@ -35,6 +36,7 @@ static script scripts[DLOCK__S_COUNT] = {
     [DLOCK__S_FENCE_FLOOR] = {"fence_floor", dlock__lua_fence_floor, NULL, ""},
     [DLOCK__S_INSPECT] = {"inspect", dlock__lua_inspect, NULL, ""},
     [DLOCK__S_STATE] = {"state", dlock__lua_state, NULL, ""},
+    [DLOCK__S_DOWNGRADE] = {"downgrade", dlock__lua_downgrade, NULL, ""},
 };
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -94,7 +96,7 @@ int dlock__scripts_init(void)
 
 const char *dlock__script_src(int id)
 {
-    return scripts[id].src;
+    return id < DLOCK__S_COUNT ? scripts[id].src : "";
 }
 
 const char *dlock__script_sha(int id)
@@ -104,11 +106,17 @@ const char *dlock__script_sha(int id)
 
 const char *dlock__script_name(int id)
 {
-    return scripts[id].name;
+    return id < DLOCK__S_COUNT ? scripts[id].name : "WAIT";
 }
 
 int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
 {
+    if (call->script == DLOCK__S_WAIT) {
+        char need[16];
+        snprintf(need, sizeof need, "%d", dlock__conn_need(c));
+        const char *argv[3] = {"WAIT", need, call->args[0]};
+        return dlock__conn_append(c, 3, argv, NULL);
+    }
     int rc = dlock__scripts_init();
     if (rc)
         return rc;
@@ -134,35 +142,63 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
     return rc;
 }
 
+int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies)
+{
+    for (int i = 0; i < n; i++) {
+        if (calls[i].script != DLOCK__S_WAIT || !replies[i] || replies[i]->type != REDIS_REPLY_INTEGER)
+            continue;
+        dlock__reply *p = dlock__reply_pair(replies[i]->integer, dlock__conn_need(c));
+        if (!p)
+            return dlock__err(DLOCK_ENOMEM, "out of memory");
+        dlock__reply_free(replies[i]);
+        replies[i] = p;
+    }
+    return 0;
+}
+
+int dlock__scripts_redo(const dlock__call *calls, int n, dlock__reply **replies, int *redo)
+{
+    int m = 0, after = 0;
+    for (int i = 0; i < n; i++) {
+        int missing = dlock__reply_is_error(replies[i], "NOSCRIPT");
+        after |= missing;
+        if (missing || (after && calls[i].script == DLOCK__S_WAIT))
+            redo[m++] = i;
+    }
+    return m;
+}
+
 int dlock__scripts_fix_noscript(dlock__conn *c, const dlock__call *calls, int n,
                                 dlock__reply **replies, int timeout_ms)
 {
-    int missing = 0, rc = 0;
-    for (int i = 0; i < n && rc == 0; i++)
-        if (dlock__reply_is_error(replies[i], "NOSCRIPT")) {
-            rc = dlock__scripts_append(c, &calls[i], 0);
-            missing++;
-        }
-    if (missing == 0)
-        return 0;
-    dlock__reply *small[8], **again = small;
-    if (rc == 0 && missing > 8 && !(again = dlock__calloc((size_t)missing, sizeof *again)))
+    int small_redo[16], *redo = small_redo;
+    if (n > 16 && !(redo = dlock__malloc((size_t)n * sizeof *redo)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+    int m = dlock__scripts_redo(calls, n, replies, redo), rc = 0;
+    dlock__reply *small[16], **again = small;
+    if (m > 16 && !(again = dlock__calloc((size_t)m, sizeof *again)))
         rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+    for (int k = 0; k < m && rc == 0; k++)
+        rc = dlock__scripts_append(c, &calls[redo[k]], 0);
+    if (m > 0 && rc == 0)
+        rc = dlock__conn_exchange(c, again, m, timeout_ms);
+    for (int k = 0; k < m && rc == 0; k++) {
+        dlock__reply_free(replies[redo[k]]);
+        replies[redo[k]] = again[k];
+    }
     if (rc == 0)
-        rc = dlock__conn_exchange(c, again, missing, timeout_ms);
-    for (int i = 0, j = 0; i < n; i++) {
-        if (rc) {
+        rc = dlock__scripts_wait_replies(c, calls, n, replies);
+    if (rc) {
+        for (int i = 0; i < n; i++) {
             dlock__reply_free(replies[i]);
             replies[i] = NULL;
-        } else if (dlock__reply_is_error(replies[i], "NOSCRIPT")) {
-            dlock__reply_free(replies[i]);
-            replies[i] = again[j++];
         }
+        dlock__conn_mark_broken(c); /* EVALs may be queued and never sent */
     }
     if (again != small)
         dlock__free(again);
-    if (rc)
-        dlock__conn_mark_broken(c); /* EVALs may be queued and never sent */
+    if (redo != small_redo)
+        dlock__free(redo);
     return rc;
 }
 

@@ -32,7 +32,13 @@ enum {
     DLOCK__S_FENCE_FLOOR,
     DLOCK__S_INSPECT,
     DLOCK__S_STATE,
-    DLOCK__S_COUNT
+    DLOCK__S_DOWNGRADE,
+    DLOCK__S_COUNT,
+    /* Not a script: "WAIT <replicas> <args[0] ms>" for the connection's
+     * replicas to acknowledge its writes so far (dlock__conn_need). Its reply
+     * becomes {acknowledged, needed}. keys[0] (nkeys 1) only routes it on a
+     * Cluster: to the node of the call it follows. */
+    DLOCK__S_WAIT = 100
 };
 
 /* One script call: which script, its keys and arguments (caller-owned,
@@ -64,11 +70,22 @@ int dlock__scripts_run(dlock__conn *c, const dlock__call *calls, int n, dlock__r
                        int timeout_ms);
 
 /* After an exchange of calls[0..n) on c: send again, as EVAL, the calls
- * whose reply is NOSCRIPT, and put the new replies in their place (the one
- * NOSCRIPT path; dlock__scripts_run uses it too). 0 or the error of that
- * second exchange (replies are then all freed and NULL). */
+ * whose reply is NOSCRIPT (and the WAITs after them, so they cover those
+ * writes too), and put the new replies in their place (the one NOSCRIPT
+ * path; dlock__scripts_run uses it too), then turn WAIT replies into
+ * {acknowledged, needed}. 0 or the error of that second exchange (replies
+ * are then all freed and NULL). */
 int dlock__scripts_fix_noscript(dlock__conn *c, const dlock__call *calls, int n,
                                 dlock__reply **replies, int timeout_ms);
+
+/* The pieces of dlock__scripts_fix_noscript, for callers that read replies
+ * themselves (the parallel fan-out): which calls to send again (those that
+ * hit NOSCRIPT, and every WAIT after the first of them; their indices into
+ * redo[], which has room for n; returns how many), and turning each WAIT
+ * reply into {acknowledged, needed} (0 or DLOCK_ENOMEM). */
+int dlock__scripts_redo(const dlock__call *calls, int n, dlock__reply **replies, int *redo);
+int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
+                                dlock__reply **replies);
 
 /* Write each composed script to DIR/<name>.lua (for luacheck in
  * scripts/test.sh). 0 or -1. */

@@ -50,97 +50,176 @@ static int take_userinfo(const char **p, char *userinfo, size_t n)
     return 0;
 }
 
-/* Parse "redis-sentinel://[user:pass@]h1:p1[,h2:p2...]/master[?db=N]". */
-static int parse_sentinel(dlock_client *c, const char *url)
+/* The parts of a Sentinel or Cluster URL:
+ * "<scheme>://[user:pass@]h1:p1[,h2:p2...][/name][?params]". */
+typedef struct multi_url {
+    const char *scheme;   /* "redis://" or "rediss://", for each host's own URL */
+    char userinfo[1024];  /* "user:pass@" or "" */
+    const char *hosts;    /* the host list ... */
+    size_t hosts_len;
+    const char *name;     /* ... and what follows '/' (the master), or NULL */
+    size_t name_len;
+    char tls_query[1024]; /* "?cacert=..." for each host's URL, or "" */
+    int db, replicas;     /* ?db=N (Sentinel), ?replicas=N (-1: not given) */
+} multi_url;
+
+/* Split the parameters "a=b&c=d": validate each (TLS ones only with TLS,
+ * db only if allowed), keep the TLS ones as text for the hosts' URLs. */
+static int multi_params(multi_url *m, const char *q, int tls, int allow_db)
 {
-    const char *p = url + strlen("redis-sentinel://");
-    char userinfo[1024];
-    int rc = take_userinfo(&p, userinfo, sizeof userinfo);
+    dlock__endpoint scratch;
+    memset(&scratch, 0, sizeof scratch);
+    scratch.tls = tls;
+    scratch.replicas = -1;
+    size_t len = 0;
+    int rc = 0;
+    while (*q && rc == 0) {
+        const char *amp = strchr(q, '&');
+        size_t n = amp ? (size_t)(amp - q) : strlen(q);
+        rc = dlock__url_param(&scratch, q, n, allow_db);
+        int is_tls = strncmp(q, "replicas=", 9) != 0 && strncmp(q, "db=", 3) != 0;
+        if (rc == 0 && is_tls) {
+            if (len + n + 2 >= sizeof m->tls_query)
+                rc = dlock__err(DLOCK_EINVAL, "invalid URL: parameters longer than %zu bytes",
+                                sizeof m->tls_query - 2);
+            else
+                len += (size_t)snprintf(m->tls_query + len, sizeof m->tls_query - len, "%c%.*s",
+                                        len ? '&' : '?', (int)n, q);
+        }
+        q += n + (amp ? 1 : 0);
+    }
+    m->db = scratch.db;
+    m->replicas = scratch.replicas;
+    dlock__endpoint_clear(&scratch);
+    return rc;
+}
+
+/* Parse a Sentinel or Cluster URL after its scheme (plain or TLS). */
+static int parse_multi(multi_url *m, const char *p, int tls, int with_name)
+{
+    memset(m, 0, sizeof *m);
+    m->scheme = tls ? "rediss://" : "redis://";
+    int rc = take_userinfo(&p, m->userinfo, sizeof m->userinfo);
     if (rc)
         return rc;
-    const char *slash = strchr(p, '/');
-    if (!slash || !slash[1])
-        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-sentinel:// needs /mastername after the hosts");
-    const char *q = strchr(slash, '?');
-    size_t mlen = q ? (size_t)(q - slash - 1) : strlen(slash + 1);
-    if (mlen == 0 || mlen > 200)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: bad master name");
-    if (!(c->master_name = dlock__strndup(slash + 1, mlen)))
-        return dlock__err(DLOCK_ENOMEM, "out of memory");
-    int db = 0;
-    if (q) {
-        char *end;
-        long v = strncmp(q, "?db=", 4) == 0 ? strtol(q + 4, &end, 10) : -1;
-        if (v < 0 || v > 1000000 || q[4] == '\0' || *end)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: only ?db=N may follow the master name");
-        db = (int)v;
+    const char *q = strchr(p, '?');
+    const char *end = q ? q : p + strlen(p);
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    if (with_name && (!slash || slash + 1 == end))
+        return dlock__err(DLOCK_EINVAL, "invalid URL: a Sentinel URL needs /mastername after the hosts");
+    if (!with_name && slash)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: a Cluster URL takes only hosts (a cluster has "
+                          "one database)");
+    m->hosts = p;
+    m->hosts_len = (size_t)((slash ? slash : end) - p);
+    if (slash) {
+        m->name = slash + 1;
+        m->name_len = (size_t)(end - slash - 1);
+        if (m->name_len > 200)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: bad master name");
     }
-    /* sentinels: each host of the list */
-    const char *h = p;
-    while (h < slash) {
-        const char *e = memchr(h, ',', (size_t)(slash - h));
+    if (m->hosts_len == 0)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: no hosts");
+    m->replicas = -1;
+    return q ? multi_params(m, q + 1, tls, with_name) : 0;
+}
+
+/* Parse host number `i` ("host:port", n bytes at h) of m into *ep, as
+ * scheme + [userinfo] + host + TLS parameters. */
+static int multi_host(dlock__endpoint *ep, const multi_url *m, const char *h, size_t n,
+                      int with_userinfo, const char *what, int i)
+{
+    char one[2600];
+    if (n > 300)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: %s %d is too long", what, i + 1);
+    snprintf(one, sizeof one, "%s%s%.*s%s", m->scheme, with_userinfo ? m->userinfo : "", (int)n, h,
+             m->tls_query);
+    int rc = dlock__url_parse(ep, one);
+    if (rc)
+        return dlock__err_prefix(rc, "%s %d", what, i + 1);
+    ep->replicas = m->replicas;
+    return 0;
+}
+
+/* Parse "redis[s]-sentinel://[user:pass@]h1:p1[,h2:p2...]/master[?db=N&
+ * replicas=N&cacert=...]": the sentinels, and node 0 for the master (its
+ * address found by the first look-up; the URL's credentials, database and
+ * TLS settings apply to it, the TLS settings to the sentinels too). */
+static int parse_sentinel(dlock_client *c, const char *p, int tls)
+{
+    multi_url m;
+    int rc = parse_multi(&m, p, tls, 1);
+    if (rc == 0 && !(c->master_name = dlock__strndup(m.name, m.name_len)))
+        rc = dlock__err(DLOCK_ENOMEM, "out of memory");
+    for (const char *h = m.hosts, *e; rc == 0 && h < m.hosts + m.hosts_len; h = e + 1) {
+        e = memchr(h, ',', (size_t)(m.hosts + m.hosts_len - h));
         if (!e)
-            e = slash;
+            e = m.hosts + m.hosts_len;
         if (c->nsentinels == DLOCK__NODES_MAX)
             return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d sentinels", DLOCK__NODES_MAX);
-        char one[300];
-        if ((size_t)(e - h) + 9 > sizeof one)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: sentinel host %d is too long", c->nsentinels + 1);
-        snprintf(one, sizeof one, "redis://%.*s", (int)(e - h), h);
         dlock__endpoint *s = dlock__realloc(c->sentinels, (size_t)(c->nsentinels + 1) * sizeof *s);
         if (!s)
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         c->sentinels = s;
-        rc = dlock__url_parse(&c->sentinels[c->nsentinels], one);
-        if (rc)
-            return dlock__err_prefix(rc, "sentinel %d", c->nsentinels + 1);
-        c->nsentinels++;
-        h = e + 1;
+        rc = multi_host(&c->sentinels[c->nsentinels], &m, h, (size_t)(e - h), 0, "sentinel",
+                        c->nsentinels);
+        if (rc == 0)
+            c->nsentinels++;
     }
-    if (c->nsentinels == 0)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: no sentinel hosts");
-    /* node 0: the master, address filled in by the first look-up; the
-     * credentials and database of the URL apply to it */
-    char master_url[1100];
-    snprintf(master_url, sizeof master_url, "redis://%s0.0.0.0/%d", userinfo, db);
+    if (rc)
+        return rc;
     c->nodes = dlock__calloc(1, sizeof *c->nodes);
     if (!c->nodes)
         return dlock__err(DLOCK_ENOMEM, "out of memory");
-    c->nnodes = 1;
-    return dlock__url_parse(&c->nodes[0].ep, master_url);
+    char master[16];
+    int n = snprintf(master, sizeof master, "0.0.0.0/%d", m.db);
+    if ((rc = multi_host(&c->nodes[0].ep, &m, master, (size_t)n, 1, "master", 0)) == 0)
+        c->nnodes = 1;
+    return rc;
 }
 
-/* Parse "redis-cluster://[user:pass@]h1:p1[,h2:p2...]": the seed nodes.
- * The node array gets its full capacity now: nodes found later in the slot
- * map are added in place (listeners and pools keep their addresses). */
-static int parse_cluster(dlock_client *c, const char *url)
+/* Parse "redis[s]-cluster://[user:pass@]h1:p1[,h2:p2...][?replicas=N&
+ * cacert=...]": the seed nodes. The node array gets its full capacity now:
+ * nodes found later in the slot map are added in place (listeners and
+ * pools keep their addresses) with the seeds' credentials and TLS. */
+static int parse_cluster(dlock_client *c, const char *p, int tls)
 {
-    const char *p = url + strlen("redis-cluster://");
-    char userinfo[1024];
-    int rc = take_userinfo(&p, userinfo, sizeof userinfo);
+    multi_url m;
+    int rc = parse_multi(&m, p, tls, 0);
     if (rc)
         return rc;
-    if (strpbrk(p, "/?"))
-        return dlock__err(DLOCK_EINVAL, "invalid URL: redis-cluster:// takes only hosts (a cluster has one database)");
     if (!(c->nodes = dlock__calloc(DLOCK__NODES_MAX, sizeof *c->nodes)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t n = e ? (size_t)(e - p) : strlen(p);
+    for (const char *h = m.hosts, *e; rc == 0 && h < m.hosts + m.hosts_len; h = e + 1) {
+        e = memchr(h, ',', (size_t)(m.hosts + m.hosts_len - h));
+        if (!e)
+            e = m.hosts + m.hosts_len;
         if (c->nnodes == DLOCK__NODES_MAX)
             return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d cluster nodes", DLOCK__NODES_MAX);
-        char one[1400];
-        if (n > 300)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: cluster node %d is too long", c->nnodes + 1);
-        snprintf(one, sizeof one, "redis://%s%.*s", userinfo, (int)n, p);
-        rc = dlock__url_parse(&c->nodes[c->nnodes].ep, one);
-        if (rc)
-            return dlock__err_prefix(rc, "cluster node %d", c->nnodes + 1);
-        c->nnodes++;
-        p += n + (e ? 1 : 0);
+        rc = multi_host(&c->nodes[c->nnodes].ep, &m, h, (size_t)(e - h), 1, "cluster node",
+                        c->nnodes);
+        if (rc == 0)
+            c->nnodes++;
     }
-    if (c->nnodes == 0)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: no cluster nodes");
+    return rc;
+}
+
+/* The Sentinel and Cluster schemes, plain and TLS. */
+static int scheme_is(const char *url, const char *name, int *tls, const char **rest)
+{
+    char plain[32], secure[32];
+    snprintf(plain, sizeof plain, "redis-%s://", name);
+    snprintf(secure, sizeof secure, "rediss-%s://", name);
+    if (strncmp(url, plain, strlen(plain)) == 0) {
+        *tls = 0;
+        *rest = url + strlen(plain);
+        return 1;
+    }
+    if (strncmp(url, secure, strlen(secure)) == 0) {
+        *tls = 1;
+        *rest = url + strlen(secure);
+        return 1;
+    }
     return 0;
 }
 
@@ -152,17 +231,19 @@ static int add_node(dlock_client *c, const char *url, size_t len)
         return dlock__err(DLOCK_EINVAL, "invalid URL: too long");
     memcpy(buf, url, len);
     buf[len] = '\0';
-    if (strncmp(buf, "redis-sentinel://", 17) == 0) {
+    int tls;
+    const char *rest;
+    if (scheme_is(buf, "sentinel", &tls, &rest)) {
         if (c->nnodes || c->backend == DLOCK__BACKEND_SENTINEL)
             return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
         c->backend = DLOCK__BACKEND_SENTINEL;
-        return parse_sentinel(c, buf);
+        return parse_sentinel(c, rest, tls);
     }
-    if (strncmp(buf, "redis-cluster://", 16) == 0) {
+    if (scheme_is(buf, "cluster", &tls, &rest)) {
         if (c->nnodes || c->backend != DLOCK__BACKEND_SINGLE)
             return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
         c->backend = DLOCK__BACKEND_CLUSTER;
-        return parse_cluster(c, buf);
+        return parse_cluster(c, rest, tls);
     }
     if (c->backend == DLOCK__BACKEND_CLUSTER)
         return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");

@@ -6,6 +6,10 @@
  *   redis-sentinel://[auth@]h1:p1,h2:p2/NAME  Sentinel: the sentinels, and
  *                                             node 0 for the master
  *   redis-cluster://[auth@]h1:p1,h2:p2        Cluster: the seed nodes
+ *   rediss-sentinel://, rediss-cluster://     the same over TLS: sentinels and
+ *                                             every node; ?cacert=&cert=&key=
+ *                                             &sni= apply to all of them
+ * and ?replicas=N on any of them (replica acknowledgement).
  *
  * A comma followed by "scheme://" starts a new URL; other commas belong to
  * the URL (the hosts of one Sentinel or Cluster deployment).

@@ -111,26 +111,49 @@ static int parse_userinfo(dlock__endpoint *ep, const char *s, size_t n)
     return 0;
 }
 
-/* TLS parameters "cacert=F&cert=F&key=F&sni=NAME" of a rediss:// URL. */
-static int parse_tls_params(dlock__endpoint *ep, const char *q)
+int dlock__url_param(dlock__endpoint *ep, const char *q, size_t n, int allow_db)
+{
+    const char *eq = memchr(q, '=', n);
+    if (!eq || eq == q + n - 1)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: parameter '%.*s' needs a value",
+                          (int)(n > 40 ? 40 : n), q);
+    size_t kl = (size_t)(eq - q), vl = n - kl - 1;
+    long v;
+    if (kl == 8 && !strncmp(q, "replicas", 8)) {
+        if (parse_num(eq + 1, vl, 0, 100, &v) != 0)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: replicas= must be a number from 0 to 100");
+        ep->replicas = (int)v;
+        return 0;
+    }
+    if (kl == 2 && !strncmp(q, "db", 2) && allow_db) {
+        if (parse_num(eq + 1, vl, 0, 1000000, &v) != 0)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: db= must be a number");
+        ep->db = (int)v;
+        return 0;
+    }
+    char **dst = !ep->tls                             ? NULL
+                 : kl == 6 && !strncmp(q, "cacert", 6) ? &ep->cacert
+                 : kl == 4 && !strncmp(q, "cert", 4)   ? &ep->cert
+                 : kl == 3 && !strncmp(q, "key", 3)    ? &ep->key
+                 : kl == 3 && !strncmp(q, "sni", 3)    ? &ep->sni
+                                                       : NULL;
+    if (!dst)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: unknown parameter '%.*s' (%s)",
+                          (int)(kl > 40 ? 40 : kl), q,
+                          ep->tls ? "cacert, cert, key, sni, replicas"
+                                  : allow_db ? "db, replicas" : "replicas; TLS files need rediss://");
+    dlock__free(*dst);
+    *dst = NULL;
+    return pct_decode(dst, eq + 1, vl, "TLS parameter");
+}
+
+/* The parameters "a=b&c=d" of a URL into ep. */
+static int parse_params(dlock__endpoint *ep, const char *q, int allow_db)
 {
     while (*q) {
         const char *amp = strchr(q, '&');
         size_t n = amp ? (size_t)(amp - q) : strlen(q);
-        const char *eq = memchr(q, '=', n);
-        if (!eq || eq == q + n - 1)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: parameter '%.*s' needs a value", (int)(n > 40 ? 40 : n), q);
-        size_t kl = (size_t)(eq - q);
-        char **dst = kl == 6 && !strncmp(q, "cacert", 6) ? &ep->cacert
-                     : kl == 4 && !strncmp(q, "cert", 4) ? &ep->cert
-                     : kl == 3 && !strncmp(q, "key", 3)  ? &ep->key
-                     : kl == 3 && !strncmp(q, "sni", 3)  ? &ep->sni
-                                                         : NULL;
-        if (!dst)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: unknown parameter '%.*s' (cacert, cert, key, sni)",
-                              (int)(kl > 40 ? 40 : kl), q);
-        dlock__free(*dst);
-        int rc = pct_decode(dst, eq + 1, n - kl - 1, "TLS parameter");
+        int rc = dlock__url_param(ep, q, n, allow_db);
         if (rc)
             return rc;
         q += n + (amp ? 1 : 0);
@@ -153,11 +176,9 @@ static int parse_tcp(dlock__endpoint *ep, const char *p)
      * name must be written %40. */
     const char *last_at = strrchr(p, '@');
     const char *query = strchr(last_at ? last_at + 1 : p, '?');
-    if (query && !ep->tls)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: redis:// URLs take no ?parameters (use /db for the database)");
     int rc;
     if (query) {
-        if ((rc = parse_tls_params(ep, query + 1)) != 0)
+        if ((rc = parse_params(ep, query + 1, 0)) != 0)
             return rc;
         end = query;
     }
@@ -240,15 +261,8 @@ static int parse_unix(dlock__endpoint *ep, const char *p)
         return dlock__err(DLOCK_EINVAL, "invalid URL: empty socket path");
     if (plen >= 108)
         return dlock__err(DLOCK_EINVAL, "invalid URL: socket path longer than 107 bytes");
-    if (q) {
-        const char *arg = q + 1;
-        long db;
-        if (strncmp(arg, "db=", 3) != 0)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: unknown parameter '%.40s' (only db=N)", arg);
-        if (parse_num(arg + 3, strlen(arg + 3), 0, 1000000, &db) != 0)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: db= must be a number");
-        ep->db = (int)db;
-    }
+    if (q && (rc = parse_params(ep, q + 1, 1)) != 0)
+        return rc;
     ep->path = dlock__strndup(path, plen);
     if (!ep->path)
         return dlock__err(DLOCK_ENOMEM, "out of memory parsing the URL");
@@ -261,6 +275,7 @@ int dlock__url_parse(dlock__endpoint *out, const char *url)
     if (!out)
         return dlock__err(DLOCK_EINVAL, "no endpoint to fill");
     memset(out, 0, sizeof *out);
+    out->replicas = -1;
     if (!url || !*url)
         return dlock__err(DLOCK_EINVAL, "invalid URL: empty (expected redis://host:port or unix:///path.sock)");
     if (strlen(url) > 4096)

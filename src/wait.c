@@ -236,6 +236,7 @@ static int take_signal(waiter *w, const char *v, size_t len)
     int64_t px;
     int slot;
     if (l->kind == DLOCK__KIND_MULTI || !l->auto_renew || w->since <= 0 ||
+        dlock__client_wants_acks(w->c) || /* the grant counts once replicas have it */
         dlock__parse_signal(&fence, &px, &slot, v, len) != 0)
         return 0; /* without the watchdog the lock must get its full TTL now */
     /* The grant came after W's last busy attempt and after the latest

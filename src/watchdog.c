@@ -131,6 +131,9 @@ typedef struct batch {
     dlock__call_args *args; /* one per item */
     dlock__call *calls;
     int n, ncalls, cap, callcap;
+    int nall;               /* ncalls and the WAITs after them */
+    char wait_ms[24];
+    const char *wait_args[1];
 } batch;
 
 static void batch_free(batch *b)
@@ -155,9 +158,9 @@ static int batch_grow(batch *b, int ncalls)
             return DLOCK_ENOMEM;
         b->cap = cap;
     }
-    if (b->ncalls + ncalls > b->callcap) {
+    if (b->ncalls + ncalls + DLOCK__NODES_MAX > b->callcap) { /* room for the WAITs */
         int cap = b->callcap ? b->callcap : 64;
-        while (cap < b->ncalls + ncalls)
+        while (cap < b->ncalls + ncalls + DLOCK__NODES_MAX)
             cap *= 2;
         dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
         if (!calls)
@@ -239,6 +242,8 @@ static int64_t collect(dlock_client *c, batch *b)
             k += (int)l->nparts;
         }
     }
+    b->nall = b->ncalls;
+    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms, b->wait_args);
     return b->n > 0 ? now : wd->n > 0 ? wd->heap[0]->due_ns : INT64_MAX;
 }
 
@@ -332,7 +337,7 @@ static int64_t tick(dlock_client *c, batch *b)
     int64_t budget_ms = (earliest - start) / 2000000;
     pthread_mutex_unlock(&c->mu);
     dlock__fanout f;
-    int rc = dlock__fanout_run(c, b->calls, b->ncalls,
+    int rc = dlock__fanout_run(c, b->calls, b->nall,
                                budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);
     pthread_mutex_lock(&c->mu);
 
@@ -348,7 +353,9 @@ static int64_t tick(dlock_client *c, batch *b)
         dlock_lock *l = (dlock_lock *)((char *)s - offsetof(dlock_lock, sched));
         char what[DLOCK_KEY_MAX + 16];
         snprintf(what, sizeof what, "renew %s", l->parts[0].key);
-        int res = rc == DLOCK_ENOMEM ? rc : dlock__fanout_verdict(c, &f, k, (int)l->nparts, what);
+        int res = rc == DLOCK_ENOMEM ? rc
+                                     : dlock__fanout_verdict_acked(c, &f, b->calls, b->nall, k,
+                                                                   (int)l->nparts, what);
         k += (int)l->nparts;
         if (renewed(c, l, res, start))
             b->items[lost_n++] = s; /* keeps in-flight until its callback ran */
@@ -534,16 +541,50 @@ void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
     pthread_mutex_unlock(&c->mu);
 }
 
+void dlock__watchdog_suspend(dlock_client *c, dlock_lock *l)
+{
+    pthread_mutex_lock(&c->mu);
+    while (l->inflight)
+        pthread_cond_wait(&c->cv, &c->mu);
+    if (c->wd && l->linked && l->auto_renew)
+        heap_remove(c->wd, &l->sched);
+    pthread_mutex_unlock(&c->mu);
+}
+
 void dlock__watchdog_replan(dlock_client *c, dlock_lock *l, int64_t renew_at_ns)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->wd && l->auto_renew && l->sched.idx != (size_t)-1 && !l->inflight) {
+    if (c->wd && l->linked && l->auto_renew && atomic_load(&l->state) == DLOCK__HELD) {
         heap_remove(c->wd, &l->sched);
         l->sched.early_ns = renew_interval_ns(l) / 4;
         heap_push(c->wd, &l->sched, renew_at_ns);
         poke(c, renew_at_ns);
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+dlock_lock *dlock__watchdog_rehold(dlock_client *c, int kind, const char *key)
+{
+    dlock_lock *found = NULL;
+    int64_t now = dlock__now_ns();
+    pthread_mutex_lock(&c->mu);
+    for (dlock_lock *l = c->wd ? c->wd->locks : NULL; l && !found; l = l->next)
+        if (l->reentrant && l->kind == kind && l->nparts == 1 &&
+            pthread_equal(l->thread, pthread_self()) && strcmp(l->parts[0].key, key) == 0 &&
+            atomic_load(&l->state) == DLOCK__HELD && now < atomic_load(&l->valid_until_ns)) {
+            l->holds++;
+            found = l;
+        }
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+int dlock__watchdog_on_thread(dlock_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int on = c->wd && c->wd->started && pthread_equal(pthread_self(), c->wd->thread);
+    pthread_mutex_unlock(&c->mu);
+    return on;
 }
 
 int dlock__watchdog_mark_lost(dlock_lock *l, int why)

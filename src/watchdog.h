@@ -50,8 +50,19 @@ int dlock__watchdog_adopt(dlock_client *c, dlock_lock *l);
  * renewal is ever sent after (or races with) the release. */
 void dlock__watchdog_remove(dlock_client *c, dlock_lock *l);
 
-/* The lock's renewal time changed (dlock_extend): re-plan. */
+/* Take a held lock out of the renewal schedule for a change the caller
+ * makes (dlock_extend, dlock_rw_downgrade): waits out a renewal in flight.
+ * dlock__watchdog_replan puts it back, due at renew_at_ns. */
+void dlock__watchdog_suspend(dlock_client *c, dlock_lock *l);
 void dlock__watchdog_replan(dlock_client *c, dlock_lock *l, int64_t renew_at_ns);
+
+/* A reentrant handle of `kind` on `key` that the calling thread holds
+ * through c (held and valid): its hold count is raised and it is returned.
+ * NULL if there is none. */
+dlock_lock *dlock__watchdog_rehold(dlock_client *c, int kind, const char *key);
+
+/* 1 if the calling thread is c's watchdog thread (an on_lost callback). */
+int dlock__watchdog_on_thread(dlock_client *c);
 
 /* Mark a lock lost once (why: the error that made it so); returns 1 if
  * this call made the transition (the caller then runs on_lost). */
