@@ -207,6 +207,10 @@ void dh_reap_forks(void);
 /* 1 if pid is gone or a zombie, 0 if it still runs. */
 int dh_pid_dead(pid_t pid);
 
+/* The state letter of pid in /proc (R, S, D, T stopped, Z zombie, ...), or
+ * 0 if there is no such process. */
+char dh_pid_state(pid_t pid);
+
 /* ------------------------------------------------------ calls on a thread */
 
 /* A call fn(arg) run on a thread of its own, so the main thread can watch

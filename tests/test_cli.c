@@ -174,18 +174,6 @@ static void test_exit_status(void **state)
     assert_int_equal(info.held, 0);
 }
 
-struct waiters_arg {
-    const char *key;
-    int64_t min;
-};
-
-static int has_waiters(void *arg)
-{
-    struct waiters_arg *w = arg;
-    dlock_info info;
-    return dlock_inspect(&info, holder, w->key) == 0 && info.waiters >= w->min;
-}
-
 static void test_conflicts(void **state)
 {
     (void)state;
@@ -221,8 +209,7 @@ static void test_conflicts(void **state)
     /* A waiting run gets the lock when the holder releases it. */
     dh_proc *p =
         dh_cli_bg("-u", srv->url, "run", "--wait", "20s", "c:busy", "--", "sh", "-c", "echo ran");
-    struct waiters_arg wa = { "c:busy", 1 };
-    if (!dh_wait_until(has_waiters, &wa, 10000)) {
+    if (!dh_wait_waiters(holder, "c:busy", 1, 10000)) {
         dh_cli_capture(p);
         fail_msg("the waiting dlock run never showed up as a waiter; stderr: %s", dh_err);
     }
@@ -236,6 +223,35 @@ static void test_conflicts(void **state)
     st = dh_cli("-u", srv->url, "run", "--no-wait", "c:busy", "--", "sh", "-c", "echo ran");
     dh_cli_expect(st, 0, "--no-wait on a free key");
     assert_string_equal(dh_out, "ran\n");
+}
+
+/* Waiting runs queue first come, first served: B, C and D, queued one
+ * after the other behind a holder, run in that order once it releases. */
+static void test_fifo_through_cli(void **state)
+{
+    (void)state;
+    static const char *const names[] = { "B", "C", "D" };
+    char order[DH_PATH_MAX], cmd[DH_PATH_MAX + 64];
+    assert_int_equal(dh_tmpfile(order, sizeof order, "order"), 0);
+    dlock_lock *l = hold("c:fifo");
+    dh_proc *p[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "echo %s >> '%s'", names[i], order);
+        p[i] = dh_cli_bg("-u", srv->url, "--id", names[i], "run", "--wait", "20s", "c:fifo", "--",
+                         "sh", "-c", cmd);
+        if (!dh_wait_waiters(holder, "c:fifo", i + 1, 10000)) {
+            dh_cli_capture(p[i]);
+            fail_msg("waiter %s never queued; stderr: %s", names[i], dh_err);
+        }
+    }
+    dh_assert_rc(dlock_release(l), 0);
+    for (int i = 0; i < 3; i++) {
+        dh_cli_expect_proc(p[i], 0, "a queued run");
+        dh_proc_free(p[i]);
+    }
+    char buf[64];
+    assert_true(dh_read_file(buf, sizeof buf, order) > 0);
+    assert_string_equal(buf, "B\nC\nD\n");
 }
 
 static void test_unreachable(void **state)
@@ -794,7 +810,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_help_version),          cmocka_unit_test(test_run_env),
         cmocka_unit_test(test_exit_status),           cmocka_unit_test(test_conflicts),
-        cmocka_unit_test(test_unreachable),           cmocka_unit_test(test_passwords),
+        cmocka_unit_test(test_fifo_through_cli),    cmocka_unit_test(test_unreachable),           cmocka_unit_test(test_passwords),
         cmocka_unit_test(test_usage_errors),          cmocka_unit_test(test_messages),
         cmocka_unit_test(test_compound_durations),    cmocka_unit_test(test_noperm),
         cmocka_unit_test(test_wrong_server),          cmocka_unit_test(test_status),

@@ -109,17 +109,23 @@ int dh_wait_children(const pid_t *pids, int n, int timeout_ms)
     return ok;
 }
 
-int dh_pid_dead(pid_t pid)
+char dh_pid_state(pid_t pid)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     if (dh_read_file(buf, sizeof buf, path) <= 0)
-        return 1;
+        return 0;
     /* "pid (comm) S ...": the state follows the last ')'. */
     const char *p = strrchr(buf, ')');
     if (!p || !p[1] || !p[2])
-        return 1;
-    return (p[2] == 'Z' || p[2] == 'X') ? 1 : 0;
+        return 0;
+    return p[2];
+}
+
+int dh_pid_dead(pid_t pid)
+{
+    char st = dh_pid_state(pid);
+    return st == 0 || st == 'Z' || st == 'X';
 }
 
 /* The number of threads of this process (/proc/self/status), or -1. */
