@@ -55,30 +55,30 @@
 
 /* Assert that a dlock call returned `want`; on mismatch the failure names
  * both codes and the thread's last error message. */
-#define dh_assert_rc(expr, want)                                                   \
-    do {                                                                           \
-        int dh_got_ = (expr);                                                      \
-        int dh_want_ = (want);                                                     \
-        if (dh_got_ != dh_want_)                                                   \
-            fail_msg("%s: got %d (%s), want %d (%s); last_errmsg: \"%s\"", #expr, \
-                     dh_got_, dlock_strerror(dh_got_), dh_want_,                   \
-                     dlock_strerror(dh_want_), dlock_last_errmsg());               \
+#define dh_assert_rc(expr, want)                                                                   \
+    do {                                                                                           \
+        int dh_got_ = (expr);                                                                      \
+        int dh_want_ = (want);                                                                     \
+        if (dh_got_ != dh_want_)                                                                   \
+            fail_msg("%s: got %d (%s), want %d (%s); last_errmsg: \"%s\"", #expr, dh_got_,         \
+                     dlock_strerror(dh_got_), dh_want_, dlock_strerror(dh_want_),                  \
+                     dlock_last_errmsg());                                                         \
     } while (0)
 
-#define DH_DIR_MAX 128  /* temp dirs: short, for unix socket paths */
+#define DH_DIR_MAX 128 /* temp dirs: short, for unix socket paths */
 #define DH_PATH_MAX 256
 #define DH_MAX_EXTRA 16
 
 /* One private redis-server. */
 typedef struct dh_redis {
-    pid_t pid;                  /* 0 while stopped */
-    int port;                   /* loopback TCP port */
-    char dir[DH_DIR_MAX];       /* its temp dir (--dir), removed at stop */
-    char sock[DH_PATH_MAX];     /* DIR/redis.sock */
-    char url[64];               /* redis://127.0.0.1:P */
+    pid_t pid;                       /* 0 while stopped */
+    int port;                        /* loopback TCP port */
+    char dir[DH_DIR_MAX];            /* its temp dir (--dir), removed at stop */
+    char sock[DH_PATH_MAX];          /* DIR/redis.sock */
+    char url[64];                    /* redis://127.0.0.1:P */
     char unix_url[DH_PATH_MAX + 16]; /* unix://DIR/redis.sock */
-    char password[128];         /* from --requirepass, "" if none */
-    char *extra[DH_MAX_EXTRA + 1]; /* extra args (copies), NULL-terminated */
+    char password[128];              /* from --requirepass, "" if none */
+    char *extra[DH_MAX_EXTRA + 1];   /* extra args (copies), NULL-terminated */
 } dh_redis;
 
 /* Start a redis-server. extra_args: NULL or a NULL-terminated list of extra
@@ -121,8 +121,8 @@ int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...);
  * contains `needle` (e.g. a unique owner id). Copies the key name into
  * out. Returns 1 if found, 0 if not, -1 on error. Use it to locate the lock
  * key without depending on the library's key layout. */
-int dh_find_key(char *out, size_t outlen, const dh_redis *r, int db,
-                const char *name_part, const char *needle);
+int dh_find_key(char *out, size_t outlen, const dh_redis *r, int db, const char *name_part,
+                const char *needle);
 
 /* Delete the key dh_find_key finds (a lock taken from its holder behind
  * its back, as an operator or a failover would). 1 if it was deleted, 0 if
@@ -334,8 +334,8 @@ void dh_proc_free(dh_proc *p);
 
 /* Run argv to completion with a bound: spawn + wait + output + free.
  * out/err may be NULL. Returns as dh_proc_wait, or DH_RUN_ERROR. */
-int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms,
-           char *out, size_t outlen, char *err, size_t errlen);
+int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms, char *out,
+           size_t outlen, char *err, size_t errlen);
 
 /* -------------------------------------------------------------- checkers */
 

@@ -20,8 +20,8 @@
 #define WRONG_PW "Wr0ng-pw-4410"
 #define ACL_PW "Al1ce-pw-5523"
 
-static dh_redis *srv;   /* plain */
-static dh_redis *auth;  /* --requirepass PW */
+static dh_redis *srv;  /* plain */
+static dh_redis *auth; /* --requirepass PW */
 
 static int group_setup(void **state)
 {
@@ -57,8 +57,7 @@ static void expect_lock_einval(dlock_client *c, const char *key, const dlock_loc
     dlock_lock *l = (dlock_lock *)&l;
     int rc = dlock_acquire(&l, c, key, o);
     if (rc != DLOCK_EINVAL)
-        fail_msg("%s: dlock_acquire gave %d (%s), want DLOCK_EINVAL", what, rc,
-                 dlock_strerror(rc));
+        fail_msg("%s: dlock_acquire gave %d (%s), want DLOCK_EINVAL", what, rc, dlock_strerror(rc));
     assert_msg();
     if (l != NULL)
         fail_msg("%s: *out not NULL after a failure", what);
@@ -319,9 +318,9 @@ static void check_auth(const char *url, const char *user, const char *pass, int 
     int rc = dlock_client_open(&c, url, &o);
     assert_no_secret();
     if (rc != want)
-        fail_msg("open(%s, user=%s, pass=%s): %d (%s: %s), want %d (%s)", url,
-                 user ? user : "NULL", pass ? "set" : "NULL", rc, dlock_strerror(rc),
-                 dlock_last_errmsg(), want, dlock_strerror(want));
+        fail_msg("open(%s, user=%s, pass=%s): %d (%s: %s), want %d (%s)", url, user ? user : "NULL",
+                 pass ? "set" : "NULL", rc, dlock_strerror(rc), dlock_last_errmsg(), want,
+                 dlock_strerror(want));
     if (want != 0) {
         assert_null(c);
         assert_msg();

@@ -209,7 +209,8 @@ static void test_multi_key(void **state)
     assert_non_null(sp1);
     assert_non_null(sp2);
     assert_null(strchr(sp2 + 1, ' '));
-    assert_true(dh_is_digits(sp1 + 1, (size_t)(sp2 - sp1 - 1)) && dh_is_digits(sp2 + 1, strlen(sp2 + 1)));
+    assert_true(dh_is_digits(sp1 + 1, (size_t)(sp2 - sp1 - 1)) &&
+                dh_is_digits(sp2 + 1, strlen(sp2 + 1)));
     *sp1 = '\0';
     assert_string_equal(toks, tok);
 

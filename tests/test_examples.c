@@ -581,8 +581,8 @@ static void test_rate_limiter(void **state)
     assert_true(allowed >= 5);
 
     snprintf(start, sizeof start, "%lld", wall_us() / 1000 + 500);
-    ex_many(3, "recipe_rate_limiter",
-            ARGS("partner-wait", "5", "1000", "4", "0", "10000", start), out);
+    ex_many(3, "recipe_rate_limiter", ARGS("partner-wait", "5", "1000", "4", "0", "10000", start),
+            out);
     assert_int_equal(check_rate(out, 5, 1000), 12);
 }
 

@@ -51,8 +51,8 @@ static int child_main(int idx, const char *path)
         dlock_lock *l = NULL;
         int r = dlock_acquire(&l, c, "counter-lock", &o);
         if (r != 0) {
-            fprintf(stderr, "child %d iter %d: acquire: %s: %s\n", idx, i,
-                    dlock_strerror(r), dlock_last_errmsg());
+            fprintf(stderr, "child %d iter %d: acquire: %s: %s\n", idx, i, dlock_strerror(r),
+                    dlock_last_errmsg());
             return 5;
         }
         redisReply *g = redisCommand(rc, "GET counter");
@@ -80,8 +80,8 @@ static int child_main(int idx, const char *path)
         fprintf(f, "%llu %lld\n", (unsigned long long)dlock_lock_fencing_token(l), v);
         r = dlock_release(l);
         if (r != 0) {
-            fprintf(stderr, "child %d iter %d: release: %s: %s\n", idx, i,
-                    dlock_strerror(r), dlock_last_errmsg());
+            fprintf(stderr, "child %d iter %d: release: %s: %s\n", idx, i, dlock_strerror(r),
+                    dlock_last_errmsg());
             return 9;
         }
     }
@@ -166,8 +166,8 @@ static void test_counter_across_processes(void **state)
             fail_msg("fencing token %llu granted twice", all[i].token);
         /* Sorted by token, the section with the i-th token read i. */
         if (all[i].value != i)
-            fail_msg("section with the %d-th smallest token (%llu) read counter %lld",
-                     i, all[i].token, all[i].value);
+            fail_msg("section with the %d-th smallest token (%llu) read counter %lld", i,
+                     all[i].token, all[i].value);
     }
 }
 

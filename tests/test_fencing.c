@@ -35,8 +35,8 @@ static dlock_lock *grant_above(dlock_client *c, const char *key, int64_t ttl_ms,
     dh_assert_rc(dlock_acquire(&l, c, key, &o), 0);
     uint64_t t = dlock_lock_fencing_token(l);
     if (t <= *max)
-        fail_msg("%s: fencing token %llu not above the earlier %llu", when,
-                 (unsigned long long)t, (unsigned long long)*max);
+        fail_msg("%s: fencing token %llu not above the earlier %llu", when, (unsigned long long)t,
+                 (unsigned long long)*max);
     if (t >= (UINT64_C(1) << 53))
         fail_msg("%s: fencing token %llu not below 2^53", when, (unsigned long long)t);
     *max = t;
@@ -122,8 +122,8 @@ static void test_increase_after_expiry(void **state)
     assert_non_null(keys);
     assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
     for (size_t i = 0; i < keys->elements; i++)
-        assert_int_equal(dh_cmd_ok(srv, 0, "PEXPIRE %b 1", keys->element[i]->str,
-                                   keys->element[i]->len), 0);
+        assert_int_equal(
+            dh_cmd_ok(srv, 0, "PEXPIRE %b 1", keys->element[i]->str, keys->element[i]->len), 0);
     freeReplyObject(keys);
     char part[] = "f:expiry";
     assert_true(dh_wait_until(no_keys, part, 10000));

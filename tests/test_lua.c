@@ -32,12 +32,12 @@ static void test_luacheck_scripts(void **state)
     snprintf(ls, sizeof ls, "%s/acquire.lua", dir);
     assert_true(dh_file_lines(ls) > 10);
 
-    const char *const argv[] = { "luacheck", "--config", DLOCK_SOURCE_DIR "/.luacheckrc",
-                                 "--no-color", "--codes", dir, NULL };
+    const char *const argv[] = { "luacheck",   "--config", DLOCK_SOURCE_DIR "/.luacheckrc",
+                                 "--no-color", "--codes",  dir,
+                                 NULL };
     int st = dh_run(argv, NULL, 60000, out, sizeof out, err, sizeof err);
     if (st != 0)
-        fail_msg("luacheck found problems in the composed scripts (exit %d):\n%s%s", st, out,
-                 err);
+        fail_msg("luacheck found problems in the composed scripts (exit %d):\n%s%s", st, out, err);
     const char *total = strstr(out, "Total:");
     print_message("%s", total ? total : out);
 }

@@ -121,8 +121,8 @@ static void test_held_gauge_every_path(void **state)
     assert_true(held_is(c, 3));
     dh_assert_rc(dlock_release(a), 0); /* release */
     assert_true(held_is(c, 2));
-    held_arg h = {c, 1};
-    assert_true(dh_wait_until(held_pred, &h, 3000)); /* expiry of e */
+    held_arg h = { c, 1 };
+    assert_true(dh_wait_until(held_pred, &h, 3000));          /* expiry of e */
     assert_int_equal(dh_delete_key(srv, 0, "g:b", owner), 1); /* loss of b */
     h.n = 0;
     assert_true(dh_wait_until(held_pred, &h, 5000));
@@ -187,7 +187,8 @@ static void test_prefix_labels_bounded(void **state)
     }
     assert_int_equal(classes, 33);
     assert_non_null(strstr(text, "key_prefix=\"p0\""));
-    assert_non_null(strstr(text, "dlock_acquisitions_total{key_prefix=\"_other\",result=\"acquired\"} 8\n"));
+    assert_non_null(
+        strstr(text, "dlock_acquisitions_total{key_prefix=\"_other\",result=\"acquired\"} 8\n"));
     free(text);
     dlock_client_close(c);
 }
@@ -217,7 +218,7 @@ static int log_error_seen(void *arg)
 static void test_log_callback(void **state)
 {
     (void)state;
-    const char *args[] = {"--requirepass", "s3cr3t-pw", NULL};
+    const char *args[] = { "--requirepass", "s3cr3t-pw", NULL };
     dh_redis *ps = dh_redis_start(args);
     assert_non_null(ps);
     char owner[64];
@@ -274,7 +275,7 @@ static void test_scan_and_state(void **state)
     dh_assert_rc(dlock_sem_acquire(&s1, c, "pool", 3, NULL), 0);
     dh_assert_rc(dlock_sem_acquire(&s2, c, "pool", 3, NULL), 0);
     dh_assert_rc(dlock_rw_acquire(&r, c, "doc", DLOCK_READ, NULL), 0);
-    scan_acc acc = {0};
+    scan_acc acc = { 0 };
     dh_assert_rc(dlock_scan(c, "*", scan_cb, &acc), 0);
     assert_int_equal(acc.n, 3);
     assert_int_equal(acc.sem_holders, 2);
@@ -317,11 +318,11 @@ static void test_braced_keys_distinct(void **state)
     dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
     co.prefix = "braces:";
     dlock_client *c = open_client(&co);
-    const char *keys[4] = {"x", "{x}", "{a}b{c}", "a}b{c}"};
+    const char *keys[4] = { "x", "{x}", "{a}b{c}", "a}b{c}" };
     dlock_lock *l[4];
     for (int i = 0; i < 4; i++)
         dh_assert_rc(dlock_try_acquire(&l[i], c, keys[i], NULL), 0);
-    scan_acc acc = {0};
+    scan_acc acc = { 0 };
     dh_assert_rc(dlock_scan(c, "*", scan_cb, &acc), 0);
     assert_int_equal(acc.n, 4);
     for (int i = 0; i < 4; i++) {

@@ -48,7 +48,7 @@ static int scenario(long n, int kind)
         else if (kind == 1)
             rc = dlock_sem_acquire(&l, c, "oom:sem", 2, NULL);
         else {
-            const char *keys[2] = {"oom:{k}:a", "oom:{k}:b"};
+            const char *keys[2] = { "oom:{k}:a", "oom:{k}:b" };
             rc = dlock_acquire_all(&l, c, keys, 2, NULL);
         }
         if (!ok_or_enomem(rc))
@@ -88,7 +88,8 @@ static void torture(int kind)
         n++;
         assert_true(n < 2000); /* bounded: the scenario needs far fewer */
     }
-    print_message("scenario %d: every one of the first %ld allocations failed in turn, cleanly\n", kind, n);
+    print_message("scenario %d: every one of the first %ld allocations failed in turn, cleanly\n",
+                  kind, n);
 }
 
 static void test_oom_mutex(void **state)

@@ -126,8 +126,8 @@ static void test_semaphore_limit(void **state)
         assert_true(pids[p] > 0);
     }
     assert_true(dh_wait_children(pids, PROCS, 60000));
-    print_message("semaphore: %d workers, limit %d, max concurrent observed %d, %d sections\n", PROCS,
-                  LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
+    print_message("semaphore: %d workers, limit %d, max concurrent observed %d, %d sections\n",
+                  PROCS, LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->slot_clash), 0);
     assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
@@ -247,8 +247,8 @@ static void test_multi_no_deadlock(void **state)
             dlock_client *c = open_client();
             if (!c)
                 _exit(2);
-            const char *ab[2] = {"acct:{bank}:A", "acct:{bank}:B"};
-            const char *ba[2] = {"acct:{bank}:B", "acct:{bank}:A"};
+            const char *ab[2] = { "acct:{bank}:A", "acct:{bank}:B" };
+            const char *ba[2] = { "acct:{bank}:B", "acct:{bank}:A" };
             for (int i = 0; i < ROUNDS; i++) {
                 dlock_lock *l;
                 dlock_lock_opts o = dh_opts(0, 20000);
@@ -284,7 +284,7 @@ static void test_multi_all_or_nothing(void **state)
     dlock_client *c = open_client(), *d = open_client();
     dlock_lock *b, *all = NULL, *a;
     dh_assert_rc(dlock_acquire(&b, d, "m:{x}:b", NULL), 0);
-    const char *keys[3] = {"m:{x}:a", "m:{x}:b", "m:{x}:a"}; /* duplicate a */
+    const char *keys[3] = { "m:{x}:a", "m:{x}:b", "m:{x}:a" }; /* duplicate a */
     dlock_lock_opts once = dh_opts(0, 0);
     dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &once), DLOCK_EBUSY);
     /* a was not taken */
@@ -325,7 +325,7 @@ static void test_multi_bad_input(void **state)
     dh_assert_rc(dlock_acquire_all(&l, c, NULL, 2, NULL), DLOCK_EINVAL);
     dh_assert_rc(dlock_acquire_all(&l, c, keys, DLOCK_MULTI_MAX + 1, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "at most"));
-    const char *with_empty[2] = {"k1", ""};
+    const char *with_empty[2] = { "k1", "" };
     dh_assert_rc(dlock_acquire_all(&l, c, with_empty, 2, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "empty"));
     assert_null(l);
@@ -459,12 +459,14 @@ static void test_rw_concurrent_no_starvation(void **state)
             for (int i = 0; i < ROUNDS; i++) {
                 dlock_lock *l;
                 dlock_lock_opts o = dh_opts(0, 30000);
-                if (dlock_rw_acquire(&l, c, "rw:load", writer ? DLOCK_WRITE : DLOCK_READ, &o) != 0) {
+                int mode = writer ? DLOCK_WRITE : DLOCK_READ;
+                if (dlock_rw_acquire(&l, c, "rw:load", mode, &o) != 0) {
                     atomic_fetch_add(&sh->errors, 1);
                     continue;
                 }
                 if (writer) {
-                    if (atomic_fetch_add(&sh->writers_cur, 1) != 0 || atomic_load(&sh->readers_cur) != 0)
+                    if (atomic_fetch_add(&sh->writers_cur, 1) != 0 ||
+                        atomic_load(&sh->readers_cur) != 0)
                         atomic_fetch_add(&sh->overlap, 1);
                     spin(300000);
                     if (atomic_load(&sh->readers_cur) != 0)
@@ -489,7 +491,8 @@ static void test_rw_concurrent_no_starvation(void **state)
     }
     assert_true(dh_wait_children(pids, READERS + WRITERS, 120000));
     print_message("rw: max concurrent readers %d, writer sections %d, overlaps %d\n",
-                  atomic_load(&sh->max_readers), atomic_load(&sh->sections), atomic_load(&sh->overlap));
+                  atomic_load(&sh->max_readers), atomic_load(&sh->sections),
+                  atomic_load(&sh->overlap));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->overlap), 0);
     assert_int_equal(atomic_load(&sh->sections), WRITERS * ROUNDS);

@@ -264,7 +264,7 @@ static void test_sentinel_failover(void **state)
     assert_non_null(master);
     char mport[16];
     snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
     dh_redis *replica = dh_redis_start(rargs);
     assert_non_null(replica);
 
@@ -284,7 +284,7 @@ static void test_sentinel_failover(void **state)
                  "sentinel failover-timeout mymaster 4000\n",
                  sports[i], master->port);
         assert_int_equal(dh_write_file(conf, text), 0);
-        const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+        const char *argv[] = { "redis-server", conf, "--sentinel", NULL };
         sent[i] = dh_spawn(argv, NULL);
         assert_non_null(sent[i]);
         size_t len = strlen(surl);
@@ -293,7 +293,7 @@ static void test_sentinel_failover(void **state)
     strncat(surl, "/mymaster", sizeof surl - strlen(surl) - 1);
     char expect[64];
     snprintf(expect, sizeof expect, "127.0.0.1:%d", master->port);
-    sentinel_ctx sc = {sports[0], expect, 1};
+    sentinel_ctx sc = { sports[0], expect, 1 };
     assert_true(dh_wait_until(sentinel_ready, &sc, 15000));
 
     dlock_client *c = NULL;
@@ -348,9 +348,9 @@ static void test_bad_urls(void **state)
     dh_assert_rc(dlock_client_open(&c, "redis-sentinel://127.0.0.1:1", NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "master"));
     /* passwords with '/', '?' or '@' never show up in messages */
-    const char *secret_urls[3] = {"redis-sentinel://admin:12345/TopSecret@127.0.0.1:%d/mymaster",
-                                  "rediss://:abc?TopSecret@127.0.0.1:%d",
-                                  "redis://u:Top@Secret/x@127.0.0.1:%d"};
+    const char *secret_urls[3] = { "redis-sentinel://admin:12345/TopSecret@127.0.0.1:%d/mymaster",
+                                   "rediss://:abc?TopSecret@127.0.0.1:%d",
+                                   "redis://u:Top@Secret/x@127.0.0.1:%d" };
     for (int i = 0; i < 3; i++) {
         char u[200];
         snprintf(u, sizeof u, secret_urls[i], dh_closed_port());

@@ -13,10 +13,10 @@
 static dh_redis *srv;
 
 /* The ACL rule documented in the README. */
-#define DLOCK_ACL                                                                      \
-    "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "     \
-    "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "         \
-    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush "               \
+#define DLOCK_ACL                                                                                  \
+    "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "                  \
+    "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "                     \
+    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush "                           \
     "+zadd +zrem +zrange +zrangebyscore +zcard +zscore +zpopmin +hset +hget +hdel +hincrby"
 
 static int group_setup(void **state)
@@ -50,7 +50,7 @@ static void test_acl_user_can_use_dlock(void **state)
     dh_assert_rc(dlock_acquire(&w, b, "acl:mutex", &o), DLOCK_ETIMEDOUT); /* queued, subscribed */
     dh_assert_rc(dlock_sem_acquire(&s, a, "acl:sem", 2, NULL), 0);
     dh_assert_rc(dlock_rw_acquire(&r, a, "acl:rw", DLOCK_READ, NULL), 0);
-    const char *keys[2] = {"acl:{m}:1", "acl:{m}:2"};
+    const char *keys[2] = { "acl:{m}:1", "acl:{m}:2" };
     dh_assert_rc(dlock_acquire_all(&m, a, keys, 2, NULL), 0);
     dlock_info info;
     dh_assert_rc(dlock_inspect(&info, b, "acl:mutex"), 0);
@@ -107,15 +107,15 @@ static void test_copied_owner_and_guessed_token(void **state)
     /* raw release attempts with guessed tokens (the owner id is public) */
     char name[256];
     assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "sec:pay", "payments-1"), 1);
-    const char *guesses[3] = {"payments-1", "00000000000000000000000000000000",
-                              "ffffffffffffffffffffffffffffffff"};
+    const char *guesses[3] = { "payments-1", "00000000000000000000000000000000",
+                               "ffffffffffffffffffffffffffffffff" };
     for (int i = 0; i < 3; i++) {
-        redisReply *r = dh_cmd(srv, 0,
-                               "EVAL %s 1 %s %s",
-                               "local v = redis.call('GET', KEYS[1]) "
-                               "if v and string.sub(v, 1, 32) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-                               "return 0",
-                               name, guesses[i]);
+        redisReply *r = dh_cmd(
+            srv, 0, "EVAL %s 1 %s %s",
+            "local v = redis.call('GET', KEYS[1]) "
+            "if v and string.sub(v, 1, 32) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+            "return 0",
+            name, guesses[i]);
         assert_non_null(r);
         assert_int_equal(r->integer, 0);
         freeReplyObject(r);

@@ -21,7 +21,7 @@ static char dir[256];
 /* Run a shell command line (openssl) with a bound; 0 on success. */
 static int sh(const char *cmd)
 {
-    const char *argv[] = {"sh", "-c", cmd, NULL};
+    const char *argv[] = { "sh", "-c", cmd, NULL };
     char err[2048];
     int rc = dh_run(argv, NULL, 30000, NULL, 0, err, sizeof err);
     if (rc != 0)
@@ -34,14 +34,19 @@ static int make_certs(void)
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-test-ca -keyout ca.key -out ca.pem && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-test-ca "
+             "  -keyout ca.key -out ca.pem && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+             "  -keyout other.key -out other.pem && "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost "
+             "  -keyout server.key -out server.csr && "
              "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
              "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
              "  -extfile san.ext -out server.pem && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=dlock-client -keyout client.key -out client.csr && "
-             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem",
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=dlock-client "
+             "  -keyout client.key -out client.csr && "
+             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "  -out client.pem",
              dir);
     return sh(cmd);
 }
@@ -57,8 +62,17 @@ static int group_setup(void **state)
     snprintf(cert, sizeof cert, "%s/server.pem", dir);
     snprintf(key, sizeof key, "%s/server.key", dir);
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-    const char *args[] = {"--tls-port", port, "--tls-cert-file", cert, "--tls-key-file", key,
-                          "--tls-ca-cert-file", ca, "--tls-auth-clients", "optional", NULL};
+    /* One option and its value a line. */
+    /* clang-format off */
+    const char *args[] = {
+        "--tls-port", port,
+        "--tls-cert-file", cert,
+        "--tls-key-file", key,
+        "--tls-ca-cert-file", ca,
+        "--tls-auth-clients", "optional",
+        NULL,
+    };
+    /* clang-format on */
     return dh_group_start(&srv, args);
 }
 
@@ -118,7 +132,8 @@ static void test_tls_client_cert_and_bad_input(void **state)
 {
     (void)state;
     char params[900], url[1200];
-    snprintf(params, sizeof params, "?cacert=%s/ca.pem&cert=%s/client.pem&key=%s/client.key", dir, dir, dir);
+    snprintf(params, sizeof params, "?cacert=%s/ca.pem&cert=%s/client.pem&key=%s/client.key", dir,
+             dir, dir);
     url_for(url, sizeof url, params);
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, url, NULL), 0);

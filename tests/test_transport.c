@@ -41,7 +41,7 @@ static void test_short_reads_and_writes(void **state)
 {
     (void)state;
     dlock_client *c = open_client(2000);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.short_read = 1;
     f.short_write = 1;
     dlock__client_set_faults(c, &f);
@@ -59,7 +59,7 @@ static void test_reset(void **state)
 {
     (void)state;
     dlock_client *c = open_client(2000);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.reset_after_reads = 2; /* the handshake reads once, the command dies */
     dlock__client_set_faults(c, &f);
     dlock_lock *l = NULL;
@@ -81,7 +81,7 @@ static void test_stall_times_out(void **state)
 {
     (void)state;
     dlock_client *c = open_client(300);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.stall_after_reads = 2;
     dlock__client_set_faults(c, &f);
     dlock_info info;

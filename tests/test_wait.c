@@ -38,10 +38,10 @@ typedef struct waiter {
     dlock_lock_opts o;
     int id;
     uint64_t fence;
-    int64_t got_ms;         /* when the acquire returned */
-    int hold;               /* keep the lock (main thread releases) */
+    int64_t got_ms; /* when the acquire returned */
+    int hold;       /* keep the lock (main thread releases) */
     dlock_lock *lock;
-    int *order, *norder;    /* shared, under order_mu */
+    int *order, *norder; /* shared, under order_mu */
 } waiter;
 
 static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -100,8 +100,8 @@ static void test_wakeup_without_polling(void **state)
     uint64_t at1 = dh_attempts(b), ka1 = dh_keepalives(b);
     print_message("while the lock was held for 1.5 s: %llu attempts, %llu keepalives\n",
                   (unsigned long long)(at1 - at0), (unsigned long long)(ka1 - ka0));
-    assert_int_equal(at1 - at0, 0); /* a polling waiter would show dozens */
-    assert_true(ka1 - ka0 >= 1);    /* its place is kept alive... */
+    assert_int_equal(at1 - at0, 0);           /* a polling waiter would show dozens */
+    assert_true(ka1 - ka0 >= 1);              /* its place is kept alive... */
     assert_true(ka1 - ka0 <= 1500 / 200 + 2); /* ...every 200 ms, not more */
     int64_t released = dh_now_ms();
     dh_assert_rc(dlock_release(held), 0);
@@ -208,7 +208,8 @@ static void test_dead_waiter_leaves_queue(void **state)
 static void test_expiry_wakes_waiter(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "exp-a", NULL), *b = dh_client_tagged(srv, "exp-b", NULL);
+    dlock_client *a = dh_client_tagged(srv, "exp-a", NULL),
+                 *b = dh_client_tagged(srv, "exp-b", NULL);
     dlock_lock_opts o = dh_opts_fixed(700, DLOCK_WAIT_FOREVER);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, a, "expw", &o), 0);
@@ -322,8 +323,8 @@ static void test_watchdog_batches(void **state)
     assert_false(dh_wait_until(lost_seen, NULL, 1300));
     dlock_stats(&s1, c);
     uint64_t renewals = s1.renewals - s0.renewals, rts = s1.round_trips - s0.round_trips;
-    print_message("%d locks: %llu renewals in %llu round trips\n", N,
-                  (unsigned long long)renewals, (unsigned long long)rts);
+    print_message("%d locks: %llu renewals in %llu round trips\n", N, (unsigned long long)renewals,
+                  (unsigned long long)rts);
     assert_true(renewals >= 2 * N);
     /* one round per tick (plus a little slack for a split tick) */
     assert_true(rts * N <= renewals * 2);
@@ -430,7 +431,8 @@ static void test_no_renewal_after_release(void **state)
 static void test_waiter_survives_connection_drop(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "drop-a", NULL), *b = dh_client_tagged(srv, "drop-b", NULL);
+    dlock_client *a = dh_client_tagged(srv, "drop-a", NULL),
+                 *b = dh_client_tagged(srv, "drop-b", NULL);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, a, "drop", NULL), 0);
     static waiter w; /* static: outlives a failed test */

@@ -173,8 +173,8 @@ static void contains_pattern(char *pat, size_t len, const char *part)
 static redisReply *value_of(redisContext *c, const redisReply *k)
 {
     static const char *const reads[][2] = {
-        { "string", "GET %b" },        { "hash", "HGETALL %b" },     { "list", "LRANGE %b 0 -1" },
-        { "set", "SMEMBERS %b" },      { "zset", "ZRANGE %b 0 -1" },
+        { "string", "GET %b" },   { "hash", "HGETALL %b" },     { "list", "LRANGE %b 0 -1" },
+        { "set", "SMEMBERS %b" }, { "zset", "ZRANGE %b 0 -1" },
     };
     redisReply *t = redisCommand(c, "TYPE %b", k->str, k->len);
     if (!t)

@@ -13,7 +13,6 @@
 
 #include "internal.h"
 
-
 struct json {
     const char *p;
 };

@@ -102,7 +102,8 @@ int dh_wait_children(const pid_t *pids, int n, int timeout_ms)
         int r = dh_waitpid(pids[i], &st, left > 0 ? (int)left : 0);
         if (r != 1 || st != 0) {
             fprintf(stderr, "harness: helper %d (pid %d) %s %d\n", i, (int)pids[i],
-                    r == 1 ? "exited with" : "still ran at the bound, wait result", r == 1 ? st : r);
+                    r == 1 ? "exited with" : "still ran at the bound, wait result",
+                    r == 1 ? st : r);
             ok = 0;
         }
     }
