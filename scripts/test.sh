@@ -153,7 +153,7 @@ if want_phase format; then
     else
         for f in "${fmt_bad[@]}"; do
             printf 'format: %s is not formatted (clang-format -i %s):\n' "$f" "$f"
-            clang-format "$f" | diff -u "$f" - | sed -n '3,12p'
+            clang-format "$f" | diff -u "$f" - | sed -n '3,12p' || true
         done
         add_result format 0 1 "$start" "${#fmt_bad[@]} of ${#fmt_files[@]} files not formatted"
     fi
