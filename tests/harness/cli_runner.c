@@ -1,5 +1,13 @@
 /*
  * cli_runner.c — the `dlock` runner for the CLI tests; see cli_runner.h.
+ *
+ * Design. A thin layer over the harness's process helpers (proc.c): it
+ * builds the argv (the tool's path first) and an environment with the
+ * DLOCK_* variables cleared, runs or spawns, and keeps the output of the
+ * last run in dh_out/dh_err so a test can assert on it or print it in a
+ * failure message. A run the harness could not start, or had to kill at
+ * its timeout, fails the test at once: it is never an exit status to
+ * compare.
  */
 #include "cli_runner.h"
 

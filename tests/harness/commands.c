@@ -50,6 +50,8 @@ redisContext *dh_connect(const dh_redis *r, int db)
     return c;
 }
 
+/* One command on a fresh connection (closed again); the reply, or NULL
+ * (with a message on stderr). */
 static redisReply *vcmd(const dh_redis *r, int db, const char *fmt, va_list ap)
 {
     redisContext *c = dh_connect(r, db);
@@ -142,6 +144,7 @@ static int elem_has(const redisReply *e, const char *needle)
     return memmem(e->str, e->len, needle, strlen(needle)) != NULL;
 }
 
+/* 1 if the reply (a string, or any element of an array) contains needle. */
 static int reply_has(const redisReply *rep, const char *needle)
 {
     if (!rep)

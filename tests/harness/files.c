@@ -27,6 +27,8 @@
 static char run_dir[DH_DIR_MAX];
 static unsigned run_seq;
 
+/* The base of every temp dir: $TMPDIR if it is set and short (unix socket
+ * paths are limited to 108 bytes), else /tmp. */
 static const char *tmp_base(void)
 {
     const char *base = getenv("TMPDIR");

@@ -5,14 +5,14 @@
  * loopback sockets (net.c). Names start with dh__.
  *
  * Design. The harness is split by concern, one file each: core.c (registry,
- * cleanup, clock, bounded waiting, cmocka group/test hooks), files.c,
- * proc.c (forked helpers and spawned programs), thread.c (calls on a
- * thread of their own), net.c (ports and
- * listeners), redis.c (redis-server processes), commands.c (talking to a
- * server with hiredis), glue.c (dlock clients and options), prometheus.c
- * and json.c (output checkers), cli_runner.c (the dlock tool). Tests see
- * only tests/harness.h (and tests/cli_runner.h); this header keeps the
- * seams between the files out of their sight.
+ * cleanup, clock, bounded waiting, cmocka hooks), files.c (temp dirs, files,
+ * text), proc.c (forked helpers, spawned programs), thread.c (a call on a
+ * thread of its own), net.c (ports and listeners), redis.c (redis-server
+ * processes), commands.c (talking to a server with hiredis), glue.c (dlock
+ * clients, options, group setup), json.c and prometheus.c (output checkers),
+ * cli_runner.c (the dlock tool). Tests see only tests/harness.h (and
+ * tests/cli_runner.h); this header keeps the seams between the files out of
+ * their sight.
  */
 #ifndef DLOCK_TEST_HARNESS_INTERNAL_H
 #define DLOCK_TEST_HARNESS_INTERNAL_H
