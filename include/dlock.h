@@ -77,7 +77,8 @@ enum {
     DLOCK_ETIMEDOUT = -4,  /* waited the whole wait budget */
     DLOCK_ENOTHELD = -5,   /* this handle no longer holds the lock */
     DLOCK_ECONN = -6,      /* backend unreachable / connection failed */
-    DLOCK_EQUORUM = -7,    /* Redlock majority not reached */
+    DLOCK_EQUORUM = -7,    /* Redlock majority not reached, or too few replicas
+                              acknowledged a grant (dlock_client_opts.min_replicas) */
     DLOCK_EAUTH = -8,      /* authentication failed */
     DLOCK_EPROTO = -9,     /* unexpected reply from the server */
     DLOCK_ECLOSED = -10,   /* the client was closed while waiting */

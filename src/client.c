@@ -251,21 +251,18 @@ void dlock_client_close(dlock_client *c)
     client_free(c);
 }
 
-int dlock__client_need(dlock_client *c, int node)
-{
-    if (c->min_replicas >= 0)
-        return c->min_replicas;
-    pthread_mutex_lock(&c->mu);
-    int url = c->nodes[node].ep.replicas;
-    pthread_mutex_unlock(&c->mu);
-    if (url >= 0)
-        return url;
-    return atomic_load(&c->nodes[node].replicas_seen) > 0 ? 1 : 0;
-}
-
 int dlock__client_wants_acks(dlock_client *c)
 {
-    return atomic_load(&c->acks);
+    /* Sentinel and Cluster deployments are replicated by design: track
+     * them from the start (a master with no replica right after a failover
+     * gets one back later, and must be waited for then) */
+    return atomic_load(&c->acks) || c->backend == DLOCK__BACKEND_SENTINEL ||
+           c->backend == DLOCK__BACKEND_CLUSTER;
+}
+
+int dlock__client_tracks_role(dlock_client *c)
+{
+    return c->min_replicas < 0 && dlock__client_wants_acks(c);
 }
 
 void dlock__client_set_faults(dlock_client *c, const dlock__faults *f)

@@ -66,7 +66,7 @@ struct dlock_client {
     struct dlock__sentinel_watch *sentinel_watch; /* +switch-master (sentinel.c) */
     char *master_name;
     int connect_timeout_ms, command_timeout_ms;
-    int min_replicas; /* -1: per node, from the URL or automatic (dlock__client_need) */
+    int min_replicas; /* -1: per node, from the URL or automatic (dlock__conn_need) */
     atomic_int acks;  /* 1 once any node needs replica acknowledgements */
     char *prefix;
     char *owner;
@@ -95,14 +95,15 @@ void dlock__client_leave(dlock_client *c);
 /* Pass a message to the client's log callback if level is enabled. */
 void dlock__log(dlock_client *c, int level, const char *fmt, ...) DLOCK_PRINTF(3, 4);
 
-/* Replicas of node `node` that must acknowledge a write: the client's
- * min_replicas, or the URL's ?replicas=N, or 1 when the node had a replica
- * connected at its last connect, else 0. */
-int dlock__client_need(dlock_client *c, int node);
-
-/* 1 if some node needs replica acknowledgements (grants and renewals then
- * carry a WAIT; see scripts.h DLOCK__S_WAIT). */
+/* 1 if grants and renewals carry a WAIT for replica acknowledgement (see
+ * scripts.h DLOCK__S_WAIT): some node needs acknowledgements, or it is a
+ * Sentinel or Cluster deployment. */
 int dlock__client_wants_acks(dlock_client *c);
+
+/* 1 if they also carry a ROLE, which keeps each node's replica count
+ * current for the automatic min_replicas (a master gains and loses
+ * replicas as failovers happen). */
+int dlock__client_tracks_role(dlock_client *c);
 
 /* Test hook: misbehaving transports for every new connection (NULL: off);
  * idle connections are dropped so the next call connects anew. */

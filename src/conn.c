@@ -29,12 +29,15 @@ struct dlock__conn {
     int timed_out; /* the last failure was a deadline, not a closed socket */
     int64_t last_timeout_ms; /* the budget of the exchange in progress, for messages */
     int replicas;    /* connected replicas of its server (ROLE at connect); -1 unknown */
-    int need;        /* replicas that must acknowledge its writes (WAIT) */
+    int need;        /* replicas that must acknowledge its writes; -1: automatic */
+    atomic_int *seen; /* automatic: its node's replica count, kept current by ROLE */
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
     unsigned tag;
 };
+
+static int role_replicas(const dlock__reply *r);
 
 #define COUNT(c, field, n)                                                              \
     do {                                                                                \
@@ -69,14 +72,24 @@ int dlock__conn_replicas(const dlock__conn *c)
     return c->replicas;
 }
 
-void dlock__conn_set_need(dlock__conn *c, int need)
+void dlock__conn_set_need(dlock__conn *c, int need, atomic_int *seen)
 {
     c->need = need;
+    c->seen = seen;
 }
 
 int dlock__conn_need(const dlock__conn *c)
 {
-    return c->need;
+    if (c->need >= 0)
+        return c->need;
+    return c->seen && atomic_load(c->seen) > 0 ? 1 : 0;
+}
+
+void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r)
+{
+    int n = role_replicas(r);
+    if (c->seen && n >= 0)
+        atomic_store(c->seen, n);
 }
 
 void dlock__conn_mark_broken(dlock__conn *c)
@@ -103,6 +116,8 @@ void dlock__conn_count_round_trip(dlock__conn *c)
 {
     COUNT(c, round_trips, 1);
 }
+
+static int role_replicas(const dlock__reply *r);
 
 /* Mark the connection unusable and count the error. Returns rc. */
 static int fail(dlock__conn *c, int rc)

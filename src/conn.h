@@ -72,10 +72,13 @@ int dlock__conn_broken(const dlock__conn *c);
  * ROLE; want_role), 0 for a replica, -1 if unknown. */
 int dlock__conn_replicas(const dlock__conn *c);
 
-/* Replicas that must acknowledge this connection's writes (set by the
- * pool from the client's settings; used by WAIT, scripts.h). */
-void dlock__conn_set_need(dlock__conn *c, int need);
+/* Replicas that must acknowledge this connection's writes (used by WAIT,
+ * scripts.h): `need` if >= 0, else automatic: 1 while *seen (its node's
+ * replica count, shared by the node's connections) is above 0. */
+void dlock__conn_set_need(dlock__conn *c, int need, atomic_int *seen);
 int dlock__conn_need(const dlock__conn *c);
+/* A ROLE reply read on c: keep *seen current. */
+void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r);
 
 /* 1 if the connection failed because a deadline passed (the server may be
  * slow or stopped), not because it was closed. */

@@ -25,7 +25,7 @@ const char *dlock_strerror(int code)
     case DLOCK_ETIMEDOUT: return "timed out waiting for the lock";
     case DLOCK_ENOTHELD: return "lock is no longer held (expired, lost or taken over)";
     case DLOCK_ECONN: return "cannot reach the Redis server";
-    case DLOCK_EQUORUM: return "a majority of Redis nodes could not be reached";
+    case DLOCK_EQUORUM: return "too few Redis nodes or replicas confirmed it (quorum not reached)";
     case DLOCK_EAUTH: return "authentication failed";
     case DLOCK_EPROTO: return "unexpected reply from the Redis server";
     case DLOCK_ECLOSED: return "the client was closed";

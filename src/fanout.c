@@ -386,6 +386,9 @@ void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_
 {
     if (!dlock__client_wants_acks(c) || *n == 0)
         return;
+    /* the WAIT must end well before the exchange's own timeout */
+    if (wait_ms > c->command_timeout_ms / 2)
+        wait_ms = c->command_timeout_ms / 2;
     snprintf(ms_text, 24, "%lld", (long long)(wait_ms < 1 ? 1 : wait_ms));
     wait_args[0] = ms_text;
     int seen[DLOCK__NODES_MAX], nseen = 0, m = *n;
@@ -399,6 +402,8 @@ void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_
             continue;
         seen[nseen++] = node;
         calls[(*n)++] = (dlock__call){DLOCK__S_WAIT, 1, 1, calls[k].keys, wait_args};
+        if (dlock__client_tracks_role(c))
+            calls[(*n)++] = (dlock__call){DLOCK__S_ROLE, 1, 0, calls[k].keys, NULL};
         if (c->backend != DLOCK__BACKEND_CLUSTER)
             break; /* one node takes all the calls */
     }

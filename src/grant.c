@@ -169,15 +169,12 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     snprintf(permits, sizeof permits, "%d", l->permits);
     const char *args[6] = {l->token, c->owner, ttl, mode, limit, permits};
     /* the call, and on a replicated master a WAIT for its replicas */
-    dlock__call calls[2] = {acquire_call(l, args)};
+    dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = {acquire_call(l, args)};
     char wait_ms[24];
+    const char *wait_args[1];
     int64_t budget = a->max_ms > 0 ? a->max_ms : c->connect_timeout_ms + c->command_timeout_ms;
-    snprintf(wait_ms, sizeof wait_ms, "%lld",
-             (long long)(budget / 2 < c->command_timeout_ms ? budget / 2 : c->command_timeout_ms));
-    const char *wait_args[1] = {wait_ms};
     int ncalls = 1;
-    if (dlock__client_wants_acks(c))
-        calls[ncalls++] = (dlock__call){DLOCK__S_WAIT, 1, 1, calls[0].keys, wait_args};
+    dlock__fanout_add_waits(c, calls, &ncalls, budget / 2, wait_ms, wait_args);
     a->unknown = 0;
     a->hint_ms = 0;
     a->sent_ns = dlock__now_ns();
@@ -266,6 +263,7 @@ void dlock__grant_giveback(dlock_lock *l, int64_t max_ms)
 {
     char msg[512];
     snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
+    dlock__log(l->client, DLOCK_LOG_DEBUG, "giving back %s (%s)", l->parts[0].key, msg);
     int code = 0;
     dlock__call calls[DLOCK_MULTI_MAX];
     dlock__call_args args;

@@ -187,7 +187,7 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
     int rc = dlock__client_enter(c);
     if (rc)
         return rc;
-    dlock__call calls[DLOCK_MULTI_MAX + DLOCK__NODES_MAX];
+    dlock__call calls[DLOCK_MULTI_MAX + 2 * DLOCK__NODES_MAX];
     dlock__call_args args;
     dlock__calls_extend(l, calls, &args, ttl_ms);
     int64_t start = dlock__now_ns();

@@ -43,12 +43,12 @@ int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused,
     rc = dlock__conn_open(out, &cfg);
     if (rc == 0) {
         *dlock__conn_tag(*out) = gen;
-        if (want_role)
+        if (want_role && dlock__conn_replicas(*out) >= 0)
             atomic_store(&nd->replicas_seen, dlock__conn_replicas(*out));
-        int need = dlock__client_need(c, node);
-        dlock__conn_set_need(*out, need);
-        if (need > 0)
-            atomic_store(&c->acks, 1);
+        int explicit_need = c->min_replicas >= 0 ? c->min_replicas : ep.replicas;
+        dlock__conn_set_need(*out, explicit_need, &nd->replicas_seen);
+        if (explicit_need > 0 || (want_role && dlock__conn_replicas(*out) > 0))
+            atomic_store(&c->acks, 1); /* replicated: from now on grants carry WAIT */
     }
     dlock__endpoint_clear(&ep);
     return rc;

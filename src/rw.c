@@ -48,7 +48,7 @@ int dlock_rw_downgrade(dlock_lock *l)
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
     const char *args[2] = {l->token, ttl};
-    dlock__call calls[1 + DLOCK__NODES_MAX] = {
+    dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = {
         {DLOCK__S_DOWNGRADE, DLOCK__GROUP_MUTEX, 2, (const char *const *)l->parts[0].names, args}};
     char what[DLOCK_KEY_MAX + 16], wait_ms[24];
     const char *wait_args[1];

@@ -106,7 +106,7 @@ const char *dlock__script_sha(int id)
 
 const char *dlock__script_name(int id)
 {
-    return id < DLOCK__S_COUNT ? scripts[id].name : "WAIT";
+    return id < DLOCK__S_COUNT ? scripts[id].name : id == DLOCK__S_WAIT ? "WAIT" : "ROLE";
 }
 
 int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
@@ -116,6 +116,10 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
         snprintf(need, sizeof need, "%d", dlock__conn_need(c));
         const char *argv[3] = {"WAIT", need, call->args[0]};
         return dlock__conn_append(c, 3, argv, NULL);
+    }
+    if (call->script == DLOCK__S_ROLE) {
+        const char *argv[1] = {"ROLE"};
+        return dlock__conn_append(c, 1, argv, NULL);
     }
     int rc = dlock__scripts_init();
     if (rc)
@@ -145,6 +149,8 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
 int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies)
 {
     for (int i = 0; i < n; i++) {
+        if (calls[i].script == DLOCK__S_ROLE && replies[i])
+            dlock__conn_saw_role(c, replies[i]);
         if (calls[i].script != DLOCK__S_WAIT || !replies[i] || replies[i]->type != REDIS_REPLY_INTEGER)
             continue;
         dlock__reply *p = dlock__reply_pair(replies[i]->integer, dlock__conn_need(c));

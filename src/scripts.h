@@ -38,7 +38,10 @@ enum {
      * replicas to acknowledge its writes so far (dlock__conn_need). Its reply
      * becomes {acknowledged, needed}. keys[0] (nkeys 1) only routes it on a
      * Cluster: to the node of the call it follows. */
-    DLOCK__S_WAIT = 100
+    DLOCK__S_WAIT = 100,
+    /* Not a script: "ROLE", read to keep the node's replica count current
+     * (dlock__conn_saw_role); routed like DLOCK__S_WAIT. */
+    DLOCK__S_ROLE = 101
 };
 
 /* One script call: which script, its keys and arguments (caller-owned,

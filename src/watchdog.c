@@ -158,9 +158,9 @@ static int batch_grow(batch *b, int ncalls)
             return DLOCK_ENOMEM;
         b->cap = cap;
     }
-    if (b->ncalls + ncalls + DLOCK__NODES_MAX > b->callcap) { /* room for the WAITs */
+    if (b->ncalls + ncalls + 2 * DLOCK__NODES_MAX > b->callcap) { /* room for WAIT, ROLE */
         int cap = b->callcap ? b->callcap : 64;
-        while (cap < b->ncalls + ncalls + DLOCK__NODES_MAX)
+        while (cap < b->ncalls + ncalls + 2 * DLOCK__NODES_MAX)
             cap *= 2;
         dlock__call *calls = dlock__realloc(b->calls, (size_t)cap * sizeof *calls);
         if (!calls)
@@ -242,8 +242,6 @@ static int64_t collect(dlock_client *c, batch *b)
             k += (int)l->nparts;
         }
     }
-    b->nall = b->ncalls;
-    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms, b->wait_args);
     return b->n > 0 ? now : wd->n > 0 ? wd->heap[0]->due_ns : INT64_MAX;
 }
 
@@ -336,6 +334,9 @@ static int64_t tick(dlock_client *c, batch *b)
                                                         ->valid_until_ns));
     int64_t budget_ms = (earliest - start) / 2000000;
     pthread_mutex_unlock(&c->mu);
+    /* the WAITs (and ROLEs): outside c->mu, which finding a cluster node takes */
+    b->nall = b->ncalls;
+    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms, b->wait_args);
     dlock__fanout f;
     int rc = dlock__fanout_run(c, b->calls, b->nall,
                                budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);

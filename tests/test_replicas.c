@@ -1,0 +1,745 @@
+/*
+ * test_replicas.c — replicated deployments: a grant counts only once the
+ * master's replicas acknowledged it (WAIT); a Sentinel failover and a
+ * Cluster failover keep an acknowledged lock held, with no second holder;
+ * TLS reaches sentinels and every cluster node (TLS-only servers).
+ *
+ * Design. Every server is a real redis-server (or redis-server --sentinel)
+ * on a free loopback port; TLS ones use throwaway certificates made here
+ * with openssl and have no plain port at all, so they are started with
+ * dh_spawn and found ready through dlock itself (rediss:// opens). Failovers
+ * are real: SENTINEL FAILOVER, and SIGKILL of a cluster master with a short
+ * cluster-node-timeout. Contenders that must run across a failover are
+ * processes forked before the test process has any thread (dh_fork), and
+ * check at each acquisition that the server names them while their handle
+ * is valid; a fenced counter in a separate store catches a second holder
+ * (a lost update). Waits are bounded polls of the servers' own state.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli_runner.h"
+#include "harness.h"
+
+static char certs[256]; /* ca.pem server.pem server.key other.pem */
+
+static int sh(const char *cmd)
+{
+    const char *argv[] = {"sh", "-c", cmd, NULL};
+    char err[2048];
+    int rc = dh_run(argv, NULL, 60000, NULL, 0, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, err);
+    return rc;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (dh_tmpfile(certs, sizeof certs, "certs") != 0)
+        return -1;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && cd '%s' && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-ca -keyout ca.key "
+             "  -out ca.pem 2>/dev/null && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key "
+             "  -out other.pem 2>/dev/null && "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
+             "  -out server.csr 2>/dev/null && "
+             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "  -extfile san.ext -out server.pem 2>/dev/null",
+             certs, certs);
+    return sh(cmd);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    dh_cleanup();
+    return 0;
+}
+
+/* A loopback port free right now (bound, read, released). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* ------------------------------------------------------- TLS-only servers */
+
+typedef struct tls_srv {
+    dh_proc *p;
+    int port;
+    char dir[256];
+} tls_srv;
+
+static char cacert_q[400]; /* "?cacert=<ca.pem>" */
+
+static int opens(void *arg)
+{
+    dlock_client *c = NULL;
+    if (dlock_client_open(&c, arg, NULL) != 0)
+        return 0;
+    dlock_client_close(c);
+    return 1;
+}
+
+/* A redis-server (or sentinel, with conf text) listening only on TLS. */
+static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
+{
+    static int seq;
+    tls_srv *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    char name[32];
+    snprintf(name, sizeof name, "tls-%d", seq++);
+    assert_int_equal(dh_tmpfile(s->dir, sizeof s->dir, name), 0);
+    char mk[300];
+    snprintf(mk, sizeof mk, "mkdir -p '%s'", s->dir);
+    assert_int_equal(sh(mk), 0);
+    s->port = free_port();
+    char port[16], cert[300], key[300], ca[300], conf[300];
+    snprintf(port, sizeof port, "%d", s->port);
+    snprintf(cert, sizeof cert, "%s/server.pem", certs);
+    snprintf(key, sizeof key, "%s/server.key", certs);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    const char *argv[48] = {"redis-server"};
+    int a = 1;
+    if (sentinel_conf) {
+        snprintf(conf, sizeof conf, "%s/sentinel.conf", s->dir);
+        assert_int_equal(dh_write_file(conf, sentinel_conf), 0);
+        argv[a++] = conf;
+        argv[a++] = "--sentinel";
+    }
+    const char *common[] = {"--port", "0", "--tls-port", port, "--tls-cert-file", cert,
+                            "--tls-key-file", key, "--tls-ca-cert-file", ca,
+                            "--tls-auth-clients", "no", "--tls-replication", "yes",
+                            "--bind", "127.0.0.1", "--dir", s->dir, NULL};
+    const char *data[] = {"--save", "", "--appendonly", "no", NULL}; /* not for a sentinel */
+    for (int i = 0; common[i]; i++)
+        argv[a++] = common[i];
+    for (int i = 0; !sentinel_conf && data[i]; i++)
+        argv[a++] = data[i];
+    for (int i = 0; extra && extra[i]; i++)
+        argv[a++] = extra[i];
+    argv[a] = NULL;
+    s->p = dh_spawn(argv, NULL);
+    assert_non_null(s->p);
+    if (!sentinel_conf) {
+        char url[600];
+        snprintf(url, sizeof url, "rediss://127.0.0.1:%d%s", s->port, cacert_q);
+        assert_true(dh_wait_until(opens, url, 15000));
+    }
+    return s;
+}
+
+static void stop_tls(tls_srv *s)
+{
+    dh_proc_free(s->p);
+    free(s);
+}
+
+/* ---------------------------------------------------- Sentinel deployments */
+
+typedef struct sentinels {
+    dh_proc *plain[3];
+    tls_srv *tls[3];
+    int port[3];
+    char url[1024];
+} sentinels;
+
+/* Three sentinels watching master "mymaster" at 127.0.0.1:master_port. */
+static void start_sentinels(sentinels *s, int master_port, int tls)
+{
+    char scheme[32];
+    snprintf(scheme, sizeof scheme, "%s", tls ? "rediss-sentinel://" : "redis-sentinel://");
+    snprintf(s->url, sizeof s->url, "%s", scheme);
+    for (int i = 0; i < 3; i++) {
+        char text[1024];
+        if (tls) {
+            snprintf(text, sizeof text,
+                     "sentinel monitor mymaster 127.0.0.1 %d 2\n"
+                     "sentinel down-after-milliseconds mymaster 1000\n"
+                     "sentinel failover-timeout mymaster 4000\n",
+                     master_port);
+            s->tls[i] = start_tls(NULL, text);
+            s->port[i] = s->tls[i]->port;
+        } else {
+            s->port[i] = free_port();
+            char conf[256], name[32];
+            snprintf(name, sizeof name, "sentinel-%d-%d.conf", master_port, i);
+            assert_int_equal(dh_tmpfile(conf, sizeof conf, name), 0);
+            snprintf(text, sizeof text,
+                     "port %d\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 %d 2\n"
+                     "sentinel down-after-milliseconds mymaster 1000\n"
+                     "sentinel failover-timeout mymaster 4000\n",
+                     s->port[i], master_port);
+            assert_int_equal(dh_write_file(conf, text), 0);
+            const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+            assert_non_null(s->plain[i] = dh_spawn(argv, NULL));
+        }
+        size_t len = strlen(s->url);
+        snprintf(s->url + len, sizeof s->url - len, "%s127.0.0.1:%d", i ? "," : "", s->port[i]);
+    }
+    size_t len = strlen(s->url);
+    snprintf(s->url + len, sizeof s->url - len, "/mymaster%s", tls ? cacert_q : "");
+}
+
+static void stop_sentinels(sentinels *s)
+{
+    for (int i = 0; i < 3; i++) {
+        dh_proc_free(s->plain[i]);
+        if (s->tls[i])
+            stop_tls(s->tls[i]);
+    }
+}
+
+/* ------------------------------------------------- fenced contenders */
+
+typedef struct fenced {
+    atomic_int stop, acquisitions, not_me, rejected_valid, errors;
+} fenced;
+
+#define STORE_WRITE                                                                 \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                     \
+    "if tonumber(ARGV[1]) < last then return 0 end "                                \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "    \
+    "redis.call('INCR', 'writes') return 1"
+
+/* A contender process: until told to stop, take the lock, check with the
+ * server that it holds it, increment the store's counter with its token. */
+static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *store, int id)
+{
+    char b;
+    if (read(go_fd, &b, 1) != 1) /* the parent says go (or is gone) */
+        _exit(0);
+    char owner[64];
+    snprintf(owner, sizeof owner, "rep-%d-%d", id, (int)getpid());
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = owner;
+    dlock_client *c = NULL;
+    redisContext *st = dh_connect(store, 0);
+    if (dlock_client_open(&c, url, &co) != 0 || !st)
+        _exit(2);
+    while (!atomic_load(&sh->stop)) {
+        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+        o.ttl_ms = 3000;
+        o.wait_ms = 3000;
+        dlock_lock *l;
+        if (dlock_acquire(&l, c, "rep:store", &o) != 0) {
+            atomic_fetch_add(&sh->errors, 1); /* e.g. not acknowledged mid-failover */
+            continue;
+        }
+        atomic_fetch_add(&sh->acquisitions, 1);
+        dlock_info info;
+        if (dlock_inspect(&info, c, "rep:store") == 0 && (!info.held || strcmp(info.owner, owner)) &&
+            dlock_is_held(l))
+            atomic_fetch_add(&sh->not_me, 1);
+        redisReply *r = redisCommand(st, "GET counter");
+        long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+        freeReplyObject(r);
+        usleep(2000);
+        if (dlock_is_held(l)) {
+            char tok[32], val[32];
+            snprintf(tok, sizeof tok, "%llu", (unsigned long long)dlock_lock_fencing_token(l));
+            snprintf(val, sizeof val, "%lld", v + 1);
+            r = redisCommand(st, "EVAL %s 0 %s %s", STORE_WRITE, tok, val);
+            int ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+            freeReplyObject(r);
+            if (!ok && dlock_is_held(l))
+                atomic_fetch_add(&sh->rejected_valid, 1);
+        }
+        dlock_release(l);
+    }
+    dlock_client_close(c);
+    redisFree(st);
+    _exit(0);
+}
+
+static long long store_get(const dh_redis *store, const char *k)
+{
+    char buf[32] = "";
+    dh_cmd_str(buf, sizeof buf, store, 0, "GET %s", k);
+    return atoll(buf);
+}
+
+typedef struct role_arg {
+    const dh_redis *srv;
+    const char *role;
+    int with_replica; /* a master: and a replica connected to it */
+} role_arg;
+
+static int has_role(void *arg)
+{
+    role_arg *a = arg;
+    redisReply *r = dh_cmd(a->srv, 0, "ROLE");
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             strcmp(r->element[0]->str, a->role) == 0;
+    if (ok && a->with_replica)
+        ok = r->elements >= 3 && r->element[2]->elements >= 1;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* The CLI says KEY is held. */
+static int cli_held(void *arg)
+{
+    const char **a = arg;
+    return dh_cli("-u", a[0], "status", a[1]) == 0 && strstr(dh_out, "held") != NULL;
+}
+
+/* ------------------------------------------------ replica acknowledgement */
+
+static int64_t last_error;
+
+static int renew_failing(void *arg)
+{
+    return dlock_lock_renew_error(arg) != 0;
+}
+
+static int renew_ok(void *arg)
+{
+    return dlock_lock_renew_error(arg) == 0;
+}
+
+/* A grant counts only once a replica has it: with the only replica
+ * stopped, an acquisition fails saying so and leaves nothing held; asking
+ * for more replicas than there are is a clear failure (library and CLI);
+ * a renewal not acknowledged is retried until the replica is back. */
+static void test_grant_needs_replica_ack(void **state)
+{
+    (void)state;
+    dh_redis *master = dh_redis_start(NULL);
+    assert_non_null(master);
+    char mport[16];
+    snprintf(mport, sizeof mport, "%d", master->port);
+    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    dh_redis *replica = dh_redis_start(rargs);
+    assert_non_null(replica);
+    role_arg ready = {master, "master", 1};
+    assert_true(dh_wait_until(has_role, &ready, 10000));
+
+    char owner[64];
+    dh_owner(owner, sizeof owner, "ack");
+    dlock_client *c = dh_client(master->url, owner);
+    assert_non_null(c);
+    dlock_lock *l;
+    dh_assert_rc(dlock_acquire(&l, c, "ack:one", NULL), 0);
+    char name[256];
+    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, "ack:one", owner), 1);
+    dh_assert_rc(dlock_release(l), 0);
+
+    /* the replica stops: nothing can be acknowledged */
+    assert_int_equal(dh_redis_pause(replica), 0);
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    int64_t t0 = dh_now_ms();
+    int rc = dlock_acquire(&l, c, "ack:two", &once);
+    last_error = dh_now_ms() - t0;
+    print_message("grant with the replica stopped: %s after %lld ms: %s\n", dlock_strerror(rc),
+                  (long long)last_error, dlock_last_errmsg());
+    dh_assert_rc(rc, DLOCK_EQUORUM);
+    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, c, "ack:two"), 0);
+    assert_int_equal(info.held, 0); /* given back */
+
+    /* a renewal not acknowledged is retried, and the lock kept */
+    assert_int_equal(dh_redis_resume(replica), 0);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.ttl_ms = 3000;
+    dh_assert_rc(dlock_acquire(&l, c, "ack:renew", &o), 0);
+    assert_int_equal(dh_redis_pause(replica), 0);
+    assert_true(dh_wait_until(renew_failing, l, 2000)); /* renewed every second */
+    int err = dlock_lock_renew_error(l);
+    assert_int_equal(dh_redis_resume(replica), 0);
+    print_message("renewal with the replica stopped: %s (retried)\n", dlock_strerror(err));
+    dh_assert_rc(err, DLOCK_EQUORUM);
+    assert_true(dh_wait_until(renew_ok, l, 3000)); /* acknowledged again: kept */
+    assert_true(dlock_is_held(l));
+    dh_assert_rc(dlock_release(l), 0);
+    dlock_client_close(c);
+
+    /* more replicas than there are: a clear failure, nothing held */
+    char url[128];
+    snprintf(url, sizeof url, "%s?replicas=2", master->url);
+    c = dh_client(url, owner);
+    assert_non_null(c);
+    dh_assert_rc(dlock_acquire(&l, c, "ack:three", &once), DLOCK_EQUORUM);
+    assert_non_null(strstr(dlock_last_errmsg(), "of the 2 replicas"));
+    dh_assert_rc(dlock_inspect(&info, c, "ack:three"), 0);
+    assert_int_equal(info.held, 0);
+    dlock_client_close(c);
+    int st2 = dh_cli("-u", url, "run", "--no-wait", "ack:cli", "--", "true");
+    dh_cli_expect(st2, 69, "run asking for 2 replicas of 1");
+    assert_non_null(strstr(dh_err, "replicas"));
+    dh_redis_stop(replica);
+    dh_redis_stop(master);
+}
+
+/* ------------------------------------------------------------- Sentinel */
+
+static void failover(const sentinels *s)
+{
+    redisContext *c = redisConnect("127.0.0.1", s->port[0]);
+    assert_non_null(c);
+    redisReply *r = redisCommand(c, "SENTINEL FAILOVER mymaster");
+    assert_non_null(r);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* Sentinel failovers under contention: 0 overlapping holds; a holder that
+ * runs across the failovers keeps its lock (its command ends normally)
+ * while a --no-wait contender is refused (75) the whole time. */
+static void test_sentinel_failover_keeps_lock(void **state)
+{
+    (void)state;
+    enum { PROCS = 3 };
+    fenced *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    dh_redis *store = dh_redis_start(NULL);
+    dh_redis *a = dh_redis_start(NULL);
+    assert_non_null(store);
+    assert_non_null(a);
+    char aport[16];
+    snprintf(aport, sizeof aport, "%d", a->port);
+    const char *rargs[] = {"--replicaof", "127.0.0.1", aport, NULL};
+    dh_redis *b = dh_redis_start(rargs);
+    assert_non_null(b);
+    sentinels s = {0};
+    start_sentinels(&s, a->port, 0);
+    pid_t pids[PROCS];
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    for (int i = 0; i < PROCS; i++) { /* before this process has threads */
+        pids[i] = dh_fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(go[1]);
+            contender(sh, go[0], s.url, store, i);
+        }
+    }
+    close(go[0]);
+    assert_true(dh_wait_until(opens, s.url, 15000));
+    role_arg ra = {a, "master", 1};
+    assert_true(dh_wait_until(has_role, &ra, 10000));
+    char gobytes[PROCS] = {0};
+    assert_int_equal(write(go[1], gobytes, PROCS), PROCS);
+    close(go[1]);
+
+    /* the holder: renewal may fail for a moment during a failover (the new
+     * master's replica still syncing), so the grace is well below the TTL */
+    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "10s", "--grace", "3s", "rep:hold", "--",
+                                "sleep", "60");
+    const char *hold_arg[2] = {s.url, "rep:hold"};
+    assert_true(dh_wait_until(cli_held, hold_arg, 10000));
+    int refused = 0, probes = 0;
+    const dh_redis *now_master = a, *now_replica = b;
+    for (int f = 0; f < 2; f++) {
+        failover(&s);
+        const dh_redis *tmp = now_master;
+        now_master = now_replica;
+        now_replica = tmp;
+        role_arg promoted = {now_master, "master", 1}, demoted = {now_replica, "slave", 0};
+        int64_t until = dh_now_ms() + 20000;
+        while (dh_now_ms() < until && !(has_role(&promoted) && has_role(&demoted))) {
+            if (dh_proc_done(holder)) {
+                dh_cli_capture(holder);
+                fail_msg("the holder ended during the failover: %s", dh_err);
+            }
+            int st = dh_cli("-u", s.url, "run", "--no-wait", "rep:hold", "--", "true");
+            probes++;
+            refused += st == 75;
+            if (st != 75 && st != 69) {
+                char herr[4096];
+                snprintf(herr, sizeof herr, "%.4000s", dh_err);
+                dh_cli_capture(holder);
+                fail_msg("failover %d: a contender got the held lock (exit %d: %s); the holder says: %.4000s",
+                         f + 1, st, herr, dh_err);
+            }
+        }
+        assert_true(has_role(&promoted) && has_role(&demoted));
+    }
+    /* still held after both failovers: end it (SIGTERM goes to CMD) */
+    dh_cli_expect(dh_cli("-u", s.url, "run", "--no-wait", "rep:hold", "--", "true"), 75,
+                  "the held lock after two failovers");
+    assert_int_equal(dh_proc_signal(holder, SIGTERM), 0);
+    dh_cli_expect_proc(holder, 128 + SIGTERM, "the holder that ran across two failovers");
+    assert_null(strstr(dh_err, "lost"));
+    atomic_store(&sh->stop, 1);
+    for (int i = 0; i < PROCS; i++) {
+        int st;
+        assert_int_equal(dh_waitpid(pids[i], &st, 30000), 1);
+    }
+    long long lost = store_get(store, "writes") - store_get(store, "counter");
+    print_message("sentinel: 2 failovers; %d acquisitions (%d failed, e.g. unacknowledged), server "
+                  "named another holder %d, rejected while valid %d, lost updates %lld; holder kept "
+                  "its lock, contender refused %d of %d probes\n",
+                  atomic_load(&sh->acquisitions), atomic_load(&sh->errors), atomic_load(&sh->not_me),
+                  atomic_load(&sh->rejected_valid), lost, refused, probes);
+    assert_int_equal(atomic_load(&sh->not_me), 0);
+    assert_int_equal(atomic_load(&sh->rejected_valid), 0);
+    assert_int_equal(lost, 0);
+    assert_true(atomic_load(&sh->acquisitions) > 10);
+    stop_sentinels(&s);
+    dh_redis_stop(a);
+    dh_redis_stop(b);
+    dh_redis_stop(store);
+    munmap(sh, sizeof *sh);
+}
+
+/* -------------------------------------------------------------- Cluster */
+
+enum { CN = 6 };
+
+static int cluster_nodes_ok(void *arg)
+{
+    dh_redis **n = arg;
+    for (int i = 0; i < CN; i++) {
+        if (!n[i])
+            continue;
+        redisReply *r = dh_cmd(n[i], 0, "CLUSTER INFO");
+        int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+        freeReplyObject(r);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int link_up(void *arg)
+{
+    redisReply *r = dh_cmd(arg, 0, "INFO replication");
+    int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "master_link_status:up");
+    freeReplyObject(r);
+    return ok;
+}
+
+static int lost_calls;
+static void on_lost(dlock_lock *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    lost_calls++;
+}
+
+/* A cluster master is killed: its replica is promoted, the lock on its
+ * slot survives (the holder renews through the failover) and a contender
+ * is refused throughout. */
+static void test_cluster_failover_keeps_lock(void **state)
+{
+    (void)state;
+    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                          "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0", NULL};
+    dh_redis *n[CN];
+    char hosts[CN][32];
+    const char *argv[24] = {"redis-cli", "--cluster", "create"};
+    int a = 3;
+    for (int i = 0; i < CN; i++) {
+        assert_non_null(n[i] = dh_redis_start(args));
+        snprintf(hosts[i], sizeof hosts[i], "127.0.0.1:%d", n[i]->port);
+        argv[a++] = hosts[i];
+    }
+    argv[a++] = "--cluster-replicas";
+    argv[a++] = "1";
+    argv[a++] = "--cluster-yes";
+    argv[a] = NULL;
+    char out[8192], err[2048];
+    assert_int_equal(dh_run(argv, NULL, 60000, out, sizeof out, err, sizeof err), 0);
+    assert_true(dh_wait_until(cluster_nodes_ok, n, 30000));
+    char url[256];
+    snprintf(url, sizeof url, "redis-cluster://%s,%s,%s", hosts[0], hosts[1], hosts[2]);
+    char owner[64];
+    dh_owner(owner, sizeof owner, "cl-hold");
+    dlock_client *h = dh_client(url, owner), *x = dh_client(url, "cl-contender");
+    assert_non_null(h);
+    assert_non_null(x);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.ttl_ms = 10000; /* longer than the failover (node timeout 1 s, then an election) */
+    o.on_lost = on_lost;
+    dlock_lock *l, *y;
+    dh_assert_rc(dlock_acquire(&l, h, "cl:hold", &o), 0);
+    /* the master that has it */
+    int victim = -1;
+    char name[256];
+    for (int i = 0; i < CN && victim < 0; i++) {
+        role_arg ra = {n[i], "master", 0};
+        if (dh_find_key(name, sizeof name, n[i], 0, "cl:hold", owner) == 1 && has_role(&ra))
+            victim = i;
+    }
+    assert_true(victim >= 0);
+    /* its replica: the node whose ROLE names the victim's port */
+    int heir = -1;
+    for (int i = 0; i < CN && heir < 0; i++) {
+        redisReply *r = dh_cmd(n[i], 0, "ROLE");
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+            strcmp(r->element[0]->str, "slave") == 0 && r->element[2]->type == REDIS_REPLY_INTEGER &&
+            r->element[2]->integer == n[victim]->port)
+            heir = i;
+        freeReplyObject(r);
+    }
+    assert_true(heir >= 0);
+    /* a replica promotes itself only with recent data: let it sync first */
+    assert_true(dh_wait_until(link_up, n[heir], 20000));
+    int64_t killed = dh_now_ms();
+    assert_int_equal(dh_redis_kill9(n[victim]), 0);
+    dh_redis *dead = n[victim];
+    n[victim] = NULL;
+    role_arg promoted = {n[heir], "master", 0};
+    /* until the replica is promoted and the cluster whole, the lock stays
+     * held and nobody else gets it */
+    int refused = 0;
+    while (dh_now_ms() - killed < 30000 && !(has_role(&promoted) && cluster_nodes_ok(n))) {
+        int rc = dlock_try_acquire(&y, x, "cl:hold", NULL);
+        if (rc == 0)
+            fail_msg("a contender got the held lock during the cluster failover");
+        refused += rc == DLOCK_EBUSY;
+    }
+    if (!(has_role(&promoted) && cluster_nodes_ok(n))) {
+        for (int i = 0; i < CN; i++) {
+            if (!n[i])
+                continue;
+            redisReply *r = dh_cmd(n[i], 0, "CLUSTER INFO"), *ro = dh_cmd(n[i], 0, "ROLE");
+            print_message("node %d (port %d%s): %s / %s\n", i, n[i]->port, i == heir ? ", heir" : "",
+                          r && r->str ? strstr(r->str, "cluster_state") : "?",
+                          ro && ro->elements ? ro->element[0]->str : "?");
+            freeReplyObject(r);
+            freeReplyObject(ro);
+        }
+        fail_msg("the cluster did not recover from the failover");
+    }
+    int64_t healed = dh_now_ms() - killed;
+    /* the holder renews on the promoted replica */
+    dh_wait_until(renew_ok, l, 5000);
+    print_message("cluster: master killed, whole again after %lld ms; holder still held: %d, renew "
+                  "error now %d, lost %d; contender refused %d times\n",
+                  (long long)healed, dlock_is_held(l), dlock_lock_renew_error(l), lost_calls, refused);
+    assert_true(dlock_is_held(l));
+    assert_int_equal(lost_calls, 0);
+    assert_int_equal(dlock_lock_renew_error(l), 0);
+    dh_assert_rc(dlock_try_acquire(&y, x, "cl:hold", NULL), DLOCK_EBUSY);
+    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dlock_try_acquire(&y, x, "cl:hold", NULL), 0);
+    dh_assert_rc(dlock_release(y), 0);
+    dlock_client_close(h);
+    dlock_client_close(x);
+    dh_redis_stop(dead);
+    for (int i = 0; i < CN; i++)
+        dh_redis_stop(n[i]);
+}
+
+/* ------------------------------------------------------------------ TLS */
+
+/* The CLI's commands over a TLS deployment, and a wrong CA. */
+static void cli_over(const char *url, const char *wrong_url, const char *key)
+{
+    dh_cli_expect(dh_cli("-u", url, "run", key, "--", "sh", "-c", "echo ran"), 0, "run over TLS");
+    assert_non_null(strstr(dh_out, "ran"));
+    dh_proc *holder = dh_cli_bg("-u", url, "run", "--ttl", "3s", key, "--", "sleep", "30");
+    int64_t t0 = dh_now_ms();
+    int st = 1;
+    while (dh_now_ms() - t0 < 10000 && (st = dh_cli("-u", url, "status", key)) == 0 &&
+           !strstr(dh_out, "held"))
+        ;
+    dh_cli_expect(st, 0, "status over TLS");
+    assert_non_null(strstr(dh_out, "held"));
+    dh_cli_expect(dh_cli("-u", url, "run", "--no-wait", key, "--", "true"), 75, "busy over TLS");
+    dh_cli_expect(dh_cli("-u", url, "unlock", "--force", key), 0, "unlock --force over TLS");
+    dh_cli_expect_proc(holder, 79, "the holder whose lock was removed");
+    dh_cli_expect(dh_cli("-u", url, "elect", key, "--", "true"), 0, "elect over TLS");
+    dh_cli_expect(dh_cli("-u", wrong_url, "status", key), 69, "a wrong CA");
+    assert_non_null(strstr(dh_err, "certificate verify failed"));
+}
+
+static void test_tls_sentinel(void **state)
+{
+    (void)state;
+    tls_srv *m = start_tls(NULL, NULL);
+    char mport[16];
+    snprintf(mport, sizeof mport, "%d", m->port);
+    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    tls_srv *r = start_tls(rargs, NULL);
+    sentinels s = {0};
+    start_sentinels(&s, m->port, 1);
+    assert_true(dh_wait_until(opens, s.url, 20000));
+    char wrong[1024];
+    snprintf(wrong, sizeof wrong, "%s", s.url);
+    char *q = strstr(wrong, "ca.pem");
+    assert_non_null(q);
+    memcpy(q, "other.pem", strlen("other.pem") + 1);
+    cli_over(s.url, wrong, "tls:sentinel");
+    stop_sentinels(&s);
+    stop_tls(r);
+    stop_tls(m);
+}
+
+static void test_tls_cluster(void **state)
+{
+    (void)state;
+    tls_srv *n[3];
+    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                          "--cluster-node-timeout", "2000", "--tls-cluster", "yes", NULL};
+    char hosts[3][32], ca[300];
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    const char *argv[24] = {"redis-cli", "--tls", "--cacert", ca, "--cluster", "create"};
+    int a = 6;
+    for (int i = 0; i < 3; i++) {
+        n[i] = start_tls(args, NULL);
+        snprintf(hosts[i], sizeof hosts[i], "127.0.0.1:%d", n[i]->port);
+        argv[a++] = hosts[i];
+    }
+    argv[a++] = "--cluster-yes";
+    argv[a] = NULL;
+    char out[8192], err[2048];
+    assert_int_equal(dh_run(argv, NULL, 60000, out, sizeof out, err, sizeof err), 0);
+    char url[1024], wrong[1024];
+    snprintf(url, sizeof url, "rediss-cluster://%s,%s%s", hosts[0], hosts[1], cacert_q);
+    assert_true(dh_wait_until(opens, url, 20000));
+    snprintf(wrong, sizeof wrong, "%s", url);
+    char *q = strstr(wrong, "ca.pem");
+    memcpy(q, "other.pem", strlen("other.pem") + 1);
+    /* wait for every slot to be served before using it */
+    int64_t t0 = dh_now_ms();
+    while (dh_now_ms() - t0 < 20000 && dh_cli("-u", url, "run", "--no-wait", "tls:probe", "--", "true") != 0)
+        ;
+    cli_over(url, wrong, "tls:cluster");
+    for (int i = 0; i < 3; i++)
+        stop_tls(n[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grant_needs_replica_ack),
+        cmocka_unit_test(test_sentinel_failover_keeps_lock),
+        cmocka_unit_test(test_cluster_failover_keeps_lock),
+        cmocka_unit_test(test_tls_sentinel),
+        cmocka_unit_test(test_tls_cluster),
+    };
+    int rc = group_setup(NULL);
+    if (rc == 0)
+        snprintf(cacert_q, sizeof cacert_q, "?cacert=%s/ca.pem", certs);
+    rc = rc ? rc : cmocka_run_group_tests_name("replicas", tests, NULL, group_teardown);
+    dh_cleanup();
+    return rc;
+}
