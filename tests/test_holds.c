@@ -161,16 +161,19 @@ static void test_permits_large_request_not_starved(void **state)
     dlock_lock *one, *two;
     dh_assert_rc(dlock_sem_acquire_n(&one, c, "h:big", 3, 1, NULL), 0);
     dh_assert_rc(dlock_sem_acquire_n(&two, c, "h:big", 3, 1, NULL), 0);
-    taker big = {.c = d, .key = "h:big", .kind = 3, .limit = 3, .permits = 3, .o = opts(30000, 10000)};
+    taker big = {
+        .c = d, .key = "h:big", .kind = 3, .limit = 3, .permits = 3, .o = opts(30000, 10000)
+    };
     take_async(&big);
-    waiting w = {c, "h:big", DLOCK_KIND_SEMAPHORE, 1};
+    waiting w = { c, "h:big", DLOCK_KIND_SEMAPHORE, 1 };
     assert_true(dh_wait_until(queued, &w, 5000));
     /* one permit is free, but the large request is first in line */
     dlock_lock *small;
     dlock_lock_opts once = opts(30000, 0);
     dh_assert_rc(dlock_sem_acquire_n(&small, e, "h:big", 3, 1, &once), DLOCK_EBUSY);
-    taker small_waiter = {.c = e, .key = "h:big", .kind = 3, .limit = 3, .permits = 1,
-                          .o = opts(30000, 10000)};
+    taker small_waiter = {
+        .c = e, .key = "h:big", .kind = 3, .limit = 3, .permits = 1, .o = opts(30000, 10000)
+    };
     take_async(&small_waiter);
     w.n = 2;
     assert_true(dh_wait_until(queued, &w, 5000));
@@ -252,7 +255,7 @@ static void test_reentrant_same_thread(void **state)
     assert_ptr_equal(a, b);
     assert_int_equal(dh_round_trips(c), rt); /* no round trip */
     dh_assert_rc(dlock_try_acquire(&x, d, "h:re", NULL), DLOCK_EBUSY);
-    taker other = {.c = c, .key = "h:re", .kind = 0, .o = re}; /* same client, another thread */
+    taker other = { .c = c, .key = "h:re", .kind = 0, .o = re }; /* same client, another thread */
     other.o.wait_ms = 0;
     take_async(&other);
     assert_true(dh_wait_until(taker_done, &other, 5000));
@@ -289,15 +292,17 @@ static void test_downgrade(void **state)
     dlock_lock_opts o = opts(600, 10000); /* short TTL: renewed several times below */
     dh_assert_rc(dlock_rw_acquire(&w, c, "h:dg", DLOCK_WRITE, &o), 0);
     uint64_t fence = dlock_lock_fencing_token(w);
-    taker r1 = {.c = r1c, .key = "h:dg", .kind = 1, .o = opts(30000, 10000)};
+    taker r1 = { .c = r1c, .key = "h:dg", .kind = 1, .o = opts(30000, 10000) };
     take_async(&r1);
-    waiting q = {c, "h:dg", DLOCK_KIND_MUTEX, 1};
+    waiting q = { c, "h:dg", DLOCK_KIND_MUTEX, 1 };
     assert_true(dh_wait_until(queued, &q, 5000));
-    taker wr = {.c = wc, .key = "h:dg", .kind = 2, .o = opts(30000, 10000)};
+    taker wr = { .c = wc, .key = "h:dg", .kind = 2, .o = opts(30000, 10000) };
     take_async(&wr);
     q.n = 2;
     assert_true(dh_wait_until(queued, &q, 5000));
-    taker r2 = {.c = r2c, .key = "h:dg", .kind = 1, .o = opts(30000, 10000)}; /* behind the writer */
+    taker r2 = {
+        .c = r2c, .key = "h:dg", .kind = 1, .o = opts(30000, 10000)
+    }; /* behind the writer */
     take_async(&r2);
     q.n = 3;
     assert_true(dh_wait_until(queued, &q, 5000));
@@ -334,11 +339,11 @@ static void test_downgrade(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_permits_all_or_nothing),
-        cmocka_unit_test(test_permits_large_request_not_starved),
-        cmocka_unit_test(test_permits_back_from_killed_holder),
-        cmocka_unit_test(test_reentrant_same_thread),
-        cmocka_unit_test(test_downgrade),
+        dh_unit_test(test_permits_all_or_nothing),
+        dh_unit_test(test_permits_large_request_not_starved),
+        dh_unit_test(test_permits_back_from_killed_holder),
+        dh_unit_test(test_reentrant_same_thread),
+        dh_unit_test(test_downgrade),
     };
     return cmocka_run_group_tests_name("holds", tests, group_setup, group_teardown);
 }

@@ -33,7 +33,7 @@ static char certs[256]; /* ca.pem server.pem server.key other.pem */
 
 static int sh(const char *cmd)
 {
-    const char *argv[] = {"sh", "-c", cmd, NULL};
+    const char *argv[] = { "sh", "-c", cmd, NULL };
     char err[2048];
     int rc = dh_run(argv, NULL, 60000, NULL, 0, err, sizeof err);
     if (rc != 0)
@@ -47,18 +47,19 @@ static int group_setup(void **state)
     if (dh_tmpfile(certs, sizeof certs, "certs") != 0)
         return -1;
     char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p '%s' && cd '%s' && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-ca -keyout ca.key "
-             "  -out ca.pem 2>/dev/null && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key "
-             "  -out other.pem 2>/dev/null && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
-             "  -out server.csr 2>/dev/null && "
-             "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
-             "  -extfile san.ext -out server.pem 2>/dev/null",
-             certs, certs);
+    snprintf(
+        cmd, sizeof cmd,
+        "mkdir -p '%s' && cd '%s' && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-ca -keyout ca.key "
+        "  -out ca.pem 2>/dev/null && "
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key "
+        "  -out other.pem 2>/dev/null && "
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key "
+        "  -out server.csr 2>/dev/null && "
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+        "  -extfile san.ext -out server.pem 2>/dev/null",
+        certs, certs);
     return sh(cmd);
 }
 
@@ -73,7 +74,7 @@ static int group_teardown(void **state)
 static int free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof sa;
     int port = -1;
     if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
@@ -121,7 +122,7 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
     snprintf(cert, sizeof cert, "%s/server.pem", certs);
     snprintf(key, sizeof key, "%s/server.key", certs);
     snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    const char *argv[48] = {"redis-server"};
+    const char *argv[48] = { "redis-server" };
     int a = 1;
     if (sentinel_conf) {
         snprintf(conf, sizeof conf, "%s/sentinel.conf", s->dir);
@@ -129,11 +130,14 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
         argv[a++] = conf;
         argv[a++] = "--sentinel";
     }
-    const char *common[] = {"--port", "0", "--tls-port", port, "--tls-cert-file", cert,
-                            "--tls-key-file", key, "--tls-ca-cert-file", ca,
-                            "--tls-auth-clients", "no", "--tls-replication", "yes",
-                            "--bind", "127.0.0.1", "--dir", s->dir, NULL};
-    const char *data[] = {"--save", "", "--appendonly", "no", NULL}; /* not for a sentinel */
+    /* clang-format off */
+    const char *common[] = {
+        "--port", "0", "--tls-port", port, "--tls-cert-file", cert, "--tls-key-file", key,
+        "--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--tls-replication", "yes",
+        "--bind", "127.0.0.1", "--dir", s->dir, NULL,
+    };
+    /* clang-format on */
+    const char *data[] = { "--save", "", "--appendonly", "no", NULL }; /* not for a sentinel */
     for (int i = 0; common[i]; i++)
         argv[a++] = common[i];
     for (int i = 0; !sentinel_conf && data[i]; i++)
@@ -193,7 +197,7 @@ static void start_sentinels(sentinels *s, int master_port, int tls)
                      "sentinel failover-timeout mymaster 4000\n",
                      s->port[i], master_port);
             assert_int_equal(dh_write_file(conf, text), 0);
-            const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+            const char *argv[] = { "redis-server", conf, "--sentinel", NULL };
             assert_non_null(s->plain[i] = dh_spawn(argv, NULL));
         }
         size_t len = strlen(s->url);
@@ -218,10 +222,10 @@ typedef struct fenced {
     atomic_int stop, acquisitions, not_me, rejected_valid, errors;
 } fenced;
 
-#define STORE_WRITE                                                                 \
-    "local last = tonumber(redis.call('GET', 'fence') or '0') "                     \
-    "if tonumber(ARGV[1]) < last then return 0 end "                                \
-    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "    \
+#define STORE_WRITE                                                                                \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
+    "if tonumber(ARGV[1]) < last then return 0 end "                                               \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "                   \
     "redis.call('INCR', 'writes') return 1"
 
 /* A contender process: until told to stop, take the lock, check with the
@@ -250,8 +254,8 @@ static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *st
         }
         atomic_fetch_add(&sh->acquisitions, 1);
         dlock_info info;
-        if (dlock_inspect(&info, c, "rep:store") == 0 && (!info.held || strcmp(info.owner, owner)) &&
-            dlock_is_held(l))
+        if (dlock_inspect(&info, c, "rep:store") == 0 &&
+            (!info.held || strcmp(info.owner, owner)) && dlock_is_held(l))
             atomic_fetch_add(&sh->not_me, 1);
         redisReply *r = redisCommand(st, "GET counter");
         long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
@@ -331,10 +335,10 @@ static void test_grant_needs_replica_ack(void **state)
     assert_non_null(master);
     char mport[16];
     snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
     dh_redis *replica = dh_redis_start(rargs);
     assert_non_null(replica);
-    role_arg ready = {master, "master", 1};
+    role_arg ready = { master, "master", 1 };
     assert_true(dh_wait_until(has_role, &ready, 10000));
 
     char owner[64];
@@ -423,10 +427,10 @@ static void test_sentinel_failover_keeps_lock(void **state)
     assert_non_null(a);
     char aport[16];
     snprintf(aport, sizeof aport, "%d", a->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", aport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", aport, NULL };
     dh_redis *b = dh_redis_start(rargs);
     assert_non_null(b);
-    sentinels s = {0};
+    sentinels s = { 0 };
     start_sentinels(&s, a->port, 0);
     pid_t pids[PROCS];
     int go[2];
@@ -441,17 +445,17 @@ static void test_sentinel_failover_keeps_lock(void **state)
     }
     close(go[0]);
     assert_true(dh_wait_until(opens, s.url, 15000));
-    role_arg ra = {a, "master", 1};
+    role_arg ra = { a, "master", 1 };
     assert_true(dh_wait_until(has_role, &ra, 10000));
-    char gobytes[PROCS] = {0};
+    char gobytes[PROCS] = { 0 };
     assert_int_equal(write(go[1], gobytes, PROCS), PROCS);
     close(go[1]);
 
     /* the holder: renewal may fail for a moment during a failover (the new
      * master's replica still syncing), so the grace is well below the TTL */
-    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "10s", "--grace", "3s", "rep:hold", "--",
-                                "sleep", "60");
-    const char *hold_arg[2] = {s.url, "rep:hold"};
+    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "10s", "--grace", "3s", "rep:hold",
+                                "--", "sleep", "60");
+    const char *hold_arg[2] = { s.url, "rep:hold" };
     assert_true(dh_wait_until(cli_held, hold_arg, 10000));
     int refused = 0, probes = 0;
     const dh_redis *now_master = a, *now_replica = b;
@@ -460,7 +464,7 @@ static void test_sentinel_failover_keeps_lock(void **state)
         const dh_redis *tmp = now_master;
         now_master = now_replica;
         now_replica = tmp;
-        role_arg promoted = {now_master, "master", 1}, demoted = {now_replica, "slave", 0};
+        role_arg promoted = { now_master, "master", 1 }, demoted = { now_replica, "slave", 0 };
         int64_t until = dh_now_ms() + 20000;
         while (dh_now_ms() < until && !(has_role(&promoted) && has_role(&demoted))) {
             if (dh_proc_done(holder)) {
@@ -474,7 +478,8 @@ static void test_sentinel_failover_keeps_lock(void **state)
                 char herr[4096];
                 snprintf(herr, sizeof herr, "%.4000s", dh_err);
                 dh_cli_capture(holder);
-                fail_msg("failover %d: a contender got the held lock (exit %d: %s); the holder says: %.4000s",
+                fail_msg("failover %d: a contender got the held lock (exit %d: %s); the holder "
+                         "says: %.4000s",
                          f + 1, st, herr, dh_err);
             }
         }
@@ -492,11 +497,12 @@ static void test_sentinel_failover_keeps_lock(void **state)
         assert_int_equal(dh_waitpid(pids[i], &st, 30000), 1);
     }
     long long lost = store_get(store, "writes") - store_get(store, "counter");
-    print_message("sentinel: 2 failovers; %d acquisitions (%d failed, e.g. unacknowledged), server "
-                  "named another holder %d, rejected while valid %d, lost updates %lld; holder kept "
-                  "its lock, contender refused %d of %d probes\n",
-                  atomic_load(&sh->acquisitions), atomic_load(&sh->errors), atomic_load(&sh->not_me),
-                  atomic_load(&sh->rejected_valid), lost, refused, probes);
+    print_message(
+        "sentinel: 2 failovers; %d acquisitions (%d failed, e.g. unacknowledged), server "
+        "named another holder %d, rejected while valid %d, lost updates %lld; holder kept "
+        "its lock, contender refused %d of %d probes\n",
+        atomic_load(&sh->acquisitions), atomic_load(&sh->errors), atomic_load(&sh->not_me),
+        atomic_load(&sh->rejected_valid), lost, refused, probes);
     assert_int_equal(atomic_load(&sh->not_me), 0);
     assert_int_equal(atomic_load(&sh->rejected_valid), 0);
     assert_int_equal(lost, 0);
@@ -549,11 +555,18 @@ static void on_lost(dlock_lock *l, void *arg)
 static void test_cluster_failover_keeps_lock(void **state)
 {
     (void)state;
-    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0", NULL};
+    const char *args[] = { "--cluster-enabled",
+                           "yes",
+                           "--cluster-config-file",
+                           "nodes.conf",
+                           "--cluster-node-timeout",
+                           "1000",
+                           "--repl-diskless-sync-delay",
+                           "0",
+                           NULL };
     dh_redis *n[CN];
     char hosts[CN][32];
-    const char *argv[24] = {"redis-cli", "--cluster", "create"};
+    const char *argv[24] = { "redis-cli", "--cluster", "create" };
     int a = 3;
     for (int i = 0; i < CN; i++) {
         assert_non_null(n[i] = dh_redis_start(args));
@@ -583,7 +596,7 @@ static void test_cluster_failover_keeps_lock(void **state)
     int victim = -1;
     char name[256];
     for (int i = 0; i < CN && victim < 0; i++) {
-        role_arg ra = {n[i], "master", 0};
+        role_arg ra = { n[i], "master", 0 };
         if (dh_find_key(name, sizeof name, n[i], 0, "cl:hold", owner) == 1 && has_role(&ra))
             victim = i;
     }
@@ -593,8 +606,8 @@ static void test_cluster_failover_keeps_lock(void **state)
     for (int i = 0; i < CN && heir < 0; i++) {
         redisReply *r = dh_cmd(n[i], 0, "ROLE");
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
-            strcmp(r->element[0]->str, "slave") == 0 && r->element[2]->type == REDIS_REPLY_INTEGER &&
-            r->element[2]->integer == n[victim]->port)
+            strcmp(r->element[0]->str, "slave") == 0 &&
+            r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer == n[victim]->port)
             heir = i;
         freeReplyObject(r);
     }
@@ -605,7 +618,7 @@ static void test_cluster_failover_keeps_lock(void **state)
     assert_int_equal(dh_redis_kill9(n[victim]), 0);
     dh_redis *dead = n[victim];
     n[victim] = NULL;
-    role_arg promoted = {n[heir], "master", 0};
+    role_arg promoted = { n[heir], "master", 0 };
     /* until the replica is promoted and the cluster whole, the lock stays
      * held and nobody else gets it */
     int refused = 0;
@@ -620,7 +633,8 @@ static void test_cluster_failover_keeps_lock(void **state)
             if (!n[i])
                 continue;
             redisReply *r = dh_cmd(n[i], 0, "CLUSTER INFO"), *ro = dh_cmd(n[i], 0, "ROLE");
-            print_message("node %d (port %d%s): %s / %s\n", i, n[i]->port, i == heir ? ", heir" : "",
+            print_message("node %d (port %d%s): %s / %s\n", i, n[i]->port,
+                          i == heir ? ", heir" : "",
                           r && r->str ? strstr(r->str, "cluster_state") : "?",
                           ro && ro->elements ? ro->element[0]->str : "?");
             freeReplyObject(r);
@@ -633,7 +647,8 @@ static void test_cluster_failover_keeps_lock(void **state)
     dh_wait_until(renew_ok, l, 5000);
     print_message("cluster: master killed, whole again after %lld ms; holder still held: %d, renew "
                   "error now %d, lost %d; contender refused %d times\n",
-                  (long long)healed, dlock_is_held(l), dlock_lock_renew_error(l), lost_calls, refused);
+                  (long long)healed, dlock_is_held(l), dlock_lock_renew_error(l), lost_calls,
+                  refused);
     assert_true(dlock_is_held(l));
     assert_int_equal(lost_calls, 0);
     assert_int_equal(dlock_lock_renew_error(l), 0);
@@ -677,9 +692,9 @@ static void test_tls_sentinel(void **state)
     tls_srv *m = start_tls(NULL, NULL);
     char mport[16];
     snprintf(mport, sizeof mport, "%d", m->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
     tls_srv *r = start_tls(rargs, NULL);
-    sentinels s = {0};
+    sentinels s = { 0 };
     start_sentinels(&s, m->port, 1);
     assert_true(dh_wait_until(opens, s.url, 20000));
     char wrong[1024];
@@ -697,11 +712,18 @@ static void test_tls_cluster(void **state)
 {
     (void)state;
     tls_srv *n[3];
-    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-node-timeout", "2000", "--tls-cluster", "yes", NULL};
+    const char *args[] = { "--cluster-enabled",
+                           "yes",
+                           "--cluster-config-file",
+                           "nodes.conf",
+                           "--cluster-node-timeout",
+                           "2000",
+                           "--tls-cluster",
+                           "yes",
+                           NULL };
     char hosts[3][32], ca[300];
     snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    const char *argv[24] = {"redis-cli", "--tls", "--cacert", ca, "--cluster", "create"};
+    const char *argv[24] = { "redis-cli", "--tls", "--cacert", ca, "--cluster", "create" };
     int a = 6;
     for (int i = 0; i < 3; i++) {
         n[i] = start_tls(args, NULL);
@@ -720,7 +742,8 @@ static void test_tls_cluster(void **state)
     memcpy(q, "other.pem", strlen("other.pem") + 1);
     /* wait for every slot to be served before using it */
     int64_t t0 = dh_now_ms();
-    while (dh_now_ms() - t0 < 20000 && dh_cli("-u", url, "run", "--no-wait", "tls:probe", "--", "true") != 0)
+    while (dh_now_ms() - t0 < 20000 &&
+           dh_cli("-u", url, "run", "--no-wait", "tls:probe", "--", "true") != 0)
         ;
     cli_over(url, wrong, "tls:cluster");
     for (int i = 0; i < 3; i++)
@@ -730,11 +753,11 @@ static void test_tls_cluster(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grant_needs_replica_ack),
-        cmocka_unit_test(test_sentinel_failover_keeps_lock),
-        cmocka_unit_test(test_cluster_failover_keeps_lock),
-        cmocka_unit_test(test_tls_sentinel),
-        cmocka_unit_test(test_tls_cluster),
+        dh_unit_test(test_grant_needs_replica_ack),
+        dh_unit_test(test_sentinel_failover_keeps_lock),
+        dh_unit_test(test_cluster_failover_keeps_lock),
+        dh_unit_test(test_tls_sentinel),
+        dh_unit_test(test_tls_cluster),
     };
     int rc = group_setup(NULL);
     if (rc == 0)
