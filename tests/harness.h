@@ -155,6 +155,10 @@ int64_t dh_now_ms(void);
  * Returns 1 if the condition became true, 0 on timeout. */
 int dh_wait_until(int (*pred)(void *arg), void *arg, int timeout_ms);
 
+/* 1 if the atomic_int at flag is not 0: a dh_wait_until condition on a
+ * flag (or counter) that another thread or process sets. */
+int dh_flag_set(void *flag);
+
 /* A fresh file path in the harness's temp dir ("DIR/<n>-<name>"). */
 int dh_tmpfile(char *out, size_t outlen, const char *name);
 

@@ -208,12 +208,6 @@ static void log_fn(int level, const char *msg, void *arg)
         atomic_fetch_add(&log_errors, 1);
 }
 
-static int log_error_seen(void *arg)
-{
-    (void)arg;
-    return atomic_load(&log_errors) > 0;
-}
-
 /* The log callback reports a lost lock, and never the password. */
 static void test_log_callback(void **state)
 {
@@ -234,7 +228,7 @@ static void test_log_callback(void **state)
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "logged", &lo), 0);
     assert_int_equal(dh_delete_key(ps, 0, "logged", owner), 1);
-    assert_true(dh_wait_until(log_error_seen, NULL, 5000));
+    assert_true(dh_wait_until(dh_flag_set, &log_errors, 5000));
     dh_assert_rc(dlock_release(l), DLOCK_ENOTHELD);
     dlock_client_close(c);
     pthread_mutex_lock(&log_mu);

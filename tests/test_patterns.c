@@ -67,17 +67,10 @@ static dlock_client *open_client(void)
     return dh_client(srv->url, NULL);
 }
 
-/* The shared state's `ready` set by a forked holder: 1 it holds, -1 it
- * failed. */
-static int ready_set(void *arg)
-{
-    return atomic_load(&((shared *)arg)->ready) != 0;
-}
-
 /* Wait for a forked holder to report; fail unless it holds. */
 static void expect_ready(shared *sh)
 {
-    assert_true(dh_wait_until(ready_set, sh, 10000));
+    assert_true(dh_wait_until(dh_flag_set, &sh->ready, 10000)); /* 1 holds, -1 failed */
     assert_int_equal(atomic_load(&sh->ready), 1);
 }
 

@@ -295,12 +295,6 @@ static void on_lost(dlock_lock *l, void *arg)
     atomic_fetch_add(&lost_calls, 1);
 }
 
-static int lost_seen(void *arg)
-{
-    (void)arg;
-    return atomic_load(&lost_calls) > 0;
-}
-
 /* Renewal of many locks costs one pipelined round trip per tick. */
 static void test_watchdog_batches(void **state)
 {
@@ -320,7 +314,7 @@ static void test_watchdog_batches(void **state)
     dlock_client_stats s0, s1;
     dlock_stats(&s0, c);
     /* observe ~4 renewal rounds; every lock must stay held throughout */
-    assert_false(dh_wait_until(lost_seen, NULL, 1300));
+    assert_false(dh_wait_until(dh_flag_set, &lost_calls, 1300));
     dlock_stats(&s1, c);
     uint64_t renewals = s1.renewals - s0.renewals, rts = s1.round_trips - s0.round_trips;
     print_message("%d locks: %llu renewals in %llu round trips\n", N, (unsigned long long)renewals,
@@ -348,7 +342,7 @@ static void test_lost_when_deleted(void **state)
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "lostdel", &o), 0);
     assert_int_equal(dh_delete_key(srv, 0, "lostdel", owner), 1);
-    assert_true(dh_wait_until(lost_seen, NULL, 5000));
+    assert_true(dh_wait_until(dh_flag_set, &lost_calls, 5000));
     uint64_t rt = dh_round_trips(c);
     assert_false(dlock_is_held(l));
     assert_int_equal(dlock_lock_remaining_ms(l), 0);
@@ -378,7 +372,7 @@ static void test_lost_when_server_paused(void **state)
     dh_assert_rc(dlock_acquire(&l, c, "lostpause", &o), 0);
     int64_t t0 = dh_now_ms();
     assert_int_equal(dh_redis_pause(srv), 0);
-    int seen = dh_wait_until(lost_seen, NULL, 5000);
+    int seen = dh_wait_until(dh_flag_set, &lost_calls, 5000);
     int64_t took = dh_now_ms() - t0;
     int held = dlock_is_held(l);
     int err = dlock_lock_renew_error(l);
@@ -413,7 +407,7 @@ static void test_no_renewal_after_release(void **state)
     dlock_client_stats s0, s1, s2;
     dlock_stats(&s0, c);
     /* renewals keep it alive past its TTL */
-    assert_false(dh_wait_until(lost_seen, NULL, 700));
+    assert_false(dh_wait_until(dh_flag_set, &lost_calls, 700));
     dlock_stats(&s1, c);
     assert_true(s1.renewals > s0.renewals);
     assert_true(dlock_is_held(l));

@@ -208,3 +208,8 @@ int dh_wait_until(int (*pred)(void *arg), void *arg, int timeout_ms)
         dh__nap_ms(2);
     }
 }
+
+int dh_flag_set(void *flag)
+{
+    return atomic_load((atomic_int *)flag) != 0;
+}
