@@ -4,8 +4,8 @@
 # it the first time `dlock <TAB>` is pressed. Without bash-completion:
 #   source /path/to/dlock.bash
 #
-# Completes the global options, the commands, each command's options, URL
-# schemes after -u, files after --password-file and --metrics-file, the
+# Completes the global options, the commands, each command's options (the
+# actions of `latch`), URL schemes after -u, files after --password-file and --metrics-file, the
 # command and its arguments after `run ... --` and `elect ... --`, and KEYs:
 # the keys of the locks that are held or waited for right now, read with
 # `dlock metrics` from the same server (the -u, --prefix and
@@ -58,7 +58,7 @@ _dlock()
 # The completion itself; sets COMPREPLY from cur, prev, words and cword.
 _dlock_main()
 {
-    local commands="run elect leader status unlock metrics top help"
+    local commands="run elect leader status unlock metrics top latch barrier help"
     local global_opts="-u --url --prefix --id --password-file --connect-timeout -q --quiet
                        -h --help -V --version"
     local _dlock_prog=${words[0]}
@@ -127,9 +127,10 @@ _dlock_main()
     local opts="" value_opts=""
     case $command in
         run)
-            opts="--ttl --wait --no-wait --grace --conflict-exit-code --limit --shared
-                  --metrics-file --help"
-            value_opts="--ttl --wait --grace --conflict-exit-code --limit --metrics-file"
+            opts="--ttl --wait --no-wait --grace --conflict-exit-code --limit --permits --rate
+                  --shared --metrics-file --help"
+            value_opts="--ttl --wait --grace --conflict-exit-code --limit --permits --rate
+                        --metrics-file"
             ;;
         elect)
             opts="--ttl --wait --no-wait --grace --conflict-exit-code --metrics-file --help"
@@ -145,6 +146,21 @@ _dlock_main()
         top)
             opts="--interval --iterations --help"
             value_opts="--interval --iterations -n"
+            ;;
+        latch | barrier)
+            # their keys are not locks: `dlock metrics` cannot offer them
+            if [ "$command" = latch ] && [ "$cword" -eq $((cmd_at + 1)) ] && [[ $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "init down wait get" -- "$cur"))
+                return
+            fi
+            case $prev in --ttl | --wait) return ;; esac
+            [[ $cur == -* ]] || return
+            if [ "$command" = latch ]; then
+                COMPREPLY=($(compgen -W "--ttl --wait --help" -- "$cur"))
+            else
+                COMPREPLY=($(compgen -W "--wait --help" -- "$cur"))
+            fi
+            return
             ;;
         help)
             [ "$cword" -eq $((cmd_at + 1)) ] &&

@@ -441,6 +441,112 @@ DLOCK_API int dlock_leader(dlock_info *out, dlock_client *client, const char *ke
 DLOCK_API int dlock_leader_wait(dlock_info *out, dlock_client *client, const char *key,
                                 uint64_t known_token, int64_t wait_ms, dlock_cancel *cancel);
 
+/* ------------------------------------------------------- countdown latch */
+
+/* A countdown latch: a count that any process counts down, and that
+ * waiters wait for until it reaches zero (one-shot per arming, like Java's
+ * CountDownLatch, across machines). A latch holds nothing: no handle, no
+ * release. Its state expires with its TTL, so an abandoned latch leaves
+ * nothing behind. A latch key is separate from a lock of the same name.
+ * Not on Redlock (DLOCK_EINVAL): a count kept separately on each server
+ * could disagree between them. Sentinel and Cluster: as one server.
+ *
+ * Arm the latch `key` with `count` (>= 1) count-downs to go. The latch
+ * expires ttl_ms (1 to 2^40) after this call, whatever its count: the TTL
+ * is the longest anyone waits for it. A live latch (count above zero) is
+ * not armed again: DLOCK_EBUSY, the message says how many are left. A
+ * latch at zero may be (a new generation; waiters of the old one that have
+ * not returned yet still return 0). Returns 0, DLOCK_EBUSY, DLOCK_EINVAL
+ * (count < 1, ttl_ms out of range, a bad key, Redlock), or a transport
+ * error. */
+DLOCK_API int dlock_latch_init(dlock_client *client, const char *key, int count,
+                               int64_t ttl_ms);
+
+/* Count the latch `key` down by one; *out_remaining (may be NULL) is the
+ * count left after it (0: this call opened the latch and woke its
+ * waiters). A latch never goes below zero: a count-down of a latch at
+ * zero is refused with DLOCK_EINVAL (*out_remaining 0), so a surplus
+ * count-down is reported, not absorbed; a latch that does not exist (never
+ * armed, or expired) is DLOCK_EINVAL too, and the message says which. A
+ * count-down is not idempotent: one that failed with a transport error
+ * (DLOCK_ECONN) may or may not have counted. */
+DLOCK_API int dlock_latch_count_down(int *out_remaining, dlock_client *client, const char *key);
+
+/* Wait until the latch `key` is at zero, at most wait_ms (0: look once;
+ * DLOCK_WAIT_FOREVER: no limit). Returns 0 when the count is zero (at once
+ * if it already is), also when the latch reached zero and was armed again
+ * before this call looked again; DLOCK_ETIMEDOUT when wait_ms ran out, or
+ * when the latch expired (its TTL) before reaching zero (the message says
+ * which); DLOCK_ECANCELED (cancel may be NULL), DLOCK_ECLOSED,
+ * DLOCK_EINVAL, DLOCK_EAUTH, DLOCK_ENOMEM, DLOCK_ESYS. A latch that does
+ * not exist yet is waited for: it has to be armed and reach zero. Woken by
+ * the count-down that reaches zero (pub/sub, subscribed before the first
+ * look), not by polling: the only timed look is at the instant the latch
+ * expires. Transport failures while waiting are retried until wait_ms runs
+ * out. */
+DLOCK_API int dlock_latch_wait(dlock_client *client, const char *key, int64_t wait_ms,
+                               dlock_cancel *cancel);
+
+/* The count left of the latch `key` into *out_count: 0 when open, -1 when
+ * there is no such latch (never armed, or expired). One round trip. */
+DLOCK_API int dlock_latch_get(int *out_count, dlock_client *client, const char *key);
+
+/* ---------------------------------------------------------------- barrier */
+
+/* Wait at the barrier `key` until `parties` (1 to 100000) processes have
+ * arrived, at most wait_ms (0: arrive, and leave at once unless that
+ * arrival was the last; DLOCK_WAIT_FOREVER: no limit). Returns 0 when the
+ * generation this call arrived in tripped: the parties-th arrival trips it,
+ * all its parties return 0, and the barrier is ready for the next
+ * generation at once (reusable; a party arriving after the trip waits for
+ * the next one). DLOCK_ETIMEDOUT when wait_ms ran out first: the call
+ * leaves the barrier, so it counts neither for this generation nor for a
+ * later one (if the generation tripped while it was leaving, it returns 0:
+ * the others went on counting it). DLOCK_ECANCELED (cancel may be NULL)
+ * and DLOCK_ECLOSED leave the same way. DLOCK_EINVAL: parties out of
+ * range, a bad key, Redlock, or parties differing from those the arrivals
+ * waiting there now asked for (the message names both).
+ * Only live parties count: an arrival lives 3 s unless the waiting call
+ * refreshes it (it does, every second), so a party killed or stopped while
+ * waiting stops counting within 3 s, and a dead party never wedges the
+ * barrier nor counts for a later use. A party killed after its generation
+ * tripped had arrived. A party stopped for longer than 3 s that missed its
+ * generation's trip arrives in the next generation when it runs again. The
+ * state of an idle barrier expires after 10 minutes. Woken by the trip
+ * (pub/sub, subscribed before arriving); while waiting it sends only the
+ * refresh, once a second. Not on Redlock; Sentinel and Cluster: as one
+ * server. */
+DLOCK_API int dlock_barrier_wait(dlock_client *client, const char *key, int parties,
+                                 int64_t wait_ms, dlock_cancel *cancel);
+
+/* ----------------------------------------------------------- rate limiter */
+
+/* Take a slot of the rate limiter `key`: at most `count` (1 to 10^6)
+ * starts per period_ms (1 to 2^40), in bursts of up to `burst` (1 to 10^6)
+ * at once, across every process that uses `key`. GCRA (the generic cell
+ * rate algorithm) in one atomic script on the server's clock, so it is
+ * exact under any concurrency: over any interval of length L at most
+ * burst + L * count / period_ms calls return 0 (the interval
+ * period_ms / count is rounded up to a microsecond: the rate can only err
+ * on the slow side). Nothing is held: there is no release.
+ * When the next slot is later than now and within wait_ms
+ * (DLOCK_WAIT_FOREVER: always), the call reserves it and sleeps exactly
+ * until it, then returns 0; callers are served in the order they asked,
+ * one round trip each, no polling. When it is further away, nothing is
+ * reserved and the call returns at once: DLOCK_EBUSY if wait_ms is 0 (over
+ * the rate), DLOCK_ETIMEDOUT otherwise (the message says when the next
+ * slot is). DLOCK_ECANCELED (cancel may be NULL) and DLOCK_ECLOSED end the
+ * sleep and give the slot back if no later one was reserved; a process
+ * killed in its sleep wastes its slot (the rate only slows). While the
+ * limiter is in use, every caller must pass the same count, period_ms and
+ * burst: otherwise DLOCK_EINVAL naming both. DLOCK_EINVAL also for
+ * arguments out of range (or burst * period_ms / count above 2^50 us), a
+ * bad key, and Redlock (a schedule counted on each server separately would
+ * let each majority in). The state expires once the limiter is idle. */
+DLOCK_API int dlock_rate_acquire(dlock_client *client, const char *key, int count,
+                                 int64_t period_ms, int burst, int64_t wait_ms,
+                                 dlock_cancel *cancel);
+
 /* ------------------------------------------------------------- key helpers */
 
 /* printf-style key template: dlock_keyf(buf, sizeof buf, "payment:%s", id).

@@ -4,8 +4,11 @@
 # Installs what is missing, builds build/ (the `dlock` tool and the examples),
 # starts a private redis-server on a free loopback port (never 6379, no
 # persistence, in a temporary directory; stopped on exit, failure or Ctrl-C),
-# then shows the patterns one after the other, each with several processes,
-# and says briefly what happened. It narrates; it does not test: the same
+# then shows the patterns one after the other, each with several processes
+# (mutex, try-lock and timeout, a killed holder, fencing tokens, semaphore,
+# multi-lock, read-write, leader election, several permits and nested runs,
+# latch and barrier, rate limiter, monitoring), and says briefly what
+# happened. It narrates; it does not test: the same
 # programs and commands are checked, with their invariants, by the test suite
 # (tests/test_examples.c, tests/test_cli*.c; run scripts/test.sh). About 20 s.
 #
@@ -111,6 +114,41 @@ wait "${DLOCK_BG_PIDS[@]}"
 grep -h '^elected' "$TMP"/lead.* | sort -t= -k2 -n | cut -d' ' -f1-3 | indent
 rc=0; "$DLOCK" -q leader svc:demo || rc=$?
 tell "terms grow with each leader; now nobody leads (dlock leader exits $rc)"
+
+# ---------------------------------------------------------------------------
+say "several permits, nested runs: --limit 4 --permits 3; a run inside a run of the same key"
+"$DLOCK" run --limit 4 --permits 3 permits:demo -- \
+    sh -c 'echo "holds DLOCK_PERMITS=$DLOCK_PERMITS permits from slot $DLOCK_SLOT"' | indent
+"$DLOCK" run nest:demo -- sh -c '"$1" run nest:demo -- sh -c "echo inner run, token \$DLOCK_FENCING_TOKEN"
+    echo "outer run, token $DLOCK_FENCING_TOKEN"' sh "$DLOCK" | indent
+tell "the inner run went ahead at once under the outer hold (like flock on an inherited lock)"
+
+# ---------------------------------------------------------------------------
+say "latch and barrier: a waiter goes on after 3 count-downs; 4 processes meet"
+"$DLOCK" latch init --ttl 1m latch:demo 3
+dlock_bg "$TMP/latch.wait" sh -c '"$1" latch wait --wait 20s latch:demo && echo "the waiter went on"' sh "$DLOCK"
+for i in 1 2 3; do
+    "$DLOCK" latch down latch:demo | sed 's/^/count-down: /' | indent
+done
+wait "${DLOCK_BG_PIDS[@]}"
+indent <"$TMP/latch.wait"
+for i in 1 2 3 4; do
+    dlock_bg "$TMP/barrier.$i" sh -c 'sleep 0.$1; "$2" barrier --wait 20s barrier:demo 4 && echo "party $1 went on"' \
+        sh "$i" "$DLOCK"
+done
+wait "${DLOCK_BG_PIDS[@]}"
+tell "four parties arriving 0.1 s apart left the barrier together: $(cat "$TMP"/barrier.* | wc -l) of 4"
+
+# ---------------------------------------------------------------------------
+say "rate limiter: 12 runs of \`dlock run --rate 5/1s\` at once"
+t0=$(now_us)
+for i in $(seq 12); do
+    dlock_bg "$TMP/rate.$i" "$DLOCK" run --rate 5/1s rate:demo -- true
+done
+wait "${DLOCK_BG_PIDS[@]}"
+tell "they started over $(ms_since "$t0") ms: 5 at once (the burst), then 5 a second"
+rc=0; "$DLOCK" run --no-wait --rate 5/1s rate:demo -- true 2>/dev/null || rc=$?
+tell "one more with --no-wait, over the rate: exit $rc"
 
 # ---------------------------------------------------------------------------
 say "monitoring: two runs hold permits of pool:mon; who holds what"

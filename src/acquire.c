@@ -112,7 +112,9 @@ static int take(dlock_lock *l, const dlock_lock_opts *o, int64_t start)
                                               : DLOCK__MODE_UNFAIR,
                         .max_ms = first_budget(c, o)};
     int rc = dlock__grant_attempt(l, &a);
-    if (rc == DLOCK_EBUSY && o->wait_ms != 0)
+    /* busy, or granted but not acknowledged by the replicas in time (a
+     * failed attempt, retried while the wait lasts): wait */
+    if ((rc == DLOCK_EBUSY || a.unacked) && o->wait_ms != 0)
         return dlock__wait(l, o, deadline, &a);
     if (rc == DLOCK_ECONN && o->wait_ms > 0 && dlock__now_ns() >= deadline) {
         /* the server stopped answering and the wait budget ran out */

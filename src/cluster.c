@@ -19,19 +19,20 @@
  */
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
+#include "clock.h"
 #include "cluster.h"
+#include "error.h"
 #include "keys.h"
 #include "pool.h"
 
 #define ROUNDS_MAX 100        /* redirections followed in one call, at most */
 #define FAILOVER_PAUSE_MS 100 /* between looks at the slot map while a node is down */
-#include "clock.h"
-#include "error.h"
 
 /* The node for "host:port", added (with the seeds' credentials and TLS
  * settings) if new. Returns its index or -1 (full / out of memory).
@@ -176,141 +177,207 @@ int dlock__cluster_node_of(dlock_client *c, const char *name)
     return node;
 }
 
+/* The state of one dlock__cluster_run: the calls, where each goes this
+ * round, which still wait for an answer, and what the round saw. */
+typedef struct {
+    dlock_client *c;
+    const dlock__call *calls;
+    dlock__reply **replies;
+    int n;
+    int64_t end;          /* the caller's deadline (ns) */
+    int *node_of;         /* call -> node, this round */
+    int *pending;         /* call still needs an answer */
+    int *idx;             /* batch position -> call */
+    dlock__call *batch;   /* one node's calls */
+    dlock__reply **got;   /* their replies */
+    int refresh;          /* the slot map needs a fresh look */
+    int tryagain;         /* a slot is mid-migration */
+    int unreachable;      /* a node could not be reached */
+    char why[300];        /* the last node error */
+} route;
+
+/* Milliseconds left before the deadline, at least 1. */
+static int ms_left(const route *rt)
+{
+    int64_t left = (rt->end - dlock__now_ns()) / 1000000;
+    return left > 0 ? (int)(left < INT32_MAX ? left : INT32_MAX) : 1;
+}
+
+/* Assigns each pending call its node from the slot map. Returns how many
+ * are pending; *nnodes gets the number of known nodes. */
+static int route_pending(route *rt, int *nnodes)
+{
+    int left = 0;
+    pthread_mutex_lock(&rt->c->mu);
+    for (int i = 0; i < rt->n; i++)
+        if (rt->pending[i]) {
+            const dlock__call *call = &rt->calls[i];
+            rt->node_of[i] = call->nkeys > 0 ? rt->c->slots[dlock__key_slot(call->keys[0])] : 0;
+            left++;
+        }
+    *nnodes = rt->c->nnodes;
+    pthread_mutex_unlock(&rt->c->mu);
+    return left;
+}
+
+/* Files reply r (owned) from node `node` to call i: an answer, or a
+ * redirection to follow (MOVED: refresh the map; ASK: one call to the
+ * target now; TRYAGAIN: wait for the migration; CLUSTERDOWN: the cluster
+ * is between a master's failure and its replica's promotion, so like an
+ * unreachable node). Returns 0, or DLOCK_EINVAL for keys that span slots. */
+static int settle(route *rt, int node, int i, dlock__reply *r)
+{
+    if (dlock__reply_is_error(r, "CLUSTERDOWN")) {
+        snprintf(rt->why, sizeof rt->why, "%s: %s", rt->c->nodes[node].ep.desc, r->str);
+        rt->unreachable = rt->refresh = 1;
+        dlock__reply_free(r);
+        return 0;
+    }
+    if (dlock__reply_is_error(r, "MOVED")) {
+        rt->refresh = 1;
+        dlock__reply_free(r);
+        return 0;
+    }
+    if (dlock__reply_is_error(r, "CROSSSLOT")) {
+        dlock__reply_free(r);
+        return dlock__err(DLOCK_EINVAL, "cluster: the keys of one call are in different slots "
+                                        "(give them a common {hash tag})");
+    }
+    if (dlock__reply_is_error(r, "ASK")) {
+        int target = redirect_target(rt->c, r->str);
+        dlock__reply_free(r);
+        r = NULL;
+        if (target < 0 || run_asking(rt->c, target, &rt->calls[i], &r, ms_left(rt)) != 0)
+            return 0; /* asked again next round */
+    }
+    if (dlock__reply_is_error(r, "TRYAGAIN")) {
+        rt->tryagain = 1; /* a multi-key script while its slot is split */
+        dlock__reply_free(r);
+        return 0;
+    }
+    rt->replies[i] = r;
+    rt->pending[i] = 0;
+    return 0;
+}
+
+/* A WAIT whose call went elsewhere (MOVED, ASK, TRYAGAIN) waited for
+ * nothing: it goes again, after its call. m: the batch just sent. */
+static void requeue_waits(route *rt, int m)
+{
+    for (int k = 0; k < m; k++) {
+        int i = rt->idx[k];
+        if (!rt->pending[i])
+            continue;
+        int slot = dlock__key_slot(rt->calls[i].keys[0]);
+        for (int j = k + 1; j < m; j++) {
+            int w = rt->idx[j];
+            if (rt->calls[w].script == DLOCK__S_WAIT && !rt->pending[w] &&
+                dlock__key_slot(rt->calls[w].keys[0]) == slot) {
+                dlock__reply_free(rt->replies[w]);
+                rt->replies[w] = NULL;
+                rt->pending[w] = 1;
+            }
+        }
+    }
+}
+
+/* Sends node `node` its pending calls as one pipelined batch and files the
+ * replies. A node that cannot be reached only marks the round (maybe a
+ * failover). Returns 0, or an error that ends the whole run. */
+static int run_node(route *rt, int node)
+{
+    int m = 0;
+    for (int i = 0; i < rt->n; i++)
+        if (rt->pending[i] && rt->node_of[i] == node) {
+            rt->batch[m] = rt->calls[i];
+            rt->idx[m++] = i;
+        }
+    if (m == 0)
+        return 0;
+    int left = ms_left(rt);
+    dlock__conn *conn;
+    int reused;
+    int rc = dlock__pool_get(rt->c, node, &conn, &reused, left);
+    if (rc == 0) {
+        rc = dlock__scripts_run(conn, rt->batch, m, rt->got, left < rt->c->command_timeout_ms ? left : 0);
+        dlock__pool_put(rt->c, node, conn);
+    }
+    if (rc == DLOCK_ENOMEM || rc == DLOCK_EINVAL)
+        return rc;
+    if (rc) {
+        snprintf(rt->why, sizeof rt->why, "%s", dlock_last_errmsg());
+        rt->unreachable = rt->refresh = 1;
+        return 0;
+    }
+    for (int k = 0; k < m; k++) {
+        int src = settle(rt, node, rt->idx[k], rt->got[k]);
+        if (src && !rc)
+            rc = src;
+    }
+    if (rc == 0)
+        requeue_waits(rt, m);
+    return rc;
+}
+
+/* Between two rounds: refresh the slot map after a redirection or an
+ * unreachable node (pausing briefly while a master is down, since until a
+ * replica is promoted the map still names it), or wait out a migration.
+ * Returns 0, or DLOCK_ECONN when the deadline leaves no room to wait. */
+static int between_rounds(route *rt)
+{
+    if (rt->refresh) {
+        dlock__cluster_refresh(rt->c);
+        if (rt->unreachable) {
+            int left = ms_left(rt);
+            poll(NULL, 0, left < FAILOVER_PAUSE_MS ? left : FAILOVER_PAUSE_MS);
+        }
+    } else if (rt->tryagain) {
+        if (dlock__now_ns() + 20000000 >= rt->end)
+            return dlock__err(DLOCK_ECONN, "cluster: the slot is being migrated; try again later");
+        poll(NULL, 0, 20);
+    }
+    return 0;
+}
+
 int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies, int max_ms)
 {
-    int64_t end = dlock__now_ns() + (int64_t)max_ms * 1000000;
-    int *node_of = dlock__calloc((size_t)n, sizeof *node_of);
-    int *pending = dlock__calloc((size_t)n, sizeof *pending);
-    dlock__call *batch = dlock__calloc((size_t)n, sizeof *batch);
-    dlock__reply **got = dlock__calloc((size_t)n, sizeof *got);
-    int *idx = dlock__calloc((size_t)n, sizeof *idx);
-    int rc = node_of && pending && batch && got && idx ? 0 : dlock__err(DLOCK_ENOMEM, "out of memory");
+    route rt = {.c = c, .calls = calls, .replies = replies, .n = n};
+    rt.end = dlock__now_ns() + (int64_t)max_ms * 1000000;
+    rt.node_of = dlock__calloc((size_t)n, sizeof *rt.node_of);
+    rt.pending = dlock__calloc((size_t)n, sizeof *rt.pending);
+    rt.idx = dlock__calloc((size_t)n, sizeof *rt.idx);
+    rt.batch = dlock__calloc((size_t)n, sizeof *rt.batch);
+    rt.got = dlock__calloc((size_t)n, sizeof *rt.got);
+    int rc = rt.node_of && rt.pending && rt.idx && rt.batch && rt.got ? 0 : dlock__err(DLOCK_ENOMEM, "out of memory");
     for (int i = 0; i < n; i++) {
         replies[i] = NULL;
-        if (pending)
-            pending[i] = 1;
+        if (rt.pending)
+            rt.pending[i] = 1;
     }
-    int round = 0, unreachable = 0;
-    char why[300] = "";
-    while (rc == 0) {
-        int left_calls = 0;
-        pthread_mutex_lock(&c->mu);
-        for (int i = 0; i < n; i++)
-            if (pending[i]) {
-                node_of[i] = calls[i].nkeys > 0 ? c->slots[dlock__key_slot(calls[i].keys[0])] : 0;
-                left_calls++;
-            }
-        int nnodes = c->nnodes;
-        pthread_mutex_unlock(&c->mu);
-        if (left_calls == 0)
-            break;
-        if (round == ROUNDS_MAX || dlock__now_ns() >= end) {
-            rc = unreachable ? dlock__err(DLOCK_ECONN, "%s", why)
-                             : dlock__err(DLOCK_ECONN, "cluster: the slot map kept changing; gave up");
+    int round = 0, nnodes;
+    while (rc == 0 && route_pending(&rt, &nnodes) > 0) {
+        if (round == ROUNDS_MAX || dlock__now_ns() >= rt.end) {
+            rc = rt.unreachable ? dlock__err(DLOCK_ECONN, "%s", rt.why)
+                                : dlock__err(DLOCK_ECONN, "cluster: the slot map kept changing; gave up");
             break;
         }
-        int refresh = 0, tryagain = 0;
-        unreachable = 0;
-        for (int node = 0; node < nnodes && rc == 0; node++) {
-            int m = 0;
-            for (int i = 0; i < n; i++)
-                if (pending[i] && node_of[i] == node) {
-                    batch[m] = calls[i];
-                    idx[m++] = i;
-                }
-            if (m == 0)
-                continue;
-            int64_t left = (end - dlock__now_ns()) / 1000000;
-            dlock__conn *conn;
-            int reused;
-            int crc = dlock__pool_get(c, node, &conn, &reused, left > 0 ? (int)left : 1);
-            if (crc == 0) {
-                crc = dlock__scripts_run(conn, batch, m, got, left > 0 && left < c->command_timeout_ms ? (int)left : 0);
-                dlock__pool_put(c, node, conn);
-            }
-            if (crc == DLOCK_ENOMEM || crc == DLOCK_EINVAL) {
-                rc = crc;
-                break;
-            }
-            if (crc) { /* node unreachable: maybe a failover; look again */
-                snprintf(why, sizeof why, "%s", dlock_last_errmsg());
-                unreachable = refresh = 1;
-                continue;
-            }
-            for (int k = 0; k < m; k++) {
-                int i = idx[k];
-                if (dlock__reply_is_error(got[k], "MOVED")) {
-                    refresh = 1;
-                    dlock__reply_free(got[k]);
-                } else if (dlock__reply_is_error(got[k], "ASK")) {
-                    int target = redirect_target(c, got[k]->str);
-                    dlock__reply_free(got[k]);
-                    int64_t l2 = (end - dlock__now_ns()) / 1000000;
-                    dlock__reply *ar = NULL;
-                    if (target >= 0 && run_asking(c, target, &calls[i], &ar, l2 > 0 ? (int)l2 : 1) == 0) {
-                        if (dlock__reply_is_error(ar, "TRYAGAIN")) {
-                            tryagain = 1; /* a multi-key script mid-migration */
-                            dlock__reply_free(ar);
-                        } else {
-                            replies[i] = ar;
-                            pending[i] = 0;
-                        }
-                    }
-                } else if (dlock__reply_is_error(got[k], "TRYAGAIN")) {
-                    tryagain = 1; /* the slot is being migrated: wait for it */
-                    dlock__reply_free(got[k]);
-                } else if (dlock__reply_is_error(got[k], "CROSSSLOT")) {
-                    rc = dlock__err(DLOCK_EINVAL, "cluster: the keys of one call are in different slots "
-                                                  "(give them a common {hash tag})");
-                    dlock__reply_free(got[k]);
-                } else {
-                    replies[i] = got[k];
-                    pending[i] = 0;
-                }
-            }
-            /* a WAIT whose call went elsewhere (MOVED, ASK, TRYAGAIN) waited
-             * for nothing: it goes again, after its call */
-            for (int k = 0; k < m; k++)
-                if (pending[idx[k]])
-                    for (int j = k + 1; j < m; j++)
-                        if (calls[idx[j]].script == DLOCK__S_WAIT && !pending[idx[j]] &&
-                            dlock__key_slot(calls[idx[j]].keys[0]) == dlock__key_slot(calls[idx[k]].keys[0])) {
-                            dlock__reply_free(replies[idx[j]]);
-                            replies[idx[j]] = NULL;
-                            pending[idx[j]] = 1;
-                        }
-        }
-        if (rc == 0 && refresh) {
-            dlock__cluster_refresh(c);
-            if (unreachable) {
-                /* a master is down: until a replica is promoted the map still
-                 * names it; look again shortly, within the budget */
-                int64_t left = (end - dlock__now_ns()) / 1000000;
-                poll(NULL, 0, (int)(left < FAILOVER_PAUSE_MS ? (left > 0 ? left : 0) : FAILOVER_PAUSE_MS));
-            }
-            round++;
-        } else if (rc == 0 && tryagain) {
-            /* Redis cannot run a multi-key script while its slot is split
-             * between two nodes: wait (bounded by the deadline) for the
-             * migration to finish */
-            if (dlock__now_ns() + 20000000 >= end) {
-                rc = dlock__err(DLOCK_ECONN, "cluster: the slot is being migrated; try again later");
-                break;
-            }
-            poll(NULL, 0, 20);
-        } else if (rc == 0) {
-            round++;
-        }
+        rt.refresh = rt.tryagain = rt.unreachable = 0;
+        for (int node = 0; node < nnodes && rc == 0; node++)
+            rc = run_node(&rt, node);
+        if (rc == 0)
+            rc = between_rounds(&rt);
+        if (rt.refresh || !rt.tryagain)
+            round++; /* waiting out a migration is bounded by the deadline */
     }
     if (rc)
         for (int i = 0; i < n; i++) {
             dlock__reply_free(replies[i]);
             replies[i] = NULL;
         }
-    dlock__free(node_of);
-    dlock__free(pending);
-    dlock__free(batch);
-    dlock__free(got);
-    dlock__free(idx);
+    dlock__free(rt.node_of);
+    dlock__free(rt.pending);
+    dlock__free(rt.idx);
+    dlock__free(rt.batch);
+    dlock__free(rt.got);
     return rc;
 }

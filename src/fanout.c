@@ -123,6 +123,12 @@ int dlock__fanout_error(const dlock__fanout *f, const char *what)
                       f->nnodes, failed ? msg : "no node failed");
 }
 
+void dlock__fanout_bad_reply(const dlock_client *c, dlock__fanout *f, int i, const dlock__reply *r)
+{
+    f->rc[i] = dlock__reply_fail(r, c->nodes[i].ep.desc, NULL);
+    snprintf(f->err[i], sizeof f->err[i], "%s", dlock_last_errmsg());
+}
+
 /* Record node i's failure in f. */
 static void node_failed(dlock__fanout *f, int i, int rc)
 {
@@ -313,8 +319,7 @@ int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, in
         for (int k = first; k < first + ncalls; k++) {
             dlock__reply *r = f->replies[i][k];
             if (r->type != REDIS_REPLY_INTEGER) {
-                f->rc[i] = dlock__reply_fail(r, c->nodes[i].ep.desc, what);
-                snprintf(f->err[i], sizeof f->err[i], "%s", dlock_last_errmsg());
+                dlock__fanout_bad_reply(c, f, i, r);
                 node_ok = -1;
                 break;
             }

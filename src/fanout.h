@@ -36,6 +36,10 @@ void dlock__fanout_free(dlock__fanout *f);
  * several, DLOCK_EQUORUM naming the nodes that failed. Returns the code. */
 int dlock__fanout_error(const dlock__fanout *f, const char *what);
 
+/* Marks node i failed in f for its unexpected reply r (r stays in f; the
+ * message names the node, not the operation: dlock__fanout_error adds it). */
+void dlock__fanout_bad_reply(const dlock_client *c, dlock__fanout *f, int i, const dlock__reply *r);
+
 /* The verdict on calls [first, first+ncalls) whose replies are 1 (ours,
  * done) or 0 (not ours): 0 if a quorum of nodes said 1 to all of them;
  * DLOCK_ENOTHELD if enough said 0 that no quorum is possible; otherwise the

@@ -94,10 +94,7 @@ static int answer(const dlock_lock *l, dlock__fanout *f, int i, uint64_t *fences
         ok = 0;
     }
     if (!ok) {
-        char what[DLOCK_KEY_MAX + 16];
-        snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
-        f->rc[i] = dlock__reply_fail(r, c->nodes[i].ep.desc, what);
-        snprintf(f->err[i], sizeof f->err[i], "%s", dlock_last_errmsg());
+        dlock__fanout_bad_reply(c, f, i, r);
         return ANS_FAILED;
     }
     if (code == DLOCK__R_GRANTED)
@@ -159,6 +156,75 @@ static int fences_agree(dlock_lock *l, uint64_t (*got)[DLOCK_MULTI_MAX], const u
     return ok;
 }
 
+/* What the nodes answered to one attempt, counted. */
+typedef struct {
+    uint64_t got[DLOCK__NODES_MAX][DLOCK_MULTI_MAX]; /* node, part -> token (0: no grant) */
+    uint64_t top[DLOCK_MULTI_MAX];                   /* the largest token of each part */
+    int granted, busy, conflict, unacked, failed;    /* nodes that answered so */
+    int known_limit;                                 /* a conflicting semaphore's limit */
+    int slot;                                        /* the semaphore slot granted */
+    int64_t hint;                                    /* the largest "try again in" (ms) */
+    char why[200];                                   /* why a grant was not acknowledged */
+} tally;
+
+/* Counts the answers in f into t. A grant that the node's replicas did not
+ * acknowledge (calls[] carries the WAITs) does not count as a grant. */
+static void count_answers(const dlock_lock *l, dlock__fanout *f, const dlock__call *calls, int ncalls,
+                          tally *t)
+{
+    memset(t, 0, sizeof *t);
+    t->slot = -1;
+    for (int i = 0; i < f->nnodes; i++) {
+        int ans = answer(l, f, i, t->got[i], &t->slot, &t->hint, &t->known_limit);
+        if (ans == ANS_GRANTED && !dlock__fanout_acked(l->client, f, calls, ncalls, i, 0, t->why, sizeof t->why)) {
+            memset(t->got[i], 0, sizeof t->got[i]);
+            t->unacked++;
+            ans = ANS_FAILED;
+        }
+        if (ans == ANS_GRANTED) {
+            t->granted++;
+            for (size_t p = 0; p < l->nparts; p++)
+                if (t->got[i][p] > t->top[p])
+                    t->top[p] = t->got[i][p];
+        }
+        t->busy += ans == ANS_BUSY;
+        t->conflict += ans == ANS_CONFLICT;
+    }
+    t->failed = f->nnodes - t->granted - t->busy - t->conflict;
+}
+
+/* The outcome of an attempt that did not win: grants given back, and the
+ * error that says why (EQUORUM: not acknowledged by the replicas; EINVAL:
+ * a semaphore limit conflict; the nodes' errors when too few answered;
+ * EBUSY with a.hint_ms otherwise). Returns that error code. */
+static int lost(dlock_lock *l, dlock__attempt *a, dlock__fanout *f, const tally *t)
+{
+    dlock_client *c = l->client;
+    a->unknown = t->failed > 0;
+    if (t->granted > 0 || t->unacked > 0) {
+        /* a minority, a grant that came too late to be valid or one not on
+         * enough replicas: give it back now rather than block others until
+         * its TTL */
+        dlock__grant_giveback(l, a->max_ms);
+        a->unknown = 0;
+    }
+    if (t->unacked > 0) {
+        a->unacked = 1; /* a failed attempt: retried within a wait */
+        return dlock__err(DLOCK_EQUORUM, "acquire %s: granted, but %s; given back", l->parts[0].key,
+                          t->why);
+    }
+    if (t->conflict > 0)
+        return dlock__err(DLOCK_EINVAL, "%s: the semaphore is in use with a limit of %d; asked with a limit of %d",
+                          l->parts[0].key, t->known_limit, l->limit);
+    if (t->failed > 0 && (f->nnodes == 1 || t->failed > f->nnodes - c->quorum)) {
+        char what[DLOCK_KEY_MAX + 16];
+        snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
+        return dlock__fanout_error(f, what);
+    }
+    a->hint_ms = t->hint;
+    return dlock__err(DLOCK_EBUSY, "%s is held by someone else", l->parts[0].key);
+}
+
 int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
 {
     dlock_client *c = l->client;
@@ -175,7 +241,7 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     int64_t budget = a->max_ms > 0 ? a->max_ms : c->connect_timeout_ms + c->command_timeout_ms;
     int ncalls = 1;
     dlock__fanout_add_waits(c, calls, &ncalls, budget / 2, wait_ms, wait_args);
-    a->unknown = 0;
+    a->unknown = a->unacked = 0;
     a->hint_ms = 0;
     a->sent_ns = dlock__now_ns();
     atomic_fetch_add(&c->metrics.attempts, 1);
@@ -184,76 +250,23 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     if (rc == DLOCK_ENOMEM)
         return rc;
 
-    uint64_t got[DLOCK__NODES_MAX][DLOCK_MULTI_MAX], top[DLOCK_MULTI_MAX] = {0};
-    int granted = 0, busy = 0, conflict = 0, unacked = 0, known_limit = 0, slot = -1;
-    int64_t hint = 0;
-    char why[200] = "";
-    for (int i = 0; i < f.nnodes; i++) {
-        memset(got[i], 0, sizeof got[i]);
-        int ans = answer(l, &f, i, got[i], &slot, &hint, &known_limit);
-        if (ans == ANS_GRANTED && !dlock__fanout_acked(c, &f, calls, ncalls, i, 0, why, sizeof why)) {
-            /* granted, but not on enough replicas: it does not count */
-            memset(got[i], 0, sizeof got[i]);
-            unacked++;
-            ans = ANS_FAILED;
-        }
-        switch (ans) {
-        case ANS_GRANTED:
-            granted++;
-            for (size_t p = 0; p < l->nparts; p++)
-                if (got[i][p] > top[p])
-                    top[p] = got[i][p];
-            break;
-        case ANS_BUSY:
-            busy++;
-            break;
-        case ANS_CONFLICT:
-            conflict++;
-            break;
-        default:
-            break;
-        }
-    }
+    tally t;
+    count_answers(l, &f, calls, ncalls, &t);
     int64_t valid_until = dlock__validity_end(a->sent_ns, l->ttl_ms);
-    int won = granted >= c->quorum && dlock__now_ns() < valid_until;
+    int won = t.granted >= c->quorum && dlock__now_ns() < valid_until;
     if (won && c->voters > 1) {
         int64_t left_ms = (valid_until - dlock__now_ns()) / 1000000;
-        won = left_ms > 0 && fences_agree(l, got, top, left_ms) && dlock__now_ns() < valid_until;
-    }
-    int failed = f.nnodes - granted - busy - conflict;
-    a->unknown = failed > 0;
-    if (!won && unacked > 0) {
-        /* the grant is given back (below) and this counts as a failed attempt */
-        dlock__grant_giveback(l, a->max_ms);
-        a->unknown = 0;
-        dlock__fanout_free(&f);
-        return dlock__err(DLOCK_EQUORUM, "acquire %s: granted, but %s; given back",
-                          l->parts[0].key, why);
+        won = left_ms > 0 && fences_agree(l, t.got, t.top, left_ms) && dlock__now_ns() < valid_until;
     }
     if (won) {
+        a->unknown = 0;
         for (size_t p = 0; p < l->nparts; p++)
-            l->parts[p].fence = top[p];
-        l->slot = slot;
+            l->parts[p].fence = t.top[p];
+        l->slot = t.slot;
         dlock__lock_set_held(l, a->sent_ns, valid_until);
         rc = 0;
-    } else if (conflict > 0) {
-        rc = dlock__err(DLOCK_EINVAL, "%s: the semaphore is in use with a limit of %d; "
-                        "asked with a limit of %d", l->parts[0].key, known_limit, l->limit);
     } else {
-        if (granted > 0) {
-            /* a minority, or a grant that came too late to be valid: give it
-             * back now rather than block others until its TTL */
-            dlock__grant_giveback(l, a->max_ms);
-            a->unknown = 0;
-        }
-        if (failed > 0 && (f.nnodes == 1 || failed > f.nnodes - c->quorum)) {
-            char what[DLOCK_KEY_MAX + 16];
-            snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
-            rc = dlock__fanout_error(&f, what);
-        } else {
-            a->hint_ms = hint;
-            rc = dlock__err(DLOCK_EBUSY, "%s is held by someone else", l->parts[0].key);
-        }
+        rc = lost(l, a, &f, &t);
     }
     dlock__fanout_free(&f);
     return rc;

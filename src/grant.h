@@ -15,6 +15,8 @@ typedef struct dlock__attempt {
     int64_t hint_ms;    /* out, busy: ms until the lock may change (0: unknown) */
     int unknown;        /* out: a node did not answer: it may have granted or
                            queued us (give back if not going on) */
+    int unacked;        /* out: granted, but not acknowledged by enough
+                           replicas (given back): a failed attempt to retry */
 } dlock__attempt;
 
 /* One attempt. Returns 0 (held: fencing tokens, slot and validity set, the

@@ -18,16 +18,30 @@
 #include "alloc.h"
 #include "error.h"
 
-static const char *const suffixes[2][DLOCK__K_MAX] = {
+static const char *const suffixes[5][DLOCK__K_MAX] = {
     [DLOCK__FAM_MUTEX] = {"lock", "readers", "rinfo", "fence", "queue", "qinfo", "chan", "watch",
                           NULL},
     [DLOCK__FAM_SEM] = {"smeta", "sem", "sinfo", "sfence", "squeue", "sqinfo", "schan", "swatch",
                         "sfree"},
+    [DLOCK__FAM_LATCH] = {"latch", "lchan"},
+    [DLOCK__FAM_BARRIER] = {"barrier", "barr", "bdone", "bchan"},
+    [DLOCK__FAM_RATE] = {"rate"},
 };
 
 int dlock__group_size(int family)
 {
-    return family == DLOCK__FAM_SEM ? DLOCK__GROUP_SEM : DLOCK__GROUP_MUTEX;
+    switch (family) {
+    case DLOCK__FAM_SEM:
+        return DLOCK__GROUP_SEM;
+    case DLOCK__FAM_LATCH:
+        return DLOCK__GROUP_LATCH;
+    case DLOCK__FAM_BARRIER:
+        return DLOCK__GROUP_BARRIER;
+    case DLOCK__FAM_RATE:
+        return DLOCK__GROUP_RATE;
+    default:
+        return DLOCK__GROUP_MUTEX;
+    }
 }
 
 int dlock__key_check(const char *key)
@@ -161,7 +175,7 @@ int dlock__key_decode(const char *prefix, const char *name, size_t len, char **k
 
 /* ------------------------------------------------------- Lua constants */
 
-static char lua_prelude[1024];
+static char lua_prelude[2048];
 static pthread_once_t prelude_once = PTHREAD_ONCE_INIT;
 
 static void build_prelude(void)
@@ -183,6 +197,17 @@ static void build_prelude(void)
              DLOCK__MODE_WAIT, DLOCK__MODE_UNFAIR, DLOCK__R_BUSY, DLOCK__R_GRANTED,
              DLOCK__R_CONFLICT, DLOCK__KA_LOST, DLOCK__KA_QUEUED, DLOCK__KA_LEASED,
              DLOCK__KA_FREE);
+    /* the primitives' roles and replies (latch, barrier, rate limiter) */
+    size_t n = strlen(lua_prelude);
+    snprintf(lua_prelude + n, sizeof lua_prelude - n,
+             "local LATCH, LCHAN = %d, %d\n"
+             "local BAR, BARR, BDONE, BCHAN = %d, %d, %d, %d\n"
+             "local RATE = %d\n"
+             "local P_OK, P_BUSY, P_CONFLICT, P_MISSING, P_ZERO = %d, %d, %d, %d, %d\n"
+             "local BARRIER_DONE = %d\n",
+             DLOCK__K_LATCH + 1, DLOCK__K_LCHAN + 1, DLOCK__K_BAR + 1, DLOCK__K_BARR + 1,
+             DLOCK__K_BDONE + 1, DLOCK__K_BCHAN + 1, DLOCK__K_RATE + 1, DLOCK__P_OK, DLOCK__P_BUSY,
+             DLOCK__P_CONFLICT, DLOCK__P_MISSING, DLOCK__P_ZERO, DLOCK__BARRIER_DONE_MS);
 }
 
 const char *dlock__lua_constants(void)

@@ -26,6 +26,21 @@
  *                    waiters and leadership watchers
  *   FREE     -                                          sfree  zset of returned slots
  *
+ * The primitives that hold nothing (latch, barrier, rate limiter) have
+ * families of their own, with roles named after what they keep:
+ *
+ *   family   role      suffix   what
+ *   latch    LATCH     latch    hash count/gen/opened: the count left, the
+ *                               generation (server us at init) and the last
+ *                               generation that reached zero
+ *            LCHAN     lchan    pub/sub channel: "init" and, at zero, the gen
+ *   barrier  BAR       barrier  hash gen/parties: the generation waiting now
+ *            BARR      barr     zset token -> expiry (ms): live arrivals
+ *            BDONE     bdone    hash token -> the generation it passed
+ *            BCHAN     bchan    pub/sub channel: the generation that tripped
+ *   rate     RATE      rate     hash tat/t/burst: GCRA's theoretical arrival
+ *                               time (server us) and its parameters
+ *
  * <since> is the server time (ms) of the grant: how long a holder has held.
  * A waiter's signal list is the QUEUE key's name followed by its token.
  * The scripts see the roles under the same names (LOCK, HOLDERS, ...; 1-based
@@ -40,7 +55,7 @@
 
 #include "dlock.h"
 
-enum { DLOCK__FAM_MUTEX = 0, DLOCK__FAM_SEM = 1 };
+enum { DLOCK__FAM_MUTEX = 0, DLOCK__FAM_SEM = 1, DLOCK__FAM_LATCH, DLOCK__FAM_BARRIER, DLOCK__FAM_RATE };
 
 enum {
     DLOCK__K_LOCK = 0, /* semaphore: META */
@@ -56,9 +71,17 @@ enum {
 };
 #define DLOCK__K_META DLOCK__K_LOCK
 
+/* Roles of the primitives' families (positions in their groups). */
+enum { DLOCK__K_LATCH = 0, DLOCK__K_LCHAN = 1 };
+enum { DLOCK__K_BAR = 0, DLOCK__K_BARR = 1, DLOCK__K_BDONE = 2, DLOCK__K_BCHAN = 3 };
+enum { DLOCK__K_RATE = 0 };
+
 /* Keys in a group of each family (a mutex group has no FREE). */
 #define DLOCK__GROUP_MUTEX 8
 #define DLOCK__GROUP_SEM 9
+#define DLOCK__GROUP_LATCH 2
+#define DLOCK__GROUP_BARRIER 4
+#define DLOCK__GROUP_RATE 1
 
 #define DLOCK__TOKEN_LEN 32 /* hex digits of a holder's random token */
 
@@ -74,6 +97,17 @@ enum { DLOCK__MODE_ONCE = 0, DLOCK__MODE_WAIT = 1, DLOCK__MODE_UNFAIR = 2 };
 enum { DLOCK__R_BUSY = 0, DLOCK__R_GRANTED = 1, DLOCK__R_CONFLICT = 2 };
 /* keepalive.lua's answer for one waiter */
 enum { DLOCK__KA_LOST = 0, DLOCK__KA_QUEUED = 1, DLOCK__KA_LEASED = 2, DLOCK__KA_FREE = 3 };
+
+/* Reply codes of the primitives' scripts (also in the Lua prelude). */
+enum {
+    DLOCK__P_OK = 1,       /* done (latch created or counted, barrier passed, slot taken) */
+    DLOCK__P_BUSY = 0,     /* latch: live; barrier: still waiting; rate: over the rate */
+    DLOCK__P_CONFLICT = 2, /* other parameters in use (barrier parties, rate) */
+    DLOCK__P_MISSING = 3,  /* latch: no such latch */
+    DLOCK__P_ZERO = 4      /* latch: already at zero */
+};
+#define DLOCK__BARRIER_LIFE_MS 3000     /* a barrier arrival without refresh */
+#define DLOCK__BARRIER_DONE_MS 600000   /* how long "who passed" is remembered */
 
 /* Check a user key: non-empty, at most DLOCK_KEY_MAX bytes. 0 or EINVAL. */
 int dlock__key_check(const char *key);

@@ -46,7 +46,8 @@ int dlock__reply_is_error(const dlock__reply *r, const char *prefix);
 
 /* Record why reply r from node `desc` was not what `what` expected, and
  * return the code: an ACL denial (NOPERM, or "can't run this command" from
- * inside a script) is DLOCK_EAUTH, anything else DLOCK_EPROTO. */
+ * inside a script) is DLOCK_EAUTH, anything else DLOCK_EPROTO. `what` may
+ * be NULL when the caller adds it later. */
 int dlock__reply_fail(const dlock__reply *r, const char *desc, const char *what);
 
 #endif

@@ -37,6 +37,9 @@ static script scripts[DLOCK__S_COUNT] = {
     [DLOCK__S_INSPECT] = {"inspect", dlock__lua_inspect, NULL, ""},
     [DLOCK__S_STATE] = {"state", dlock__lua_state, NULL, ""},
     [DLOCK__S_DOWNGRADE] = {"downgrade", dlock__lua_downgrade, NULL, ""},
+    [DLOCK__S_LATCH] = {"latch", dlock__lua_latch, NULL, ""},
+    [DLOCK__S_BARRIER] = {"barrier", dlock__lua_barrier, NULL, ""},
+    [DLOCK__S_RATE] = {"rate", dlock__lua_rate, NULL, ""},
 };
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -33,6 +33,9 @@ enum {
     DLOCK__S_INSPECT,
     DLOCK__S_STATE,
     DLOCK__S_DOWNGRADE,
+    DLOCK__S_LATCH,
+    DLOCK__S_BARRIER,
+    DLOCK__S_RATE,
     DLOCK__S_COUNT,
     /* Not a script: "WAIT <replicas> <args[0] ms>" for the connection's
      * replicas to acknowledge its writes so far (dlock__conn_need). Its reply

@@ -463,6 +463,11 @@ int dlock__wait(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline,
     w.reg.watching = w.watching;
     int rc = w.efd < 0 ? dlock__err(DLOCK_ESYS, "eventfd: %s", strerror(errno)) : 0;
     int held = 0, must_try = 0, answered = 0;
+    if (first->unacked) { /* the first grant was not acknowledged: retry soon */
+        w.failing = 1;
+        w.retry_at = dlock__now_ns() + (int64_t)BACKOFF_MIN_MS * 1000000;
+        snprintf(w.why, sizeof w.why, "%s", dlock_last_errmsg());
+    }
     if (rc == 0 && w.watching) {
         rc = subscribe(&w);
         must_try = 1; /* subscribed now: look again, so nothing falls between */

@@ -3,8 +3,9 @@
  * (redis-server --cluster-enabled yes, then redis-cli --cluster create
  * ... --cluster-yes, since CI has no standard input). Locks spread across
  * slots and nodes; a multi-lock needs one slot; a waiter is woken through
- * pub/sub in the cluster; after a slot migration the client follows MOVED
- * (and ASK while the slot is moving).
+ * pub/sub in the cluster; the latch, barrier and rate limiter work on every
+ * master; after a slot migration the client follows MOVED (and ASK while
+ * the slot is moving).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -158,6 +159,63 @@ static void test_wakeup(void **state)
     dlock_client_close(b);
 }
 
+/* ---- the primitives that hold nothing, on keys that live on each master */
+
+typedef struct prim_waiter {
+    dlock_client *c;
+    const char *key;
+    int barrier; /* 0: wait for the latch; 1: a barrier of two */
+    atomic_int done;
+    int rc;
+} prim_waiter;
+
+static void *prim_main(void *arg)
+{
+    prim_waiter *w = arg;
+    w->rc = w->barrier ? dlock_barrier_wait(w->c, w->key, 2, 10000, NULL)
+                       : dlock_latch_wait(w->c, w->key, 10000, NULL);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+static int prim_done(void *arg)
+{
+    return atomic_load(&((prim_waiter *)arg)->done);
+}
+
+/* A latch waiter is woken by the count-down (the channel's message reaches
+ * the listener whichever master published it), a barrier of two trips,
+ * and a rate limiter counts, for keys on each of the masters. */
+static void test_primitives(void **state)
+{
+    (void)state;
+    dlock_client *a = open_client(), *b = open_client();
+    for (int k = 0; k < 6; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "prim:%d", k);
+        prim_waiter w = { .c = b, .key = key, .barrier = k % 2 };
+        if (!w.barrier)
+            dh_assert_rc(dlock_latch_init(a, key, 1, 10000), 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, prim_main, &w), 0);
+        assert_false(dh_wait_until(prim_done, &w, 300));
+        int64_t t0 = dh_now_ms();
+        if (w.barrier)
+            dh_assert_rc(dlock_barrier_wait(a, key, 2, 10000, NULL), 0);
+        else
+            dh_assert_rc(dlock_latch_count_down(NULL, a, key), 0);
+        assert_true(dh_wait_until(prim_done, &w, 5000));
+        pthread_join(t, NULL);
+        dh_assert_rc(w.rc, 0);
+        assert_true(dh_now_ms() - t0 < 1500); /* woken, not a timer */
+        dh_assert_rc(dlock_rate_acquire(a, key, 2, 60000, 2, 0, NULL), 0);
+        dh_assert_rc(dlock_rate_acquire(b, key, 2, 60000, 2, 0, NULL), 0);
+        dh_assert_rc(dlock_rate_acquire(a, key, 2, 60000, 2, 0, NULL), DLOCK_EBUSY);
+    }
+    dlock_client_close(a);
+    dlock_client_close(b);
+}
+
 static int64_t keyslot(const char *name)
 {
     return dh_cmd_int(node[0], 0, "CLUSTER KEYSLOT %s", name);
@@ -274,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_locks_spread),
         cmocka_unit_test(test_multi_same_slot),
         cmocka_unit_test(test_wakeup),
+        cmocka_unit_test(test_primitives),
         cmocka_unit_test(test_moved_after_migration),
     };
     return cmocka_run_group_tests_name("cluster", tests, group_setup, dh_group_teardown);

@@ -123,6 +123,10 @@ static void test_bash(void **state)
     snprintf(l[n++], sizeof l[0], "%s -u %s --prefix other: status ", D, srv->url);
     snprintf(l[n++], sizeof l[0], "%s -u %s status comp:", D, closed_url);
     snprintf(l[n++], sizeof l[0], "%s -u %s run comp:alpha -- ech", D, srv->url);
+    snprintf(l[n++], sizeof l[0], "%s run --pe", D);
+    snprintf(l[n++], sizeof l[0], "%s latch ", D);
+    snprintf(l[n++], sizeof l[0], "%s latch wait --", D);
+    snprintf(l[n++], sizeof l[0], "%s barrier --", D);
     const char *lines[17];
     for (int i = 0; i < n; i++)
         lines[i] = l[i];
@@ -139,7 +143,7 @@ static void test_bash(void **state)
 
     n = 0;
     expect_reply(out, l[n++], "run ");
-    expect_reply(out, l[n++], "elect leader metrics run status top unlock ");
+    expect_reply(out, l[n++], "barrier elect latch leader metrics run status top unlock ");
     expect_reply(out, l[n++], "--no-wait ");
     expect_reply(out, l[n++], "--interval --iterations ");
     expect_reply(out, l[n++], "redis-cluster:// redis-sentinel:// redis:// rediss:// ");
@@ -156,6 +160,11 @@ static void test_bash(void **state)
     /* after `--`: CMD */
     if (strstr(reply_for(out, l[n++]), "echo") == NULL)
         fail_msg("no command completed after '--':\n%s", out);
+    expect_reply(out, l[n++], "--permits ");
+    /* latch: its actions, then its options (no lock keys: a latch is not one) */
+    expect_reply(out, l[n++], "down get init wait ");
+    expect_reply(out, l[n++], "--help --ttl --wait ");
+    expect_reply(out, l[n++], "--help --wait ");
 }
 
 /* zsh: TAB completes the command and a key, then the line runs. */

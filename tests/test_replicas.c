@@ -70,19 +70,25 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* A loopback port free right now (bound, read, released). */
+/* A loopback port free right now (bound, read, released), at most 55535:
+ * a cluster node also listens on the port + 10000. */
 static int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof sa;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET,
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t len = sizeof sa;
+        int port = -1;
+        if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+            getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+            port = ntohs(sa.sin_port);
+        if (fd >= 0)
+            close(fd);
+        if (port > 0 && port <= 55535)
+            return port;
+    }
+    return -1;
 }
 
 /* ------------------------------------------------------- TLS-only servers */
@@ -150,7 +156,11 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
     if (!sentinel_conf) {
         char url[600];
         snprintf(url, sizeof url, "rediss://127.0.0.1:%d%s", s->port, cacert_q);
-        assert_true(dh_wait_until(opens, url, 15000));
+        if (!dh_wait_until(opens, url, 30000)) {
+            char out[4096], err[1024];
+            dh_proc_output(s->p, out, sizeof out, err, sizeof err);
+            fail_msg("TLS redis-server on port %d did not come up: %s %s", s->port, out, err);
+        }
     }
     return s;
 }

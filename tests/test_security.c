@@ -16,7 +16,7 @@ static dh_redis *srv;
 #define DLOCK_ACL                                                                                  \
     "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "                  \
     "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "                     \
-    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush "                           \
+    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush +wait +role "               \
     "+zadd +zrem +zrange +zrangebyscore +zcard +zscore +zpopmin +hset +hget +hdel +hincrby"
 
 static int group_setup(void **state)
@@ -28,7 +28,8 @@ static int group_setup(void **state)
 }
 
 /* Everything works for the limited user: mutex (with a waiter woken by
- * pub/sub), semaphore, read lock, multi-lock, inspection, scan, unlock. */
+ * pub/sub), semaphore, read lock, multi-lock, inspection, scan, unlock,
+ * latch, barrier, rate limiter. */
 static int scan_count(const dlock_key_state *st, void *arg)
 {
     (void)st;
@@ -64,6 +65,20 @@ static void test_acl_user_can_use_dlock(void **state)
     dh_assert_rc(dlock_release(m), 0);
     int removed;
     dh_assert_rc(dlock_force_unlock(&removed, b, "acl:mutex"), 0);
+    /* the primitives that hold nothing: latch (with a waiter woken through
+     * pub/sub), barrier, rate limiter, several permits */
+    int left;
+    dh_assert_rc(dlock_latch_init(a, "acl:latch", 1, 10000), 0);
+    dh_assert_rc(dlock_latch_wait(b, "acl:latch", 200, NULL), DLOCK_ETIMEDOUT);
+    dh_assert_rc(dlock_latch_count_down(&left, a, "acl:latch"), 0);
+    dh_assert_rc(dlock_latch_wait(b, "acl:latch", 0, NULL), 0);
+    dh_assert_rc(dlock_latch_get(&left, b, "acl:latch"), 0);
+    dh_assert_rc(dlock_barrier_wait(a, "acl:barrier", 1, 0, NULL), 0);
+    dh_assert_rc(dlock_barrier_wait(a, "acl:barrier", 2, 100, NULL), DLOCK_ETIMEDOUT);
+    dh_assert_rc(dlock_rate_acquire(a, "acl:rate", 1, 1000, 1, 0, NULL), 0);
+    dh_assert_rc(dlock_rate_acquire(b, "acl:rate", 1, 1000, 1, 0, NULL), DLOCK_EBUSY);
+    dh_assert_rc(dlock_sem_acquire_n(&s, a, "acl:sem", 3, 2, NULL), 0);
+    dh_assert_rc(dlock_release(s), 0);
     dlock_client_close(a);
     dlock_client_close(b);
 }

@@ -95,7 +95,9 @@ static void put_holder(FILE *f, const cli_busy *b, const dlock_key_state *s)
         return;
     }
     fprintf(f, ": held by %s", owner != NULL ? owner : "?");
-    if (h->slot >= 0)
+    if (h->slot >= 0 && h->permits > 1)
+        fprintf(f, " (slot %d, %d permits)", h->slot, h->permits);
+    else if (h->slot >= 0)
         fprintf(f, " (slot %d)", h->slot);
     else if (h->mode == DLOCK_READ)
         fputs(" (read)", f);
@@ -107,6 +109,15 @@ static void put_holder(FILE *f, const cli_busy *b, const dlock_key_state *s)
     if (b->shared && h->mode == DLOCK_READ && s->waiters > 0)
         fprintf(f, "; %" PRId64 " queued first", s->waiters);
     free(owner);
+}
+
+/* The permits the holders of a semaphore hold together. */
+static int permits_held(const dlock_key_state *s)
+{
+    int n = 0;
+    for (size_t i = 0; i < s->nholders; i++)
+        n += s->holders[i].permits;
+    return n;
 }
 
 /* The message without its "dlock: KEY: " start, in a new string (free()
@@ -125,6 +136,10 @@ static char *busy_message(const cli_busy *b, const busy_key *k)
     }
     if (b->leader)
         fputs("another process is the leader", f);
+    else if (b->kind == DLOCK_KIND_SEMAPHORE && b->permits > 1 && k->state != NULL)
+        fprintf(f, "%d permits wanted, %d of %d free", b->permits,
+                b->limit - permits_held(k->state) > 0 ? b->limit - permits_held(k->state) : 0,
+                b->limit);
     else if (b->kind == DLOCK_KIND_SEMAPHORE)
         fprintf(f, "all %d permits are in use", b->limit);
     else

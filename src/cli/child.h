@@ -28,7 +28,7 @@
 
 #include <dlock.h>
 
-#define CLI_CHILD_MAX_ENV 8
+#define CLI_CHILD_MAX_ENV 12
 
 typedef struct cli_child {
     sigset_t handled;   /* blocked and read from sfd */

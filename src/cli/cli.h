@@ -45,6 +45,7 @@
 enum {
     CLI_EX_OK = 0,
     CLI_EX_NOLEADER = 3,     /* `dlock leader`: there is no leader */
+    CLI_EX_NONE = 3,         /* the same for `dlock latch get`: no such latch */
     CLI_EX_USAGE = 64,       /* usage error or invalid argument */
     CLI_EX_UNAVAILABLE = 69, /* backend unreachable, quorum, authentication */
     CLI_EX_SOFTWARE = 70,    /* internal error or unexpected reply */
@@ -90,6 +91,10 @@ int cli_cmd_metrics(const cli_globals *g, int argc, char **argv);
 void cli_usage_metrics(FILE *out);
 int cli_cmd_top(const cli_globals *g, int argc, char **argv);
 void cli_usage_top(FILE *out);
+int cli_cmd_latch(const cli_globals *g, int argc, char **argv);
+void cli_usage_latch(FILE *out);
+int cli_cmd_barrier(const cli_globals *g, int argc, char **argv);
+void cli_usage_barrier(FILE *out);
 
 /* The engine of `dlock run` and `dlock elect` (run.c): parse argv as the
  * command `elect` (0: run, 1: elect) takes it, acquire, run CMD under the
@@ -142,6 +147,14 @@ int cli_opt_duration_range(int64_t *out, const cli_optstate *st, int64_t min_ms,
 
 /* cli_opt_duration_range() with no minimum and the general maximum. */
 int cli_opt_duration(int64_t *out, const cli_optstate *st);
+
+/* Parse the current option's value (st->arg) as a rate "N/D": N starts
+ * (1 to 1000000) per duration D (at least 1ms), e.g. "10/1s", "100/1m".
+ * Returns 0 with *count and *period_ms set, or prints a usage error in the
+ * CLI's terms and returns -1:
+ *   dlock run: --rate '0/1s': N must be from 1 to 1000000
+ *   dlock run: --rate '5/0s': the period must be at least 1ms */
+int cli_opt_rate(int *count, int64_t *period_ms, const cli_optstate *st);
 
 /* Check a user key before it reaches the library: not empty, at most
  * DLOCK_KEY_MAX bytes. Returns 0, or prints a usage error for `prog` and
@@ -218,6 +231,53 @@ void cli_text_cut(char *s, size_t max);
  * by "***@" (a URL may carry a password; output can be shared). */
 void cli_url_display(char *buf, size_t size, const char *url);
 
+/* ---------------------------------------------------------------- held.c */
+
+/* One hold of an outer `dlock run`, from DLOCK_HELD (see held.c). */
+typedef struct cli_held_entry {
+    long pid;  /* the dlock that holds it */
+    char kind; /* 'w' the mutex (run, several keys, elect), 'r' read, 's' permits */
+    uint64_t fence;
+    int slot;                       /* 's': the first slot, else -1 */
+    int permits;                    /* 's': permits held, else 1 */
+    int limit;                      /* 's': the semaphore's limit, else 0 */
+    const char *url, *prefix, *key; /* decoded */
+} cli_held_entry;
+
+/* The holds of the outer runs that are ancestors of this process. */
+typedef struct cli_held {
+    const char *inherited; /* DLOCK_HELD as inherited, or NULL */
+    char *text;            /* a decoded copy the entries point into */
+    cli_held_entry *v;
+    size_t n;
+} cli_held;
+
+/* Read DLOCK_HELD into *h, keeping the lines of outer runs that are
+ * ancestors of this process (malformed lines are reported unless quiet,
+ * and ignored). Returns 0 or an exit status (reported). Free with
+ * cli_held_free(), also after a failure. */
+int cli_held_load(cli_held *h, int quiet);
+void cli_held_free(cli_held *h);
+
+/* The outer hold that covers `key` for a run that wants `kind` ('w', 'r',
+ * or 's' with `limit` and `permits`) on deployment `url` (as displayed)
+ * with `prefix`, or NULL. */
+const cli_held_entry *cli_held_cover(const cli_held *h, const char *url, const char *prefix,
+                                     const char *key, char kind, int limit, int permits);
+
+/* Ask the server whether the acquisition of e still holds its key (the
+ * same fencing token). Returns 1 yes, 0 no, or a library error code. */
+int cli_held_still(dlock_client *client, const cli_held_entry *e);
+
+/* 1 while the dlock that holds e is still an ancestor of this process
+ * (alive, and we are still in its process tree); 0 once it is gone. */
+int cli_held_outer_alive(const cli_held_entry *e);
+
+/* `inherited` (may be NULL) with the lines of add[0..n) appended: the
+ * DLOCK_HELD for CMD. A new string (free() it), or NULL when out of
+ * memory. */
+char *cli_held_append(const char *inherited, const cli_held_entry *add, size_t n);
+
 /* ---------------------------------------------------------------- busy.c */
 
 /* A lock that `run` or `elect` did not get. */
@@ -226,6 +286,7 @@ typedef struct cli_busy {
     size_t nkeys;
     int kind;          /* DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE */
     int limit;         /* the semaphore's permits */
+    int permits;       /* permits wanted at once (--permits), 1 by default */
     int leader;        /* 1: a leadership (elect) */
     int shared;        /* 1: the read side (run --shared) */
     int64_t waited_ms; /* the wait that ran out; -1: busy at once (--no-wait) */

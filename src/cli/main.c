@@ -35,6 +35,9 @@ static const cli_command commands[] = {
     { "metrics", "lock state in Prometheus format; --listen serves it (exporter)", cli_cmd_metrics,
       cli_usage_metrics },
     { "top", "live terminal view of locks, holders, TTLs and queues", cli_cmd_top, cli_usage_top },
+    { "latch", "a countdown latch: init KEY N, down KEY, wait KEY", cli_cmd_latch,
+      cli_usage_latch },
+    { "barrier", "wait until N processes arrived at KEY", cli_cmd_barrier, cli_usage_barrier },
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -74,6 +77,10 @@ static const char usage_tail[] =
     "                             unix:///path/to/redis.sock[?db=N]\n"
     "                             redis-sentinel://h1:p1,h2:p2/MASTER[?db=N]\n"
     "                             redis-cluster://h1:p1[,h2:p2...]  (seed nodes)\n"
+    "                             rediss-sentinel://..., rediss-cluster://...  (TLS,\n"
+    "                             with the rediss:// parameters)\n"
+    "                           any URL takes ?replicas=N: replicas that must\n"
+    "                           acknowledge a grant (default 1 if the master has one)\n"
     "                           repeat -u, or separate URLs by commas, for Redlock\n"
     "                           over independent masters (a majority must agree)\n"
     "                           (default: $DLOCK_URL, else " DEFAULT_URL ";\n"
@@ -101,12 +108,14 @@ static const char usage_tail[] =
     "Exit status:\n"
     "  0        success ('dlock run'/'elect': CMD's own status, 128+N if signal N\n"
     "           ended it)\n"
-    "  3        leader: there is no leader\n"
+    "  3        leader: there is no leader; latch get: there is no latch\n"
     "  64       usage error or invalid argument\n"
     "  69       Redis unreachable, Redlock quorum not reached, authentication failed,\n"
     "           or the Redis user lacks a permission (ACL)\n"
     "  70       internal error or unexpected reply from Redis\n"
-    "  75       run/elect: lock not acquired (busy with --no-wait, or --wait ran out)\n"
+    "  75       run/elect: lock not acquired (busy with --no-wait, or --wait ran\n"
+    "           out); run --rate: over the rate; latch init: a live latch exists;\n"
+    "           latch wait, barrier: --wait ran out\n"
     "  79       run/elect: the lock was lost while CMD ran (CMD got SIGTERM/SIGKILL)\n"
     "  126/127  run/elect: CMD could not be run / was not found\n"
     "\n"
@@ -114,8 +123,9 @@ static const char usage_tail[] =
     "  DLOCK_URL, DLOCK_PREFIX, DLOCK_ID, DLOCK_PASSWORD  defaults, as above\n"
     "  (an empty DLOCK_PREFIX, DLOCK_ID or DLOCK_PASSWORD counts as unset)\n"
     "  CMD started by 'dlock run' or 'dlock elect' sees DLOCK_KEY and\n"
-    "  DLOCK_FENCING_TOKEN, DLOCK_KEYS and DLOCK_FENCING_TOKENS (all keys held), and\n"
-    "  with --limit DLOCK_SLOT.\n"
+    "  DLOCK_FENCING_TOKEN, DLOCK_KEYS and DLOCK_FENCING_TOKENS (all keys held),\n"
+    "  with --limit DLOCK_SLOT and DLOCK_PERMITS, and DLOCK_HELD (what is held: a\n"
+    "  nested 'dlock run' of the same key runs under it at once).\n"
     "\n"
     "Examples:\n"
     "  dlock run nightly-report -- ./report.sh          # one at a time, anywhere\n"
@@ -124,6 +134,9 @@ static const char usage_tail[] =
     "  dlock run --limit 3 api-quota -- ./call-api      # at most 3 at once\n"
     "  dlock run acct:1 acct:2 -- ./transfer 1 2        # both locks, or wait\n"
     "  dlock run --shared config -- ./read-config       # readers together\n"
+    "  dlock run --rate 10/1s api -- ./call-api         # at most 10 starts a second\n"
+    "  dlock latch init build 3; dlock latch wait build # wait for 3 'latch down'\n"
+    "  dlock barrier --wait 5m phase1 4                 # 4 processes meet\n"
     "  dlock elect scheduler -- ./scheduler             # one leader, the rest wait\n"
     "  dlock leader --watch scheduler                   # follow the leadership\n"
     "  dlock -u redis://redis.example:6379 status --json payment:42\n"
@@ -352,7 +365,7 @@ static int parse_globals(cli_globals *g, globals_parse *gp, int argc, char **arg
             break;
         case CLI_OPT_END:
             return cli_usage_error("dlock", "missing COMMAND (run, elect, leader, status, "
-                                            "unlock, metrics, top)");
+                                            "unlock, metrics, top, latch, barrier)");
         default:
             if ((ex = global_option(g, gp, &st, id)) >= 0)
                 return ex;

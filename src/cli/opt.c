@@ -183,6 +183,36 @@ int cli_opt_duration(int64_t *out, const cli_optstate *st)
     return cli_opt_duration_range(out, st, 0, 0);
 }
 
+/* See cli.h. The duration part goes through the one duration parser, so
+ * "--rate 100/1m30s" works like any duration. */
+int cli_opt_rate(int *count, int64_t *period_ms, const cli_optstate *st)
+{
+    const char *slash = strchr(st->arg, '/'), *why;
+    char num[32];
+    long n;
+
+    if (slash == NULL || slash == st->arg || (size_t)(slash - st->arg) >= sizeof num) {
+        cli_usage_error(st->prog, "%s '%s': expected N/D, starts per duration (e.g. 10/1s)",
+                        st->opt, st->arg);
+        return -1;
+    }
+    snprintf(num, sizeof num, "%.*s", (int)(slash - st->arg), st->arg);
+    if (cli_parse_long(&n, num, 1, 1000000) != 0) {
+        cli_usage_error(st->prog, "%s '%s': N must be from 1 to 1000000", st->opt, st->arg);
+        return -1;
+    }
+    if (cli_duration_parse(period_ms, slash + 1, &why) != 0) {
+        cli_usage_error(st->prog, "%s '%s': %s", st->opt, st->arg, why);
+        return -1;
+    }
+    if (*period_ms < 1) {
+        cli_usage_error(st->prog, "%s '%s': the period must be at least 1ms", st->opt, st->arg);
+        return -1;
+    }
+    *count = (int)n;
+    return 0;
+}
+
 /* See cli.h. The library refuses the same keys, but in its own words; this
  * check names KEY and the limit the way the help does. */
 int cli_check_key(const char *prog, const char *key)

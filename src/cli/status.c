@@ -15,9 +15,9 @@
  * given, every object with the same fields. The first fields are those of
  * the first version of this command, kept for scripts written against it
  * ("owner", "ttl_ms" and "fencing_token" are the first holder's, null when
- * the key is free); "kind" and "holders" (every holder) came later. Fencing
- * tokens are strings, as DESIGN.md asks, so tools that read numbers as
- * doubles cannot round them.
+ * the key is free); "kind" and "holders" (every holder) came later, then
+ * "limit" and each holder's "permits". Fencing tokens are strings, as
+ * DESIGN.md asks, so tools that read numbers as doubles cannot round them.
  */
 #include "cli.h"
 
@@ -39,20 +39,23 @@ static const char status_help[] =
     "\n"
     "Show, for each KEY, whether it is held and by whom, as the server sees it: the\n"
     "kind of lock (a mutex, also when taken by 'run --shared' readers or 'elect',\n"
-    "or the semaphore of 'run --limit'), each holder with its mode (write, read or\n"
-    "permit), semaphore slot, remaining TTL, fencing token and age, and how many\n"
-    "waiters are queued. A free key is not an error.\n"
+    "or the semaphore of 'run --limit', with its limit), each holder with its mode\n"
+    "(write, read or permit), semaphore slot and permits, remaining TTL, fencing\n"
+    "token and age, and how many waiters are queued. A free key is not an error.\n"
     "\n"
     "    payment:42  held  mutex  waiters 1\n"
     "      write  host-a:4242  ttl 29.1s  fencing token 17  age 3.2s\n"
+    "    gpu         held  semaphore  limit 4  waiters 0\n"
+    "      permit slot 0 permits 3  host-b:77  ttl 9.8s  fencing token 20  age 5.0s\n"
     "\n"
     "Options:\n"
     "      --json    print a JSON array, one object per KEY:\n"
     "                {\"key\": \"...\", \"state\": \"held\" or \"free\",\n"
     "                 \"owner\": \"...\", \"ttl_ms\": N, \"fencing_token\": \"N\",\n"
     "                 \"waiters\": N, \"kind\": \"mutex\" or \"semaphore\",\n"
+    "                 \"limit\": N (a semaphore's) or null,\n"
     "                 \"holders\": [{\"owner\": \"...\", \"mode\": \"write\", \"read\"\n"
-    "                   or \"permit\", \"slot\": N or null, \"ttl_ms\": N,\n"
+    "                   or \"permit\", \"slot\": N or null, \"permits\": N, \"ttl_ms\": N,\n"
     "                   \"fencing_token\": \"N\", \"age_ms\": N}, ...]}\n"
     "                (owner, ttl_ms and fencing_token are the first holder's, null\n"
     "                when free; fencing tokens are strings so no digit is lost)\n"
@@ -110,7 +113,10 @@ static void print_text(const char *const *keys, dlock_key_state *const *states, 
             fputc('\n', stdout);
             continue;
         }
-        printf("held  %s  waiters %" PRId64 "\n", cli_kind_name(s->kind), s->waiters);
+        printf("held  %s", cli_kind_name(s->kind));
+        if (s->kind == DLOCK_KIND_SEMAPHORE && s->limit > 0)
+            printf("  limit %d", s->limit);
+        printf("  waiters %" PRId64 "\n", s->waiters);
         for (h = 0; h < s->nholders; h++) {
             const dlock_holder *hd = &s->holders[h];
             char ttl[32], age[32];
@@ -120,6 +126,8 @@ static void print_text(const char *const *keys, dlock_key_state *const *states, 
             printf("  %s", cli_mode_name(hd->mode));
             if (hd->slot >= 0)
                 printf(" slot %d", hd->slot);
+            if (hd->mode == 0)
+                printf(" permits %d", hd->permits);
             fputs("  ", stdout);
             cli_put_text(stdout, hd->owner);
             printf("  ttl %s  fencing token %" PRIu64 "  age %s\n", ttl, hd->fencing_token, age);
@@ -137,8 +145,9 @@ static void print_json_holder(const dlock_holder *h)
         printf("%d", h->slot);
     else
         fputs("null", stdout);
-    printf(",\"ttl_ms\":%" PRId64 ",\"fencing_token\":\"%" PRIu64 "\",\"age_ms\":%" PRId64 "}",
-           h->ttl_ms, h->fencing_token, h->age_ms);
+    printf(",\"permits\":%d,\"ttl_ms\":%" PRId64 ",\"fencing_token\":\"%" PRIu64
+           "\",\"age_ms\":%" PRId64 "}",
+           h->permits, h->ttl_ms, h->fencing_token, h->age_ms);
 }
 
 /* The JSON array, one object per line. */
@@ -162,8 +171,13 @@ static void print_json(const char *const *keys, dlock_key_state *const *states, 
             fputs(",\"state\":\"free\",\"owner\":null,\"ttl_ms\":null,\"fencing_token\":null",
                   stdout);
         }
-        printf(",\"waiters\":%" PRId64 ",\"kind\":\"%s\",\"holders\":[", s->waiters,
+        printf(",\"waiters\":%" PRId64 ",\"kind\":\"%s\",\"limit\":", s->waiters,
                cli_kind_name(s->kind));
+        if (s->kind == DLOCK_KIND_SEMAPHORE && s->limit > 0)
+            printf("%d", s->limit);
+        else
+            fputs("null", stdout);
+        fputs(",\"holders\":[", stdout);
         for (h = 0; h < s->nholders; h++) {
             if (h > 0)
                 fputc(',', stdout);

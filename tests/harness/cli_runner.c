@@ -24,9 +24,10 @@ char dh_err[DH_CLI_OUT_MAX];
 /* The variables the tool reads as defaults, and those `dlock run` hands to
  * CMD (a test run from inside a dlock must not inherit them). */
 static const char *const cleared[] = {
-    "DLOCK_URL",  "DLOCK_PASSWORD",      "DLOCK_PREFIX",
-    "DLOCK_ID",   "DLOCK_KEY",           "DLOCK_KEYS",
-    "DLOCK_SLOT", "DLOCK_FENCING_TOKEN", "DLOCK_FENCING_TOKENS",
+    "DLOCK_URL",     "DLOCK_PASSWORD",      "DLOCK_PREFIX",
+    "DLOCK_ID",      "DLOCK_KEY",           "DLOCK_KEYS",
+    "DLOCK_SLOT",    "DLOCK_FENCING_TOKEN", "DLOCK_FENCING_TOKENS",
+    "DLOCK_PERMITS", "DLOCK_HELD",
 };
 
 #define N_CLEARED (sizeof cleared / sizeof cleared[0])

@@ -1,0 +1,366 @@
+/*
+ * test_barrier.c — the barrier (dlock_barrier_wait): parties released
+ * together and the barrier reused, a party that times out leaves, bad input
+ * and a parties conflict, waking without polling, cancel and close, and
+ * processes at a barrier, one of them killed with SIGKILL while waiting.
+ *
+ * Design. One private redis-server for the group. Threads (each with its
+ * own client) are the parties of the in-process tests and record their
+ * results for the main thread; processes (dh_fork, forked while this
+ * process has no threads and no client) are the parties of the SIGKILL
+ * test and report in shared memory. The server's view of the arrivals is
+ * read directly (ZCARD of the documented key dlock:{KEY}:barr). Every wait
+ * is bounded; figures are printed.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static dh_redis *srv;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    srv = dh_redis_start(NULL);
+    return srv ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    dh_redis_stop(srv);
+    srv = NULL;
+    dh_cleanup();
+    return 0;
+}
+
+static dlock_client *client(const char *tag)
+{
+    char owner[64];
+    dh_owner(owner, sizeof owner, tag);
+    dlock_client *c = dh_client(srv->url, owner);
+    assert_non_null(c);
+    return c;
+}
+
+/* Live arrivals of the barrier `key` as the server counts them. */
+static int64_t arrivals(const char *key)
+{
+    return dh_cmd_int(srv, 0, "ZCARD dlock:{%s}:barr", key);
+}
+
+struct arr_arg {
+    const char *key;
+    int64_t n;
+};
+
+static int arrivals_are(void *arg)
+{
+    struct arr_arg *a = arg;
+    return arrivals(a->key) == a->n;
+}
+
+static void wait_arrivals(const char *key, int64_t n, int timeout_ms)
+{
+    struct arr_arg a = { key, n };
+    if (!dh_wait_until(arrivals_are, &a, timeout_ms))
+        fail_msg("barrier %s never had %lld arrivals (it has %lld)", key, (long long)n,
+                 (long long)arrivals(key));
+}
+
+/* ---- a thread that waits at a barrier */
+
+typedef struct party {
+    pthread_t th;
+    dlock_client *c;
+    const char *key;
+    int parties;
+    int64_t wait_ms;
+    dlock_cancel *cancel;
+    atomic_int done;
+    int rc;
+    int64_t done_ms;
+    char msg[256];
+} party;
+
+static void *party_main(void *arg)
+{
+    party *p = arg;
+    p->rc = dlock_barrier_wait(p->c, p->key, p->parties, p->wait_ms, p->cancel);
+    snprintf(p->msg, sizeof p->msg, "%s", dlock_last_errmsg());
+    p->done_ms = dh_now_ms();
+    atomic_store(&p->done, 1);
+    return NULL;
+}
+
+static void party_start(party *p, dlock_client *c, const char *key, int parties, int64_t wait_ms)
+{
+    p->c = c;
+    p->key = key;
+    p->parties = parties;
+    p->wait_ms = wait_ms;
+    atomic_store(&p->done, 0);
+    assert_int_equal(pthread_create(&p->th, NULL, party_main, p), 0);
+}
+
+static int party_done(void *arg)
+{
+    return atomic_load(&((party *)arg)->done);
+}
+
+static void party_join(party *p, int want)
+{
+    if (!dh_wait_until(party_done, p, 15000))
+        fail_msg("a barrier party did not return");
+    pthread_join(p->th, NULL);
+    if (p->rc != want)
+        fail_msg("barrier wait: got %d (%s), want %d; %s", p->rc, dlock_strerror(p->rc), want,
+                 p->msg);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* Three parties go on together, three times over the same key (the
+ * generations), and nothing waits in between. */
+static void test_trip_and_reuse(void **state)
+{
+    (void)state;
+    enum { N = 3 };
+    dlock_client *cs[N];
+    for (int i = 0; i < N; i++)
+        cs[i] = client("trip");
+    for (int round = 0; round < 3; round++) {
+        party ps[N];
+        memset(ps, 0, sizeof ps);
+        for (int i = 0; i < N - 1; i++)
+            party_start(&ps[i], cs[i], "b:trip", N, 10000);
+        wait_arrivals("b:trip", N - 1, 5000);
+        for (int i = 0; i < N - 1; i++)
+            assert_int_equal(atomic_load(&ps[i].done), 0);
+        int64_t t0 = dh_now_ms();
+        party_start(&ps[N - 1], cs[N - 1], "b:trip", N, 10000);
+        for (int i = 0; i < N; i++)
+            party_join(&ps[i], 0);
+        int64_t last = 0;
+        for (int i = 0; i < N; i++)
+            if (ps[i].done_ms - t0 > last)
+                last = ps[i].done_ms - t0;
+        print_message("round %d: all %d parties out %lld ms after the last arrived\n", round, N,
+                      (long long)last);
+        assert_int_equal(arrivals("b:trip"), 0);
+    }
+    /* one party is a barrier of one */
+    dh_assert_rc(dlock_barrier_wait(cs[0], "b:one", 1, 0, NULL), 0);
+    for (int i = 0; i < N; i++)
+        dlock_client_close(cs[i]);
+}
+
+/* A party whose wait runs out leaves: it counts neither then nor later. */
+static void test_timeout_leaves(void **state)
+{
+    (void)state;
+    dlock_client *a = client("to-a"), *b = client("to-b");
+    int64_t t0 = dh_now_ms();
+    dh_assert_rc(dlock_barrier_wait(a, "b:to", 2, 300, NULL), DLOCK_ETIMEDOUT);
+    int64_t took = dh_now_ms() - t0;
+    assert_non_null(strstr(dlock_last_errmsg(), "1 of 2 parties arrived"));
+    assert_true(took >= 300 && took < 3000);
+    assert_int_equal(arrivals("b:to"), 0);
+    /* the next party does not meet the one that left */
+    dh_assert_rc(dlock_barrier_wait(b, "b:to", 2, 0, NULL), DLOCK_ETIMEDOUT);
+    assert_int_equal(arrivals("b:to"), 0);
+    dlock_client_close(a);
+    dlock_client_close(b);
+}
+
+/* Bad input and a parties conflict are DLOCK_EINVAL with a message. */
+static void test_bad_input(void **state)
+{
+    (void)state;
+    dlock_client *a = client("bad-a"), *b = client("bad-b");
+    dh_assert_rc(dlock_barrier_wait(a, "b:bad", 0, 0, NULL), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "parties must be from 1"));
+    dh_assert_rc(dlock_barrier_wait(a, "b:bad", -2, 0, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_barrier_wait(a, "b:bad", 100001, 0, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_barrier_wait(a, "b:bad", 2, -7, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_barrier_wait(a, "", 2, 0, NULL), DLOCK_EINVAL);
+    dh_assert_rc(dlock_barrier_wait(NULL, "b:bad", 2, 0, NULL), DLOCK_EINVAL);
+    party p = { 0 };
+    party_start(&p, a, "b:bad", 3, 10000);
+    wait_arrivals("b:bad", 1, 5000);
+    dh_assert_rc(dlock_barrier_wait(b, "b:bad", 2, 0, NULL), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "waiting for 2 parties"));
+    assert_non_null(strstr(dlock_last_errmsg(), "expect 3"));
+    assert_int_equal(arrivals("b:bad"), 1); /* the refused one was not counted */
+    dlock_client_close(b);
+    dlock_client_close(a); /* ends the waiting party */
+    party_join(&p, DLOCK_ECLOSED);
+}
+
+/* A waiting party sends only its refresh (one a second) and leaves at the
+ * trip, woken by it. */
+static void test_wakeup_without_polling(void **state)
+{
+    (void)state;
+    dlock_client *a = client("np-a"), *b = client("np-b");
+    party p = { 0 };
+    party_start(&p, a, "b:np", 2, 20000);
+    wait_arrivals("b:np", 1, 5000);
+    uint64_t r0 = dh_round_trips(a);
+    assert_false(dh_wait_until(party_done, &p, 2000));
+    uint64_t r1 = dh_round_trips(a);
+    int64_t t0 = dh_now_ms();
+    dh_assert_rc(dlock_barrier_wait(b, "b:np", 2, 1000, NULL), 0);
+    party_join(&p, 0);
+    uint64_t r2 = dh_round_trips(a);
+    print_message("barrier party: %llu round trips in 2 s of waiting (refresh every 1 s), %llu "
+                  "to leave; out %lld ms after the trip\n",
+                  (unsigned long long)(r1 - r0), (unsigned long long)(r2 - r1),
+                  (long long)(p.done_ms - t0));
+    assert_true(r1 - r0 <= 3); /* a polling party would show dozens */
+    assert_true(r2 - r1 <= 2);
+    assert_true(p.done_ms - t0 < 2000);
+    dlock_client_close(a);
+    dlock_client_close(b);
+}
+
+/* Cancel ends a wait with DLOCK_ECANCELED, and the party leaves. */
+static void test_cancel(void **state)
+{
+    (void)state;
+    dlock_client *a = client("cc");
+    dlock_cancel *cancel;
+    dh_assert_rc(dlock_cancel_new(&cancel), 0);
+    party p = { 0 };
+    p.cancel = cancel;
+    party_start(&p, a, "b:cc", 2, DLOCK_WAIT_FOREVER);
+    wait_arrivals("b:cc", 1, 5000);
+    dlock_cancel_trigger(cancel);
+    party_join(&p, DLOCK_ECANCELED);
+    assert_int_equal(arrivals("b:cc"), 0);
+    dlock_cancel_free(cancel);
+    dlock_client_close(a);
+}
+
+/* ---- processes */
+
+enum { P_IDLE, P_WAITING, P_DONE };
+
+typedef struct pslot {
+    atomic_int state;
+    int rc;
+    char msg[200];
+} pslot;
+
+/* A process that, when its pipe says so, waits at the barrier. */
+static pid_t spawn(pslot *s, const char *key, int parties, int *ctl)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = dh_fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[1]);
+        char b;
+        if (read(fds[0], &b, 1) != 1)
+            _exit(1);
+        dlock_client *c = dh_client(srv->url, "barrier-party");
+        if (!c)
+            _exit(2);
+        atomic_store(&s->state, P_WAITING);
+        s->rc = dlock_barrier_wait(c, key, parties, 20000, NULL);
+        snprintf(s->msg, sizeof s->msg, "%s", dlock_last_errmsg());
+        dlock_client_close(c);
+        atomic_store(&s->state, P_DONE);
+        _exit(0);
+    }
+    close(fds[0]);
+    *ctl = fds[1];
+    return pid;
+}
+
+static int slot_done(void *arg)
+{
+    return atomic_load(&((pslot *)arg)->state) == P_DONE;
+}
+
+/* Parties of 3: two arrive, one of them is killed with SIGKILL. Its
+ * arrival stops counting within its life (3 s), so the next arrival does
+ * not trip the barrier with a dead party; the one after it does, and the
+ * three live parties go on. */
+static void test_party_killed(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    pslot *s =
+        mmap(NULL, sizeof(pslot) * N, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(s != MAP_FAILED);
+    memset(s, 0, sizeof(pslot) * N);
+    int ctl[N];
+    pid_t pid[N];
+    for (int i = 0; i < N; i++)
+        pid[i] = spawn(&s[i], "b:kill", 3, &ctl[i]);
+    assert_int_equal(write(ctl[0], "g", 1), 1);
+    assert_int_equal(write(ctl[1], "g", 1), 1);
+    wait_arrivals("b:kill", 2, 10000);
+    int st;
+    int64_t t0 = dh_now_ms();
+    kill(pid[1], SIGKILL);
+    assert_int_equal(dh_waitpid(pid[1], &st, 5000), 1);
+    wait_arrivals("b:kill", 1, 10000); /* the dead arrival expired */
+    int64_t gone = dh_now_ms() - t0;
+    assert_int_equal(write(ctl[2], "g", 1), 1);
+    wait_arrivals("b:kill", 2, 10000);
+    assert_false(dh_wait_until(slot_done, &s[0], 500)); /* two live of three: no trip */
+    assert_int_equal(atomic_load(&s[2].state), P_WAITING);
+    assert_int_equal(write(ctl[3], "g", 1), 1);
+    for (int i = 0; i < N; i++) {
+        if (i == 1)
+            continue;
+        if (!dh_wait_until(slot_done, &s[i], 10000))
+            fail_msg("party %d did not pass", i);
+        if (s[i].rc != 0)
+            fail_msg("party %d: %d (%s) %s", i, s[i].rc, dlock_strerror(s[i].rc), s[i].msg);
+    }
+    print_message("a party killed with SIGKILL stopped counting after %lld ms (its life: 3 s)\n",
+                  (long long)gone);
+    assert_true(gone <= 6000);
+    for (int i = 0; i < N; i++)
+        close(ctl[i]);
+    munmap(s, sizeof(pslot) * N);
+}
+
+/* Redlock: refused. */
+static void test_redlock_refused(void **state)
+{
+    (void)state;
+    dh_redis *b = dh_redis_start(NULL), *d = dh_redis_start(NULL);
+    assert_non_null(b);
+    assert_non_null(d);
+    char url[256];
+    snprintf(url, sizeof url, "%s,%s,%s", srv->url, b->url, d->url);
+    dlock_client *c = dh_client(url, "redlock");
+    assert_non_null(c);
+    dh_assert_rc(dlock_barrier_wait(c, "b:rl", 2, 0, NULL), DLOCK_EINVAL);
+    assert_non_null(strstr(dlock_last_errmsg(), "not available on Redlock"));
+    dlock_client_close(c);
+    dh_redis_stop(b);
+    dh_redis_stop(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        dh_unit_test(test_party_killed),           cmocka_unit_test(test_trip_and_reuse),
+        dh_unit_test(test_timeout_leaves),         cmocka_unit_test(test_bad_input),
+        dh_unit_test(test_wakeup_without_polling), cmocka_unit_test(test_cancel),
+        dh_unit_test(test_redlock_refused),
+    };
+    return cmocka_run_group_tests_name("barrier", tests, group_setup, group_teardown);
+}
