@@ -71,14 +71,15 @@ DLOCK_API const char *dlock_version(void);
 /* Error codes. Append only; never renumber. */
 enum {
     DLOCK_OK = 0,
-    DLOCK_EINVAL = -1,     /* invalid argument (message in dlock_last_errmsg) */
-    DLOCK_ENOMEM = -2,     /* out of memory */
-    DLOCK_EBUSY = -3,      /* held by someone else (try-lock) */
-    DLOCK_ETIMEDOUT = -4,  /* waited the whole wait budget */
-    DLOCK_ENOTHELD = -5,   /* this handle no longer holds the lock */
-    DLOCK_ECONN = -6,      /* backend unreachable / connection failed */
-    DLOCK_EQUORUM = -7,    /* Redlock majority not reached, or too few replicas
-                              acknowledged a grant (dlock_client_opts.min_replicas) */
+    DLOCK_EINVAL = -1,    /* invalid argument (message in dlock_last_errmsg) */
+    DLOCK_ENOMEM = -2,    /* out of memory */
+    DLOCK_EBUSY = -3,     /* held by someone else (try-lock) */
+    DLOCK_ETIMEDOUT = -4, /* waited the whole wait budget */
+    DLOCK_ENOTHELD = -5,  /* this handle no longer holds the lock */
+    DLOCK_ECONN = -6,     /* backend unreachable / connection failed */
+    /* Redlock majority not reached, or too few replicas acknowledged a grant
+     * (dlock_client_opts.min_replicas) */
+    DLOCK_EQUORUM = -7,
     DLOCK_EAUTH = -8,      /* authentication failed */
     DLOCK_EPROTO = -9,     /* unexpected reply from the server */
     DLOCK_ECLOSED = -10,   /* the client was closed while waiting */
@@ -114,27 +115,28 @@ typedef void (*dlock_log_fn)(int level, const char *msg, void *arg);
 #define DLOCK_CLIENT_OPTS_VERSION 2
 
 typedef struct dlock_client_opts {
-    unsigned version;          /* DLOCK_CLIENT_OPTS_VERSION */
-    int connect_timeout_ms;    /* > 0; default 2000 */
-    int command_timeout_ms;    /* > 0; default 2000: one round trip */
-    const char *prefix;        /* key prefix; NULL = "dlock:". No braces. */
-    const char *owner_id;      /* shown by status; NULL = "hostname:pid" */
-    const char *username;      /* ACL user; NULL = from the URL */
-    const char *password;      /* NULL = from the URL */
-    dlock_log_fn log_fn;       /* optional: see dlock_log_fn */
+    unsigned version;       /* DLOCK_CLIENT_OPTS_VERSION */
+    int connect_timeout_ms; /* > 0; default 2000 */
+    int command_timeout_ms; /* > 0; default 2000: one round trip */
+    const char *prefix;     /* key prefix; NULL = "dlock:". No braces. */
+    const char *owner_id;   /* shown by status; NULL = "hostname:pid" */
+    const char *username;   /* ACL user; NULL = from the URL */
+    const char *password;   /* NULL = from the URL */
+    dlock_log_fn log_fn;    /* optional: see dlock_log_fn */
     void *log_arg;
     int log_level;             /* most verbose level passed on; default WARN */
     int metrics_by_key_prefix; /* 1: label metrics by key prefix (bounded) */
     /* version 2 */
-    int min_replicas;          /* replicas of the master that must acknowledge
-                                  (Redis WAIT) a grant or a renewal before it
-                                  counts: -1 (default) = the URL's ?replicas=N,
-                                  else 1 when the master has a connected
-                                  replica, else 0. At most 100. */
+    /* replicas of the master that must acknowledge (Redis WAIT) a grant or a
+     * renewal before it counts: -1 (default) = the URL's ?replicas=N, else 1
+     * when the master has a connected replica, else 0. At most 100. */
+    int min_replicas;
 } dlock_client_opts;
 
+/* clang-format off */
 #define DLOCK_CLIENT_OPTS_INIT \
     { DLOCK_CLIENT_OPTS_VERSION, 2000, 2000, NULL, NULL, NULL, NULL, NULL, NULL, DLOCK_LOG_WARN, 0, -1 }
+/* clang-format on */
 
 /* Open a client for the Redis deployment named by `url`:
  *   redis://[user:pass@]host[:port][/db]     (IPv6: redis://[::1]:6379)
@@ -154,8 +156,7 @@ typedef struct dlock_client_opts {
  * than a majority reachable; the message names each failure), DLOCK_EINVAL
  * (bad URL or option), DLOCK_ENOMEM. Broken connections are re-established
  * on demand later. *out is the new client, or NULL on failure. */
-DLOCK_API int dlock_client_open(dlock_client **out, const char *url,
-                                const dlock_client_opts *opts);
+DLOCK_API int dlock_client_open(dlock_client **out, const char *url, const dlock_client_opts *opts);
 
 /* Release every lock still held through this client (stopping their
  * renewal), wake threads blocked in an acquire on it (they return
@@ -174,7 +175,7 @@ typedef struct dlock_cancel dlock_cancel;
  * promptly. A triggered token stays triggered. */
 DLOCK_API int dlock_cancel_new(dlock_cancel **out);
 DLOCK_API void dlock_cancel_trigger(dlock_cancel *cancel); /* any thread */
-DLOCK_API void dlock_cancel_free(dlock_cancel *cancel);   /* NULL ok */
+DLOCK_API void dlock_cancel_free(dlock_cancel *cancel);    /* NULL ok */
 
 /* ------------------------------------------------------------------ locks */
 
@@ -190,30 +191,31 @@ typedef void (*dlock_lost_fn)(dlock_lock *lock, void *arg);
 #define DLOCK_LOCK_OPTS_VERSION 2
 
 typedef struct dlock_lock_opts {
-    unsigned version;       /* DLOCK_LOCK_OPTS_VERSION */
-    int64_t ttl_ms;         /* > 0; default 30000 */
-    int64_t wait_ms;        /* 0 = one attempt; DLOCK_WAIT_FOREVER (default) */
-    int auto_renew;         /* default 1: the watchdog keeps the lock alive */
-    double renew_fraction;  /* in (0,1): renew after this part of the TTL
-                               has passed; default 1/3 */
-    dlock_lost_fn on_lost;  /* optional */
+    unsigned version; /* DLOCK_LOCK_OPTS_VERSION */
+    int64_t ttl_ms;   /* > 0; default 30000 */
+    int64_t wait_ms;  /* 0 = one attempt; DLOCK_WAIT_FOREVER (default) */
+    int auto_renew;   /* default 1: the watchdog keeps the lock alive */
+    /* in (0,1): renew after this part of the TTL has passed; default 1/3 */
+    double renew_fraction;
+    dlock_lost_fn on_lost; /* optional */
     void *on_lost_arg;
-    dlock_cancel *cancel;   /* optional cancel token for the wait */
-    int fair;               /* default 1: first come, first served; a release
-                               hands the lock to the longest waiter. 0: any
-                               contender may take a free lock (barging). */
+    dlock_cancel *cancel; /* optional cancel token for the wait */
+    /* default 1: first come, first served; a release hands the lock to the
+     * longest waiter. 0: any contender may take a free lock (barging). */
+    int fair;
     /* version 2 */
-    int reentrant;          /* default 0. 1: the thread that holds a key through
-                               this client (a reentrant hold of the same mode)
-                               gets it again at once: the same handle, with a
-                               hold count; each dlock_release() drops one hold
-                               and the last one gives the lock back. For
-                               dlock_acquire, dlock_try_acquire, dlock_rw_acquire
-                               and dlock_campaign. */
+    /* default 0. 1: the thread that holds a key through this client (a
+     * reentrant hold of the same mode) gets it again at once: the same handle,
+     * with a hold count; each dlock_release() drops one hold and the last one
+     * gives the lock back. For dlock_acquire, dlock_try_acquire,
+     * dlock_rw_acquire and dlock_campaign. */
+    int reentrant;
 } dlock_lock_opts;
 
+/* clang-format off */
 #define DLOCK_LOCK_OPTS_INIT \
     { DLOCK_LOCK_OPTS_VERSION, 30000, DLOCK_WAIT_FOREVER, 1, 1.0 / 3, NULL, NULL, NULL, 1, 0 }
+/* clang-format on */
 
 /* Acquire the mutex `key`, waiting up to opts->wait_ms for it.
  * On success *out is the held lock; release it with dlock_release().
@@ -223,13 +225,13 @@ typedef struct dlock_lock_opts {
  * longer than DLOCK_KEY_MAX, ttl_ms <= 0, wait_ms < 0 other than
  * DLOCK_WAIT_FOREVER, renew_fraction outside (0,1)), DLOCK_ENOMEM.
  * Every acquisition carries a fencing token (dlock_lock_fencing_token). */
-DLOCK_API int dlock_acquire(dlock_lock **out, dlock_client *client,
-                            const char *key, const dlock_lock_opts *opts);
+DLOCK_API int dlock_acquire(dlock_lock **out, dlock_client *client, const char *key,
+                            const dlock_lock_opts *opts);
 
 /* dlock_acquire() with one attempt only, whatever opts->wait_ms says:
  * DLOCK_EBUSY when someone else holds the key. */
-DLOCK_API int dlock_try_acquire(dlock_lock **out, dlock_client *client,
-                                const char *key, const dlock_lock_opts *opts);
+DLOCK_API int dlock_try_acquire(dlock_lock **out, dlock_client *client, const char *key,
+                                const dlock_lock_opts *opts);
 
 /* Release the lock and free the handle (always, whatever the result; NULL is
  * a no-op returning 0) — except a reentrant hold taken more than once: then
@@ -270,23 +272,21 @@ DLOCK_API const char *dlock_lock_key(const dlock_lock *lock);
 /* ------------------------------------------------------------- inspection */
 
 typedef struct dlock_info {
-    int held;                  /* 0: free (other fields zero) */
-    char owner[256];           /* holder's owner id */
-    int64_t ttl_ms;            /* server-side remaining TTL */
-    uint64_t fencing_token;    /* the holder's fencing token */
-    int64_t waiters;           /* waiters queued for the key */
+    int held;               /* 0: free (other fields zero) */
+    char owner[256];        /* holder's owner id */
+    int64_t ttl_ms;         /* server-side remaining TTL */
+    uint64_t fencing_token; /* the holder's fencing token */
+    int64_t waiters;        /* waiters queued for the key */
 } dlock_info;
 
 /* Who holds `key` now, as the server sees it. One round trip. */
-DLOCK_API int dlock_inspect(dlock_info *out, dlock_client *client,
-                            const char *key);
+DLOCK_API int dlock_inspect(dlock_info *out, dlock_client *client, const char *key);
 
 /* Operator's tool: delete the lock on `key` whoever holds it. The holder
  * finds out at its next renewal (DLOCK_ENOTHELD / lost). The fencing state
  * is kept, so the next holder still gets a larger token. Sets *out_removed
  * to 1 if a lock was removed, 0 if the key was free. */
-DLOCK_API int dlock_force_unlock(int *out_removed, dlock_client *client,
-                                 const char *key);
+DLOCK_API int dlock_force_unlock(int *out_removed, dlock_client *client, const char *key);
 
 /* Everything about one key as the server sees it: its holders (one for a
  * mutex or writer; several readers; or semaphore permits) and its waiters. */
@@ -294,22 +294,23 @@ enum { DLOCK_KIND_ANY = 0, DLOCK_KIND_MUTEX = 1, DLOCK_KIND_SEMAPHORE = 2 };
 
 typedef struct dlock_holder {
     char owner[256];
-    int mode;               /* DLOCK_WRITE (mutex, writer, leader), DLOCK_READ,
-                               or 0 for a semaphore permit */
-    int slot;               /* semaphore slot, else -1 */
-    int64_t ttl_ms;         /* server-side remaining TTL */
+    /* DLOCK_WRITE (mutex, writer, leader), DLOCK_READ, or 0 for a semaphore
+     * permit */
+    int mode;
+    int slot;       /* semaphore slot, else -1 */
+    int64_t ttl_ms; /* server-side remaining TTL */
     uint64_t fencing_token;
-    int64_t age_ms;         /* since it was granted (server clock) */
-    int permits;            /* semaphore permits it holds (1 otherwise) */
+    int64_t age_ms; /* since it was granted (server clock) */
+    int permits;    /* semaphore permits it holds (1 otherwise) */
 } dlock_holder;
 
 typedef struct dlock_key_state {
     char key[DLOCK_KEY_MAX + 1];
-    int kind;               /* DLOCK_KIND_MUTEX (incl. read-write) or _SEMAPHORE */
-    size_t nholders;        /* 0: free */
-    dlock_holder *holders;  /* nholders entries, owned by the struct */
-    int64_t waiters;        /* queued waiters (entries not yet expired or cleaned) */
-    int limit;              /* semaphore: the limit its holders use; 0 otherwise */
+    int kind;              /* DLOCK_KIND_MUTEX (incl. read-write) or _SEMAPHORE */
+    size_t nholders;       /* 0: free */
+    dlock_holder *holders; /* nholders entries, owned by the struct */
+    int64_t waiters;       /* queued waiters (entries not yet expired or cleaned) */
+    int limit;             /* semaphore: the limit its holders use; 0 otherwise */
 } dlock_key_state;
 
 /* The state of `key`: kind DLOCK_KIND_MUTEX or DLOCK_KIND_SEMAPHORE, or
@@ -343,8 +344,8 @@ DLOCK_API int dlock_scan(dlock_client *client, const char *pattern,
  * applies. Slots are handed out smallest first, in O(log N) server time.
  * A semaphore key is separate from a mutex of the same name.
  * Errors as dlock_acquire(), plus DLOCK_EINVAL for limit < 1 or > 100000. */
-DLOCK_API int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key,
-                                int limit, const dlock_lock_opts *opts);
+DLOCK_API int dlock_sem_acquire(dlock_lock **out, dlock_client *client, const char *key, int limit,
+                                const dlock_lock_opts *opts);
 
 /* Take `permits` of the `limit` permits of semaphore `key` at once, all or
  * none (1 <= permits <= limit). Waiting is FIFO by request: a large request
@@ -381,9 +382,8 @@ DLOCK_API int dlock_lock_permits(const dlock_lock *lock);
  * {hash tag}, e.g. "acct:{u42}:from" / "acct:{u42}:to"; otherwise
  * DLOCK_EINVAL. Errors as dlock_acquire(), plus DLOCK_EINVAL for n == 0,
  * n > DLOCK_MULTI_MAX, or an invalid key. */
-DLOCK_API int dlock_acquire_all(dlock_lock **out, dlock_client *client,
-                                const char *const *keys, size_t n,
-                                const dlock_lock_opts *opts);
+DLOCK_API int dlock_acquire_all(dlock_lock **out, dlock_client *client, const char *const *keys,
+                                size_t n, const dlock_lock_opts *opts);
 
 /* Number of keys a handle holds (1 except for dlock_acquire_all), and the
  * i-th key and fencing token (NULL / 0 when i is out of range). */
@@ -401,8 +401,8 @@ enum { DLOCK_READ = 1, DLOCK_WRITE = 2 };
  * reader does not overtake a writer queued before it, so a stream of readers
  * cannot starve writers; consecutive queued readers are admitted together.
  * Each reader gets its own fencing token. */
-DLOCK_API int dlock_rw_acquire(dlock_lock **out, dlock_client *client, const char *key,
-                               int mode, const dlock_lock_opts *opts);
+DLOCK_API int dlock_rw_acquire(dlock_lock **out, dlock_client *client, const char *key, int mode,
+                               const dlock_lock_opts *opts);
 
 /* Turn a held write lock into a read lock, atomically: no writer can come in
  * between, and readers queued behind this writer (up to the first queued
@@ -459,8 +459,7 @@ DLOCK_API int dlock_leader_wait(dlock_info *out, dlock_client *client, const cha
  * not returned yet still return 0). Returns 0, DLOCK_EBUSY, DLOCK_EINVAL
  * (count < 1, ttl_ms out of range, a bad key, Redlock), or a transport
  * error. */
-DLOCK_API int dlock_latch_init(dlock_client *client, const char *key, int count,
-                               int64_t ttl_ms);
+DLOCK_API int dlock_latch_init(dlock_client *client, const char *key, int count, int64_t ttl_ms);
 
 /* Count the latch `key` down by one; *out_remaining (may be NULL) is the
  * count left after it (0: this call opened the latch and woke its
@@ -552,8 +551,7 @@ DLOCK_API int dlock_rate_acquire(dlock_client *client, const char *key, int coun
 /* printf-style key template: dlock_keyf(buf, sizeof buf, "payment:%s", id).
  * Returns 0, or DLOCK_EINVAL if the result is empty, does not fit in `size`
  * bytes (with its NUL), or is longer than DLOCK_KEY_MAX. */
-DLOCK_API int dlock_keyf(char *buf, size_t size, const char *fmt, ...)
-    DLOCK_PRINTF(3, 4);
+DLOCK_API int dlock_keyf(char *buf, size_t size, const char *fmt, ...) DLOCK_PRINTF(3, 4);
 
 /* The critical section as a function: acquire `key`, call fn(lock, arg),
  * release, also when fn fails. Returns the acquire error if the lock was not
@@ -561,8 +559,8 @@ DLOCK_API int dlock_keyf(char *buf, size_t size, const char *fmt, ...)
  * returned 0 and the lock turned out not to have been held to the end:
  * then DLOCK_ENOTHELD. */
 typedef int (*dlock_fn)(dlock_lock *lock, void *arg);
-DLOCK_API int dlock_with(dlock_client *client, const char *key,
-                         const dlock_lock_opts *opts, dlock_fn fn, void *arg);
+DLOCK_API int dlock_with(dlock_client *client, const char *key, const dlock_lock_opts *opts,
+                         dlock_fn fn, void *arg);
 
 /* ------------------------------------------------------------- statistics */
 
@@ -579,12 +577,12 @@ typedef struct dlock_histogram {
 #define DLOCK_STATS_VERSION 2
 
 typedef struct dlock_client_stats {
-    unsigned version;          /* set by dlock_stats() */
-    uint64_t round_trips;      /* request/reply exchanges with Redis */
-    uint64_t commands;         /* commands sent (a pipeline counts each) */
-    uint64_t connects;         /* connections opened */
-    uint64_t errors;           /* transport or protocol errors */
-    uint64_t acquired;         /* acquisitions by result */
+    unsigned version;     /* set by dlock_stats() */
+    uint64_t round_trips; /* request/reply exchanges with Redis */
+    uint64_t commands;    /* commands sent (a pipeline counts each) */
+    uint64_t connects;    /* connections opened */
+    uint64_t errors;      /* transport or protocol errors */
+    uint64_t acquired;    /* acquisitions by result */
     uint64_t busy;
     uint64_t timeouts;
     uint64_t acquire_errors;   /* any other failure (connection, cancel, ...) */
@@ -594,16 +592,18 @@ typedef struct dlock_client_stats {
     uint64_t released;         /* releases by result: freed */
     uint64_t release_not_held; /*   it was no longer ours */
     uint64_t release_errors;   /*   could not reach the server */
-    int64_t held_now;          /* locks held now (released, lost and expired
-                                  ones excluded; computed at the snapshot) */
-    dlock_histogram wait;      /* time to acquire, successful acquisitions */
-    dlock_histogram hold;      /* time from acquisition to release */
+    /* locks held now (released, lost and expired ones excluded; computed at the
+     * snapshot) */
+    int64_t held_now;
+    dlock_histogram wait; /* time to acquire, successful acquisitions */
+    dlock_histogram hold; /* time from acquisition to release */
     /* version 2 */
-    uint64_t attempts;         /* acquire round trips (each grant or busy answer):
-                                  a waiter makes one when it starts and one per
-                                  wake-up, never on a timer */
-    uint64_t keepalives;       /* waiters kept in line by the watchdog's rounds
-                                  (one per waiting handle per round, batched) */
+    /* acquire round trips (each grant or busy answer): a waiter makes one when
+     * it starts and one per wake-up, never on a timer */
+    uint64_t attempts;
+    /* waiters kept in line by the watchdog's rounds (one per waiting handle per
+     * round, batched) */
+    uint64_t keepalives;
 } dlock_client_stats;
 
 /* A snapshot of the client's counters (atomics: cheap to update, so always

@@ -44,8 +44,10 @@ int dlock__acquire_check(dlock_lock **out, dlock_client *client, dlock_lock_opts
     if (!o)
         o = &defaults;
     if (o->version < 1 || o->version > DLOCK_LOCK_OPTS_VERSION)
-        return dlock__err(DLOCK_EINVAL, "dlock_lock_opts.version %u is not supported "
-                          "(initialise with DLOCK_LOCK_OPTS_INIT)", o->version);
+        return dlock__err(DLOCK_EINVAL,
+                          "dlock_lock_opts.version %u is not supported "
+                          "(initialise with DLOCK_LOCK_OPTS_INIT)",
+                          o->version);
     if (o->version == 1) { /* an older caller's struct ends before `reentrant` */
         dlock_lock_opts v1 = DLOCK_LOCK_OPTS_INIT;
         memcpy(&v1, o, offsetof(dlock_lock_opts, reentrant));
@@ -54,7 +56,8 @@ int dlock__acquire_check(dlock_lock **out, dlock_client *client, dlock_lock_opts
         o = &defaults;
     }
     if (o->ttl_ms < DLOCK__TTL_MIN_MS)
-        return dlock__err(DLOCK_EINVAL, "ttl_ms must be at least %d ms (got %lld): the clock "
+        return dlock__err(DLOCK_EINVAL,
+                          "ttl_ms must be at least %d ms (got %lld): the clock "
                           "drift allowance (1%% + 2 ms) would leave no validity",
                           DLOCK__TTL_MIN_MS, (long long)o->ttl_ms);
     if (o->ttl_ms > (int64_t)1 << 40)
@@ -107,10 +110,10 @@ static int take(dlock_lock *l, const dlock_lock_opts *o, int64_t start)
     if (o->cancel && atomic_load(&o->cancel->triggered))
         return dlock__err(DLOCK_ECANCELED, "the wait for %s was cancelled", l->parts[0].key);
     int64_t deadline = o->wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : start + o->wait_ms * 1000000;
-    dlock__attempt a = {.mode = o->wait_ms == 0 ? DLOCK__MODE_ONCE
-                                : l->fair     ? DLOCK__MODE_WAIT
-                                              : DLOCK__MODE_UNFAIR,
-                        .max_ms = first_budget(c, o)};
+    dlock__attempt a = { .mode = o->wait_ms == 0 ? DLOCK__MODE_ONCE
+                                 : l->fair       ? DLOCK__MODE_WAIT
+                                                 : DLOCK__MODE_UNFAIR,
+                         .max_ms = first_budget(c, o) };
     int rc = dlock__grant_attempt(l, &a);
     /* busy, or granted but not acknowledged by the replicas in time (a
      * failed attempt, retried while the wait lasts): wait */
@@ -120,8 +123,10 @@ static int take(dlock_lock *l, const dlock_lock_opts *o, int64_t start)
         /* the server stopped answering and the wait budget ran out */
         char msg[400];
         snprintf(msg, sizeof msg, "%s", dlock_last_errmsg());
-        rc = dlock__err(DLOCK_ETIMEDOUT, "%s: timed out after %lld ms; the server did not answer "
-                        "(%s)", l->parts[0].key, (long long)o->wait_ms, msg);
+        rc = dlock__err(DLOCK_ETIMEDOUT,
+                        "%s: timed out after %lld ms; the server did not answer "
+                        "(%s)",
+                        l->parts[0].key, (long long)o->wait_ms, msg);
     }
     if (rc && rc != DLOCK_EBUSY && a.unknown)
         dlock__grant_giveback(l, giveback_budget(o->wait_ms > 0 ? deadline : INT64_MAX));
@@ -133,7 +138,7 @@ int dlock__acquire(dlock_lock **out, dlock_client *c, int kind, const char *cons
 {
     if (o->reentrant && kind != DLOCK__KIND_MUTEX && kind != DLOCK__KIND_READ)
         return dlock__err(DLOCK_EINVAL, "reentrant applies to mutexes, read-write locks and "
-                          "leadership, not to semaphores or multi-locks");
+                                        "leadership, not to semaphores or multi-locks");
     if (o->reentrant && (*out = dlock__watchdog_rehold(c, kind, keys[0])) != NULL)
         return 0; /* this thread holds it already: one more hold */
     dlock_lock *l;

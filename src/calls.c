@@ -18,8 +18,8 @@ void dlock__calls_release(const dlock_lock *l, dlock__call *calls, dlock__call_a
     args->v[0] = l->token;
     args->v[1] = "0"; /* not forced */
     for (size_t i = 0; i < l->nparts; i++)
-        calls[i] = (dlock__call){script, group_size(l), 2,
-                                 (const char *const *)l->parts[i].names, args->v};
+        calls[i] = (dlock__call){ script, group_size(l), 2, (const char *const *)l->parts[i].names,
+                                  args->v };
 }
 
 void dlock__calls_extend(const dlock_lock *l, dlock__call *calls, dlock__call_args *args,
@@ -30,11 +30,11 @@ void dlock__calls_extend(const dlock_lock *l, dlock__call *calls, dlock__call_ar
     args->v[1] = args->ttl;
     for (size_t i = 0; i < l->nparts; i++) {
         if (l->kind == DLOCK__KIND_READ || l->kind == DLOCK__KIND_SEM)
-            calls[i] = (dlock__call){DLOCK__S_MEMBER_EXTEND, group_size(l), 2,
-                                     (const char *const *)l->parts[i].names, args->v};
+            calls[i] = (dlock__call){ DLOCK__S_MEMBER_EXTEND, group_size(l), 2,
+                                      (const char *const *)l->parts[i].names, args->v };
         else /* the mutex key alone: LOCK is the first of the group */
-            calls[i] = (dlock__call){DLOCK__S_EXTEND, 1, 2,
-                                     (const char *const *)l->parts[i].names, args->v};
+            calls[i] = (dlock__call){ DLOCK__S_EXTEND, 1, 2, (const char *const *)l->parts[i].names,
+                                      args->v };
     }
 }
 
@@ -47,6 +47,6 @@ void dlock__calls_keepalive(const dlock_lock *l, int watching, dlock__call *call
                  : l->kind == DLOCK__KIND_MULTI ? "m"
                                                 : "w";
     args->v[2] = watching ? "1" : "0";
-    *call = (dlock__call){DLOCK__S_KEEPALIVE, l->nnames, 3, (const char *const *)l->names,
-                          args->v};
+    *call =
+        (dlock__call){ DLOCK__S_KEEPALIVE, l->nnames, 3, (const char *const *)l->names, args->v };
 }

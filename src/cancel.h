@@ -6,7 +6,7 @@
 #include "dlock.h"
 
 struct dlock_cancel {
-    int fd;               /* eventfd: readable once triggered */
+    int fd; /* eventfd: readable once triggered */
     atomic_int triggered;
 };
 

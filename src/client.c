@@ -60,41 +60,19 @@ void dlock__log(dlock_client *c, int level, const char *fmt, ...)
     c->log_fn(level, msg, c->log_arg);
 }
 
-/* Validate the options and fill the client's copies. */
-static int apply_opts(dlock_client *c, const dlock_client_opts *o)
+/* The client's owner id: `id` if given (1 to 200 bytes, no control
+ * characters), else "host:pid". Returns 0, DLOCK_EINVAL or DLOCK_ENOMEM. */
+static int set_owner(dlock_client *c, const char *id)
 {
-    if (o->version < 1 || o->version > DLOCK_CLIENT_OPTS_VERSION)
-        return dlock__err(DLOCK_EINVAL, "dlock_client_opts.version %u is not supported "
-                          "(initialise with DLOCK_CLIENT_OPTS_INIT)", o->version);
-    int min_replicas = o->version >= 2 ? o->min_replicas : -1;
-    if (min_replicas < -1 || min_replicas > 100)
-        return dlock__err(DLOCK_EINVAL, "min_replicas must be -1 (automatic) or 0 to 100 (got %d)",
-                          min_replicas);
-    c->min_replicas = min_replicas;
-    if (o->connect_timeout_ms <= 0)
-        return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)", o->connect_timeout_ms);
-    if (o->command_timeout_ms <= 0)
-        return dlock__err(DLOCK_EINVAL, "command_timeout_ms must be > 0 (got %d)", o->command_timeout_ms);
-    c->connect_timeout_ms = o->connect_timeout_ms;
-    c->command_timeout_ms = o->command_timeout_ms;
-
-    const char *prefix = o->prefix ? o->prefix : "dlock:";
-    if (strlen(prefix) > 128)
-        return dlock__err(DLOCK_EINVAL, "prefix is longer than 128 bytes");
-    if (strpbrk(prefix, "{}"))
-        return dlock__err(DLOCK_EINVAL, "prefix must not contain '{' or '}' (they would change the hash slot)");
-    if (!(c->prefix = dlock__strdup(prefix)))
-        return dlock__err(DLOCK_ENOMEM, "out of memory");
-
     char owner[256];
-    if (o->owner_id) {
-        size_t n = strlen(o->owner_id);
+    if (id) {
+        size_t n = strlen(id);
         if (n == 0 || n > 200)
             return dlock__err(DLOCK_EINVAL, "owner_id must be 1 to 200 bytes long");
-        for (const char *p = o->owner_id; *p; p++)
+        for (const char *p = id; *p; p++)
             if ((unsigned char)*p < 0x20 || *p == 0x7f)
                 return dlock__err(DLOCK_EINVAL, "owner_id must not contain control characters");
-        snprintf(owner, sizeof owner, "%s", o->owner_id);
+        snprintf(owner, sizeof owner, "%s", id);
     } else {
         char host[128];
         if (gethostname(host, sizeof host) != 0)
@@ -104,9 +82,68 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     }
     if (!(c->owner = dlock__strdup(owner)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
+    return 0;
+}
 
+/* Options' credentials override the URL's on every node (a password of ""
+ * removes it). Returns 0 or DLOCK_ENOMEM. */
+static int set_credentials(dlock_client *c, const char *user, const char *pass)
+{
+    for (int i = 0; i < c->nnodes; i++) {
+        dlock__endpoint *ep = &c->nodes[i].ep;
+        if (user) {
+            dlock__free(ep->user);
+            if (!(ep->user = dlock__strdup(user)))
+                return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
+        if (pass) {
+            dlock__free(ep->pass);
+            ep->pass = NULL;
+            if (pass[0] && !(ep->pass = dlock__strdup(pass)))
+                return dlock__err(DLOCK_ENOMEM, "out of memory");
+        }
+    }
+    return 0;
+}
+
+/* Validate the options and fill the client's copies. */
+static int apply_opts(dlock_client *c, const dlock_client_opts *o)
+{
+    if (o->version < 1 || o->version > DLOCK_CLIENT_OPTS_VERSION)
+        return dlock__err(DLOCK_EINVAL,
+                          "dlock_client_opts.version %u is not supported "
+                          "(initialise with DLOCK_CLIENT_OPTS_INIT)",
+                          o->version);
+    int min_replicas = o->version >= 2 ? o->min_replicas : -1;
+    if (min_replicas < -1 || min_replicas > 100)
+        return dlock__err(DLOCK_EINVAL, "min_replicas must be -1 (automatic) or 0 to 100 (got %d)",
+                          min_replicas);
+    c->min_replicas = min_replicas;
+    if (o->connect_timeout_ms <= 0)
+        return dlock__err(DLOCK_EINVAL, "connect_timeout_ms must be > 0 (got %d)",
+                          o->connect_timeout_ms);
+    if (o->command_timeout_ms <= 0)
+        return dlock__err(DLOCK_EINVAL, "command_timeout_ms must be > 0 (got %d)",
+                          o->command_timeout_ms);
+    c->connect_timeout_ms = o->connect_timeout_ms;
+    c->command_timeout_ms = o->command_timeout_ms;
+
+    const char *prefix = o->prefix ? o->prefix : "dlock:";
+    if (strlen(prefix) > 128)
+        return dlock__err(DLOCK_EINVAL, "prefix is longer than 128 bytes");
+    if (strpbrk(prefix, "{}"))
+        return dlock__err(DLOCK_EINVAL,
+                          "prefix must not contain '{' or '}' (they would change the hash slot)");
+    if (!(c->prefix = dlock__strdup(prefix)))
+        return dlock__err(DLOCK_ENOMEM, "out of memory");
+
+    int rc = set_owner(c, o->owner_id);
+    if (rc)
+        return rc;
     if (o->log_level < DLOCK_LOG_ERROR || o->log_level > DLOCK_LOG_DEBUG)
-        return dlock__err(DLOCK_EINVAL, "log_level must be DLOCK_LOG_ERROR..DLOCK_LOG_DEBUG (got %d)", o->log_level);
+        return dlock__err(DLOCK_EINVAL,
+                          "log_level must be DLOCK_LOG_ERROR..DLOCK_LOG_DEBUG (got %d)",
+                          o->log_level);
     if (o->metrics_by_key_prefix != 0 && o->metrics_by_key_prefix != 1)
         return dlock__err(DLOCK_EINVAL, "metrics_by_key_prefix must be 0 or 1");
     c->log_fn = o->log_fn;
@@ -114,21 +151,7 @@ static int apply_opts(dlock_client *c, const dlock_client_opts *o)
     c->log_level = o->log_level;
     c->metrics.by_prefix = o->metrics_by_key_prefix;
 
-    for (int i = 0; i < c->nnodes; i++) {
-        dlock__endpoint *ep = &c->nodes[i].ep;
-        if (o->username) {
-            dlock__free(ep->user);
-            if (!(ep->user = dlock__strdup(o->username)))
-                return dlock__err(DLOCK_ENOMEM, "out of memory");
-        }
-        if (o->password) {
-            dlock__free(ep->pass);
-            ep->pass = NULL;
-            if (o->password[0] && !(ep->pass = dlock__strdup(o->password)))
-                return dlock__err(DLOCK_ENOMEM, "out of memory");
-        }
-    }
-    return 0;
+    return set_credentials(c, o->username, o->password);
 }
 
 /* Free everything of a client that has no threads or waiters left. */
@@ -179,8 +202,8 @@ static int check_reachable(dlock_client *c)
     if (auth_rc)
         rc = dlock__err(auth_rc, "%s", first_err);
     else if (c->backend == DLOCK__BACKEND_REDLOCK && reachable < c->quorum)
-        rc = dlock__err(DLOCK_EQUORUM, "only %d of %d servers reachable, %d needed (%s)",
-                        reachable, c->nnodes, c->quorum, first_err);
+        rc = dlock__err(DLOCK_EQUORUM, "only %d of %d servers reachable, %d needed (%s)", reachable,
+                        c->nnodes, c->quorum, first_err);
     return rc;
 }
 

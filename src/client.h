@@ -42,7 +42,7 @@ typedef struct dlock__node {
     int nidle;
     dlock__counters counters;
     struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
-    atomic_int replicas_seen; /* replicas connected to it at the last connect; -1 unknown */
+    atomic_int replicas_seen;         /* replicas connected to it at the last connect; -1 unknown */
 } dlock__node;
 
 enum {

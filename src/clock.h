@@ -11,6 +11,9 @@
 #include <stdint.h>
 
 int64_t dlock__now_ns(void);
-static inline int64_t dlock__now_ms(void) { return dlock__now_ns() / 1000000; }
+static inline int64_t dlock__now_ms(void)
+{
+    return dlock__now_ns() / 1000000;
+}
 
 #endif

@@ -73,13 +73,15 @@ int dlock__cluster_refresh(dlock_client *c)
             snprintf(why, sizeof why, "%s", dlock_last_errmsg());
             continue;
         }
-        const char *argv[2] = {"CLUSTER", "SLOTS"};
+        const char *argv[2] = { "CLUSTER", "SLOTS" };
         dlock__reply *r = NULL;
         int rc = dlock__conn_command(conn, &r, 2, argv, NULL);
         dlock__pool_put(c, i, conn);
         if (rc || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-            snprintf(why, sizeof why, "%s", rc ? dlock_last_errmsg()
-                                               : r->type == REDIS_REPLY_ERROR ? r->str : "empty slot map");
+            snprintf(why, sizeof why, "%s",
+                     rc                             ? dlock_last_errmsg()
+                     : r->type == REDIS_REPLY_ERROR ? r->str
+                                                    : "empty slot map");
             dlock__reply_free(r);
             continue;
         }
@@ -87,9 +89,11 @@ int dlock__cluster_refresh(dlock_client *c)
         int ok = 0;
         for (size_t k = 0; k < r->elements; k++) {
             dlock__reply *e = r->element[k];
-            if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
-                e->element[1]->type != REDIS_REPLY_INTEGER || e->element[2]->type != REDIS_REPLY_ARRAY ||
-                e->element[2]->elements < 2 || e->element[2]->element[0]->type != REDIS_REPLY_STRING ||
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+                e->element[0]->type != REDIS_REPLY_INTEGER ||
+                e->element[1]->type != REDIS_REPLY_INTEGER ||
+                e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2 ||
+                e->element[2]->element[0]->type != REDIS_REPLY_STRING ||
                 e->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
                 continue;
             long long lo = e->element[0]->integer, hi = e->element[1]->integer;
@@ -142,8 +146,8 @@ static int run_asking(dlock_client *c, int node, const dlock__call *call, dlock_
     int rc = dlock__pool_get(c, node, &conn, &reused, max_ms);
     if (rc)
         return rc;
-    const char *asking[1] = {"ASKING"};
-    dlock__reply *r[2] = {NULL, NULL};
+    const char *asking[1] = { "ASKING" };
+    dlock__reply *r[2] = { NULL, NULL };
     rc = dlock__conn_append(conn, 1, asking, NULL);
     if (rc == 0)
         rc = dlock__scripts_append(conn, call, 1);
@@ -184,16 +188,16 @@ typedef struct {
     const dlock__call *calls;
     dlock__reply **replies;
     int n;
-    int64_t end;          /* the caller's deadline (ns) */
-    int *node_of;         /* call -> node, this round */
-    int *pending;         /* call still needs an answer */
-    int *idx;             /* batch position -> call */
-    dlock__call *batch;   /* one node's calls */
-    dlock__reply **got;   /* their replies */
-    int refresh;          /* the slot map needs a fresh look */
-    int tryagain;         /* a slot is mid-migration */
-    int unreachable;      /* a node could not be reached */
-    char why[300];        /* the last node error */
+    int64_t end;        /* the caller's deadline (ns) */
+    int *node_of;       /* call -> node, this round */
+    int *pending;       /* call still needs an answer */
+    int *idx;           /* batch position -> call */
+    dlock__call *batch; /* one node's calls */
+    dlock__reply **got; /* their replies */
+    int refresh;        /* the slot map needs a fresh look */
+    int tryagain;       /* a slot is mid-migration */
+    int unreachable;    /* a node could not be reached */
+    char why[300];      /* the last node error */
 } route;
 
 /* Milliseconds left before the deadline, at least 1. */
@@ -299,7 +303,8 @@ static int run_node(route *rt, int node)
     int reused;
     int rc = dlock__pool_get(rt->c, node, &conn, &reused, left);
     if (rc == 0) {
-        rc = dlock__scripts_run(conn, rt->batch, m, rt->got, left < rt->c->command_timeout_ms ? left : 0);
+        rc = dlock__scripts_run(conn, rt->batch, m, rt->got,
+                                left < rt->c->command_timeout_ms ? left : 0);
         dlock__pool_put(rt->c, node, conn);
     }
     if (rc == DLOCK_ENOMEM || rc == DLOCK_EINVAL)
@@ -339,16 +344,19 @@ static int between_rounds(route *rt)
     return 0;
 }
 
-int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies, int max_ms)
+int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__reply **replies,
+                       int max_ms)
 {
-    route rt = {.c = c, .calls = calls, .replies = replies, .n = n};
+    route rt = { .c = c, .calls = calls, .replies = replies, .n = n };
     rt.end = dlock__now_ns() + (int64_t)max_ms * 1000000;
     rt.node_of = dlock__calloc((size_t)n, sizeof *rt.node_of);
     rt.pending = dlock__calloc((size_t)n, sizeof *rt.pending);
     rt.idx = dlock__calloc((size_t)n, sizeof *rt.idx);
     rt.batch = dlock__calloc((size_t)n, sizeof *rt.batch);
     rt.got = dlock__calloc((size_t)n, sizeof *rt.got);
-    int rc = rt.node_of && rt.pending && rt.idx && rt.batch && rt.got ? 0 : dlock__err(DLOCK_ENOMEM, "out of memory");
+    int rc = rt.node_of && rt.pending && rt.idx && rt.batch && rt.got
+                 ? 0
+                 : dlock__err(DLOCK_ENOMEM, "out of memory");
     for (int i = 0; i < n; i++) {
         replies[i] = NULL;
         if (rt.pending)
@@ -357,8 +365,9 @@ int dlock__cluster_run(dlock_client *c, const dlock__call *calls, int n, dlock__
     int round = 0, nnodes;
     while (rc == 0 && route_pending(&rt, &nnodes) > 0) {
         if (round == ROUNDS_MAX || dlock__now_ns() >= rt.end) {
-            rc = rt.unreachable ? dlock__err(DLOCK_ECONN, "%s", rt.why)
-                                : dlock__err(DLOCK_ECONN, "cluster: the slot map kept changing; gave up");
+            rc = rt.unreachable
+                     ? dlock__err(DLOCK_ECONN, "%s", rt.why)
+                     : dlock__err(DLOCK_ECONN, "cluster: the slot map kept changing; gave up");
             break;
         }
         rt.refresh = rt.tryagain = rt.unreachable = 0;

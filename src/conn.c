@@ -26,11 +26,11 @@ struct dlock__conn {
     size_t olen, ocap;
     int queued;
     int broken;
-    int timed_out; /* the last failure was a deadline, not a closed socket */
+    int timed_out;           /* the last failure was a deadline, not a closed socket */
     int64_t last_timeout_ms; /* the budget of the exchange in progress, for messages */
-    int replicas;    /* connected replicas of its server (ROLE at connect); -1 unknown */
-    int need;        /* replicas that must acknowledge its writes; -1: automatic */
-    atomic_int *seen; /* automatic: its node's replica count, kept current by ROLE */
+    int replicas;            /* connected replicas of its server (ROLE at connect); -1 unknown */
+    int need;                /* replicas that must acknowledge its writes; -1: automatic */
+    atomic_int *seen;        /* automatic: its node's replica count, kept current by ROLE */
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
@@ -39,10 +39,10 @@ struct dlock__conn {
 
 static int role_replicas(const dlock__reply *r);
 
-#define COUNT(c, field, n)                                                              \
-    do {                                                                                \
-        if ((c)->counters)                                                              \
-            atomic_fetch_add_explicit(&(c)->counters->field, (n), memory_order_relaxed); \
+#define COUNT(c, field, n)                                                                         \
+    do {                                                                                           \
+        if ((c)->counters)                                                                         \
+            atomic_fetch_add_explicit(&(c)->counters->field, (n), memory_order_relaxed);           \
     } while (0)
 
 void dlock__conn_close(dlock__conn *c)
@@ -191,9 +191,10 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int 
                 return dlock__err(DLOCK_EPROTO, "%s: reply exceeds the size limit", c->t->desc);
             if (c->reader->err == REDIS_ERR_OOM)
                 return dlock__err(DLOCK_ENOMEM, "out of memory reading a reply");
-            return dlock__err(DLOCK_EPROTO, "%s: protocol error: %s (the server does not look "
-                              "like a Redis server: is the URL's port right?)", c->t->desc,
-                              c->reader->errstr);
+            return dlock__err(DLOCK_EPROTO,
+                              "%s: protocol error: %s (the server does not look "
+                              "like a Redis server: is the URL's port right?)",
+                              c->t->desc, c->reader->errstr);
         }
         if (obj) {
             *out = obj;
@@ -239,7 +240,8 @@ int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int time
     if (c->broken)
         return dlock__err(DLOCK_ECONN, "%s: connection is broken", c->t->desc);
     if (n != c->queued)
-        return fail(c, dlock__err(DLOCK_EINVAL, "internal: %d replies expected, %d queued", n, c->queued));
+        return fail(
+            c, dlock__err(DLOCK_EINVAL, "internal: %d replies expected, %d queued", n, c->queued));
     c->last_timeout_ms = timeout_ms > 0 ? timeout_ms : c->command_timeout_ms;
     int64_t deadline = dlock__now_ns() + c->last_timeout_ms * 1000000;
     COUNT(c, round_trips, 1);
@@ -290,8 +292,8 @@ int dlock__conn_poll_fd(dlock__conn *c)
     return c->t->ops->poll_fd(c->t);
 }
 
-int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc,
-                        const char **argv, const size_t *lens)
+int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc, const char **argv,
+                        const size_t *lens)
 {
     *out = NULL;
     int rc = dlock__conn_append(c, argc, argv, lens);
@@ -311,7 +313,8 @@ static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *st
     if (dlock__reply_is_error(r, "NOPERM"))
         return dlock__err(DLOCK_EAUTH, "%s: %s: %s", c->t->desc, step, msg);
     if (strcmp(step, "SELECT") == 0 && strstr(msg, "out of range"))
-        return dlock__err(DLOCK_EINVAL, "%s: the database in the URL does not exist on this server (%s)",
+        return dlock__err(DLOCK_EINVAL,
+                          "%s: the database in the URL does not exist on this server (%s)",
                           c->t->desc, msg);
     return dlock__err(DLOCK_EPROTO, "%s: %s: %s", c->t->desc, step, msg);
 }
@@ -321,12 +324,14 @@ static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *st
  * ACL, an old server). */
 static int role_replicas(const dlock__reply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || r->element[0]->type != REDIS_REPLY_STRING)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING)
         return -1;
     if (strcmp(r->element[0]->str, "master") != 0)
         return 0;
-    return r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY ? (int)r->element[2]->elements
-                                                                        : 0;
+    return r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY
+               ? (int)r->element[2]->elements
+               : 0;
 }
 
 /* The handshake, one pipelined exchange: [AUTH] [SELECT] [ROLE], or PING
@@ -338,25 +343,26 @@ static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
     const char *steps[3];
     int n = 0, rc = 0;
     if (ep->pass) {
-        const char *av[3] = {"AUTH", ep->user ? ep->user : ep->pass, ep->pass};
+        const char *av[3] = { "AUTH", ep->user ? ep->user : ep->pass, ep->pass };
         rc = dlock__conn_append(c, ep->user ? 3 : 2, av, NULL);
         steps[n++] = "AUTH";
     } else if (ep->user) {
-        return dlock__err(DLOCK_EAUTH, "%s: user '%s' given without a password", ep->desc, ep->user);
+        return dlock__err(DLOCK_EAUTH, "%s: user '%s' given without a password", ep->desc,
+                          ep->user);
     }
     char db[16];
     if (rc == 0 && ep->db != 0) {
         snprintf(db, sizeof db, "%d", ep->db);
-        const char *av[2] = {"SELECT", db};
+        const char *av[2] = { "SELECT", db };
         rc = dlock__conn_append(c, 2, av, NULL);
         steps[n++] = "SELECT";
     }
     if (rc == 0 && (cfg->want_role || n == 0)) {
-        const char *av[1] = {cfg->want_role ? "ROLE" : "PING"};
+        const char *av[1] = { cfg->want_role ? "ROLE" : "PING" };
         rc = dlock__conn_append(c, 1, av, NULL);
         steps[n++] = av[0];
     }
-    dlock__reply *r[3] = {NULL, NULL, NULL};
+    dlock__reply *r[3] = { NULL, NULL, NULL };
     if (rc == 0) {
         rc = dlock__conn_exchange(c, r, n, timeout_ms);
         if (rc == DLOCK_ECONN && c->timed_out)
@@ -365,9 +371,9 @@ static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
     }
     c->replicas = -1;
     for (int i = 0; rc == 0 && i < n; i++) {
-        if (strcmp(steps[i], "ROLE") == 0 && (r[i]->type != REDIS_REPLY_ERROR ||
-                                                dlock__reply_is_error(r[i], "NOPERM") ||
-                                                dlock__reply_is_error(r[i], "ERR unknown")))
+        if (strcmp(steps[i], "ROLE") == 0 &&
+            (r[i]->type != REDIS_REPLY_ERROR || dlock__reply_is_error(r[i], "NOPERM") ||
+             dlock__reply_is_error(r[i], "ERR unknown")))
             c->replicas = role_replicas(r[i]); /* ROLE refused by the ACL: not fatal */
         else if (r[i]->type == REDIS_REPLY_ERROR)
             rc = handshake_error(c, r[i], steps[i]);

@@ -27,8 +27,8 @@ typedef struct dlock__counters {
 
 typedef struct dlock__conn_cfg {
     const dlock__endpoint *ep;
-    int connect_timeout_ms;  /* whole handshake: connect + AUTH + SELECT */
-    int command_timeout_ms;  /* one exchange */
+    int connect_timeout_ms;      /* whole handshake: connect + AUTH + SELECT */
+    int command_timeout_ms;      /* one exchange */
     const dlock__faults *faults; /* test hook; NULL in normal use */
     dlock__counters *counters;   /* may be NULL */
     int want_role;               /* ask ROLE in the handshake (dlock__conn_replicas) */
@@ -56,8 +56,8 @@ int dlock__conn_append(dlock__conn *c, int argc, const char **argv, const size_t
 int dlock__conn_exchange(dlock__conn *c, dlock__reply **replies, int n, int timeout_ms);
 
 /* One command, one reply: dlock__conn_append + dlock__conn_exchange. */
-int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc,
-                        const char **argv, const size_t *lens);
+int dlock__conn_command(dlock__conn *c, dlock__reply **out, int argc, const char **argv,
+                        const size_t *lens);
 
 /* For a connection in pub/sub mode, whose replies come unasked:
  * send everything queued (no replies expected now), and read one reply

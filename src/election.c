@@ -98,19 +98,21 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
         dlock__lock_free(l);
         return rc;
     }
-    int64_t deadline = wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : dlock__now_ns() + wait_ms * 1000000;
+    int64_t deadline =
+        wait_ms == DLOCK_WAIT_FOREVER ? INT64_MAX : dlock__now_ns() + wait_ms * 1000000;
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     dlock__sub subs[DLOCK__NODES_MAX];
     int nsubs = 0;
-    dlock__waitreg reg = {.lock = l, .watching = 1, .efd = efd};
+    dlock__waitreg reg = { .lock = l, .watching = 1, .efd = efd };
     reg.sched.idx = (size_t)-1;
     if (efd < 0)
         rc = dlock__err(DLOCK_ESYS, "eventfd: %s", strerror(errno));
     /* subscribed on every server (Redlock: any may carry the news) before
      * the first look, so no change between the look and the wait is missed */
     while (rc == 0 && nsubs < c->voters) {
-        subs[nsubs] = (dlock__sub){.node = nsubs, .channel = l->names[DLOCK__K_CHAN], .token = "",
-                                   .efd = efd};
+        subs[nsubs] = (dlock__sub){
+            .node = nsubs, .channel = l->names[DLOCK__K_CHAN], .token = "", .efd = efd
+        };
         int jrc = dlock__listener_join(c, &subs[nsubs], c->command_timeout_ms);
         if (jrc == 0 || jrc == DLOCK_ETIMEDOUT)
             nsubs++;
@@ -131,8 +133,8 @@ int dlock_leader_wait(dlock_info *out, dlock_client *c, const char *key, uint64_
     if (rc == 0)
         rc = dlock__waiter_add(c, &reg, dlock__now_ns() + (int64_t)DLOCK__KEEPALIVE_MS * 1000000);
     if (rc == 0)
-        rc = watch_loop(out, c, key, known_token, deadline, wait_ms, cancel, efd, &reg, subs,
-                        nsubs);
+        rc =
+            watch_loop(out, c, key, known_token, deadline, wait_ms, cancel, efd, &reg, subs, nsubs);
     dlock__waiter_remove(c, &reg);
     for (int i = 0; i < nsubs; i++)
         dlock__listener_leave(c, &subs[i]);

@@ -18,20 +18,34 @@ const char *dlock_version(void)
 const char *dlock_strerror(int code)
 {
     switch (code) {
-    case DLOCK_OK: return "success";
-    case DLOCK_EINVAL: return "invalid argument";
-    case DLOCK_ENOMEM: return "out of memory";
-    case DLOCK_EBUSY: return "lock is held by someone else";
-    case DLOCK_ETIMEDOUT: return "timed out waiting for the lock";
-    case DLOCK_ENOTHELD: return "lock is no longer held (expired, lost or taken over)";
-    case DLOCK_ECONN: return "cannot reach the Redis server";
-    case DLOCK_EQUORUM: return "too few Redis nodes or replicas confirmed it (quorum not reached)";
-    case DLOCK_EAUTH: return "authentication failed";
-    case DLOCK_EPROTO: return "unexpected reply from the Redis server";
-    case DLOCK_ECLOSED: return "the client was closed";
-    case DLOCK_ECANCELED: return "the wait was cancelled";
-    case DLOCK_ESYS: return "a system call failed";
-    default: return "unknown error";
+    case DLOCK_OK:
+        return "success";
+    case DLOCK_EINVAL:
+        return "invalid argument";
+    case DLOCK_ENOMEM:
+        return "out of memory";
+    case DLOCK_EBUSY:
+        return "lock is held by someone else";
+    case DLOCK_ETIMEDOUT:
+        return "timed out waiting for the lock";
+    case DLOCK_ENOTHELD:
+        return "lock is no longer held (expired, lost or taken over)";
+    case DLOCK_ECONN:
+        return "cannot reach the Redis server";
+    case DLOCK_EQUORUM:
+        return "too few Redis nodes or replicas confirmed it (quorum not reached)";
+    case DLOCK_EAUTH:
+        return "authentication failed";
+    case DLOCK_EPROTO:
+        return "unexpected reply from the Redis server";
+    case DLOCK_ECLOSED:
+        return "the client was closed";
+    case DLOCK_ECANCELED:
+        return "the wait was cancelled";
+    case DLOCK_ESYS:
+        return "a system call failed";
+    default:
+        return "unknown error";
     }
 }
 

@@ -26,7 +26,8 @@
 static int demoted(dlock__reply **replies, int n)
 {
     for (int i = 0; i < n; i++)
-        if (dlock__reply_is_error(replies[i], "READONLY") || dlock__reply_is_error(replies[i], "MASTERDOWN"))
+        if (dlock__reply_is_error(replies[i], "READONLY") ||
+            dlock__reply_is_error(replies[i], "MASTERDOWN"))
             return 1;
     return 0;
 }
@@ -48,7 +49,9 @@ static int run_node(dlock_client *c, int node, const dlock__call *calls, int n,
         if (rc == 0) {
             left = (end - dlock__now_ns()) / 1000000;
             rc = dlock__scripts_run(conn, calls, n, replies,
-                                    left < 1 ? 1 : left < c->command_timeout_ms ? (int)left : 0);
+                                    left < 1                       ? 1
+                                    : left < c->command_timeout_ms ? (int)left
+                                                                   : 0);
             timed_out = rc != 0 && dlock__conn_timed_out(conn);
             if (rc == 0 && failover_retry && demoted(replies, n)) {
                 for (int i = 0; i < n; i++) {
@@ -117,10 +120,11 @@ int dlock__fanout_error(const dlock__fanout *f, const char *what)
         if (f->rc[i]) {
             failed++;
             if (len < sizeof msg)
-                len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s", len ? "; " : "", f->err[i]);
+                len += (size_t)snprintf(msg + len, sizeof msg - len, "%s%s", len ? "; " : "",
+                                        f->err[i]);
         }
-    return dlock__err(DLOCK_EQUORUM, "%s: quorum not reached: %d of %d nodes failed (%s)", what, failed,
-                      f->nnodes, failed ? msg : "no node failed");
+    return dlock__err(DLOCK_EQUORUM, "%s: quorum not reached: %d of %d nodes failed (%s)", what,
+                      failed, f->nnodes, failed ? msg : "no node failed");
 }
 
 void dlock__fanout_bad_reply(const dlock_client *c, dlock__fanout *f, int i, const dlock__reply *r)
@@ -152,9 +156,9 @@ static void node_failed(dlock__fanout *f, int i, int rc)
  * into their places; then the node is done. */
 typedef struct node_io {
     dlock__conn *conn;
-    int phase;   /* 1, 2, or 0 when done or failed */
+    int phase; /* 1, 2, or 0 when done or failed */
     int got, expect;
-    int *redo;   /* phase 2: the calls re-sent, in order */
+    int *redo; /* phase 2: the calls re-sent, in order */
 } node_io;
 
 static void io_fail(dlock__fanout *f, node_io *io, int i, int rc)
@@ -166,8 +170,8 @@ static void io_fail(dlock__fanout *f, node_io *io, int i, int rc)
 }
 
 /* A node's phase is complete: start phase 2 if needed, else finish. */
-static void io_next(dlock_client *c, dlock__fanout *f, node_io *io, int i,
-                    const dlock__call *calls, int n, int64_t end)
+static void io_next(dlock_client *c, dlock__fanout *f, node_io *io, int i, const dlock__call *calls,
+                    int n, int64_t end)
 {
     if (io->phase == 1) {
         if (!(io->redo = dlock__calloc((size_t)n, sizeof *io->redo))) {
@@ -202,8 +206,8 @@ static void io_next(dlock_client *c, dlock__fanout *f, node_io *io, int i,
 }
 
 /* Read what node i has sent so far. */
-static void io_read(dlock_client *c, dlock__fanout *f, node_io *io, int i,
-                    const dlock__call *calls, int n, int64_t end)
+static void io_read(dlock_client *c, dlock__fanout *f, node_io *io, int i, const dlock__call *calls,
+                    int n, int64_t end)
 {
     while (io->phase && io->got < io->expect) {
         dlock__reply *r = NULL;
@@ -252,7 +256,7 @@ static int parallel(dlock_client *c, const dlock__call *calls, int n, int max_ms
         for (int i = 0; i < f->nnodes; i++) {
             io_read(c, f, &io[i], i, calls, n, end);
             if (io[i].phase) {
-                p[np] = (struct pollfd){.fd = dlock__conn_poll_fd(io[i].conn), .events = POLLIN};
+                p[np] = (struct pollfd){ .fd = dlock__conn_poll_fd(io[i].conn), .events = POLLIN };
                 idx[np++] = i;
             }
         }
@@ -280,14 +284,16 @@ static int parallel(dlock_client *c, const dlock__call *calls, int n, int max_ms
     return dlock__fanout_error(f, "all nodes failed");
 }
 
-int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_ms, dlock__fanout *f)
+int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_ms,
+                      dlock__fanout *f)
 {
     memset(f, 0, sizeof *f);
     f->nnodes = c->voters;
     f->n = n;
     if (max_ms <= 0) /* default: a connect and a command; twice with a failover to follow */
-        max_ms = (c->connect_timeout_ms + c->command_timeout_ms) *
-                 (c->backend == DLOCK__BACKEND_SENTINEL || c->backend == DLOCK__BACKEND_CLUSTER ? 2 : 1);
+        max_ms =
+            (c->connect_timeout_ms + c->command_timeout_ms) *
+            (c->backend == DLOCK__BACKEND_SENTINEL || c->backend == DLOCK__BACKEND_CLUSTER ? 2 : 1);
     for (int i = 0; i < f->nnodes; i++)
         if (!(f->replies[i] = dlock__calloc((size_t)(n > 0 ? n : 1), sizeof *f->replies[i]))) {
             dlock__fanout_free(f);
@@ -309,7 +315,8 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
     return parallel(c, calls, n, max_ms, f);
 }
 
-int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls, const char *what)
+int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls,
+                          const char *what)
 {
     int ok = 0, notours = 0;
     for (int i = 0; i < f->nnodes; i++) {
@@ -350,7 +357,8 @@ int dlock__fanout_acked(dlock_client *c, const dlock__fanout *f, const dlock__ca
     int node = calls[k].nkeys > 0 ? dlock__fanout_node_of(c, calls[k].keys[0]) : 0;
     for (int w = k + 1; w < n; w++) {
         if (calls[w].script != DLOCK__S_WAIT ||
-            (c->backend == DLOCK__BACKEND_CLUSTER && dlock__fanout_node_of(c, calls[w].keys[0]) != node))
+            (c->backend == DLOCK__BACKEND_CLUSTER &&
+             dlock__fanout_node_of(c, calls[w].keys[0]) != node))
             continue;
         const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][w] : NULL;
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
@@ -406,9 +414,9 @@ void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_
         if (j < nseen || nseen == DLOCK__NODES_MAX)
             continue;
         seen[nseen++] = node;
-        calls[(*n)++] = (dlock__call){DLOCK__S_WAIT, 1, 1, calls[k].keys, wait_args};
+        calls[(*n)++] = (dlock__call){ DLOCK__S_WAIT, 1, 1, calls[k].keys, wait_args };
         if (dlock__client_tracks_role(c))
-            calls[(*n)++] = (dlock__call){DLOCK__S_ROLE, 1, 0, calls[k].keys, NULL};
+            calls[(*n)++] = (dlock__call){ DLOCK__S_ROLE, 1, 0, calls[k].keys, NULL };
         if (c->backend != DLOCK__BACKEND_CLUSTER)
             break; /* one node takes all the calls */
     }

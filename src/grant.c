@@ -42,14 +42,14 @@ static dlock__call acquire_call(const dlock_lock *l, const char **args)
     int gs = dlock__group_size(l->family);
     switch (l->kind) {
     case DLOCK__KIND_READ:
-        return (dlock__call){DLOCK__S_READ_ACQUIRE, gs, 4, (const char *const *)l->names, args};
+        return (dlock__call){ DLOCK__S_READ_ACQUIRE, gs, 4, (const char *const *)l->names, args };
     case DLOCK__KIND_SEM:
-        return (dlock__call){DLOCK__S_SEM_ACQUIRE, gs, 6, (const char *const *)l->names, args};
+        return (dlock__call){ DLOCK__S_SEM_ACQUIRE, gs, 6, (const char *const *)l->names, args };
     case DLOCK__KIND_MULTI:
-        return (dlock__call){DLOCK__S_MULTI_ACQUIRE, l->nnames, 4, (const char *const *)l->names,
-                             args};
+        return (dlock__call){ DLOCK__S_MULTI_ACQUIRE, l->nnames, 4, (const char *const *)l->names,
+                              args };
     default:
-        return (dlock__call){DLOCK__S_ACQUIRE, gs, 4, (const char *const *)l->names, args};
+        return (dlock__call){ DLOCK__S_ACQUIRE, gs, 4, (const char *const *)l->names, args };
     }
 }
 
@@ -133,8 +133,8 @@ static int fences_agree(dlock_lock *l, uint64_t (*got)[DLOCK_MULTI_MAX], const u
         snprintf(tokens[p], sizeof tokens[p], "%llu", (unsigned long long)top[p]);
         targs[p][0] = tokens[p];
         targs[p][1] = l->token;
-        calls[p] = (dlock__call){DLOCK__S_FENCE_FLOOR, DLOCK__GROUP_MUTEX, 2,
-                                 (const char *const *)l->parts[p].names, targs[p]};
+        calls[p] = (dlock__call){ DLOCK__S_FENCE_FLOOR, DLOCK__GROUP_MUTEX, 2,
+                                  (const char *const *)l->parts[p].names, targs[p] };
     }
     dlock__fanout g;
     int rc = dlock__fanout_run(c, calls, (int)l->nparts, (int)max_ms, &g);
@@ -143,8 +143,8 @@ static int fences_agree(dlock_lock *l, uint64_t (*got)[DLOCK_MULTI_MAX], const u
         int have = 0;
         for (int i = 0; i < c->voters; i++)
             have += got[i][p] == top[p] ||
-                    (rc != DLOCK_ENOMEM && g.rc[i] == 0 && g.replies[i][p]->type == REDIS_REPLY_INTEGER &&
-                     g.replies[i][p]->integer == 1);
+                    (rc != DLOCK_ENOMEM && g.rc[i] == 0 &&
+                     g.replies[i][p]->type == REDIS_REPLY_INTEGER && g.replies[i][p]->integer == 1);
         ok = have >= c->quorum;
     }
     if (!ok && rc != DLOCK_ENOMEM) {
@@ -169,14 +169,15 @@ typedef struct {
 
 /* Counts the answers in f into t. A grant that the node's replicas did not
  * acknowledge (calls[] carries the WAITs) does not count as a grant. */
-static void count_answers(const dlock_lock *l, dlock__fanout *f, const dlock__call *calls, int ncalls,
-                          tally *t)
+static void count_answers(const dlock_lock *l, dlock__fanout *f, const dlock__call *calls,
+                          int ncalls, tally *t)
 {
     memset(t, 0, sizeof *t);
     t->slot = -1;
     for (int i = 0; i < f->nnodes; i++) {
         int ans = answer(l, f, i, t->got[i], &t->slot, &t->hint, &t->known_limit);
-        if (ans == ANS_GRANTED && !dlock__fanout_acked(l->client, f, calls, ncalls, i, 0, t->why, sizeof t->why)) {
+        if (ans == ANS_GRANTED &&
+            !dlock__fanout_acked(l->client, f, calls, ncalls, i, 0, t->why, sizeof t->why)) {
             memset(t->got[i], 0, sizeof t->got[i]);
             t->unacked++;
             ans = ANS_FAILED;
@@ -214,8 +215,10 @@ static int lost(dlock_lock *l, dlock__attempt *a, dlock__fanout *f, const tally 
                           t->why);
     }
     if (t->conflict > 0)
-        return dlock__err(DLOCK_EINVAL, "%s: the semaphore is in use with a limit of %d; asked with a limit of %d",
-                          l->parts[0].key, t->known_limit, l->limit);
+        return dlock__err(
+            DLOCK_EINVAL,
+            "%s: the semaphore is in use with a limit of %d; asked with a limit of %d",
+            l->parts[0].key, t->known_limit, l->limit);
     if (t->failed > 0 && (f->nnodes == 1 || t->failed > f->nnodes - c->quorum)) {
         char what[DLOCK_KEY_MAX + 16];
         snprintf(what, sizeof what, "acquire %s", l->parts[0].key);
@@ -233,9 +236,9 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     snprintf(mode, sizeof mode, "%d", a->mode);
     snprintf(limit, sizeof limit, "%d", l->limit);
     snprintf(permits, sizeof permits, "%d", l->permits);
-    const char *args[6] = {l->token, c->owner, ttl, mode, limit, permits};
+    const char *args[6] = { l->token, c->owner, ttl, mode, limit, permits };
     /* the call, and on a replicated master a WAIT for its replicas */
-    dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = {acquire_call(l, args)};
+    dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = { acquire_call(l, args) };
     char wait_ms[24];
     const char *wait_args[1];
     int64_t budget = a->max_ms > 0 ? a->max_ms : c->connect_timeout_ms + c->command_timeout_ms;
@@ -256,7 +259,8 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
     int won = t.granted >= c->quorum && dlock__now_ns() < valid_until;
     if (won && c->voters > 1) {
         int64_t left_ms = (valid_until - dlock__now_ns()) / 1000000;
-        won = left_ms > 0 && fences_agree(l, t.got, t.top, left_ms) && dlock__now_ns() < valid_until;
+        won =
+            left_ms > 0 && fences_agree(l, t.got, t.top, left_ms) && dlock__now_ns() < valid_until;
     }
     if (won) {
         a->unknown = 0;

@@ -9,14 +9,14 @@
 #include "lock.h"
 
 typedef struct dlock__attempt {
-    int mode;           /* in: DLOCK__MODE_* */
-    int64_t max_ms;     /* in: time budget of the round trip (<= 0: default) */
-    int64_t sent_ns;    /* out: when the request was sent */
-    int64_t hint_ms;    /* out, busy: ms until the lock may change (0: unknown) */
-    int unknown;        /* out: a node did not answer: it may have granted or
-                           queued us (give back if not going on) */
-    int unacked;        /* out: granted, but not acknowledged by enough
-                           replicas (given back): a failed attempt to retry */
+    int mode;        /* in: DLOCK__MODE_* */
+    int64_t max_ms;  /* in: time budget of the round trip (<= 0: default) */
+    int64_t sent_ns; /* out: when the request was sent */
+    int64_t hint_ms; /* out, busy: ms until the lock may change (0: unknown) */
+    /* out: a node did not answer: it may have granted or queued us (give back if not going on) */
+    int unknown;
+    /* out: granted, but not acknowledged by enough replicas (given back): a failed attempt to retry */
+    int unacked;
 } dlock__attempt;
 
 /* One attempt. Returns 0 (held: fencing tokens, slot and validity set, the

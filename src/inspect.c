@@ -39,20 +39,21 @@ static int majority_view(dlock_info *out, const dlock_client *c, dlock__fanout *
 {
     dlock_info views[DLOCK__NODES_MAX];
     char tokens[DLOCK__NODES_MAX][DLOCK__TOKEN_LEN + 1];
-    int held[DLOCK__NODES_MAX] = {0}, answered = 0;
+    int held[DLOCK__NODES_MAX] = { 0 }, answered = 0;
     for (int i = 0; i < f->nnodes; i++) {
         if (f->rc[i])
             continue;
         dlock__reply *r = f->replies[i][0];
         memset(&views[i], 0, sizeof views[i]);
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-            r->element[1]->type != REDIS_REPLY_INTEGER || r->element[2]->type != REDIS_REPLY_INTEGER)
+            r->element[1]->type != REDIS_REPLY_INTEGER ||
+            r->element[2]->type != REDIS_REPLY_INTEGER)
             return dlock__reply_fail(r, c->nodes[i].ep.desc, "inspect");
         answered++;
         views[i].waiters = r->element[2]->integer;
         if (r->element[0]->type == REDIS_REPLY_STRING &&
-            dlock__parse_lock_value(&views[i], tokens[i], r->element[0]->str,
-                                    r->element[0]->len) == 0) {
+            dlock__parse_lock_value(&views[i], tokens[i], r->element[0]->str, r->element[0]->len) ==
+                0) {
             held[i] = 1;
             views[i].ttl_ms = r->element[1]->integer;
         }
@@ -97,8 +98,8 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
     if (rc)
         return rc;
     if ((rc = dlock__client_enter(c)) == 0) {
-        dlock__call call = {DLOCK__S_INSPECT, DLOCK__GROUP_MUTEX, 0, (const char *const *)names,
-                            NULL};
+        dlock__call call = { DLOCK__S_INSPECT, DLOCK__GROUP_MUTEX, 0, (const char *const *)names,
+                             NULL };
         dlock__fanout f;
         rc = dlock__fanout_run(c, &call, 1, 0, &f);
         if (rc != DLOCK_ENOMEM) {
@@ -115,9 +116,10 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
 /* Fill s from a state.lua reply r (kind MUTEX or SEMAPHORE). */
 static int parse_state(dlock_key_state *s, const dlock__reply *r, const char *key, int kind)
 {
-    int ok = r->type == REDIS_REPLY_ARRAY && r->elements >= 5 && r->elements % 2 == 1 &&
-             r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
-             r->element[3]->type == REDIS_REPLY_INTEGER && r->element[4]->type == REDIS_REPLY_INTEGER;
+    int ok =
+        r->type == REDIS_REPLY_ARRAY && r->elements >= 5 && r->elements % 2 == 1 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
+        r->element[3]->type == REDIS_REPLY_INTEGER && r->element[4]->type == REDIS_REPLY_INTEGER;
     if (!ok) {
         char what[DLOCK_KEY_MAX + 16];
         snprintf(what, sizeof what, "state of %s", key);
@@ -164,8 +166,8 @@ static int state_of(dlock_key_state **out, dlock_client *c, const char *key, int
     if (rc)
         return rc;
     const char *arg = family == DLOCK__FAM_SEM ? "s" : "m";
-    dlock__call call = {DLOCK__S_STATE, dlock__group_size(family), 1, (const char *const *)names,
-                        &arg};
+    dlock__call call = { DLOCK__S_STATE, dlock__group_size(family), 1, (const char *const *)names,
+                         &arg };
     dlock__reply *r = NULL;
     rc = dlock__fanout_one(c, &call, 1, &r);
     dlock_key_state *s = NULL;
@@ -190,14 +192,16 @@ int dlock_key_state_get(dlock_key_state **out, dlock_client *c, const char *key,
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     *out = NULL;
     int rc = dlock__key_check(key);
-    if (rc == 0 && kind != DLOCK_KIND_ANY && kind != DLOCK_KIND_MUTEX && kind != DLOCK_KIND_SEMAPHORE)
+    if (rc == 0 && kind != DLOCK_KIND_ANY && kind != DLOCK_KIND_MUTEX &&
+        kind != DLOCK_KIND_SEMAPHORE)
         rc = dlock__err(DLOCK_EINVAL, "kind must be DLOCK_KIND_ANY, _MUTEX or _SEMAPHORE (got %d)",
                         kind);
     if (rc == 0)
         rc = dlock__client_enter(c);
     if (rc)
         return rc;
-    rc = state_of(out, c, key, kind == DLOCK_KIND_SEMAPHORE ? DLOCK_KIND_SEMAPHORE : DLOCK_KIND_MUTEX);
+    rc = state_of(out, c, key,
+                  kind == DLOCK_KIND_SEMAPHORE ? DLOCK_KIND_SEMAPHORE : DLOCK_KIND_MUTEX);
     if (rc == 0 && kind == DLOCK_KIND_ANY && (*out)->nholders == 0 && (*out)->waiters == 0) {
         dlock_key_state *sem = NULL;
         rc = state_of(&sem, c, key, DLOCK_KIND_SEMAPHORE);
@@ -257,8 +261,8 @@ static int collect_names(const dlock_client *c, const dlock__reply *batch, const
             *list = nl;
             *cap = nc;
         }
-        (*list)[(*n)++] = (found){key, family == DLOCK__FAM_SEM ? DLOCK_KIND_SEMAPHORE
-                                                                : DLOCK_KIND_MUTEX};
+        (*list)[(*n)++] =
+            (found){ key, family == DLOCK__FAM_SEM ? DLOCK_KIND_SEMAPHORE : DLOCK_KIND_MUTEX };
     }
     return 0;
 }
@@ -275,7 +279,7 @@ static int scan_node(dlock_client *c, int node, const char *match, const char *p
         dlock__reply *r = NULL;
         if ((rc = dlock__pool_get(c, node, &conn, &reused, c->connect_timeout_ms)) != 0)
             break;
-        const char *argv[6] = {"SCAN", cursor, "MATCH", match, "COUNT", "1000"};
+        const char *argv[6] = { "SCAN", cursor, "MATCH", match, "COUNT", "1000" };
         rc = dlock__conn_command(conn, &r, 6, argv, NULL);
         dlock__pool_put(c, node, conn);
         if (rc)
@@ -365,9 +369,9 @@ int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
         return rc;
     if ((rc = dlock__client_enter(c)) == 0) {
         /* the release script with force: the next waiter gets the lock */
-        static const char *const args[2] = {"", "1"};
-        dlock__call call = {DLOCK__S_RELEASE, DLOCK__GROUP_MUTEX, 2, (const char *const *)names,
-                            args};
+        static const char *const args[2] = { "", "1" };
+        dlock__call call = { DLOCK__S_RELEASE, DLOCK__GROUP_MUTEX, 2, (const char *const *)names,
+                             args };
         dlock__fanout f;
         rc = dlock__fanout_run(c, &call, 1, 0, &f);
         if (rc != DLOCK_ENOMEM) {

@@ -19,13 +19,13 @@
 #include "error.h"
 
 static const char *const suffixes[5][DLOCK__K_MAX] = {
-    [DLOCK__FAM_MUTEX] = {"lock", "readers", "rinfo", "fence", "queue", "qinfo", "chan", "watch",
-                          NULL},
-    [DLOCK__FAM_SEM] = {"smeta", "sem", "sinfo", "sfence", "squeue", "sqinfo", "schan", "swatch",
-                        "sfree"},
-    [DLOCK__FAM_LATCH] = {"latch", "lchan"},
-    [DLOCK__FAM_BARRIER] = {"barrier", "barr", "bdone", "bchan"},
-    [DLOCK__FAM_RATE] = {"rate"},
+    [DLOCK__FAM_MUTEX] = { "lock", "readers", "rinfo", "fence", "queue", "qinfo", "chan", "watch",
+                           NULL },
+    [DLOCK__FAM_SEM] = { "smeta", "sem", "sinfo", "sfence", "squeue", "sqinfo", "schan", "swatch",
+                         "sfree" },
+    [DLOCK__FAM_LATCH] = { "latch", "lchan" },
+    [DLOCK__FAM_BARRIER] = { "barrier", "barr", "bdone", "bchan" },
+    [DLOCK__FAM_RATE] = { "rate" },
 };
 
 int dlock__group_size(int family)
@@ -52,8 +52,7 @@ int dlock__key_check(const char *key)
     if (n == 0)
         return dlock__err(DLOCK_EINVAL, "key is empty");
     if (n > DLOCK_KEY_MAX)
-        return dlock__err(DLOCK_EINVAL, "key is %zu bytes long; the limit is %d", n,
-                          DLOCK_KEY_MAX);
+        return dlock__err(DLOCK_EINVAL, "key is %zu bytes long; the limit is %d", n, DLOCK_KEY_MAX);
     return 0;
 }
 
@@ -141,9 +140,11 @@ int dlock__key_decode(const char *prefix, const char *name, size_t len, char **k
 {
     static const struct {
         int family, role;
-    } marks[] = {{DLOCK__FAM_MUTEX, DLOCK__K_LOCK},  {DLOCK__FAM_MUTEX, DLOCK__K_HOLDERS},
-                 {DLOCK__FAM_MUTEX, DLOCK__K_QUEUE}, {DLOCK__FAM_SEM, DLOCK__K_HOLDERS},
-                 {DLOCK__FAM_SEM, DLOCK__K_QUEUE}};
+    } marks[] = { { DLOCK__FAM_MUTEX, DLOCK__K_LOCK },
+                  { DLOCK__FAM_MUTEX, DLOCK__K_HOLDERS },
+                  { DLOCK__FAM_MUTEX, DLOCK__K_QUEUE },
+                  { DLOCK__FAM_SEM, DLOCK__K_HOLDERS },
+                  { DLOCK__FAM_SEM, DLOCK__K_QUEUE } };
     size_t plen = strlen(prefix);
     if (len <= plen || strncmp(name, prefix, plen) != 0)
         return 0;
@@ -193,10 +194,9 @@ static void build_prelude(void)
              DLOCK__K_FENCE + 1, DLOCK__K_QUEUE + 1, DLOCK__K_QINFO + 1, DLOCK__K_CHAN + 1,
              DLOCK__K_WATCH + 1, DLOCK__K_FREE + 1, DLOCK__GROUP_MUTEX, DLOCK__GROUP_SEM,
              DLOCK__ENTRY_TTL_MS, DLOCK__LEASE_TTL_MS, DLOCK__FENCE_TTL_MS, DLOCK__TOKEN_LEN,
-             DLOCK__MODE_ONCE,
-             DLOCK__MODE_WAIT, DLOCK__MODE_UNFAIR, DLOCK__R_BUSY, DLOCK__R_GRANTED,
-             DLOCK__R_CONFLICT, DLOCK__KA_LOST, DLOCK__KA_QUEUED, DLOCK__KA_LEASED,
-             DLOCK__KA_FREE);
+             DLOCK__MODE_ONCE, DLOCK__MODE_WAIT, DLOCK__MODE_UNFAIR, DLOCK__R_BUSY,
+             DLOCK__R_GRANTED, DLOCK__R_CONFLICT, DLOCK__KA_LOST, DLOCK__KA_QUEUED,
+             DLOCK__KA_LEASED, DLOCK__KA_FREE);
     /* the primitives' roles and replies (latch, barrier, rate limiter) */
     size_t n = strlen(lua_prelude);
     snprintf(lua_prelude + n, sizeof lua_prelude - n,

@@ -55,7 +55,13 @@
 
 #include "dlock.h"
 
-enum { DLOCK__FAM_MUTEX = 0, DLOCK__FAM_SEM = 1, DLOCK__FAM_LATCH, DLOCK__FAM_BARRIER, DLOCK__FAM_RATE };
+enum {
+    DLOCK__FAM_MUTEX = 0,
+    DLOCK__FAM_SEM = 1,
+    DLOCK__FAM_LATCH,
+    DLOCK__FAM_BARRIER,
+    DLOCK__FAM_RATE
+};
 
 enum {
     DLOCK__K_LOCK = 0, /* semaphore: META */
@@ -86,10 +92,10 @@ enum { DLOCK__K_RATE = 0 };
 #define DLOCK__TOKEN_LEN 32 /* hex digits of a holder's random token */
 
 /* Protocol constants, shared with the scripts (see wait.c for their role). */
-#define DLOCK__ENTRY_TTL_MS 800       /* a waiter's entry (or a lease) without keepalive */
-#define DLOCK__LEASE_TTL_MS 300       /* a fresh lease, until the waiter's keepalive */
-#define DLOCK__KEEPALIVE_MS 200       /* how often a waiter's entry is kept alive */
-#define DLOCK__FENCE_TTL_MS 86400000  /* the fence key outlives its last use by a day */
+#define DLOCK__ENTRY_TTL_MS 800              /* a waiter's entry (or a lease) without keepalive */
+#define DLOCK__LEASE_TTL_MS 300              /* a fresh lease, until the waiter's keepalive */
+#define DLOCK__KEEPALIVE_MS 200              /* how often a waiter's entry is kept alive */
+#define DLOCK__FENCE_TTL_MS 86400000         /* the fence key outlives its last use by a day */
 #define DLOCK__FENCE_MAX 9007199254740991ULL /* 2^53 - 1: exact in Lua's numbers */
 
 /* Script modes and reply codes (also in the Lua prelude). */
@@ -106,8 +112,8 @@ enum {
     DLOCK__P_MISSING = 3,  /* latch: no such latch */
     DLOCK__P_ZERO = 4      /* latch: already at zero */
 };
-#define DLOCK__BARRIER_LIFE_MS 3000     /* a barrier arrival without refresh */
-#define DLOCK__BARRIER_DONE_MS 600000   /* how long "who passed" is remembered */
+#define DLOCK__BARRIER_LIFE_MS 3000   /* a barrier arrival without refresh */
+#define DLOCK__BARRIER_DONE_MS 600000 /* how long "who passed" is remembered */
 
 /* Check a user key: non-empty, at most DLOCK_KEY_MAX bytes. 0 or EINVAL. */
 int dlock__key_check(const char *key);

@@ -71,8 +71,8 @@ void dlock__lock_free(dlock_lock *l)
     dlock__free(l);
 }
 
-int dlock__lock_new(dlock_lock **out, dlock_client *c, int kind, const char *const *keys,
-                    size_t n, const dlock_lock_opts *o)
+int dlock__lock_new(dlock_lock **out, dlock_client *c, int kind, const char *const *keys, size_t n,
+                    const dlock_lock_opts *o)
 {
     *out = NULL;
     dlock_lock *l = dlock__calloc(1, sizeof *l);
@@ -140,7 +140,8 @@ int dlock_release(dlock_lock *l)
         return 0;
     dlock_client *c = l->client;
     if (dlock__watchdog_on_thread(c))
-        return dlock__err(DLOCK_EINVAL, "dlock_release() cannot be called from an on_lost callback");
+        return dlock__err(DLOCK_EINVAL,
+                          "dlock_release() cannot be called from an on_lost callback");
     pthread_mutex_lock(&c->mu);
     int more = l->holds > 1; /* a reentrant hold taken again: drop one */
     if (more)
@@ -152,13 +153,13 @@ int dlock_release(dlock_lock *l)
      * or will be sent, so nothing can follow our delete. */
     dlock__watchdog_remove(c, l);
     int was_valid = dlock_is_held(l);
-    int lost_by_server = atomic_load(&l->state) == DLOCK__LOST &&
-                         atomic_load(&l->renew_error) == DLOCK_ENOTHELD;
+    int lost_by_server =
+        atomic_load(&l->state) == DLOCK__LOST && atomic_load(&l->renew_error) == DLOCK_ENOTHELD;
     atomic_store(&l->state, DLOCK__RELEASED);
     int rc = 0;
     if (lost_by_server) {
-        rc = dlock__err(DLOCK_ENOTHELD, "release %s: the lock had been taken over",
-                        l->parts[0].key);
+        rc =
+            dlock__err(DLOCK_ENOTHELD, "release %s: the lock had been taken over", l->parts[0].key);
     } else if ((rc = dlock__client_enter(c)) == 0) {
         rc = release_parts(l);
         if (rc == 0 && !was_valid)
@@ -181,8 +182,7 @@ int dlock_extend(dlock_lock *l, int64_t ttl_ms)
         return dlock__err(DLOCK_EINVAL, "ttl_ms must be from %d ms to 2^40 ms (got %lld)",
                           DLOCK__TTL_MIN_MS, (long long)ttl_ms);
     if (!dlock_is_held(l))
-        return dlock__err(DLOCK_ENOTHELD, "extend %s: the lock is no longer held",
-                          l->parts[0].key);
+        return dlock__err(DLOCK_ENOTHELD, "extend %s: the lock is no longer held", l->parts[0].key);
     dlock_client *c = l->client;
     int rc = dlock__client_enter(c);
     if (rc)

@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "keys.h"
+#include "schedule.h"
 
 enum { DLOCK__KIND_MUTEX, DLOCK__KIND_READ, DLOCK__KIND_SEM, DLOCK__KIND_MULTI };
 enum { DLOCK__NEW = 0, DLOCK__HELD = 1, DLOCK__LOST = 2, DLOCK__RELEASED = 3 };
@@ -25,36 +26,28 @@ enum { DLOCK__NEW = 0, DLOCK__HELD = 1, DLOCK__LOST = 2, DLOCK__RELEASED = 3 };
 #define DLOCK__LIMIT_MAX 100000
 
 typedef struct dlock__part {
-    char *key;     /* user key */
-    char **names;  /* its key group (points into the handle's names[]) */
+    char *key;    /* user key */
+    char **names; /* its key group (points into the handle's names[]) */
     uint64_t fence;
 } dlock__part;
 
-/* An entry in the watchdog's schedule (a binary heap by `due_ns`). */
-typedef struct dlock__sched {
-    int64_t due_ns;
-    int64_t early_ns; /* may be served this much before due, to batch */
-    size_t idx;       /* position in the heap; (size_t)-1 when not in it */
-    int is_waiter;
-} dlock__sched;
-
 struct dlock_lock {
     dlock_client *client;
-    int kind;   /* DLOCK__KIND_* */
-    int family; /* DLOCK__FAM_* */
+    int kind;                 /* DLOCK__KIND_* */
+    int family;               /* DLOCK__FAM_* */
     int limit, permits, slot; /* semaphore */
     int fair;
     size_t nparts;
     dlock__part *parts;
-    char **names;  /* nparts key groups, back to back: KEYS of a multi call */
+    char **names; /* nparts key groups, back to back: KEYS of a multi call */
     int nnames;
     char token[DLOCK__TOKEN_LEN + 1];
     int64_t ttl_ms; /* under client->mu once linked */
     int64_t acquired_ns;
     int auto_renew;
     int reentrant;
-    int holds;          /* reentrant holds (1 otherwise); the owning thread's */
-    pthread_t thread;   /* the thread that acquired it (reentrancy) */
+    int holds;        /* reentrant holds (1 otherwise); the owning thread's */
+    pthread_t thread; /* the thread that acquired it (reentrancy) */
     double renew_fraction;
     dlock_lost_fn on_lost;
     void *on_lost_arg;
@@ -65,15 +58,15 @@ struct dlock_lock {
 
     /* watchdog bookkeeping, under client->mu */
     dlock__sched sched;
-    int inflight;            /* the watchdog is using this lock right now */
-    int linked;              /* in the client's list of held locks */
+    int inflight; /* the watchdog is using this lock right now */
+    int linked;   /* in the client's list of held locks */
     dlock_lock *prev, *next;
 };
 
 /* A new handle of `kind` for keys[0..n) (validated, no duplicates), not
  * held yet, with a fresh token. 0, DLOCK_ENOMEM, DLOCK_ESYS (no randomness). */
-int dlock__lock_new(dlock_lock **out, dlock_client *c, int kind, const char *const *keys,
-                    size_t n, const dlock_lock_opts *o);
+int dlock__lock_new(dlock_lock **out, dlock_client *c, int kind, const char *const *keys, size_t n,
+                    const dlock_lock_opts *o);
 void dlock__lock_free(dlock_lock *l);
 
 /* Validity left for a lock confirmed by a request sent at start_ns:

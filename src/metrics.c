@@ -95,7 +95,7 @@ void dlock__metrics_release(dlock__metrics *m, const char *key, int rc, int64_t 
 {
     if (m->off)
         return;
-    atomic_uint_fast64_t *ctr = rc == 0 ? &m->released
+    atomic_uint_fast64_t *ctr = rc == 0                ? &m->released
                                 : rc == DLOCK_ENOTHELD ? &m->release_not_held
                                                        : &m->release_errors;
     atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
@@ -155,7 +155,8 @@ static void put_hist(FILE *f, const char *name, const char *labels, const dlock_
     for (int i = 0; i < DLOCK_HIST_BUCKETS; i++)
         fprintf(f, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, bounds[i],
                 (unsigned long long)h->le[i]);
-    fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)h->count);
+    fprintf(f, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+            (unsigned long long)h->count);
     fprintf(f, "%s_sum%s%s%s %.9f\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
             h->sum_seconds);
     fprintf(f, "%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "",
@@ -228,7 +229,8 @@ int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *con
         fprintf(f, "dlock_acquisitions_total{%s%sresult=\"error\"} %llu\n", label, sep,
                 (unsigned long long)atomic_load(&list[i]->errors));
     }
-    fprintf(f, "# HELP dlock_acquire_wait_seconds Time from the start of an acquisition to the lock being held.\n"
+    fprintf(f, "# HELP dlock_acquire_wait_seconds Time from the start of an acquisition to the "
+               "lock being held.\n"
                "# TYPE dlock_acquire_wait_seconds histogram\n");
     for (int i = 0; i < n; i++) {
         dlock_histogram h;
@@ -244,35 +246,41 @@ int dlock__metrics_write(dlock__metrics *m, FILE *f, int nnodes, const char *con
         class_label(label, sizeof label, names[i]);
         put_hist(f, "dlock_hold_seconds", label, &h);
     }
-    fprintf(f, "# HELP dlock_locks_held Locks held through this client now.\n"
-               "# TYPE dlock_locks_held gauge\n"
-               "dlock_locks_held %lld\n", (long long)held_now);
-    fprintf(f, "# HELP dlock_renewals_total Watchdog renewals by result.\n"
-               "# TYPE dlock_renewals_total counter\n"
-               "dlock_renewals_total{result=\"ok\"} %llu\n"
-               "dlock_renewals_total{result=\"failed\"} %llu\n",
+    fprintf(f,
+            "# HELP dlock_locks_held Locks held through this client now.\n"
+            "# TYPE dlock_locks_held gauge\n"
+            "dlock_locks_held %lld\n",
+            (long long)held_now);
+    fprintf(f,
+            "# HELP dlock_renewals_total Watchdog renewals by result.\n"
+            "# TYPE dlock_renewals_total counter\n"
+            "dlock_renewals_total{result=\"ok\"} %llu\n"
+            "dlock_renewals_total{result=\"failed\"} %llu\n",
             (unsigned long long)st->renewals, (unsigned long long)st->renew_failures);
-    fprintf(f, "# HELP dlock_locks_lost_total Locks found lost while held.\n"
-               "# TYPE dlock_locks_lost_total counter\n"
-               "dlock_locks_lost_total %llu\n", (unsigned long long)st->lost);
-    fprintf(f, "# HELP dlock_releases_total Releases by result.\n"
-               "# TYPE dlock_releases_total counter\n"
-               "dlock_releases_total{result=\"released\"} %llu\n"
-               "dlock_releases_total{result=\"not_held\"} %llu\n"
-               "dlock_releases_total{result=\"error\"} %llu\n",
+    fprintf(f,
+            "# HELP dlock_locks_lost_total Locks found lost while held.\n"
+            "# TYPE dlock_locks_lost_total counter\n"
+            "dlock_locks_lost_total %llu\n",
+            (unsigned long long)st->lost);
+    fprintf(f,
+            "# HELP dlock_releases_total Releases by result.\n"
+            "# TYPE dlock_releases_total counter\n"
+            "dlock_releases_total{result=\"released\"} %llu\n"
+            "dlock_releases_total{result=\"not_held\"} %llu\n"
+            "dlock_releases_total{result=\"error\"} %llu\n",
             (unsigned long long)st->released, (unsigned long long)st->release_not_held,
             (unsigned long long)st->release_errors);
     static const char *const fams[4][2] = {
-        {"dlock_round_trips_total", "Request/reply exchanges with Redis."},
-        {"dlock_commands_total", "Commands sent to Redis."},
-        {"dlock_connects_total", "Connections opened to Redis."},
-        {"dlock_errors_total", "Transport or protocol errors talking to Redis."},
+        { "dlock_round_trips_total", "Request/reply exchanges with Redis." },
+        { "dlock_commands_total", "Commands sent to Redis." },
+        { "dlock_connects_total", "Connections opened to Redis." },
+        { "dlock_errors_total", "Transport or protocol errors talking to Redis." },
     };
     for (int i = 0; i < 4; i++) {
         fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", fams[i][0], fams[i][1], fams[i][0]);
         for (int k = 0; k < nnodes; k++) {
             dlock__counters *cs = counters[k];
-            uint64_t v = i == 0 ? atomic_load(&cs->round_trips)
+            uint64_t v = i == 0   ? atomic_load(&cs->round_trips)
                          : i == 1 ? atomic_load(&cs->commands)
                          : i == 2 ? atomic_load(&cs->connects)
                                   : atomic_load(&cs->errors);

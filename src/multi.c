@@ -21,7 +21,8 @@ static int same_slot(dlock_client *c, const char *const *keys, size_t n)
         if (rc == 0)
             rc = dlock__key_name(&b, c->prefix, keys[i], DLOCK__FAM_MUTEX, DLOCK__K_LOCK);
         if (rc == 0 && dlock__key_slot(a) != dlock__key_slot(b))
-            rc = dlock__err(DLOCK_EINVAL, "on Redis Cluster the keys of a multi-lock must share a "
+            rc = dlock__err(DLOCK_EINVAL,
+                            "on Redis Cluster the keys of a multi-lock must share a "
                             "slot: '%s' and '%s' do not (give them a common {hash tag})",
                             keys[0], keys[i]);
         dlock__free(a);

@@ -13,8 +13,7 @@ void dlock__pool_drain(dlock__node *nd)
     nd->nidle = 0;
 }
 
-int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused,
-                    int max_connect_ms)
+int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused, int max_connect_ms)
 {
     dlock__node *nd = &c->nodes[node];
     pthread_mutex_lock(&c->mu);
@@ -34,12 +33,16 @@ int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused,
     *out = conn;
     if (conn || rc)
         return rc;
-    int connect_ms = c->connect_timeout_ms < max_connect_ms ? c->connect_timeout_ms
-                                                            : max_connect_ms;
+    int connect_ms =
+        c->connect_timeout_ms < max_connect_ms ? c->connect_timeout_ms : max_connect_ms;
     /* automatic min_replicas: ask the server how many replicas it has */
     int want_role = c->min_replicas < 0 && ep.replicas < 0;
-    dlock__conn_cfg cfg = {&ep, connect_ms > 0 ? connect_ms : 1, c->command_timeout_ms,
-                           has_faults ? &faults : NULL, &nd->counters, want_role};
+    dlock__conn_cfg cfg = { &ep,
+                            connect_ms > 0 ? connect_ms : 1,
+                            c->command_timeout_ms,
+                            has_faults ? &faults : NULL,
+                            &nd->counters,
+                            want_role };
     rc = dlock__conn_open(out, &cfg);
     if (rc == 0) {
         *dlock__conn_tag(*out) = gen;

@@ -16,8 +16,7 @@
  * within max_connect_ms (capped by the connect timeout). *reused says
  * whether it came from the pool (a pooled connection may have gone
  * stale). Returns 0 or the connect error. */
-int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused,
-                    int max_connect_ms);
+int dlock__pool_get(dlock_client *c, int node, dlock__conn **out, int *reused, int max_connect_ms);
 
 /* Give it back (NULL is a no-op). */
 void dlock__pool_put(dlock_client *c, int node, dlock__conn *conn);

@@ -93,7 +93,7 @@ static void dispatch(dlock__listener *ls, const dlock__reply *r)
         for (dlock__sub *w = ls->waiters; w; w = w->next)
             if (strcmp(w->channel, name) == 0)
                 notify(w, payload[0] == '\0' || strcmp(payload, w->token) == 0 ? DLOCK__NEWS_MINE
-                                                                                : DLOCK__NEWS_OTHER);
+                                                                               : DLOCK__NEWS_OTHER);
     }
 }
 
@@ -107,7 +107,7 @@ static int plan(dlock__listener *ls, dlock__conn *conn)
         channel *ch = *pp;
         if (ch->refs == 0) {
             if (ch->state != CH_NEW) {
-                const char *av[2] = {"UNSUBSCRIBE", ch->name};
+                const char *av[2] = { "UNSUBSCRIBE", ch->name };
                 if (dlock__conn_append(conn, 2, av, NULL) != 0)
                     return DLOCK_ENOMEM;
                 n++;
@@ -118,7 +118,7 @@ static int plan(dlock__listener *ls, dlock__conn *conn)
             continue;
         }
         if (ch->state == CH_NEW) {
-            const char *av[2] = {"SUBSCRIBE", ch->name};
+            const char *av[2] = { "SUBSCRIBE", ch->name };
             if (dlock__conn_append(conn, 2, av, NULL) != 0)
                 return DLOCK_ENOMEM;
             ch->state = CH_SENT;
@@ -129,59 +129,79 @@ static int plan(dlock__listener *ls, dlock__conn *conn)
     return n;
 }
 
+/* The listener's connection, taken from the pool (it becomes the
+ * listener's for good) with every channel to subscribe again; NULL after a
+ * pause that doubles up to 1 s while the node cannot be reached (a wake-up
+ * on the control pipe cuts it short). ls->mu held, released meanwhile. */
+static dlock__conn *listener_connect(dlock__listener *ls, int *backoff_ms)
+{
+    dlock_client *c = ls->client;
+    dlock__conn *conn;
+    int reused;
+    pthread_mutex_unlock(&ls->mu);
+    int rc = dlock__pool_get(c, ls->node, &conn, &reused, c->connect_timeout_ms);
+    pthread_mutex_lock(&ls->mu);
+    if (rc == 0) {
+        *backoff_ms = 10;
+        for (channel *ch = ls->channels; ch; ch = ch->next)
+            ch->state = CH_NEW;
+        return conn;
+    }
+    reset_all(ls);
+    pthread_mutex_unlock(&ls->mu);
+    struct pollfd p = { .fd = ls->ctl[0], .events = POLLIN };
+    poll(&p, 1, *backoff_ms);
+    *backoff_ms = *backoff_ms < 1000 ? *backoff_ms * 2 : 1000;
+    pthread_mutex_lock(&ls->mu);
+    return NULL;
+}
+
+/* One turn of the listener: send the (un)subscriptions planned, dispatch
+ * every message already here, then wait up to 1 s for more or for a
+ * wake-up. Returns 0, or an error when the connection is lost. ls->mu
+ * held, released meanwhile. */
+static int listener_turn(dlock__listener *ls, dlock__conn *conn)
+{
+    dlock_client *c = ls->client;
+    int n = plan(ls, conn);
+    pthread_mutex_unlock(&ls->mu);
+    int rc = n < 0 ? n : n > 0 ? dlock__conn_send(conn, c->command_timeout_ms) : 0;
+    while (rc == 0) {
+        dlock__reply *r = NULL;
+        rc = dlock__conn_read(conn, &r, 0);
+        if (rc || !r)
+            break;
+        pthread_mutex_lock(&ls->mu);
+        dispatch(ls, r);
+        pthread_mutex_unlock(&ls->mu);
+        dlock__reply_free(r);
+    }
+    if (rc == 0) {
+        struct pollfd p[2] = { { .fd = dlock__conn_poll_fd(conn), .events = POLLIN },
+                               { .fd = ls->ctl[0], .events = POLLIN } };
+        poll(p, 2, 1000);
+        if (p[1].revents & POLLIN) {
+            char buf[64];
+            while (read(ls->ctl[0], buf, sizeof buf) > 0) {
+            }
+        }
+    }
+    pthread_mutex_lock(&ls->mu);
+    return rc;
+}
+
+/* The listener thread: one connection to its node, reconnected (and every
+ * channel subscribed again) whenever it is lost, until ls->stop. */
 static void *listener_main(void *arg)
 {
     dlock__listener *ls = arg;
-    dlock_client *c = ls->client;
     dlock__conn *conn = NULL;
     int backoff_ms = 10;
     pthread_mutex_lock(&ls->mu);
     while (!ls->stop) {
-        if (!conn) {
-            pthread_mutex_unlock(&ls->mu);
-            int reused; /* a pooled connection is fine: it becomes ours for good */
-            int rc = dlock__pool_get(c, ls->node, &conn, &reused, c->connect_timeout_ms);
-            pthread_mutex_lock(&ls->mu);
-            if (rc) {
-                conn = NULL;
-                reset_all(ls);
-                pthread_mutex_unlock(&ls->mu);
-                struct pollfd p = {.fd = ls->ctl[0], .events = POLLIN};
-                poll(&p, 1, backoff_ms);
-                backoff_ms = backoff_ms < 1000 ? backoff_ms * 2 : 1000;
-                pthread_mutex_lock(&ls->mu);
-                continue;
-            }
-            backoff_ms = 10;
-            for (channel *ch = ls->channels; ch; ch = ch->next)
-                ch->state = CH_NEW;
-        }
-        int n = plan(ls, conn);
-        pthread_mutex_unlock(&ls->mu);
-        int rc = n < 0 ? n : n > 0 ? dlock__conn_send(conn, c->command_timeout_ms) : 0;
-        /* take every complete reply already here, then wait for more */
-        while (rc == 0) {
-            dlock__reply *r = NULL;
-            rc = dlock__conn_read(conn, &r, 0);
-            if (rc || !r)
-                break;
-            pthread_mutex_lock(&ls->mu);
-            dispatch(ls, r);
-            pthread_mutex_unlock(&ls->mu);
-            dlock__reply_free(r);
-        }
-        if (rc == 0) {
-            struct pollfd p[2] = {{.fd = dlock__conn_poll_fd(conn), .events = POLLIN},
-                                  {.fd = ls->ctl[0], .events = POLLIN}};
-            poll(p, 2, 1000);
-            if (p[1].revents & POLLIN) {
-                char buf[64];
-                while (read(ls->ctl[0], buf, sizeof buf) > 0) {
-                }
-            }
-        }
-        pthread_mutex_lock(&ls->mu);
-        if (rc) {
+        if (!conn && !(conn = listener_connect(ls, &backoff_ms)))
+            continue;
+        if (listener_turn(ls, conn) != 0) {
             dlock__conn_close(conn);
             conn = NULL;
             reset_all(ls);

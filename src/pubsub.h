@@ -29,9 +29,9 @@ typedef struct dlock__sub {
     int node;            /* which of the client's nodes to listen on */
     const char *channel; /* caller's string, lives while registered */
     const char *token;
-    int efd;             /* eventfd, readable when there is news */
-    int news;            /* DLOCK__NEWS_* bits, under the listener's mutex */
-    int confirmed;       /* the subscription is active */
+    int efd;       /* eventfd, readable when there is news */
+    int news;      /* DLOCK__NEWS_* bits, under the listener's mutex */
+    int confirmed; /* the subscription is active */
     struct dlock__sub *next;
 } dlock__sub;
 

@@ -159,7 +159,7 @@ int dlock__reply_fail(const dlock__reply *r, const char *desc, const char *what)
         (dlock__reply_is_error(r, "NOPERM") || strstr(r->str, "user executing the script can't")))
         return dlock__err(DLOCK_EAUTH, "%s%s%s: permission denied by the server's ACL (%s)",
                           what ? what : "", what ? ": " : "", desc, r->str);
-    return dlock__err(DLOCK_EPROTO, "%s%s%s: unexpected reply%s%s", what ? what : "", what ? ": " : "", desc,
-                      r && r->type == REDIS_REPLY_ERROR ? ": " : "",
+    return dlock__err(DLOCK_EPROTO, "%s%s%s: unexpected reply%s%s", what ? what : "",
+                      what ? ": " : "", desc, r && r->type == REDIS_REPLY_ERROR ? ": " : "",
                       r && r->type == REDIS_REPLY_ERROR ? r->str : "");
 }

@@ -47,9 +47,10 @@ int dlock_rw_downgrade(dlock_lock *l)
     dlock__watchdog_suspend(c, l);
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
-    const char *args[2] = {l->token, ttl};
+    const char *args[2] = { l->token, ttl };
     dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = {
-        {DLOCK__S_DOWNGRADE, DLOCK__GROUP_MUTEX, 2, (const char *const *)l->parts[0].names, args}};
+        { DLOCK__S_DOWNGRADE, DLOCK__GROUP_MUTEX, 2, (const char *const *)l->parts[0].names, args }
+    };
     char what[DLOCK_KEY_MAX + 16], wait_ms[24];
     const char *wait_args[1];
     snprintf(what, sizeof what, "downgrade %s", l->parts[0].key);
@@ -71,8 +72,9 @@ int dlock_rw_downgrade(dlock_lock *l)
     } else if (rc == DLOCK_ENOTHELD) {
         dlock__watchdog_mark_lost(l, DLOCK_ENOTHELD);
     }
-    dlock__watchdog_replan(c, l, rc == 0 ? start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6)
-                                         : dlock__now_ns());
+    dlock__watchdog_replan(c, l,
+                           rc == 0 ? start + (int64_t)((double)l->ttl_ms * l->renew_fraction * 1e6)
+                                   : dlock__now_ns());
     dlock__client_leave(c);
     return rc;
 }

@@ -23,23 +23,23 @@ typedef struct script {
 } script;
 
 static script scripts[DLOCK__S_COUNT] = {
-    [DLOCK__S_ACQUIRE] = {"acquire", dlock__lua_acquire, NULL, ""},
-    [DLOCK__S_READ_ACQUIRE] = {"read_acquire", dlock__lua_read_acquire, NULL, ""},
-    [DLOCK__S_MULTI_ACQUIRE] = {"multi_acquire", dlock__lua_multi_acquire, NULL, ""},
-    [DLOCK__S_SEM_ACQUIRE] = {"sem_acquire", dlock__lua_sem_acquire, NULL, ""},
-    [DLOCK__S_RELEASE] = {"release", dlock__lua_release, NULL, ""},
-    [DLOCK__S_READ_RELEASE] = {"read_release", dlock__lua_read_release, NULL, ""},
-    [DLOCK__S_SEM_RELEASE] = {"sem_release", dlock__lua_sem_release, NULL, ""},
-    [DLOCK__S_EXTEND] = {"extend", dlock__lua_extend, NULL, ""},
-    [DLOCK__S_MEMBER_EXTEND] = {"member_extend", dlock__lua_member_extend, NULL, ""},
-    [DLOCK__S_KEEPALIVE] = {"keepalive", dlock__lua_keepalive, NULL, ""},
-    [DLOCK__S_FENCE_FLOOR] = {"fence_floor", dlock__lua_fence_floor, NULL, ""},
-    [DLOCK__S_INSPECT] = {"inspect", dlock__lua_inspect, NULL, ""},
-    [DLOCK__S_STATE] = {"state", dlock__lua_state, NULL, ""},
-    [DLOCK__S_DOWNGRADE] = {"downgrade", dlock__lua_downgrade, NULL, ""},
-    [DLOCK__S_LATCH] = {"latch", dlock__lua_latch, NULL, ""},
-    [DLOCK__S_BARRIER] = {"barrier", dlock__lua_barrier, NULL, ""},
-    [DLOCK__S_RATE] = {"rate", dlock__lua_rate, NULL, ""},
+    [DLOCK__S_ACQUIRE] = { "acquire", dlock__lua_acquire, NULL, "" },
+    [DLOCK__S_READ_ACQUIRE] = { "read_acquire", dlock__lua_read_acquire, NULL, "" },
+    [DLOCK__S_MULTI_ACQUIRE] = { "multi_acquire", dlock__lua_multi_acquire, NULL, "" },
+    [DLOCK__S_SEM_ACQUIRE] = { "sem_acquire", dlock__lua_sem_acquire, NULL, "" },
+    [DLOCK__S_RELEASE] = { "release", dlock__lua_release, NULL, "" },
+    [DLOCK__S_READ_RELEASE] = { "read_release", dlock__lua_read_release, NULL, "" },
+    [DLOCK__S_SEM_RELEASE] = { "sem_release", dlock__lua_sem_release, NULL, "" },
+    [DLOCK__S_EXTEND] = { "extend", dlock__lua_extend, NULL, "" },
+    [DLOCK__S_MEMBER_EXTEND] = { "member_extend", dlock__lua_member_extend, NULL, "" },
+    [DLOCK__S_KEEPALIVE] = { "keepalive", dlock__lua_keepalive, NULL, "" },
+    [DLOCK__S_FENCE_FLOOR] = { "fence_floor", dlock__lua_fence_floor, NULL, "" },
+    [DLOCK__S_INSPECT] = { "inspect", dlock__lua_inspect, NULL, "" },
+    [DLOCK__S_STATE] = { "state", dlock__lua_state, NULL, "" },
+    [DLOCK__S_DOWNGRADE] = { "downgrade", dlock__lua_downgrade, NULL, "" },
+    [DLOCK__S_LATCH] = { "latch", dlock__lua_latch, NULL, "" },
+    [DLOCK__S_BARRIER] = { "barrier", dlock__lua_barrier, NULL, "" },
+    [DLOCK__S_RATE] = { "rate", dlock__lua_rate, NULL, "" },
 };
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -117,11 +117,11 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
     if (call->script == DLOCK__S_WAIT) {
         char need[16];
         snprintf(need, sizeof need, "%d", dlock__conn_need(c));
-        const char *argv[3] = {"WAIT", need, call->args[0]};
+        const char *argv[3] = { "WAIT", need, call->args[0] };
         return dlock__conn_append(c, 3, argv, NULL);
     }
     if (call->script == DLOCK__S_ROLE) {
-        const char *argv[1] = {"ROLE"};
+        const char *argv[1] = { "ROLE" };
         return dlock__conn_append(c, 1, argv, NULL);
     }
     int rc = dlock__scripts_init();
@@ -149,12 +149,14 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
     return rc;
 }
 
-int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n, dlock__reply **replies)
+int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
+                                dlock__reply **replies)
 {
     for (int i = 0; i < n; i++) {
         if (calls[i].script == DLOCK__S_ROLE && replies[i])
             dlock__conn_saw_role(c, replies[i]);
-        if (calls[i].script != DLOCK__S_WAIT || !replies[i] || replies[i]->type != REDIS_REPLY_INTEGER)
+        if (calls[i].script != DLOCK__S_WAIT || !replies[i] ||
+            replies[i]->type != REDIS_REPLY_INTEGER)
             continue;
         dlock__reply *p = dlock__reply_pair(replies[i]->integer, dlock__conn_need(c));
         if (!p)

@@ -33,7 +33,8 @@ int dlock_sem_acquire_n(dlock_lock **out, dlock_client *client, const char *key,
         rc = dlock__err(DLOCK_EINVAL, "permits must be from 1 to the limit %d (got %d)", limit,
                         permits);
     if (rc == 0 && client->backend == DLOCK__BACKEND_REDLOCK)
-        rc = dlock__err(DLOCK_EINVAL, "semaphores are not available on Redlock: permits counted "
+        rc = dlock__err(DLOCK_EINVAL,
+                        "semaphores are not available on Redlock: permits counted "
                         "separately on each server could admit more than `limit` holders");
     return rc ? rc : dlock__acquire(out, client, DLOCK__KIND_SEM, &key, 1, limit, permits, &o);
 }

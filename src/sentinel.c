@@ -45,14 +45,15 @@ int dlock__sentinel_resolve(dlock_client *c)
 {
     char why[300] = "no sentinel answered";
     for (int i = 0; i < c->nsentinels; i++) {
-        dlock__conn_cfg cfg = {&c->sentinels[i], c->connect_timeout_ms, c->command_timeout_ms,
-                               NULL, NULL, 0};
+        dlock__conn_cfg cfg = {
+            &c->sentinels[i], c->connect_timeout_ms, c->command_timeout_ms, NULL, NULL, 0
+        };
         dlock__conn *conn;
         if (dlock__conn_open(&conn, &cfg) != 0) {
             snprintf(why, sizeof why, "%s", dlock_last_errmsg());
             continue;
         }
-        const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", c->master_name};
+        const char *argv[3] = { "SENTINEL", "get-master-addr-by-name", c->master_name };
         dlock__reply *r = NULL;
         int rc = dlock__conn_command(conn, &r, 3, argv, NULL);
         dlock__conn_close(conn);
@@ -60,7 +61,8 @@ int dlock__sentinel_resolve(dlock_client *c)
             snprintf(why, sizeof why, "%s", dlock_last_errmsg());
             continue;
         }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
             r->element[1]->type != REDIS_REPLY_STRING) {
             snprintf(why, sizeof why, "sentinel %s does not know master '%s'", c->sentinels[i].desc,
                      c->master_name);
@@ -81,9 +83,9 @@ int dlock__sentinel_resolve(dlock_client *c)
         switch_master(c, host, (int)port);
         return 0;
     }
-    return dlock__err(DLOCK_ECONN, "cannot find master '%s' through the sentinels: %s", c->master_name, why);
+    return dlock__err(DLOCK_ECONN, "cannot find master '%s' through the sentinels: %s",
+                      c->master_name, why);
 }
-
 
 /* ---------------------------------------------------- the +switch-master watcher */
 
@@ -111,7 +113,7 @@ static void on_switch(dlock_client *c, const char *msg)
  * or we are told to stop. */
 static void listen_on(dlock_client *c, struct dlock__sentinel_watch *w, dlock__conn *conn)
 {
-    const char *av[2] = {"SUBSCRIBE", "+switch-master"};
+    const char *av[2] = { "SUBSCRIBE", "+switch-master" };
     if (dlock__conn_append(conn, 2, av, NULL) != 0 ||
         dlock__conn_send(conn, c->command_timeout_ms) != 0)
         return;
@@ -121,8 +123,8 @@ static void listen_on(dlock_client *c, struct dlock__sentinel_watch *w, dlock__c
         if (dlock__conn_read(conn, &r, 0) != 0)
             return;
         if (!r) {
-            struct pollfd p[2] = {{.fd = dlock__conn_poll_fd(conn), .events = POLLIN},
-                                  {.fd = w->ctl[0], .events = POLLIN}};
+            struct pollfd p[2] = { { .fd = dlock__conn_poll_fd(conn), .events = POLLIN },
+                                   { .fd = w->ctl[0], .events = POLLIN } };
             poll(p, 2, 5000);
             continue;
         }
@@ -145,14 +147,15 @@ static void *watch_main(void *arg)
     dlock_client *c = arg;
     struct dlock__sentinel_watch *w = c->sentinel_watch;
     for (int i = 0; !atomic_load(&w->stop); i = (i + 1) % c->nsentinels) {
-        dlock__conn_cfg cfg = {&c->sentinels[i], c->connect_timeout_ms, c->command_timeout_ms,
-                               NULL, NULL, 0};
+        dlock__conn_cfg cfg = {
+            &c->sentinels[i], c->connect_timeout_ms, c->command_timeout_ms, NULL, NULL, 0
+        };
         dlock__conn *conn = NULL;
         if (dlock__conn_open(&conn, &cfg) == 0)
             listen_on(c, w, conn);
         dlock__conn_close(conn);
         if (!atomic_load(&w->stop)) { /* then the next sentinel, after a pause */
-            struct pollfd p = {.fd = w->ctl[0], .events = POLLIN};
+            struct pollfd p = { .fd = w->ctl[0], .events = POLLIN };
             poll(&p, 1, 200);
         }
     }

@@ -65,7 +65,7 @@ static void sigpipe_unblock(sigpipe_guard *g)
     sigemptyset(&pend);
     sigpending(&pend);
     if (!g->was_pending && sigismember(&pend, SIGPIPE) == 1) {
-        struct timespec zero = {0, 0};
+        struct timespec zero = { 0, 0 };
         while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
         }
     }
@@ -179,7 +179,8 @@ static void tls_close(dlock__transport *tr)
     dlock__free(t);
 }
 
-static const dlock__transport_ops tls_ops = {tls_read, tls_write, tls_poll_fd, tls_close, tls_pending};
+static const dlock__transport_ops tls_ops = { tls_read, tls_write, tls_poll_fd, tls_close,
+                                              tls_pending };
 
 /* Set up the context: verification, CA file, client certificate. */
 static int make_ctx(SSL_CTX **out, const dlock__endpoint *ep)
@@ -201,11 +202,73 @@ static int make_ctx(SSL_CTX **out, const dlock__endpoint *ep)
                      SSL_CTX_use_PrivateKey_file(ctx, ep->key, SSL_FILETYPE_PEM) != 1 ||
                      SSL_CTX_check_private_key(ctx) != 1)) {
         SSL_CTX_free(ctx);
-        return dlock__err(DLOCK_EINVAL, "TLS: cannot load the client certificate %s / key %s: %s", ep->cert,
-                          ep->key, ssl_reason());
+        return dlock__err(DLOCK_EINVAL, "TLS: cannot load the client certificate %s / key %s: %s",
+                          ep->cert, ep->key, ssl_reason());
     }
     *out = ctx;
     return 0;
+}
+
+/* Names the server t must prove to be: the SNI name (unless an address)
+ * and the host name or IP address its certificate is checked against.
+ * Returns 0 or DLOCK_EINVAL. */
+static int expect_peer(tls_transport *t, const dlock__endpoint *ep)
+{
+    const char *name = ep->sni ? ep->sni : ep->host;
+    unsigned char addr[16];
+    int is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+    X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
+    if (!is_ip)
+        SSL_set_tlsext_host_name(t->ssl, name);
+    if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name)
+               : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1 ||
+        SSL_set_fd(t->ssl, t->inner->ops->poll_fd(t->inner)) != 1)
+        return dlock__err(DLOCK_EINVAL, "TLS: cannot set up the connection to %s: %s", name,
+                          ssl_reason());
+    return 0;
+}
+
+/* The error for a handshake that failed with SSL error e: a certificate
+ * that did not verify, a closed connection, or OpenSSL's reason, with a
+ * hint when the server does not seem to speak TLS. Returns DLOCK_ECONN. */
+static int handshake_error(tls_transport *t, int e)
+{
+    long v = SSL_get_verify_result(t->ssl);
+    if (v != X509_V_OK)
+        return dlock__err(DLOCK_ECONN,
+                          "TLS handshake with %s failed: certificate verify failed: %s",
+                          t->base.desc, X509_verify_cert_error_string(v));
+    if (e == SSL_ERROR_SYSCALL)
+        return dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: connection closed%s",
+                          t->base.desc, NOT_TLS_HINT);
+    int not_tls = peer_not_tls();
+    return dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: %s%s", t->base.desc, ssl_reason(),
+                      not_tls ? NOT_TLS_HINT : "");
+}
+
+/* The TLS handshake, waiting on the inner transport until deadline_ns.
+ * Returns 0 or DLOCK_ECONN (or the inner transport's error). */
+static int handshake(tls_transport *t, int64_t deadline_ns)
+{
+    for (;;) {
+        ERR_clear_error();
+        sigpipe_guard g;
+        sigpipe_block(&g);
+        int r = SSL_connect(t->ssl);
+        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+        sigpipe_unblock(&g);
+        if (r == 1)
+            return 0;
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            return handshake_error(t, e);
+        int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+                                      deadline_ns);
+        if (w == DLOCK_ETIMEDOUT)
+            return dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out%s", t->base.desc,
+                              NOT_TLS_HINT);
+        if (w)
+            return w;
+    }
 }
 
 int dlock__tls_wrap(dlock__transport **tr, const dlock__endpoint *ep, int64_t deadline_ns)
@@ -219,48 +282,10 @@ int dlock__tls_wrap(dlock__transport **tr, const dlock__endpoint *ep, int64_t de
     int rc = make_ctx(&t->ctx, ep);
     if (rc == 0 && !(t->ssl = SSL_new(t->ctx)))
         rc = dlock__err(DLOCK_ENOMEM, "TLS: %s", ssl_reason());
-    if (rc == 0) {
-        const char *name = ep->sni ? ep->sni : ep->host;
-        unsigned char addr[16];
-        int is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
-        X509_VERIFY_PARAM *param = SSL_get0_param(t->ssl);
-        if (!is_ip)
-            SSL_set_tlsext_host_name(t->ssl, name);
-        if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, name) : X509_VERIFY_PARAM_set1_host(param, name, 0)) != 1 ||
-            SSL_set_fd(t->ssl, t->inner->ops->poll_fd(t->inner)) != 1)
-            rc = dlock__err(DLOCK_EINVAL, "TLS: cannot set up the connection to %s: %s", name, ssl_reason());
-    }
-    while (rc == 0) {
-        ERR_clear_error();
-        sigpipe_guard g;
-        sigpipe_block(&g);
-        int r = SSL_connect(t->ssl);
-        int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
-        sigpipe_unblock(&g);
-        if (r == 1)
-            break;
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            int w = dlock__transport_wait(t->inner, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline_ns);
-            if (w == DLOCK_ETIMEDOUT)
-                rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s: timed out%s", t->base.desc,
-                                NOT_TLS_HINT);
-            else if (w)
-                rc = w;
-            continue;
-        }
-        long v = SSL_get_verify_result(t->ssl);
-        if (v != X509_V_OK)
-            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: certificate verify failed: %s",
-                            t->base.desc, X509_verify_cert_error_string(v));
-        else if (e == SSL_ERROR_SYSCALL)
-            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: connection closed%s",
-                            t->base.desc, NOT_TLS_HINT);
-        else {
-            int not_tls = peer_not_tls();
-            rc = dlock__err(DLOCK_ECONN, "TLS handshake with %s failed: %s%s", t->base.desc,
-                            ssl_reason(), not_tls ? NOT_TLS_HINT : "");
-        }
-    }
+    if (rc == 0)
+        rc = expect_peer(t, ep);
+    if (rc == 0)
+        rc = handshake(t, deadline_ns);
     if (rc) {
         t->inner = NULL;
         if (t->ssl)

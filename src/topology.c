@@ -14,7 +14,8 @@
 /* Split a URL list into its URLs: a comma followed by "scheme://" starts a
  * new URL; other commas belong to the URL (Sentinel seed hosts). Calls fn
  * for each; stops at the first error. */
-static int split_urls(const char *list, int (*fn)(dlock_client *, const char *, size_t), dlock_client *c)
+static int split_urls(const char *list, int (*fn)(dlock_client *, const char *, size_t),
+                      dlock_client *c)
 {
     const char *start = list;
     for (const char *p = list;; p++) {
@@ -44,7 +45,8 @@ static int take_userinfo(const char **p, char *userinfo, size_t n)
     if (!at)
         return 0;
     if ((size_t)(at - *p) + 2 > n)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes", n - 2);
+        return dlock__err(DLOCK_EINVAL, "invalid URL: user name and password longer than %zu bytes",
+                          n - 2);
     snprintf(userinfo, n, "%.*s@", (int)(at - *p), *p);
     *p = at + 1;
     return 0;
@@ -53,11 +55,11 @@ static int take_userinfo(const char **p, char *userinfo, size_t n)
 /* The parts of a Sentinel or Cluster URL:
  * "<scheme>://[user:pass@]h1:p1[,h2:p2...][/name][?params]". */
 typedef struct multi_url {
-    const char *scheme;   /* "redis://" or "rediss://", for each host's own URL */
-    char userinfo[1024];  /* "user:pass@" or "" */
-    const char *hosts;    /* the host list ... */
+    const char *scheme;  /* "redis://" or "rediss://", for each host's own URL */
+    char userinfo[1024]; /* "user:pass@" or "" */
+    const char *hosts;   /* the host list ... */
     size_t hosts_len;
-    const char *name;     /* ... and what follows '/' (the master), or NULL */
+    const char *name; /* ... and what follows '/' (the master), or NULL */
     size_t name_len;
     char tls_query[1024]; /* "?cacert=..." for each host's URL, or "" */
     int db, replicas;     /* ?db=N (Sentinel), ?replicas=N (-1: not given) */
@@ -106,9 +108,11 @@ static int parse_multi(multi_url *m, const char *p, int tls, int with_name)
     const char *end = q ? q : p + strlen(p);
     const char *slash = memchr(p, '/', (size_t)(end - p));
     if (with_name && (!slash || slash + 1 == end))
-        return dlock__err(DLOCK_EINVAL, "invalid URL: a Sentinel URL needs /mastername after the hosts");
+        return dlock__err(DLOCK_EINVAL,
+                          "invalid URL: a Sentinel URL needs /mastername after the hosts");
     if (!with_name && slash)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: a Cluster URL takes only hosts (a cluster has "
+        return dlock__err(DLOCK_EINVAL,
+                          "invalid URL: a Cluster URL takes only hosts (a cluster has "
                           "one database)");
     m->hosts = p;
     m->hosts_len = (size_t)((slash ? slash : end) - p);
@@ -156,7 +160,8 @@ static int parse_sentinel(dlock_client *c, const char *p, int tls)
         if (!e)
             e = m.hosts + m.hosts_len;
         if (c->nsentinels == DLOCK__NODES_MAX)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d sentinels", DLOCK__NODES_MAX);
+            return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d sentinels",
+                              DLOCK__NODES_MAX);
         dlock__endpoint *s = dlock__realloc(c->sentinels, (size_t)(c->nsentinels + 1) * sizeof *s);
         if (!s)
             return dlock__err(DLOCK_ENOMEM, "out of memory");
@@ -195,7 +200,8 @@ static int parse_cluster(dlock_client *c, const char *p, int tls)
         if (!e)
             e = m.hosts + m.hosts_len;
         if (c->nnodes == DLOCK__NODES_MAX)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d cluster nodes", DLOCK__NODES_MAX);
+            return dlock__err(DLOCK_EINVAL, "invalid URL: more than %d cluster nodes",
+                              DLOCK__NODES_MAX);
         rc = multi_host(&c->nodes[c->nnodes].ep, &m, h, (size_t)(e - h), 1, "cluster node",
                         c->nnodes);
         if (rc == 0)
@@ -235,20 +241,27 @@ static int add_node(dlock_client *c, const char *url, size_t len)
     const char *rest;
     if (scheme_is(buf, "sentinel", &tls, &rest)) {
         if (c->nnodes || c->backend == DLOCK__BACKEND_SENTINEL)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
+            return dlock__err(
+                DLOCK_EINVAL,
+                "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
         c->backend = DLOCK__BACKEND_SENTINEL;
         return parse_sentinel(c, rest, tls);
     }
     if (scheme_is(buf, "cluster", &tls, &rest)) {
         if (c->nnodes || c->backend != DLOCK__BACKEND_SINGLE)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
+            return dlock__err(
+                DLOCK_EINVAL,
+                "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
         c->backend = DLOCK__BACKEND_CLUSTER;
         return parse_cluster(c, rest, tls);
     }
     if (c->backend == DLOCK__BACKEND_CLUSTER)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
+        return dlock__err(DLOCK_EINVAL,
+                          "invalid URL: a redis-cluster:// URL cannot be combined with other URLs");
     if (c->backend == DLOCK__BACKEND_SENTINEL)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
+        return dlock__err(
+            DLOCK_EINVAL,
+            "invalid URL: a redis-sentinel:// URL cannot be combined with other URLs");
     if (c->nnodes == DLOCK__NODES_MAX)
         return dlock__err(DLOCK_EINVAL, "too many servers: at most %d", DLOCK__NODES_MAX);
     dlock__node *nodes = dlock__realloc(c->nodes, (size_t)(c->nnodes + 1) * sizeof *nodes);

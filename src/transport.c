@@ -81,13 +81,14 @@ static void sock_close(dlock__transport *t)
     dlock__free(s);
 }
 
-static const dlock__transport_ops sock_ops = {sock_read, sock_write, sock_poll_fd, sock_close, NULL};
+static const dlock__transport_ops sock_ops = { sock_read, sock_write, sock_poll_fd, sock_close,
+                                               NULL };
 
 int dlock__transport_wait(dlock__transport *t, int events, int64_t deadline_ns)
 {
     if ((events & POLLIN) && t->ops->pending && t->ops->pending(t))
         return 0; /* already decrypted data waits above the socket */
-    struct pollfd p = {.fd = t->ops->poll_fd(t), .events = (short)events};
+    struct pollfd p = { .fd = t->ops->poll_fd(t), .events = (short)events };
     for (;;) {
         int64_t left_ns = deadline_ns - dlock__now_ns();
         if (left_ns <= 0)
@@ -103,8 +104,8 @@ int dlock__transport_wait(dlock__transport *t, int events, int64_t deadline_ns)
 
 /* Start a non-blocking connect of a fresh socket to addr and finish it
  * before the deadline. Returns the connected fd or a negative code. */
-static int connect_one(int family, const struct sockaddr *addr, socklen_t alen,
-                       const char *desc, int64_t deadline_ns)
+static int connect_one(int family, const struct sockaddr *addr, socklen_t alen, const char *desc,
+                       int64_t deadline_ns)
 {
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -114,7 +115,7 @@ static int connect_one(int family, const struct sockaddr *addr, socklen_t alen,
         close(fd);
         return dlock__err(DLOCK_ECONN, "connect to %s: %s", desc, strerror(e));
     }
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
     for (;;) {
         int64_t left_ns = deadline_ns - dlock__now_ns();
         if (left_ns <= 0) {
@@ -145,8 +146,7 @@ static int connect_one(int family, const struct sockaddr *addr, socklen_t alen,
     return fd;
 }
 
-int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep,
-                             int64_t deadline_ns)
+int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep, int64_t deadline_ns)
 {
     *out = NULL;
     int fd = -1;
@@ -251,7 +251,8 @@ static int fault_pending(dlock__transport *t)
     return ft->inner->ops->pending && ft->inner->ops->pending(ft->inner);
 }
 
-static const dlock__transport_ops fault_ops = {fault_read, fault_write, fault_poll_fd, fault_close, fault_pending};
+static const dlock__transport_ops fault_ops = { fault_read, fault_write, fault_poll_fd, fault_close,
+                                                fault_pending };
 
 int dlock__transport_inject(dlock__transport **t, const dlock__faults *f)
 {

@@ -29,7 +29,7 @@ typedef struct dlock__transport_ops {
     ssize_t (*read)(dlock__transport *t, void *buf, size_t n, int *want);
     ssize_t (*write)(dlock__transport *t, const void *buf, size_t n, int *want);
     int (*poll_fd)(dlock__transport *t);
-    void (*close)(dlock__transport *t); /* also frees t */
+    void (*close)(dlock__transport *t);  /* also frees t */
     int (*pending)(dlock__transport *t); /* data buffered above the socket? may be NULL */
 } dlock__transport_ops;
 
@@ -45,8 +45,8 @@ typedef struct dlock__faults {
     long reset_after_reads;  /* the Nth read fails as a connection reset */
     long stall_after_reads;  /* from the Nth read on, no data ever arrives */
     long reset_after_writes; /* the Nth write fails as a connection reset */
-    unsigned node_mask;      /* the client's nodes they apply to (bit i: node
-                                i); 0: every node */
+    /* the client's nodes they apply to (bit i: node i); 0: every node */
+    unsigned node_mask;
 } dlock__faults;
 
 /* Connect to `ep` (TCP or unix socket) before deadline_ns (CLOCK_BOOTTIME).

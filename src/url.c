@@ -40,9 +40,12 @@ void dlock__endpoint_clear(dlock__endpoint *ep)
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -121,7 +124,8 @@ int dlock__url_param(dlock__endpoint *ep, const char *q, size_t n, int allow_db)
     long v;
     if (kl == 8 && !strncmp(q, "replicas", 8)) {
         if (parse_num(eq + 1, vl, 0, 100, &v) != 0)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: replicas= must be a number from 0 to 100");
+            return dlock__err(DLOCK_EINVAL,
+                              "invalid URL: replicas= must be a number from 0 to 100");
         ep->replicas = (int)v;
         return 0;
     }
@@ -131,7 +135,7 @@ int dlock__url_param(dlock__endpoint *ep, const char *q, size_t n, int allow_db)
         ep->db = (int)v;
         return 0;
     }
-    char **dst = !ep->tls                             ? NULL
+    char **dst = !ep->tls                              ? NULL
                  : kl == 6 && !strncmp(q, "cacert", 6) ? &ep->cacert
                  : kl == 4 && !strncmp(q, "cert", 4)   ? &ep->cert
                  : kl == 3 && !strncmp(q, "key", 3)    ? &ep->key
@@ -140,8 +144,9 @@ int dlock__url_param(dlock__endpoint *ep, const char *q, size_t n, int allow_db)
     if (!dst)
         return dlock__err(DLOCK_EINVAL, "invalid URL: unknown parameter '%.*s' (%s)",
                           (int)(kl > 40 ? 40 : kl), q,
-                          ep->tls ? "cacert, cert, key, sni, replicas"
-                                  : allow_db ? "db, replicas" : "replicas; TLS files need rediss://");
+                          ep->tls    ? "cacert, cert, key, sni, replicas"
+                          : allow_db ? "db, replicas"
+                                     : "replicas; TLS files need rediss://");
     dlock__free(*dst);
     *dst = NULL;
     return pct_decode(dst, eq + 1, vl, "TLS parameter");
@@ -160,6 +165,49 @@ static int parse_params(dlock__endpoint *ep, const char *q, int allow_db)
     }
     if (!ep->cert != !ep->key)
         return dlock__err(DLOCK_EINVAL, "invalid URL: cert= and key= go together");
+    return 0;
+}
+
+/* host[:port] or [ipv6][:port] between hs and hend into ep->host,
+ * ep->port and ep->desc. Returns 0, DLOCK_EINVAL or DLOCK_ENOMEM. */
+static int parse_hostport(dlock__endpoint *ep, const char *hs, const char *hend)
+{
+    const char *he, *portp = NULL;
+    if (*hs == '[') {
+        const char *rb = memchr(hs, ']', (size_t)(hend - hs));
+        if (!rb)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: missing ']' after IPv6 address");
+        he = rb;
+        hs++;
+        if (rb + 1 < hend) {
+            if (rb[1] != ':')
+                return dlock__err(DLOCK_EINVAL, "invalid URL: unexpected text after ']'");
+            portp = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(hs, ':', (size_t)(hend - hs));
+        he = colon ? colon : hend;
+        if (colon)
+            portp = colon + 1;
+    }
+    if (he == hs)
+        return dlock__err(DLOCK_EINVAL, "invalid URL: no host name");
+    if (portp) {
+        long port;
+        if (parse_num(portp, (size_t)(hend - portp), 1, 65535, &port) != 0)
+            return dlock__err(DLOCK_EINVAL, "invalid URL: port must be a number from 1 to 65535");
+        ep->port = (int)port;
+    }
+    for (const char *q = hs; q < he; q++)
+        if (*q <= ' ' || *q == '/' || *q == '@' || *q == ',')
+            return dlock__err(DLOCK_EINVAL, "invalid URL: bad character in host name");
+    ep->host = dlock__strndup(hs, (size_t)(he - hs));
+    if (!ep->host)
+        return dlock__err(DLOCK_ENOMEM, "out of memory parsing the URL");
+    if (strchr(ep->host, ':'))
+        snprintf(ep->desc, sizeof ep->desc, "[%s]:%d", ep->host, ep->port);
+    else
+        snprintf(ep->desc, sizeof ep->desc, "%s:%d", ep->host, ep->port);
     return 0;
 }
 
@@ -194,48 +242,15 @@ static int parse_tcp(dlock__endpoint *ep, const char *p)
     }
     const char *slash = memchr(host, '/', (size_t)(end - host));
     const char *hend = slash ? slash : end;
-    const char *hs = host, *he, *portp = NULL;
-    if (*hs == '[') {
-        const char *rb = memchr(hs, ']', (size_t)(hend - hs));
-        if (!rb)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: missing ']' after IPv6 address");
-        he = rb;
-        hs++;
-        if (rb + 1 < hend) {
-            if (rb[1] != ':')
-                return dlock__err(DLOCK_EINVAL, "invalid URL: unexpected text after ']'");
-            portp = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(hs, ':', (size_t)(hend - hs));
-        he = colon ? colon : hend;
-        if (colon)
-            portp = colon + 1;
-    }
-    if (he == hs)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: no host name");
-    if (portp) {
-        long port;
-        if (parse_num(portp, (size_t)(hend - portp), 1, 65535, &port) != 0)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: port must be a number from 1 to 65535");
-        ep->port = (int)port;
-    }
+    if ((rc = parse_hostport(ep, host, hend)) != 0)
+        return rc;
     if (slash && slash + 1 < end) {
         long db;
         if (parse_num(slash + 1, (size_t)(end - slash - 1), 0, 1000000, &db) != 0)
-            return dlock__err(DLOCK_EINVAL, "invalid URL: database after '/' must be a number (e.g. /0)");
+            return dlock__err(DLOCK_EINVAL,
+                              "invalid URL: database after '/' must be a number (e.g. /0)");
         ep->db = (int)db;
     }
-    for (const char *q = hs; q < he; q++)
-        if (*q <= ' ' || *q == '/' || *q == '@' || *q == ',')
-            return dlock__err(DLOCK_EINVAL, "invalid URL: bad character in host name");
-    ep->host = dlock__strndup(hs, (size_t)(he - hs));
-    if (!ep->host)
-        return dlock__err(DLOCK_ENOMEM, "out of memory parsing the URL");
-    if (strchr(ep->host, ':'))
-        snprintf(ep->desc, sizeof ep->desc, "[%s]:%d", ep->host, ep->port);
-    else
-        snprintf(ep->desc, sizeof ep->desc, "%s:%d", ep->host, ep->port);
     return 0;
 }
 
@@ -254,7 +269,9 @@ static int parse_unix(dlock__endpoint *ep, const char *p)
         path = p;
     }
     if (*path != '/')
-        return dlock__err(DLOCK_EINVAL, "invalid URL: unix:// needs an absolute socket path, e.g. unix:///run/redis.sock");
+        return dlock__err(
+            DLOCK_EINVAL,
+            "invalid URL: unix:// needs an absolute socket path, e.g. unix:///run/redis.sock");
     const char *q = strchr(path, '?');
     size_t plen = q ? (size_t)(q - path) : strlen(path);
     if (plen < 2)
@@ -277,7 +294,8 @@ int dlock__url_parse(dlock__endpoint *out, const char *url)
     memset(out, 0, sizeof *out);
     out->replicas = -1;
     if (!url || !*url)
-        return dlock__err(DLOCK_EINVAL, "invalid URL: empty (expected redis://host:port or unix:///path.sock)");
+        return dlock__err(DLOCK_EINVAL,
+                          "invalid URL: empty (expected redis://host:port or unix:///path.sock)");
     if (strlen(url) > 4096)
         return dlock__err(DLOCK_EINVAL, "invalid URL: longer than 4096 bytes");
     for (const char *c = url; *c; c++)
@@ -287,17 +305,23 @@ int dlock__url_parse(dlock__endpoint *out, const char *url)
     if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0) {
         out->tls = url[5] == 's';
         if (strchr(url, ','))
-            return dlock__err(DLOCK_EINVAL, "invalid URL: one server per URL (several servers are separate URLs)");
+            return dlock__err(
+                DLOCK_EINVAL,
+                "invalid URL: one server per URL (several servers are separate URLs)");
         rc = parse_tcp(out, url + (out->tls ? 9 : 8));
     } else if (strncmp(url, "unix://", 7) == 0) {
         rc = parse_unix(out, url + 7);
     } else {
         const char *sep = strstr(url, "://");
         if (sep)
-            rc = dlock__err(DLOCK_EINVAL, "invalid URL: unknown scheme '%.*s' (expected redis://, rediss://, unix://, redis-sentinel:// or redis-cluster://)",
+            rc = dlock__err(DLOCK_EINVAL,
+                            "invalid URL: unknown scheme '%.*s' (expected redis://, rediss://, "
+                            "unix://, redis-sentinel:// or redis-cluster://)",
                             (int)((sep - url) > 20 ? 20 : (sep - url)), url);
         else
-            rc = dlock__err(DLOCK_EINVAL, "invalid URL: no scheme (expected e.g. redis://host:port or unix:///path.sock)");
+            rc = dlock__err(
+                DLOCK_EINVAL,
+                "invalid URL: no scheme (expected e.g. redis://host:port or unix:///path.sock)");
     }
     if (rc != 0)
         dlock__endpoint_clear(out);

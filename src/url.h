@@ -16,16 +16,16 @@ enum { DLOCK__EP_TCP = 1, DLOCK__EP_UNIX = 2 };
 
 typedef struct dlock__endpoint {
     int kind;
-    char *host;   /* TCP: host name or address (no brackets) */
-    int port;     /* TCP */
-    char *path;   /* UNIX: socket path */
-    int db;       /* SELECT index, 0 = default */
-    int replicas; /* ?replicas=N: replicas that must acknowledge; -1 not given */
-    char *user;   /* NULL: none */
-    char *pass;   /* NULL: none */
-    int tls;      /* rediss:// */
+    char *host;                      /* TCP: host name or address (no brackets) */
+    int port;                        /* TCP */
+    char *path;                      /* UNIX: socket path */
+    int db;                          /* SELECT index, 0 = default */
+    int replicas;                    /* ?replicas=N: replicas that must acknowledge; -1 not given */
+    char *user;                      /* NULL: none */
+    char *pass;                      /* NULL: none */
+    int tls;                         /* rediss:// */
     char *cacert, *cert, *key, *sni; /* TLS files and server name; NULL: none */
-    char desc[128]; /* "host:port" or the socket path: for messages, no secrets */
+    char desc[128];                  /* "host:port" or the socket path: for messages, no secrets */
 } dlock__endpoint;
 
 /* Parse `url` into *out (zeroed first). Returns 0, DLOCK_EINVAL with a

@@ -106,21 +106,21 @@ typedef struct waiter {
     dlock_client *c;
     const dlock_lock_opts *o;
     int64_t deadline;
-    int efd;              /* news: keepalive answers and pub/sub messages */
-    dlock__waitreg reg;   /* keepalive registration */
-    int watching;         /* not queued: pub/sub and the keepalive's FREE */
-    dlock__conn *bconn;   /* queued: the BLPOP connection */
+    int efd;            /* news: keepalive answers and pub/sub messages */
+    dlock__waitreg reg; /* keepalive registration */
+    int watching;       /* not queued: pub/sub and the keepalive's FREE */
+    dlock__conn *bconn; /* queued: the BLPOP connection */
     int bnode, blocked;
-    int64_t reply_by;     /* a blocked BLPOP must answer by then */
-    int64_t blpop_at;     /* after a BLPOP failure: block again then */
-    dlock__sub *subs;     /* watching: one per part and voter */
+    int64_t reply_by; /* a blocked BLPOP must answer by then */
+    int64_t blpop_at; /* after a BLPOP failure: block again then */
+    dlock__sub *subs; /* watching: one per part and voter */
     size_t nsubs;
-    int64_t since;        /* send time of the last attempt that found it busy */
+    int64_t since; /* send time of the last attempt that found it busy */
     int64_t hint_ms;
-    int64_t retry_at;     /* after a transport failure: try again then */
+    int64_t retry_at; /* after a transport failure: try again then */
     int backoff_ms;
     int failing;
-    char why[256];        /* the last transport failure */
+    char why[256]; /* the last transport failure */
 } waiter;
 
 static int64_t min64(int64_t a, int64_t b)
@@ -132,10 +132,10 @@ int dlock__sleep(dlock_client *c, int64_t until, int fd, int news_fd, dlock_canc
 {
     int64_t now = dlock__now_ns();
     int ms = until == INT64_MAX ? 60000 : (int)min64((until - now + 999999) / 1000000, 60000);
-    struct pollfd p[4] = {{.fd = c->wake_pipe[0], .events = POLLIN},
-                          {.fd = cancel ? cancel->fd : -1, .events = POLLIN},
-                          {.fd = fd, .events = POLLIN},
-                          {.fd = news_fd, .events = POLLIN}};
+    struct pollfd p[4] = { { .fd = c->wake_pipe[0], .events = POLLIN },
+                           { .fd = cancel ? cancel->fd : -1, .events = POLLIN },
+                           { .fd = fd, .events = POLLIN },
+                           { .fd = news_fd, .events = POLLIN } };
     int n = ms > 0 ? poll(p, 4, ms) : poll(p, 4, 0);
     if (n < 0 && errno != EINTR)
         return dlock__err(DLOCK_ESYS, "poll: %s", strerror(errno));
@@ -176,8 +176,8 @@ static int keepalive_on(waiter *w)
 static int try_now(waiter *w)
 {
     dlock__waiter_remove(w->c, &w->reg); /* no keepalive on the wire meanwhile */
-    dlock__attempt a = {.mode = w->watching ? DLOCK__MODE_UNFAIR : DLOCK__MODE_WAIT,
-                        .max_ms = budget(w, LAST_LOOK_MS)};
+    dlock__attempt a = { .mode = w->watching ? DLOCK__MODE_UNFAIR : DLOCK__MODE_WAIT,
+                         .max_ms = budget(w, LAST_LOOK_MS) };
     int rc = dlock__grant_attempt(w->l, &a);
     dlock__log(w->c, DLOCK_LOG_DEBUG, "waiting for %s: attempt: %s (hint %lld ms)",
                w->l->parts[0].key, rc == 0 ? "granted" : dlock_strerror(rc), (long long)a.hint_ms);
@@ -210,8 +210,8 @@ static int try_now(waiter *w)
 static int last_look(waiter *w, int *answered)
 {
     dlock__waiter_remove(w->c, &w->reg);
-    dlock__attempt a = {.mode = DLOCK__MODE_ONCE, .max_ms = min64(budget(w, 0) + LAST_LOOK_MS,
-                                                                  LAST_LOOK_MS)};
+    dlock__attempt a = { .mode = DLOCK__MODE_ONCE,
+                         .max_ms = min64(budget(w, 0) + LAST_LOOK_MS, LAST_LOOK_MS) };
     int rc = dlock__grant_attempt(w->l, &a);
     *answered = rc == 0 || rc == DLOCK_EBUSY;
     int64_t waited = w->o->wait_ms;
@@ -219,9 +219,10 @@ static int last_look(waiter *w, int *answered)
         return dlock__err(DLOCK_ETIMEDOUT, "%s: still held by someone else after %lld ms",
                           w->l->parts[0].key, (long long)waited);
     if (rc == DLOCK_ECONN || rc == DLOCK_EQUORUM || rc == DLOCK_EPROTO)
-        return dlock__err(DLOCK_ETIMEDOUT, "%s: timed out after %lld ms; the server did not "
-                          "answer the last attempt (%s)", w->l->parts[0].key, (long long)waited,
-                          dlock_last_errmsg());
+        return dlock__err(DLOCK_ETIMEDOUT,
+                          "%s: timed out after %lld ms; the server did not "
+                          "answer the last attempt (%s)",
+                          w->l->parts[0].key, (long long)waited, dlock_last_errmsg());
     return rc;
 }
 
@@ -292,8 +293,8 @@ static void blpop_send(waiter *w)
         memcpy(sigs[i] + ql, l->token, DLOCK__TOKEN_LEN + 1);
         argv[n++] = sigs[i];
     }
-    int64_t ms = min64(BLPOP_MAX_MS, w->deadline == INT64_MAX ? BLPOP_MAX_MS
-                                                               : (w->deadline - now) / 1000000);
+    int64_t ms = min64(BLPOP_MAX_MS,
+                       w->deadline == INT64_MAX ? BLPOP_MAX_MS : (w->deadline - now) / 1000000);
     if (ms < 10)
         ms = 10;
     char secs[32];
@@ -367,9 +368,11 @@ static int subscribe(waiter *w)
     if (!(w->subs = dlock__calloc(n, sizeof *w->subs)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
-        w->subs[i] = (dlock__sub){.node = (int)(i % (size_t)w->c->voters),
-                                  .channel = l->parts[i / (size_t)w->c->voters].names[DLOCK__K_CHAN],
-                                  .token = l->token, .efd = w->efd};
+        w->subs[i] =
+            (dlock__sub){ .node = (int)(i % (size_t)w->c->voters),
+                          .channel = l->parts[i / (size_t)w->c->voters].names[DLOCK__K_CHAN],
+                          .token = l->token,
+                          .efd = w->efd };
         int rc = dlock__listener_join(w->c, &w->subs[i], w->c->command_timeout_ms);
         if (rc != 0 && rc != DLOCK_ETIMEDOUT)
             return rc;
@@ -453,9 +456,15 @@ int dlock__wait(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline,
                 const dlock__attempt *first)
 {
     dlock_client *c = l->client;
-    waiter w = {.l = l, .c = c, .o = o, .deadline = deadline, .efd = -1,
-                .watching = !l->fair || c->voters > 1, .since = first->sent_ns,
-                .hint_ms = first->hint_ms, .backoff_ms = BACKOFF_MIN_MS};
+    waiter w = { .l = l,
+                 .c = c,
+                 .o = o,
+                 .deadline = deadline,
+                 .efd = -1,
+                 .watching = !l->fair || c->voters > 1,
+                 .since = first->sent_ns,
+                 .hint_ms = first->hint_ms,
+                 .backoff_ms = BACKOFF_MIN_MS };
     w.reg.lock = l;
     w.reg.sched.idx = (size_t)-1;
     w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -502,8 +511,8 @@ int dlock__wait(dlock_lock *l, const dlock_lock_opts *o, int64_t deadline,
             until = min64(until, w.reply_by);
         else if (!w.watching)
             until = min64(until, w.blpop_at);
-        int woke = dlock__sleep(c, until, w.blocked ? dlock__conn_poll_fd(w.bconn) : -1, w.efd,
-                                o->cancel);
+        int woke =
+            dlock__sleep(c, until, w.blocked ? dlock__conn_poll_fd(w.bconn) : -1, w.efd, o->cancel);
         int r = on_wake(&w, woke, &must_try);
         if (r == TAKEN) {
             held = 1;

@@ -38,89 +38,14 @@
 struct dlock__watchdog {
     pthread_t thread;
     int started, stop;
-    int64_t wake_ns;     /* when the thread plans to wake (INT64_MAX: when told) */
-    dlock__sched **heap; /* min-heap by due_ns */
-    size_t n, cap;
-    size_t members;      /* registered entries, in the heap or in flight: the
-                            heap has room for all, so putting one back after
-                            serving it never fails */
-    dlock_lock *locks;   /* every held lock, renewed or not */
+    int64_t wake_ns;   /* when the thread plans to wake (INT64_MAX: when told) */
+    dlock__schedule q; /* renewals and keepalives by due time */
+    dlock_lock *locks; /* every held lock, renewed or not */
 };
 
 static int64_t min64(int64_t a, int64_t b)
 {
     return a < b ? a : b;
-}
-
-/* ------------------------------------------------------------ the heap */
-
-static void heap_set(struct dlock__watchdog *wd, size_t i, dlock__sched *s)
-{
-    wd->heap[i] = s;
-    s->idx = i;
-}
-
-static void heap_up(struct dlock__watchdog *wd, size_t i)
-{
-    dlock__sched *s = wd->heap[i];
-    while (i > 0 && wd->heap[(i - 1) / 2]->due_ns > s->due_ns) {
-        heap_set(wd, i, wd->heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_set(wd, i, s);
-}
-
-static void heap_down(struct dlock__watchdog *wd, size_t i)
-{
-    dlock__sched *s = wd->heap[i];
-    for (;;) {
-        size_t k = 2 * i + 1;
-        if (k >= wd->n)
-            break;
-        if (k + 1 < wd->n && wd->heap[k + 1]->due_ns < wd->heap[k]->due_ns)
-            k++;
-        if (wd->heap[k]->due_ns >= s->due_ns)
-            break;
-        heap_set(wd, i, wd->heap[k]);
-        i = k;
-    }
-    heap_set(wd, i, s);
-}
-
-/* Make room for one more member. 0 or DLOCK_ENOMEM. */
-static int heap_reserve(struct dlock__watchdog *wd)
-{
-    if (wd->members == wd->cap) {
-        size_t cap = wd->cap ? wd->cap * 2 : 64;
-        dlock__sched **h = dlock__realloc(wd->heap, cap * sizeof *h);
-        if (!h)
-            return dlock__err(DLOCK_ENOMEM, "out of memory");
-        wd->heap = h;
-        wd->cap = cap;
-    }
-    wd->members++;
-    return 0;
-}
-
-/* Add member s (not in the heap) due at due_ns; room was reserved. */
-static void heap_push(struct dlock__watchdog *wd, dlock__sched *s, int64_t due_ns)
-{
-    s->due_ns = due_ns;
-    heap_set(wd, wd->n++, s);
-    heap_up(wd, s->idx);
-}
-
-static void heap_remove(struct dlock__watchdog *wd, dlock__sched *s)
-{
-    size_t i = s->idx;
-    if (i == (size_t)-1 || i >= wd->n || wd->heap[i] != s)
-        return;
-    s->idx = (size_t)-1;
-    if (--wd->n == i)
-        return;
-    heap_set(wd, i, wd->heap[wd->n]);
-    heap_down(wd, i);
-    heap_up(wd, wd->heap[i]->idx);
 }
 
 /* ---------------------------------------------------------- a tick */
@@ -131,7 +56,7 @@ typedef struct batch {
     dlock__call_args *args; /* one per item */
     dlock__call *calls;
     int n, ncalls, cap, callcap;
-    int nall;               /* ncalls and the WAITs after them */
+    int nall; /* ncalls and the WAITs after them */
     char wait_ms[24];
     const char *wait_args[1];
 } batch;
@@ -207,14 +132,16 @@ static int64_t collect(dlock_client *c, batch *b)
     struct dlock__watchdog *wd = c->wd;
     int64_t now = dlock__now_ns();
     b->n = b->ncalls = 0;
-    while (wd->n > 0 && b->ncalls < BATCH_MAX) {
-        dlock__sched *s = wd->heap[0];
+    dlock__sched *s;
+    while ((s = dlock__sched_first(&wd->q)) && b->ncalls < BATCH_MAX) {
         if (s->due_ns - s->early_ns > now)
             break;
-        int ncalls = s->is_waiter ? 1 : (int)((dlock_lock *)((char *)s - offsetof(dlock_lock, sched)))->nparts;
+        int ncalls = s->is_waiter
+                         ? 1
+                         : (int)((dlock_lock *)((char *)s - offsetof(dlock_lock, sched)))->nparts;
         if (batch_grow(b, ncalls) != 0)
             break; /* out of memory: serve what fits, try the rest later */
-        heap_remove(wd, s);
+        dlock__sched_remove(&wd->q, s);
         if (s->is_waiter) {
             ((dlock__waitreg *)s)->inflight = 1;
         } else {
@@ -232,17 +159,18 @@ static int64_t collect(dlock_client *c, batch *b)
     }
     /* the arrays are final now: calls may point into them */
     for (int i = 0, k = 0; i < b->n; i++) {
-        dlock__sched *s = b->items[i];
-        if (s->is_waiter) {
-            dlock__waitreg *w = (dlock__waitreg *)s;
+        dlock__sched *e = b->items[i];
+        if (e->is_waiter) {
+            dlock__waitreg *w = (dlock__waitreg *)e;
             dlock__calls_keepalive(w->lock, w->watching, &b->calls[k++], &b->args[i]);
         } else {
-            dlock_lock *l = (dlock_lock *)((char *)s - offsetof(dlock_lock, sched));
+            dlock_lock *l = (dlock_lock *)((char *)e - offsetof(dlock_lock, sched));
             dlock__calls_extend(l, &b->calls[k], &b->args[i], l->ttl_ms);
             k += (int)l->nparts;
         }
     }
-    return b->n > 0 ? now : wd->n > 0 ? wd->heap[0]->due_ns : INT64_MAX;
+    dlock__sched *first = dlock__sched_first(&wd->q);
+    return b->n > 0 ? now : first ? first->due_ns : INT64_MAX;
 }
 
 /* Apply one renewal's verdict (c->mu held). Returns 1 if the lock was lost
@@ -256,7 +184,7 @@ static int renewed(dlock_client *c, dlock_lock *l, int res, int64_t start)
         atomic_fetch_add(&c->metrics.renewals, 1);
         l->inflight = 0;
         l->sched.early_ns = renew_interval_ns(l) / 4;
-        heap_push(wd, &l->sched, start + renew_interval_ns(l));
+        dlock__sched_push(&wd->q, &l->sched, start + renew_interval_ns(l));
         return 0;
     }
     if (res == DLOCK_ENOTHELD) {
@@ -268,11 +196,12 @@ static int renewed(dlock_client *c, dlock_lock *l, int res, int64_t start)
     atomic_store(&l->renew_error, res);
     atomic_fetch_add(&c->metrics.renew_failures, 1);
     int64_t until = atomic_load(&l->valid_until_ns);
-    dlock__log(c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
-               l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
+    dlock__log(
+        c, DLOCK_LOG_WARN, "renewing %s failed (%s); retrying until its validity ends in %lld ms",
+        l->parts[0].key, dlock_last_errmsg(), (long long)((until - dlock__now_ns()) / 1000000));
     l->inflight = 0;
     l->sched.early_ns = 0;
-    heap_push(wd, &l->sched, min64(dlock__now_ns() + retry_delay_ns(l), until));
+    dlock__sched_push(&wd->q, &l->sched, min64(dlock__now_ns() + retry_delay_ns(l), until));
     return 0;
 }
 
@@ -286,7 +215,8 @@ static void kept(dlock_client *c, dlock__waitreg *w, const dlock__fanout *f, int
     for (int i = 0; ok && i < f->nnodes; i++) {
         const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][k] : NULL;
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER)
+            r->element[0]->type != REDIS_REPLY_INTEGER ||
+            r->element[1]->type != REDIS_REPLY_INTEGER)
             continue;
         answered++;
         long long state = r->element[0]->integer, hint = r->element[1]->integer;
@@ -310,7 +240,7 @@ static void kept(dlock_client *c, dlock__waitreg *w, const dlock__fanout *f, int
     atomic_fetch_add(&c->metrics.keepalives, 1);
     w->inflight = 0;
     w->sched.early_ns = 0;
-    heap_push(c->wd, &w->sched, next);
+    dlock__sched_push(&c->wd->q, &w->sched, next);
 }
 
 /* Serve the due entries. Called and returns with c->mu held; drops it for
@@ -330,16 +260,20 @@ static int64_t tick(dlock_client *c, batch *b)
         earliest = b->items[i]->is_waiter
                        ? min64(earliest, start + (int64_t)DLOCK__ENTRY_TTL_MS * 1000000)
                        : min64(earliest, atomic_load(&((dlock_lock *)((char *)b->items[i] -
-                                                        offsetof(dlock_lock, sched)))
-                                                        ->valid_until_ns));
+                                                                      offsetof(dlock_lock, sched)))
+                                                          ->valid_until_ns));
     int64_t budget_ms = (earliest - start) / 2000000;
     pthread_mutex_unlock(&c->mu);
     /* the WAITs (and ROLEs): outside c->mu, which finding a cluster node takes */
     b->nall = b->ncalls;
-    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms, b->wait_args);
+    dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms,
+                            b->wait_args);
     dlock__fanout f;
     int rc = dlock__fanout_run(c, b->calls, b->nall,
-                               budget_ms < 1 ? 1 : budget_ms > INT32_MAX ? INT32_MAX : (int)budget_ms, &f);
+                               budget_ms < 1           ? 1
+                               : budget_ms > INT32_MAX ? INT32_MAX
+                                                       : (int)budget_ms,
+                               &f);
     pthread_mutex_lock(&c->mu);
 
     int lost_n = 0;
@@ -399,7 +333,7 @@ static void wait_until(dlock_client *c, int64_t until_ns)
 static void *watchdog_main(void *arg)
 {
     dlock_client *c = arg;
-    batch b = {0};
+    batch b = { 0 };
     pthread_mutex_lock(&c->mu);
     while (!c->wd->stop) {
         int64_t next = tick(c, &b);
@@ -454,7 +388,7 @@ static void shutdown_locks(dlock_client *c)
         dlock__lock_free(wd->locks);
         wd->locks = next;
     }
-    dlock__free(wd->heap);
+    dlock__sched_free(&wd->q);
     dlock__free(wd);
     c->wd = NULL;
 }
@@ -500,10 +434,10 @@ int dlock__watchdog_adopt(dlock_client *c, dlock_lock *l)
                         : ensure(c);
     if (rc == 0 && l->auto_renew)
         rc = start(c);
-    if (rc == 0 && l->auto_renew && (rc = heap_reserve(c->wd)) == 0) {
+    if (rc == 0 && l->auto_renew && (rc = dlock__sched_reserve(&c->wd->q)) == 0) {
         l->sched.is_waiter = 0;
         l->sched.early_ns = renew_interval_ns(l) / 4;
-        heap_push(c->wd, &l->sched, l->sched.due_ns);
+        dlock__sched_push(&c->wd->q, &l->sched, l->sched.due_ns);
         poke(c, l->sched.due_ns);
     }
     if (rc == 0) {
@@ -526,8 +460,8 @@ void dlock__watchdog_remove(dlock_client *c, dlock_lock *l)
     while (l->inflight)
         pthread_cond_wait(&c->cv, &c->mu);
     if (l->linked && l->auto_renew) {
-        heap_remove(c->wd, &l->sched);
-        c->wd->members--;
+        dlock__sched_remove(&c->wd->q, &l->sched);
+        dlock__sched_unreserve(&c->wd->q);
     }
     if (l->linked) {
         if (l->prev)
@@ -548,7 +482,7 @@ void dlock__watchdog_suspend(dlock_client *c, dlock_lock *l)
     while (l->inflight)
         pthread_cond_wait(&c->cv, &c->mu);
     if (c->wd && l->linked && l->auto_renew)
-        heap_remove(c->wd, &l->sched);
+        dlock__sched_remove(&c->wd->q, &l->sched);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -556,9 +490,9 @@ void dlock__watchdog_replan(dlock_client *c, dlock_lock *l, int64_t renew_at_ns)
 {
     pthread_mutex_lock(&c->mu);
     if (c->wd && l->linked && l->auto_renew && atomic_load(&l->state) == DLOCK__HELD) {
-        heap_remove(c->wd, &l->sched);
+        dlock__sched_remove(&c->wd->q, &l->sched);
         l->sched.early_ns = renew_interval_ns(l) / 4;
-        heap_push(c->wd, &l->sched, renew_at_ns);
+        dlock__sched_push(&c->wd->q, &l->sched, renew_at_ns);
         poke(c, renew_at_ns);
     }
     pthread_mutex_unlock(&c->mu);
@@ -607,10 +541,10 @@ int dlock__waiter_add(dlock_client *c, dlock__waitreg *w, int64_t due_ns)
     int rc = c->closing ? dlock__err(DLOCK_ECLOSED, "the client was closed") : ensure(c);
     if (rc == 0)
         rc = start(c);
-    if (rc == 0 && !w->linked && (rc = heap_reserve(c->wd)) == 0) {
+    if (rc == 0 && !w->linked && (rc = dlock__sched_reserve(&c->wd->q)) == 0) {
         w->sched.is_waiter = 1;
         w->sched.early_ns = 0;
-        heap_push(c->wd, &w->sched, due_ns);
+        dlock__sched_push(&c->wd->q, &w->sched, due_ns);
         w->linked = 1;
         poke(c, due_ns);
     }
@@ -624,8 +558,8 @@ void dlock__waiter_remove(dlock_client *c, dlock__waitreg *w)
     while (w->inflight)
         pthread_cond_wait(&c->cv, &c->mu);
     if (w->linked) {
-        heap_remove(c->wd, &w->sched);
-        c->wd->members--;
+        dlock__sched_remove(&c->wd->q, &w->sched);
+        dlock__sched_unreserve(&c->wd->q);
     }
     w->linked = 0;
     pthread_mutex_unlock(&c->mu);

@@ -28,14 +28,14 @@ enum { DLOCK__WN_LEASED = 1, DLOCK__WN_LOST = 2, DLOCK__WN_FREE = 4 };
 typedef struct dlock__waitreg {
     dlock__sched sched; /* first: the schedule points here */
     dlock_lock *lock;
-    int watching;       /* an unqueued watcher (unfair waiter, leader watcher) */
-    int efd;            /* written when news arrives */
-    atomic_int news;    /* DLOCK__WN_* bits, taken by the waiter */
-    atomic_int_fast64_t queued_ns; /* send time of the latest keepalive that found
-                                      it still queued: nothing was handed to it
-                                      before then (wait.c) */
-    int inflight;       /* under client->mu: a keepalive for it is on the wire */
-    int linked;         /* under client->mu: in the schedule */
+    int watching;    /* an unqueued watcher (unfair waiter, leader watcher) */
+    int efd;         /* written when news arrives */
+    atomic_int news; /* DLOCK__WN_* bits, taken by the waiter */
+    /* send time of the latest keepalive that found it still queued: nothing was handed to it before
+     * then (wait.c) */
+    atomic_int_fast64_t queued_ns;
+    int inflight; /* under client->mu: a keepalive for it is on the wire */
+    int linked;   /* under client->mu: in the schedule */
 } dlock__waitreg;
 
 /* Adopt a freshly acquired lock: link it into the client's held list (and
