@@ -22,7 +22,7 @@
 #   DLOCK_BUDGET_WERROR=300 DLOCK_BUDGET_ASAN=300 DLOCK_BUDGET_TSAN=180
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
 #   DLOCK_PHASES="format werror asan tsan fuzz"   which phases to run
-#   DLOCK_FORMAT_DIRS="src/cli tests"   what the format phase checks (below)
+#   DLOCK_FORMAT_DIRS="src include tests"   what the format phase checks (below)
 #   DLOCK_TSAN_LABEL=threads   ctest label of the tests TSan runs (CMakeLists.txt)
 #   DLOCK_FUZZ_SECONDS=25   per fuzz target
 
@@ -36,9 +36,9 @@ BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-180}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
 PHASES=${DLOCK_PHASES:-format werror asan tsan fuzz}
-# The directories whose C files must be formatted. src/, bench/, examples/
-# and fuzz/ join the list once their files are formatted.
-FORMAT_DIRS=${DLOCK_FORMAT_DIRS:-src/cli tests}
+# The directories whose C files must be formatted (src/ includes src/cli/).
+# bench/, examples/ and fuzz/ join the list once their files are formatted.
+FORMAT_DIRS=${DLOCK_FORMAT_DIRS:-src include tests}
 TSAN_LABEL=${DLOCK_TSAN_LABEL:-threads}
 FUZZ_SECONDS=${DLOCK_FUZZ_SECONDS:-25}
 
