@@ -3,6 +3,8 @@
 #
 # Installs what is missing, then runs the test suite in phases, each in its
 # own build directory:
+#   0. format  (no build)   clang-format 14 --dry-run over the C sources of
+#              DLOCK_FORMAT_DIRS; a file it would change fails the phase
 #   1. werror  build/       -DDLOCK_WERROR=ON            the whole suite
 #   2. asan    build-asan/  -DDLOCK_SANITIZE=address     the whole suite, ASan+UBSan
 #   3. tsan    build-tsan/  -DDLOCK_SANITIZE=thread      threaded tests only
@@ -17,22 +19,26 @@
 # Budget: about 15 minutes on 2 cores in all. Each phase's ctest run is cut at
 # its budget (seconds, override with the variables below); tests run one at a
 # time by default, DLOCK_TEST_JOBS=N runs N at once.
-#   DLOCK_BUDGET_WERROR=240 DLOCK_BUDGET_ASAN=240 DLOCK_BUDGET_TSAN=120
+#   DLOCK_BUDGET_WERROR=300 DLOCK_BUDGET_ASAN=300 DLOCK_BUDGET_TSAN=180
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
-#   DLOCK_PHASES="werror asan tsan fuzz"   which phases to run
+#   DLOCK_PHASES="format werror asan tsan fuzz"   which phases to run
+#   DLOCK_FORMAT_DIRS="src include tests"   what the format phase checks (below)
 #   DLOCK_TSAN_LABEL=threads   ctest label of the tests TSan runs (CMakeLists.txt)
 #   DLOCK_FUZZ_SECONDS=25   per fuzz target
 
-export DLOCK_WANT_FUZZ=1
+export DLOCK_WANT_FUZZ=1 DLOCK_WANT_FORMAT=1
 # shellcheck source=SCRIPTDIR/common.sh disable=SC1091
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
-BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-240}
-BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-240}
-BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-120}
+BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-300}
+BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-300}
+BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-180}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
-PHASES=${DLOCK_PHASES:-werror asan tsan fuzz}
+PHASES=${DLOCK_PHASES:-format werror asan tsan fuzz}
+# The directories whose C files must be formatted (src/ includes src/cli/).
+# bench/, examples/ and fuzz/ join the list once their files are formatted.
+FORMAT_DIRS=${DLOCK_FORMAT_DIRS:-src include tests}
 TSAN_LABEL=${DLOCK_TSAN_LABEL:-threads}
 FUZZ_SECONDS=${DLOCK_FUZZ_SECONDS:-25}
 
@@ -53,6 +59,16 @@ on_signal() {
     exit 130
 }
 trap on_signal INT TERM
+
+# add_result NAME PASSED FAILED START [NOTE]: count a phase run outside ctest.
+add_result() {
+    local verdict=ok
+    [ "$3" -eq 0 ] || verdict=FAILED
+    TOTAL_PASSED=$((TOTAL_PASSED + $2))
+    TOTAL_FAILED=$((TOTAL_FAILED + $3))
+    SUMMARY+=("$(printf '%-7s %-6s %3d passed, %3d failed, %4ds%s' "$1" "$verdict" "$2" "$3" \
+        $((SECONDS - $4)) "${5:+  ($5)}")")
+}
 
 # Set by the caller before each run_phase:
 PHASE_CTEST_ARGS=()  # extra ctest arguments (-R REGEX, --no-tests=...)
@@ -109,19 +125,39 @@ run_phase() {
         fi
     fi
 
-    TOTAL_PASSED=$((TOTAL_PASSED + passed))
-    TOTAL_FAILED=$((TOTAL_FAILED + failed))
-    local verdict=ok
-    [ "$failed" -eq 0 ] || verdict=FAILED
-    SUMMARY+=("$(printf '%-7s %-6s %3d passed, %3d failed, %4ds%s' \
-        "$name" "$verdict" "$passed" "$failed" $((SECONDS - start)) "${note:+  ($note)}")")
-    printf -- '---- phase %s: %s, %d passed, %d failed, %ds%s\n' \
-        "$name" "$verdict" "$passed" "$failed" $((SECONDS - start)) "${note:+ ($note)}"
+    add_result "$name" "$passed" "$failed" "$start" "$note"
+    printf -- '---- phase %s: %d passed, %d failed, %ds%s\n' \
+        "$name" "$passed" "$failed" $((SECONDS - start)) "${note:+ ($note)}"
 }
 
 want_phase() { case " $PHASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 ALL_START=$SECONDS
+
+# ---- phase 0: formatting (clang-format 14, .clang-format) -------------------
+# One test: every .c and .h file under FORMAT_DIRS is as clang-format would
+# write it. The files it would change are listed with the first lines of
+# the change; `clang-format -i FILE` fixes one.
+if want_phase format; then
+    start=$SECONDS
+    printf '\n==================== phase format: %s ====================\n' "$FORMAT_DIRS"
+    # shellcheck disable=SC2086 # FORMAT_DIRS is a list of words
+    mapfile -t fmt_files < <(find $FORMAT_DIRS -name '*.[ch]' -type f | sort)
+    fmt_bad=()
+    for f in "${fmt_files[@]}"; do
+        clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || fmt_bad+=("$f")
+    done
+    if [ "${#fmt_bad[@]}" -eq 0 ]; then
+        printf 'format: ok (%d files)\n' "${#fmt_files[@]}"
+        add_result format 1 0 "$start"
+    else
+        for f in "${fmt_bad[@]}"; do
+            printf 'format: %s is not formatted (clang-format -i %s):\n' "$f" "$f"
+            clang-format "$f" | diff -u "$f" - | sed -n '3,12p' || true
+        done
+        add_result format 0 1 "$start" "${#fmt_bad[@]} of ${#fmt_files[@]} files not formatted"
+    fi
+fi
 
 # ---- phase 1: warnings are errors, the whole suite -------------------------
 if want_phase werror; then
@@ -189,12 +225,7 @@ if want_phase fuzz; then
         note="build failed"
         tail -n 40 "$LOGDIR/fuzz-build.log"
     fi
-    TOTAL_PASSED=$((TOTAL_PASSED + passed))
-    TOTAL_FAILED=$((TOTAL_FAILED + failed))
-    verdict=ok
-    [ "$failed" -eq 0 ] || verdict=FAILED
-    SUMMARY+=("$(printf '%-7s %-6s %3d passed, %3d failed, %4ds%s' fuzz "$verdict" "$passed" "$failed" \
-        $((SECONDS - start)) "${note:+  ($note)}")")
+    add_result fuzz "$passed" "$failed" "$start" "$note"
 fi
 
 # ---- summary: the last line is the total ------------------------------------

@@ -58,6 +58,10 @@ int dh_cli_wait(dh_proc *p, int timeout_ms);
 /* Fail the test with both outputs unless got == want. */
 void dh_cli_expect(int got, int want, const char *what);
 
+/* Wait (10 s at most) until `path` exists, made by the CMD of background
+ * dlock p; else fail the test with p's stderr: "<what> never happened". */
+void dh_cli_await_file(dh_proc *p, const char *path, const char *what);
+
 /* dh_cli_wait() (15 s at most) and dh_cli_expect(). */
 void dh_cli_expect_proc(dh_proc *p, int want, const char *what);
 

@@ -20,28 +20,16 @@
 #define WRONG_PW "Wr0ng-pw-4410"
 #define ACL_PW "Al1ce-pw-5523"
 
-static dh_redis *srv;   /* plain */
-static dh_redis *auth;  /* --requirepass PW */
+static dh_redis *srv;  /* plain */
+static dh_redis *auth; /* --requirepass PW */
 
 static int group_setup(void **state)
 {
     (void)state;
     static const char *const extra[] = { "--requirepass", PW, NULL };
-    srv = dh_redis_start(NULL);
-    auth = dh_redis_start(extra);
-    if (!srv || !auth)
+    if (dh_group_start(&srv, NULL) != 0 || dh_group_start(&auth, extra) != 0)
         return -1;
     return dh_cmd_ok(auth, 0, "ACL SETUSER alice on >%s ~* &* +@all", ACL_PW);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    dh_redis_stop(auth);
-    srv = auth = NULL;
-    dh_cleanup();
-    return 0;
 }
 
 static void assert_msg(void)
@@ -69,8 +57,7 @@ static void expect_lock_einval(dlock_client *c, const char *key, const dlock_loc
     dlock_lock *l = (dlock_lock *)&l;
     int rc = dlock_acquire(&l, c, key, o);
     if (rc != DLOCK_EINVAL)
-        fail_msg("%s: dlock_acquire gave %d (%s), want DLOCK_EINVAL", what, rc,
-                 dlock_strerror(rc));
+        fail_msg("%s: dlock_acquire gave %d (%s), want DLOCK_EINVAL", what, rc, dlock_strerror(rc));
     assert_msg();
     if (l != NULL)
         fail_msg("%s: *out not NULL after a failure", what);
@@ -86,10 +73,8 @@ static void expect_lock_einval(dlock_client *c, const char *key, const dlock_loc
 static void test_bad_keys_and_options(void **state)
 {
     (void)state;
-    dlock_client *c = dh_client(srv->url, "badinput");
-    assert_non_null(c);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_client *c = dh_client_tagged(srv, "badinput", NULL);
+    dlock_lock_opts o = dh_opts(0, 0);
 
     expect_lock_einval(c, "", &o, "empty key");
     char big[DLOCK_KEY_MAX + 2];
@@ -292,8 +277,7 @@ static void test_server_gone(void **state)
     co.command_timeout_ms = 500;
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, r->url, &co), 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "b:gone", &o), 0);
     dh_assert_rc(dlock_release(l), 0);
@@ -334,16 +318,15 @@ static void check_auth(const char *url, const char *user, const char *pass, int 
     int rc = dlock_client_open(&c, url, &o);
     assert_no_secret();
     if (rc != want)
-        fail_msg("open(%s, user=%s, pass=%s): %d (%s: %s), want %d (%s)", url,
-                 user ? user : "NULL", pass ? "set" : "NULL", rc, dlock_strerror(rc),
-                 dlock_last_errmsg(), want, dlock_strerror(want));
+        fail_msg("open(%s, user=%s, pass=%s): %d (%s: %s), want %d (%s)", url, user ? user : "NULL",
+                 pass ? "set" : "NULL", rc, dlock_strerror(rc), dlock_last_errmsg(), want,
+                 dlock_strerror(want));
     if (want != 0) {
         assert_null(c);
         assert_msg();
         return;
     }
-    dlock_lock_opts lo = DLOCK_LOCK_OPTS_INIT;
-    lo.wait_ms = 0;
+    dlock_lock_opts lo = dh_opts(0, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "b:auth", &lo), 0);
     dh_assert_rc(dlock_release(l), 0);
@@ -398,5 +381,5 @@ int main(void)
         cmocka_unit_test(test_server_gone),
         cmocka_unit_test(test_auth),
     };
-    return cmocka_run_group_tests_name("badinput", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("badinput", tests, group_setup, dh_group_teardown);
 }

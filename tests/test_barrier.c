@@ -27,26 +27,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_client *client(const char *tag)
-{
-    char owner[64];
-    dh_owner(owner, sizeof owner, tag);
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    return c;
+    return dh_group_start(&srv, NULL);
 }
 
 /* Live arrivals of the barrier `key` as the server counts them. */
@@ -134,7 +115,7 @@ static void test_trip_and_reuse(void **state)
     enum { N = 3 };
     dlock_client *cs[N];
     for (int i = 0; i < N; i++)
-        cs[i] = client("trip");
+        cs[i] = dh_client_tagged(srv, "trip", NULL);
     for (int round = 0; round < 3; round++) {
         party ps[N];
         memset(ps, 0, sizeof ps);
@@ -165,7 +146,7 @@ static void test_trip_and_reuse(void **state)
 static void test_timeout_leaves(void **state)
 {
     (void)state;
-    dlock_client *a = client("to-a"), *b = client("to-b");
+    dlock_client *a = dh_client_tagged(srv, "to-a", NULL), *b = dh_client_tagged(srv, "to-b", NULL);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_barrier_wait(a, "b:to", 2, 300, NULL), DLOCK_ETIMEDOUT);
     int64_t took = dh_now_ms() - t0;
@@ -183,7 +164,8 @@ static void test_timeout_leaves(void **state)
 static void test_bad_input(void **state)
 {
     (void)state;
-    dlock_client *a = client("bad-a"), *b = client("bad-b");
+    dlock_client *a = dh_client_tagged(srv, "bad-a", NULL),
+                 *b = dh_client_tagged(srv, "bad-b", NULL);
     dh_assert_rc(dlock_barrier_wait(a, "b:bad", 0, 0, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "parties must be from 1"));
     dh_assert_rc(dlock_barrier_wait(a, "b:bad", -2, 0, NULL), DLOCK_EINVAL);
@@ -208,7 +190,7 @@ static void test_bad_input(void **state)
 static void test_wakeup_without_polling(void **state)
 {
     (void)state;
-    dlock_client *a = client("np-a"), *b = client("np-b");
+    dlock_client *a = dh_client_tagged(srv, "np-a", NULL), *b = dh_client_tagged(srv, "np-b", NULL);
     party p = { 0 };
     party_start(&p, a, "b:np", 2, 20000);
     wait_arrivals("b:np", 1, 5000);
@@ -234,7 +216,7 @@ static void test_wakeup_without_polling(void **state)
 static void test_cancel(void **state)
 {
     (void)state;
-    dlock_client *a = client("cc");
+    dlock_client *a = dh_client_tagged(srv, "cc", NULL);
     dlock_cancel *cancel;
     dh_assert_rc(dlock_cancel_new(&cancel), 0);
     party p = { 0 };
@@ -357,10 +339,10 @@ static void test_redlock_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_party_killed),           cmocka_unit_test(test_trip_and_reuse),
-        cmocka_unit_test(test_timeout_leaves),         cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_wakeup_without_polling), cmocka_unit_test(test_cancel),
-        cmocka_unit_test(test_redlock_refused),
+        dh_unit_test(test_party_killed),           cmocka_unit_test(test_trip_and_reuse),
+        dh_unit_test(test_timeout_leaves),         cmocka_unit_test(test_bad_input),
+        dh_unit_test(test_wakeup_without_polling), cmocka_unit_test(test_cancel),
+        dh_unit_test(test_redlock_refused),
     };
-    return cmocka_run_group_tests_name("barrier", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("barrier", tests, group_setup, dh_group_teardown);
 }

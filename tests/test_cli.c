@@ -40,24 +40,9 @@ static int group_setup(void **state)
 {
     (void)state;
     static const char *const extra[] = { "--requirepass", PW, NULL };
-    srv = dh_redis_start(NULL);
-    auth = dh_redis_start(extra);
-    if (!srv || !auth)
+    if (dh_group_start(&auth, extra) != 0)
         return -1;
-    holder = dh_client(srv->url, "cli-test-holder");
-    return holder ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dlock_client_close(holder);
-    holder = NULL;
-    dh_redis_stop(srv);
-    dh_redis_stop(auth);
-    srv = auth = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start_client(&srv, &holder, "cli-test-holder");
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -65,8 +50,7 @@ static int group_teardown(void **state)
 /* Hold `key` through the library (ttl 30 s, renewed). */
 static dlock_lock *hold(const char *key)
 {
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, holder, key, &o), 0);
     return l;
@@ -97,26 +81,10 @@ static int key_absent(void *arg)
     return !key_present(arg);
 }
 
-static int file_has_lines(const char *path, int n)
+/* Both pids written (two lines): a dh_wait_until condition. */
+static int pidfile_ready(void *path)
 {
-    char buf[256];
-    if (dh_read_file(buf, sizeof buf, path) <= 0)
-        return 0;
-    int lines = 0;
-    for (const char *p = buf; *p; p++)
-        lines += *p == '\n';
-    return lines >= n;
-}
-
-static int pidfile_ready(void *arg)
-{
-    return file_has_lines(arg, 2);
-}
-
-static int file_exists(void *arg)
-{
-    struct stat sb;
-    return stat(arg, &sb) == 0;
+    return dh_file_lines(path) >= 2;
 }
 
 /* Two pids, one per line. */
@@ -145,16 +113,6 @@ static int both_dead(void *arg)
     return dh_pid_dead(t->a) && dh_pid_dead(t->b);
 }
 
-static int is_digits(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
 /* ------------------------------------------------------------------ tests */
 
 static void test_run_env(void **state)
@@ -168,7 +126,7 @@ static void test_run_env(void **state)
     assert_true(strncmp(dh_out, "c:env ", 6) == 0);
     const char *nl = strchr(sp, '\n');
     assert_non_null(nl);
-    if (!is_digits(sp + 1, (size_t)(nl - sp - 1)))
+    if (!dh_is_digits(sp + 1, (size_t)(nl - sp - 1)))
         fail_msg("DLOCK_FENCING_TOKEN is not a number: \"%s\"", dh_out);
     char *end = NULL;
     unsigned long long t1 = strtoull(sp + 1, &end, 10);
@@ -216,18 +174,6 @@ static void test_exit_status(void **state)
     assert_int_equal(info.held, 0);
 }
 
-struct waiters_arg {
-    const char *key;
-    int64_t min;
-};
-
-static int has_waiters(void *arg)
-{
-    struct waiters_arg *w = arg;
-    dlock_info info;
-    return dlock_inspect(&info, holder, w->key) == 0 && info.waiters >= w->min;
-}
-
 static void test_conflicts(void **state)
 {
     (void)state;
@@ -263,8 +209,7 @@ static void test_conflicts(void **state)
     /* A waiting run gets the lock when the holder releases it. */
     dh_proc *p =
         dh_cli_bg("-u", srv->url, "run", "--wait", "20s", "c:busy", "--", "sh", "-c", "echo ran");
-    struct waiters_arg wa = { "c:busy", 1 };
-    if (!dh_wait_until(has_waiters, &wa, 10000)) {
+    if (!dh_wait_waiters(holder, "c:busy", 1, 10000)) {
         dh_cli_capture(p);
         fail_msg("the waiting dlock run never showed up as a waiter; stderr: %s", dh_err);
     }
@@ -280,11 +225,40 @@ static void test_conflicts(void **state)
     assert_string_equal(dh_out, "ran\n");
 }
 
+/* Waiting runs queue first come, first served: B, C and D, queued one
+ * after the other behind a holder, run in that order once it releases. */
+static void test_fifo_through_cli(void **state)
+{
+    (void)state;
+    static const char *const names[] = { "B", "C", "D" };
+    char order[DH_PATH_MAX], cmd[DH_PATH_MAX + 64];
+    assert_int_equal(dh_tmpfile(order, sizeof order, "order"), 0);
+    dlock_lock *l = hold("c:fifo");
+    dh_proc *p[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(cmd, sizeof cmd, "echo %s >> '%s'", names[i], order);
+        p[i] = dh_cli_bg("-u", srv->url, "--id", names[i], "run", "--wait", "20s", "c:fifo", "--",
+                         "sh", "-c", cmd);
+        if (!dh_wait_waiters(holder, "c:fifo", i + 1, 10000)) {
+            dh_cli_capture(p[i]);
+            fail_msg("waiter %s never queued; stderr: %s", names[i], dh_err);
+        }
+    }
+    dh_assert_rc(dlock_release(l), 0);
+    for (int i = 0; i < 3; i++) {
+        dh_cli_expect_proc(p[i], 0, "a queued run");
+        dh_proc_free(p[i]);
+    }
+    char buf[64];
+    assert_true(dh_read_file(buf, sizeof buf, order) > 0);
+    assert_string_equal(buf, "B\nC\nD\n");
+}
+
 static void test_unreachable(void **state)
 {
     (void)state;
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
+    dh_closed_url(url, sizeof url);
     int st = dh_cli("-u", url, "run", "c:x", "--", "sh", "-c", "echo ran");
     dh_cli_expect(st, 69, "closed port");
     assert_null(strstr(dh_out, "ran"));
@@ -299,7 +273,7 @@ static void test_unreachable(void **state)
     if (dh_now_ms() - t0 > 20000)
         fail_msg("never-accepting listener: took %lld ms", (long long)(dh_now_ms() - t0));
 
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
+    dh_closed_url(url, sizeof url);
     dh_cli_expect(dh_cli("-u", url, "status", "c:x"), 69, "status, closed port");
     dh_cli_expect(dh_cli("-u", url, "unlock", "--force", "c:x"), 69, "unlock, closed port");
 }
@@ -708,7 +682,7 @@ static void test_signal_forwarded(void **state)
              ready);
     dh_proc *p =
         dh_cli_bg("-u", srv->url, "--id", "cli-sig", "run", "c:sig", "--", "sh", "-c", cmd);
-    assert_true(dh_wait_until(file_exists, ready, 10000));
+    assert_true(dh_wait_until(dh_file_exists, ready, 10000));
     struct keywatch kw = { srv, "c:sig", "cli-sig" };
     assert_true(key_present(&kw));
     assert_int_equal(dh_proc_signal(p, SIGTERM), 0);
@@ -760,43 +734,51 @@ static void expect_lost(dh_proc *p, struct two_pids *pids, const char *what)
                  (int)pids->a, dh_pid_dead(pids->a), (int)pids->b, dh_pid_dead(pids->b));
 }
 
-static void test_loss_server_paused(void **state)
+/* A server of the test's own (the shared one stays healthy) fails under
+ * a running CMD: fault(r) pauses or kills it. dh_redis_stop resumes a
+ * paused server before it stops it. */
+static void loss_by_server_fault(int (*fault)(dh_redis *), const char *key, const char *owner,
+                                 const char *what)
 {
-    (void)state;
     dh_redis *r = dh_redis_start(NULL);
     assert_non_null(r);
     char pidfile[DH_PATH_MAX];
     struct two_pids pids;
-    dh_proc *p = start_victim(r, "c:loss", "cli-loss-pause", pidfile, sizeof pidfile, &pids, 0);
-    assert_int_equal(dh_redis_pause(r), 0);
-    expect_lost(p, &pids, "server paused");
+    dh_proc *p = start_victim(r, key, owner, pidfile, sizeof pidfile, &pids, 0);
+    assert_int_equal(fault(r), 0);
+    expect_lost(p, &pids, what);
     dh_proc_free(p);
-    dh_redis_resume(r);
     dh_redis_stop(r);
+}
+
+static void test_loss_server_paused(void **state)
+{
+    (void)state;
+    loss_by_server_fault(dh_redis_pause, "c:loss", "cli-loss-pause", "server paused");
+}
+
+/* The lock key deleted behind dlock's back while CMD runs (with
+ * ignore_term, CMD ignores SIGTERM, so only the SIGKILL stops it). */
+static void loss_by_delete(const char *key, const char *owner, int ignore_term, const char *what)
+{
+    char pidfile[DH_PATH_MAX];
+    struct two_pids pids;
+    dh_proc *p = start_victim(srv, key, owner, pidfile, sizeof pidfile, &pids, ignore_term);
+    assert_int_equal(dh_delete_key(srv, 0, key, owner), 1);
+    expect_lost(p, &pids, what);
+    dh_proc_free(p);
 }
 
 static void test_loss_key_deleted(void **state)
 {
     (void)state;
-    char pidfile[DH_PATH_MAX], name[1024];
-    struct two_pids pids;
-    dh_proc *p = start_victim(srv, "c:loss2", "cli-loss-del", pidfile, sizeof pidfile, &pids, 0);
-    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "c:loss2", "cli-loss-del"), 1);
-    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
-    expect_lost(p, &pids, "lock key deleted");
-    dh_proc_free(p);
+    loss_by_delete("c:loss2", "cli-loss-del", 0, "lock key deleted");
 }
 
 static void test_loss_cmd_ignores_term(void **state)
 {
     (void)state;
-    char pidfile[DH_PATH_MAX], name[1024];
-    struct two_pids pids;
-    dh_proc *p = start_victim(srv, "c:loss4", "cli-loss-term", pidfile, sizeof pidfile, &pids, 1);
-    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "c:loss4", "cli-loss-term"), 1);
-    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
-    expect_lost(p, &pids, "lock key deleted, CMD ignores SIGTERM");
-    dh_proc_free(p);
+    loss_by_delete("c:loss4", "cli-loss-term", 1, "lock key deleted, CMD ignores SIGTERM");
 }
 
 /* CMD dies with dlock (PR_SET_PDEATHSIG), and the lock frees itself. */
@@ -820,31 +802,34 @@ static void test_dlock_killed(void **state)
 static void test_loss_server_killed(void **state)
 {
     (void)state;
-    dh_redis *r = dh_redis_start(NULL);
-    assert_non_null(r);
-    char pidfile[DH_PATH_MAX];
-    struct two_pids pids;
-    dh_proc *p = start_victim(r, "c:loss3", "cli-loss-kill", pidfile, sizeof pidfile, &pids, 0);
-    assert_int_equal(dh_redis_kill9(r), 0);
-    expect_lost(p, &pids, "server killed");
-    dh_proc_free(p);
-    dh_redis_stop(r);
+    loss_by_server_fault(dh_redis_kill9, "c:loss3", "cli-loss-kill", "server killed");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_help_version),          cmocka_unit_test(test_run_env),
-        cmocka_unit_test(test_exit_status),           cmocka_unit_test(test_conflicts),
-        cmocka_unit_test(test_unreachable),           cmocka_unit_test(test_passwords),
-        cmocka_unit_test(test_usage_errors),          cmocka_unit_test(test_messages),
-        cmocka_unit_test(test_compound_durations),    cmocka_unit_test(test_noperm),
-        cmocka_unit_test(test_wrong_server),          cmocka_unit_test(test_status),
-        cmocka_unit_test(test_unlock_force),          cmocka_unit_test(test_exclusion_through_cli),
-        cmocka_unit_test(test_long_cmd_renewed),      cmocka_unit_test(test_signal_forwarded),
-        cmocka_unit_test(test_loss_server_paused),    cmocka_unit_test(test_loss_key_deleted),
-        cmocka_unit_test(test_loss_cmd_ignores_term), cmocka_unit_test(test_loss_server_killed),
+        cmocka_unit_test(test_help_version),
+        cmocka_unit_test(test_run_env),
+        cmocka_unit_test(test_exit_status),
+        cmocka_unit_test(test_conflicts),
+        cmocka_unit_test(test_fifo_through_cli),
+        cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_passwords),
+        cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_compound_durations),
+        cmocka_unit_test(test_noperm),
+        cmocka_unit_test(test_wrong_server),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_unlock_force),
+        cmocka_unit_test(test_exclusion_through_cli),
+        cmocka_unit_test(test_long_cmd_renewed),
+        cmocka_unit_test(test_signal_forwarded),
+        cmocka_unit_test(test_loss_server_paused),
+        cmocka_unit_test(test_loss_key_deleted),
+        cmocka_unit_test(test_loss_cmd_ignores_term),
+        cmocka_unit_test(test_loss_server_killed),
         cmocka_unit_test(test_dlock_killed),
     };
-    return cmocka_run_group_tests_name("cli", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli", tests, group_setup, dh_group_teardown);
 }

@@ -21,17 +21,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 struct arr {
@@ -141,5 +131,5 @@ int main(void)
         cmocka_unit_test(test_party_killed),
         cmocka_unit_test(test_errors),
     };
-    return cmocka_run_group_tests_name("cli_barrier", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli_barrier", tests, group_setup, dh_group_teardown);
 }

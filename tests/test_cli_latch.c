@@ -23,17 +23,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 struct subs {
@@ -210,5 +200,5 @@ int main(void)
         cmocka_unit_test(test_waiters_released), cmocka_unit_test(test_worker_killed),
         cmocka_unit_test(test_signal),
     };
-    return cmocka_run_group_tests_name("cli_latch", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli_latch", tests, group_setup, dh_group_teardown);
 }

@@ -25,18 +25,8 @@ static char env_d[DH_PATH_MAX + 8];
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
     snprintf(env_d, sizeof env_d, "D=%s", DLOCK_CLI_PATH);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 /* A script file with `body`; its path in buf. */
@@ -248,5 +238,5 @@ int main(void)
         cmocka_unit_test(test_kinds_and_keys), cmocka_unit_test(test_not_an_ancestor),
         cmocka_unit_test(test_outer_killed),
     };
-    return cmocka_run_group_tests_name("cli_nested", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli_nested", tests, group_setup, dh_group_teardown);
 }

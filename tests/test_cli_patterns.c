@@ -14,7 +14,8 @@
  * on a condition (a file, a line of output, the server's view of holders
  * and waiters through the library), never a sleep standing in for one.
  * Prometheus output is checked line by line against the text format's
- * grammar, not by looking for a few strings only.
+ * grammar and rules (the harness's dh_check_exposition), not by looking
+ * for a few strings only.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -37,37 +38,15 @@ static dlock_client *holder; /* the test's own client, for conflicts */
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    if (!srv)
-        return -1;
-    holder = dh_client(srv->url, OWNER);
-    return holder ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dlock_client_close(holder);
-    holder = NULL;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start_client(&srv, &holder, OWNER);
 }
 
 /* ---------------------------------------------------------------- helpers */
 
-static int file_exists(void *arg)
+/* At least two lines in the file at path: a dh_wait_until condition. */
+static int two_lines(void *path)
 {
-    struct stat sb;
-    return stat(arg, &sb) == 0;
-}
-
-/* A fresh directory for markers; its path in buf. */
-static void make_dir(char *buf, size_t len, const char *name)
-{
-    assert_int_equal(dh_tmpfile(buf, len, name), 0);
-    assert_int_equal(mkdir(buf, 0700), 0);
+    return dh_file_lines(path) >= 2;
 }
 
 /* The state of `key` of `kind` through the library. */
@@ -105,19 +84,11 @@ struct outwatch {
     int on_stderr;
 };
 
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *s = hay; (s = strstr(s, needle)) != NULL; s += strlen(needle))
-        n++;
-    return n;
-}
-
 static int output_has(void *arg)
 {
     struct outwatch *w = arg;
     dh_proc_output(w->p, dh_out, sizeof dh_out, dh_err, sizeof dh_err);
-    return count_of(w->on_stderr ? dh_err : dh_out, w->needle) >= w->count;
+    return dh_count_of(w->on_stderr ? dh_err : dh_out, w->needle) >= w->count;
 }
 
 static void wait_output(dh_proc *p, const char *needle, int count, int on_stderr)
@@ -126,156 +97,6 @@ static void wait_output(dh_proc *p, const char *needle, int count, int on_stderr
     if (!dh_wait_until(output_has, &w, 10000))
         fail_msg("never saw %d x \"%s\" on %s\nstdout: %s\nstderr: %s", count, needle,
                  on_stderr ? "stderr" : "stdout", dh_out, dh_err);
-}
-
-static int lines_in(const char *s)
-{
-    int n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
-struct lines_arg {
-    const char *path;
-    int n;
-};
-
-static int file_has_lines(void *arg)
-{
-    struct lines_arg *a = arg;
-    char buf[4096];
-    return dh_read_file(buf, sizeof buf, a->path) > 0 && lines_in(buf) >= a->n;
-}
-
-static int is_digits(const char *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-    return 1;
-}
-
-/* ------------------------------------------ a Prometheus text-format check */
-
-struct family {
-    char name[128];
-    int help, type;
-};
-
-/* Check every line of a text exposition: "# HELP name text", "# TYPE name
- * gauge|counter|histogram|summary|untyped", or a sample "name[{l="v",...}]
- * value" whose family had its HELP and TYPE before it. Fails the test with
- * the offending line. */
-static void check_exposition(const char *text)
-{
-    struct family fam[64];
-    int nfam = 0, samples = 0;
-    const char *line = text;
-
-    while (*line) {
-        const char *nl = strchr(line, '\n');
-        if (!nl)
-            fail_msg("exposition does not end in a newline: \"%s\"", line);
-        char buf[2048];
-        size_t len = (size_t)(nl - line);
-        if (len >= sizeof buf)
-            fail_msg("line too long");
-        memcpy(buf, line, len);
-        buf[len] = '\0';
-        line = nl + 1;
-
-        char name[128];
-        const char *p = buf;
-        if (strncmp(p, "# HELP ", 7) == 0 || strncmp(p, "# TYPE ", 7) == 0) {
-            int is_help = p[2] == 'H';
-            p += 7;
-            size_t n =
-                strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
-            if (n == 0 || n >= sizeof name || p[n] != ' ')
-                fail_msg("bad comment line: %s", buf);
-            memcpy(name, p, n);
-            name[n] = '\0';
-            if (!is_help && strcmp(p + n + 1, "gauge") != 0 && strcmp(p + n + 1, "counter") != 0 &&
-                strcmp(p + n + 1, "histogram") != 0)
-                fail_msg("bad TYPE: %s", buf);
-            int f = 0;
-            while (f < nfam && strcmp(fam[f].name, name) != 0)
-                f++;
-            if (f == nfam) {
-                assert_true(nfam < 64);
-                snprintf(fam[nfam].name, sizeof fam[nfam].name, "%s", name);
-                fam[nfam].help = fam[nfam].type = 0;
-                nfam++;
-            }
-            if (is_help)
-                fam[f].help++;
-            else
-                fam[f].type++;
-            continue;
-        }
-        if (*p == '#' || *p == '\0')
-            fail_msg("unexpected line: \"%s\"", buf);
-        size_t n = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
-        if (n == 0 || n >= sizeof name || (p[0] >= '0' && p[0] <= '9'))
-            fail_msg("bad metric name: %s", buf);
-        memcpy(name, p, n);
-        name[n] = '\0';
-        p += n;
-        if (*p == '{') {
-            p++;
-            while (*p != '}') {
-                size_t ln =
-                    strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
-                if (ln == 0 || p[ln] != '=' || p[ln + 1] != '"')
-                    fail_msg("bad label in: %s", buf);
-                p += ln + 2;
-                while (*p && *p != '"') {
-                    if (*p == '\\') {
-                        if (p[1] != '\\' && p[1] != '"' && p[1] != 'n')
-                            fail_msg("bad escape in: %s", buf);
-                        p++;
-                    }
-                    p++;
-                }
-                if (*p != '"')
-                    fail_msg("unterminated label value in: %s", buf);
-                p++;
-                if (*p == ',')
-                    p++;
-                else if (*p != '}')
-                    fail_msg("bad label list in: %s", buf);
-            }
-            p++;
-        }
-        if (*p != ' ')
-            fail_msg("no space before the value: %s", buf);
-        p++;
-        char *end = NULL;
-        strtod(p, &end);
-        if (end == p || *end != '\0')
-            fail_msg("bad value: %s", buf);
-        /* the family: the name itself, or a histogram's base name */
-        int f = 0;
-        while (f < nfam && strcmp(fam[f].name, name) != 0)
-            f++;
-        static const char *const suffixes[] = { "_bucket", "_sum", "_count" };
-        for (size_t k = 0; f == nfam && k < 3; k++) {
-            size_t nlen = strlen(name), sl = strlen(suffixes[k]);
-            if (nlen > sl && strcmp(name + nlen - sl, suffixes[k]) == 0) {
-                name[nlen - sl] = '\0';
-                for (f = 0; f < nfam && strcmp(fam[f].name, name) != 0; f++)
-                    ;
-                name[nlen - sl] = suffixes[k][0];
-            }
-        }
-        if (f == nfam || fam[f].help != 1 || fam[f].type != 1)
-            fail_msg("sample without one HELP and one TYPE line before it: %s", buf);
-        samples++;
-    }
-    assert_true(samples > 0);
 }
 
 /* The value of the sample line that starts with `prefix` ("name{...} "),
@@ -296,7 +117,7 @@ static void test_limit(void **state)
 {
     (void)state;
     char dir[DH_PATH_MAX], go[DH_PATH_MAX + 8], log[DH_PATH_MAX + 8], script[DH_PATH_MAX];
-    make_dir(dir, sizeof dir, "limit");
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "limit"), 0);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(log, sizeof log, "%s/log", dir);
     assert_int_equal(dh_tmpfile(script, sizeof script, "limit.sh"), 0);
@@ -317,12 +138,11 @@ static void test_limit(void **state)
         p[i] = dh_cli_bg("-u", srv->url, "run", "--limit", "2", "p:sem", "--", "sh", script, dir);
     /* Two are in (their CMDs have started), two wait in the queue. */
     wait_state("p:sem", DLOCK_KIND_SEMAPHORE, 2, 2);
-    struct lines_arg la = { log, 2 };
-    if (!dh_wait_until(file_has_lines, &la, 10000))
+    if (!dh_wait_until(two_lines, log, 10000))
         fail_msg("the CMDs of the first two permits never started");
     char buf[1024];
     assert_true(dh_read_file(buf, sizeof buf, log) > 0);
-    assert_int_equal(lines_in(buf), 2);
+    assert_int_equal(dh_count_lines(buf), 2);
     for (int i = 0; i < 4; i++)
         if (dh_proc_done(p[i]))
             fail_msg("a run ended while the limit was reached");
@@ -340,7 +160,7 @@ static void test_limit(void **state)
         dh_proc_free(p[i]);
     }
     assert_true(dh_read_file(buf, sizeof buf, log) > 0);
-    assert_int_equal(lines_in(buf), 4);
+    assert_int_equal(dh_count_lines(buf), 4);
     for (const char *l = buf; *l; l = strchr(l, '\n') + 1) {
         if (!((l[0] == '0' || l[0] == '1') && strncmp(l + 1, " p:sem ", 7) == 0 && l[8] >= '1' &&
               l[8] <= '9'))
@@ -383,28 +203,26 @@ static void test_multi_key(void **state)
     assert_string_equal(key, "mk:a");
     assert_string_equal(keys, "mk:a mk:b mk:c");
     assert_string_equal(slot, "unset");
-    assert_true(is_digits(tok, strlen(tok)));
+    assert_true(dh_is_digits(tok, strlen(tok)));
     /* three tokens, the first is DLOCK_FENCING_TOKEN */
     char *sp1 = strchr(toks, ' '), *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
     assert_non_null(sp1);
     assert_non_null(sp2);
     assert_null(strchr(sp2 + 1, ' '));
-    assert_true(is_digits(sp1 + 1, (size_t)(sp2 - sp1 - 1)) && is_digits(sp2 + 1, strlen(sp2 + 1)));
+    assert_true(dh_is_digits(sp1 + 1, (size_t)(sp2 - sp1 - 1)) &&
+                dh_is_digits(sp2 + 1, strlen(sp2 + 1)));
     *sp1 = '\0';
     assert_string_equal(toks, tok);
 
     /* A run holding mk:a and mk:b excludes a single-key run of mk:b. */
     char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], go[DH_PATH_MAX + 8], cmd[DH_PATH_MAX * 2 + 64];
-    make_dir(dir, sizeof dir, "multi");
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "multi"), 0);
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
     dh_proc *p = dh_cli_bg("-u", srv->url, "--id", "mk-holder", "run", "mk:a", "mk:b", "--", "sh",
                            "-c", cmd);
-    if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_cli_capture(p);
-        fail_msg("the multi-key CMD never started; stderr: %s", dh_err);
-    }
+    dh_cli_await_file(p, in, "the multi-key CMD starting");
     dh_cli_expect(dh_cli("-u", srv->url, "run", "--no-wait", "mk:b", "--", "sh", "-c", "echo ran"),
                   75, "single-key run of a key held by a multi-key run");
     assert_null(strstr(dh_out, "ran"));
@@ -453,15 +271,12 @@ static void test_shared(void **state)
 {
     (void)state;
     char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], go[DH_PATH_MAX + 8], cmd[DH_PATH_MAX * 2 + 64];
-    make_dir(dir, sizeof dir, "shared");
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "shared"), 0);
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
     dh_proc *r = dh_cli_bg("-u", srv->url, "run", "--shared", "sh:k", "--", "sh", "-c", cmd);
-    if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_cli_capture(r);
-        fail_msg("the shared CMD never started; stderr: %s", dh_err);
-    }
+    dh_cli_await_file(r, in, "the shared CMD starting");
     /* A second reader gets in while the first is inside. */
     int st = dh_cli("-u", srv->url, "run", "--no-wait", "--shared", "sh:k", "--", "sh", "-c",
                     "echo \"reader $DLOCK_KEY $DLOCK_FENCING_TOKEN\"");
@@ -499,7 +314,7 @@ static void test_elect_and_leader(void **state)
     (void)state;
     char dir[DH_PATH_MAX], ina[DH_PATH_MAX + 8], inb[DH_PATH_MAX + 8], goa[DH_PATH_MAX + 8],
         gob[DH_PATH_MAX + 8], cmda[DH_PATH_MAX * 2 + 128], cmdb[DH_PATH_MAX * 2 + 128];
-    make_dir(dir, sizeof dir, "elect");
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "elect"), 0);
     snprintf(ina, sizeof ina, "%s/a", dir);
     snprintf(inb, sizeof inb, "%s/b", dir);
     snprintf(goa, sizeof goa, "%s/goa", dir);
@@ -513,14 +328,11 @@ static void test_elect_and_leader(void **state)
 
     dh_proc *a =
         dh_cli_bg("-u", srv->url, "--id", "el-A", "elect", "e:svc", "--", "sh", "-c", cmda);
-    if (!dh_wait_until(file_exists, ina, 10000)) {
-        dh_cli_capture(a);
-        fail_msg("the first elect never ran CMD; stderr: %s", dh_err);
-    }
+    dh_cli_await_file(a, ina, "the first elect running CMD");
     dh_proc *b =
         dh_cli_bg("-u", srv->url, "--id", "el-B", "elect", "e:svc", "--", "sh", "-c", cmdb);
     wait_state("e:svc", DLOCK_KIND_MUTEX, 1, 1); /* B queued */
-    assert_false(file_exists(inb));
+    assert_false(dh_file_exists(inb));
     assert_false(dh_proc_done(b));
 
     dh_cli_expect(dh_cli("-u", srv->url, "leader", "e:svc"), 0, "leader while A leads");
@@ -552,10 +364,7 @@ static void test_elect_and_leader(void **state)
     assert_int_equal(dh_write_file(goa, "x"), 0);
     dh_cli_expect_proc(a, 0, "first leader");
     dh_proc_free(a);
-    if (!dh_wait_until(file_exists, inb, 10000)) {
-        dh_cli_capture(b);
-        fail_msg("the second elect never became leader; stderr: %s", dh_err);
-    }
+    dh_cli_await_file(b, inb, "the second elect becoming leader");
     dh_cli_expect(dh_cli("-u", srv->url, "leader", "e:svc"), 0, "leader while B leads");
     assert_true(strncmp(dh_out, "el-B  fencing token ", 20) == 0);
     assert_true(strtoull(dh_out + 20, NULL, 10) > strtoull(tok_a, NULL, 10));
@@ -605,7 +414,7 @@ static void test_leader_watch(void **state)
     assert_int_equal(dh_proc_signal(w, SIGINT), 0);
     dh_cli_expect_proc(w, 0, "leader --watch after SIGINT");
     dh_proc_free(w);
-    assert_int_equal(lines_in(dh_out), 3);
+    assert_int_equal(dh_count_lines(dh_out), 3);
 
     /* --json: one object per line. */
     w = dh_cli_bg("-u", srv->url, "leader", "--watch", "--json", "lw:svc");
@@ -628,8 +437,7 @@ static void test_leader_watch(void **state)
 static void test_status_holders(void **state)
 {
     (void)state;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dlock_lock *p1 = NULL, *p2 = NULL, *m = NULL;
     dh_assert_rc(dlock_sem_acquire(&p1, holder, "st:pool", 3, &o), 0);
     dh_assert_rc(dlock_sem_acquire(&p2, holder, "st:pool", 3, &o), 0);
@@ -655,7 +463,7 @@ static void test_status_holders(void **state)
     assert_non_null(strstr(obj, "\"kind\":\"semaphore\""));
     assert_non_null(strstr(obj, "\"owner\":\"" OWNER "\""));
     assert_non_null(strstr(obj, "\"waiters\":0"));
-    assert_int_equal(count_of(obj, "\"mode\":\"permit\""), 2);
+    assert_int_equal(dh_count_of(obj, "\"mode\":\"permit\""), 2);
     dlock_lock *perm[2] = { p1, p2 };
     for (int i = 0; i < 2; i++) {
         snprintf(want, sizeof want, "\"slot\":%d,", dlock_lock_slot(perm[i]));
@@ -675,7 +483,7 @@ static void test_status_holders(void **state)
     assert_non_null(strstr(obj, "\"mode\":\"write\",\"slot\":null"));
     snprintf(want, sizeof want, "\"fencing_token\":\"%llu\"",
              (unsigned long long)dlock_lock_fencing_token(m));
-    assert_int_equal(count_of(obj, want), 2); /* top level and the holder */
+    assert_int_equal(dh_count_of(obj, want), 2); /* top level and the holder */
 
     assert_non_null(strstr(fr, "\"state\":\"free\",\"owner\":null,\"ttl_ms\":null,"
                                "\"fencing_token\":null,\"waiters\":0"));
@@ -687,7 +495,7 @@ static void test_status_holders(void **state)
     assert_non_null(strstr(dh_out, "semaphore"));
     assert_non_null(strstr(dh_out, "permit slot 0"));
     assert_non_null(strstr(dh_out, "permit slot 1"));
-    assert_int_equal(count_of(dh_out, OWNER), 2);
+    assert_int_equal(dh_count_of(dh_out, OWNER), 2);
 
     dh_assert_rc(dlock_release(p1), 0);
     dh_assert_rc(dlock_release(p2), 0);
@@ -698,8 +506,7 @@ static void test_status_holders(void **state)
 static void test_metrics_print(void **state)
 {
     (void)state;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dlock_lock *m = NULL, *p = NULL;
     dh_assert_rc(dlock_acquire(&m, holder, "mx:held", &o), 0);
     dh_assert_rc(dlock_sem_acquire(&p, holder, "mx:pool", 2, &o), 0);
@@ -708,7 +515,7 @@ static void test_metrics_print(void **state)
 
     int st = dh_cli("-u", srv->url, "metrics", "mx:*");
     dh_cli_expect(st, 0, "metrics");
-    check_exposition(dh_out);
+    dh_check_exposition(dh_out);
     assert_true(sample_value(dh_out, "dlock_lock_holders{key=\"mx:held\",kind=\"mutex\"} ") == 1);
     assert_true(sample_value(dh_out, "dlock_lock_waiters{key=\"mx:held\",kind=\"mutex\"} ") == 1);
     assert_true(sample_value(dh_out, "dlock_lock_holders{key=\"mx:pool\",kind=\"semaphore\"} ") ==
@@ -727,7 +534,7 @@ static void test_metrics_print(void **state)
     dh_assert_rc(dlock_acquire(&odd, holder, "mx:a\"b\\c\nd", &o), 0);
     st = dh_cli("-u", srv->url, "metrics", "mx:a*");
     dh_cli_expect(st, 0, "metrics of an odd key");
-    check_exposition(dh_out);
+    dh_check_exposition(dh_out);
     assert_true(sample_value(
                     dh_out, "dlock_lock_holders{key=\"mx:a\\\"b\\\\c\\nd\",kind=\"mutex\"} ") == 1);
     dh_assert_rc(dlock_release(odd), 0);
@@ -744,7 +551,7 @@ static void test_metrics_print(void **state)
     assert_true(sample_value(dh_out, "dlock_locks_held ") == 0);
 
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
+    dh_closed_url(url, sizeof url);
     dh_cli_expect(dh_cli("-u", url, "metrics"), 69, "metrics, unreachable");
     dh_cli_expect(dh_cli("-u", srv->url, "metrics", "a*", "b*"), 64, "metrics, two patterns");
 }
@@ -780,8 +587,7 @@ static void test_metrics_listen(void **state)
 {
     (void)state;
     dlock_lock *m = NULL;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dh_assert_rc(dlock_acquire(&m, holder, "ml:held", &o), 0);
 
     dh_proc *p = dh_cli_bg("-u", srv->url, "metrics", "--listen", "127.0.0.1:0", "ml:*");
@@ -797,7 +603,7 @@ static void test_metrics_listen(void **state)
     assert_non_null(strstr(resp, "text/plain; version=0.0.4"));
     const char *body = strstr(resp, "\r\n\r\n");
     assert_non_null(body);
-    check_exposition(body + 4);
+    dh_check_exposition(body + 4);
     assert_true(sample_value(body + 4, "dlock_lock_holders{key=\"ml:held\",kind=\"mutex\"} ") == 1);
 
     /* Fresh per request: the release shows at the next scrape. */
@@ -828,19 +634,18 @@ static void test_metrics_file(void **state)
 {
     (void)state;
     char dir[DH_PATH_MAX], path[DH_PATH_MAX + 16], buf[32 * 1024];
-    make_dir(dir, sizeof dir, "mfile");
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "mfile"), 0);
     snprintf(path, sizeof path, "%s/run.prom", dir);
     dh_cli_expect(dh_cli("-u", srv->url, "run", "--metrics-file", path, "mf:k", "--", "true"), 0,
                   "run --metrics-file");
     assert_true(dh_read_file(buf, sizeof buf, path) > 0);
     assert_non_null(strstr(buf, "dlock_acquisitions_total"));
-    check_exposition(buf);
+    dh_check_exposition(buf);
     assert_true(sample_value(buf, "dlock_acquisitions_total{result=\"acquired\"} ") == 1);
 
     /* Busy (75): written too, and says so. */
     dlock_lock *l = NULL;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dh_assert_rc(dlock_acquire(&l, holder, "mf:k", &o), 0);
     dh_cli_expect(
         dh_cli("-u", srv->url, "run", "--no-wait", "--metrics-file", path, "mf:k", "--", "true"),
@@ -869,19 +674,15 @@ static void test_elect_lost(void **state)
 {
     (void)state;
     char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], path[DH_PATH_MAX + 16], cmd[DH_PATH_MAX + 64];
-    char name[1024], buf[32 * 1024];
-    make_dir(dir, sizeof dir, "elost");
+    char buf[32 * 1024];
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "elost"), 0);
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(path, sizeof path, "%s/elect.prom", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while :; do sleep 0.05; done", in);
     dh_proc *p = dh_cli_bg("-u", srv->url, "--id", "el-lost", "elect", "--ttl", "1s", "--grace",
                            "500ms", "--metrics-file", path, "el:lost", "--", "sh", "-c", cmd);
-    if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_cli_capture(p);
-        fail_msg("elect never ran CMD; stderr: %s", dh_err);
-    }
-    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "el:lost", "el-lost"), 1);
-    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
+    dh_cli_await_file(p, in, "elect running CMD");
+    assert_int_equal(dh_delete_key(srv, 0, "el:lost", "el-lost"), 1);
     dh_cli_expect_proc(p, 79, "elect whose leadership was deleted");
     dh_proc_free(p);
     assert_true(dh_read_file(buf, sizeof buf, path) > 0);
@@ -894,15 +695,12 @@ static void test_run_lost_found_at_release(void **state)
 {
     (void)state;
     char dir[DH_PATH_MAX], in[DH_PATH_MAX + 8], go[DH_PATH_MAX + 8], cmd[3 * DH_PATH_MAX];
-    make_dir(dir, sizeof dir, "rlost");
+    assert_int_equal(dh_tmpdir(dir, sizeof dir, "rlost"), 0);
     snprintf(in, sizeof in, "%s/in", dir);
     snprintf(go, sizeof go, "%s/go", dir);
     snprintf(cmd, sizeof cmd, "touch '%s'; while [ ! -e '%s' ]; do sleep 0.02; done", in, go);
     dh_proc *p = dh_cli_bg("-u", srv->url, "run", "rl:gone", "--", "sh", "-c", cmd);
-    if (!dh_wait_until(file_exists, in, 10000)) {
-        dh_cli_capture(p);
-        fail_msg("run never started CMD; stderr: %s", dh_err);
-    }
+    dh_cli_await_file(p, in, "run starting CMD");
     dh_cli_expect(dh_cli("-u", srv->url, "unlock", "--force", "rl:gone"), 0, "unlock --force");
     assert_int_equal(dh_write_file(go, "x"), 0);
     dh_cli_expect_proc(p, 79, "run whose lock was removed while CMD ran");
@@ -914,15 +712,14 @@ static void test_top(void **state)
 {
     (void)state;
     dlock_lock *l = NULL;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     dh_assert_rc(dlock_acquire(&l, holder, "tp:held", &o), 0);
     int st = dh_cli("-u", srv->url, "top", "--iterations", "2", "--interval", "100ms", "tp:*");
     dh_cli_expect(st, 0, "top --iterations 2");
-    assert_int_equal(count_of(dh_out, "dlock top"), 2);
-    assert_int_equal(count_of(dh_out, "tp:held"), 2);
-    assert_int_equal(count_of(dh_out, OWNER), 2);
-    assert_int_equal(count_of(dh_out, "locks held 1"), 2);
+    assert_int_equal(dh_count_of(dh_out, "dlock top"), 2);
+    assert_int_equal(dh_count_of(dh_out, "tp:held"), 2);
+    assert_int_equal(dh_count_of(dh_out, OWNER), 2);
+    assert_int_equal(dh_count_of(dh_out, "locks held 1"), 2);
     assert_non_null(strstr(dh_out, "\n\ndlock top")); /* frames apart */
     assert_null(strstr(dh_out, "\033["));             /* no terminal codes in a pipe */
     dh_assert_rc(dlock_release(l), 0);
@@ -931,7 +728,7 @@ static void test_top(void **state)
                   "top --interval 0");
     dh_cli_expect(dh_cli("-u", srv->url, "top", "--iterations", "0"), 64, "top --iterations 0");
     char url[64];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d", dh_closed_port());
+    dh_closed_url(url, sizeof url);
     dh_cli_expect(dh_cli("-u", url, "top", "--iterations", "1"), 69, "top, unreachable");
 }
 
@@ -987,5 +784,5 @@ int main(void)
         cmocka_unit_test(test_top),
         cmocka_unit_test(test_run_lost_found_at_release),
     };
-    return cmocka_run_group_tests_name("cli_patterns", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli_patterns", tests, group_setup, dh_group_teardown);
 }

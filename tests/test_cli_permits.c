@@ -23,21 +23,7 @@ static dlock_client *viewer;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    if (!srv)
-        return -1;
-    viewer = dh_client(srv->url, "viewer");
-    return viewer ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dlock_client_close(viewer);
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start_client(&srv, &viewer, "viewer");
 }
 
 struct kstate {
@@ -191,5 +177,5 @@ int main(void)
         cmocka_unit_test(test_holder_killed),
         cmocka_unit_test(test_bad_input),
     };
-    return cmocka_run_group_tests_name("cli_permits", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli_permits", tests, group_setup, dh_group_teardown);
 }

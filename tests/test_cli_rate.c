@@ -23,17 +23,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 /* The server's clock (us), or -1. */
@@ -189,5 +179,5 @@ int main(void)
         cmocka_unit_test(test_exact),
         cmocka_unit_test(test_no_wait_and_env),
     };
-    return cmocka_run_group_tests_name("cli_rate", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cli_rate", tests, group_setup, dh_group_teardown);
 }

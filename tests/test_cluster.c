@@ -35,13 +35,20 @@ static int cluster_ok(void *arg)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *args[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-node-timeout", "3000", NULL};
+    /* One option and its value a line. */
+    /* clang-format off */
+    const char *args[] = {
+        "--cluster-enabled", "yes",
+        "--cluster-config-file", "nodes.conf",
+        "--cluster-node-timeout", "3000",
+        NULL,
+    };
+    /* clang-format on */
     char hosts[N][32];
-    const char *argv[16] = {"redis-cli", "--cluster", "create"};
+    const char *argv[16] = { "redis-cli", "--cluster", "create" };
     int a = 3;
     for (int i = 0; i < N; i++) {
-        if (!(node[i] = dh_redis_start(args)))
+        if (dh_group_start(&node[i], args) != 0)
             return -1;
         snprintf(hosts[i], sizeof hosts[i], "127.0.0.1:%d", node[i]->port);
         argv[a++] = hosts[i];
@@ -57,15 +64,6 @@ static int group_setup(void **state)
     if (!dh_wait_until(cluster_ok, NULL, 20000))
         return -1;
     snprintf(url, sizeof url, "redis-cluster://%s,%s", hosts[0], hosts[1]);
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < N; i++)
-        dh_redis_stop(node[i]);
-    dh_cleanup();
     return 0;
 }
 
@@ -102,8 +100,8 @@ static void test_multi_same_slot(void **state)
 {
     (void)state;
     dlock_client *c = open_client();
-    const char *same[2] = {"acct:{u42}:from", "acct:{u42}:to"};
-    const char *apart[2] = {"acct:u1", "acct:u2"};
+    const char *same[2] = { "acct:{u42}:from", "acct:{u42}:to" };
+    const char *apart[2] = { "acct:u1", "acct:u2" };
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire_all(&l, c, same, 2, NULL), 0);
     dh_assert_rc(dlock_release(l), 0);
@@ -143,7 +141,7 @@ static void test_wakeup(void **state)
         snprintf(key, sizeof key, "wake:%d", k);
         dlock_lock *l;
         dh_assert_rc(dlock_acquire(&l, a, key, NULL), 0);
-        waiter w = {.c = b, .key = key};
+        waiter w = { .c = b, .key = key };
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, wait_main, &w), 0);
         assert_false(dh_wait_until(done, &w, 500));
@@ -195,7 +193,7 @@ static void test_primitives(void **state)
     for (int k = 0; k < 6; k++) {
         char key[32];
         snprintf(key, sizeof key, "prim:%d", k);
-        prim_waiter w = {.c = b, .key = key, .barrier = k % 2};
+        prim_waiter w = { .c = b, .key = key, .barrier = k % 2 };
         if (!w.barrier)
             dh_assert_rc(dlock_latch_init(a, key, 1, 10000), 0);
         pthread_t t;
@@ -260,17 +258,21 @@ static void migrate_slot(int64_t slot, int from, int to, int finish)
     char from_id[64], to_id[64];
     myid(from_id, sizeof from_id, from);
     myid(to_id, sizeof to_id, to);
-    assert_int_equal(dh_cmd_ok(node[to], 0, "CLUSTER SETSLOT %lld IMPORTING %s", (long long)slot, from_id), 0);
-    assert_int_equal(dh_cmd_ok(node[from], 0, "CLUSTER SETSLOT %lld MIGRATING %s", (long long)slot, to_id), 0);
+    assert_int_equal(
+        dh_cmd_ok(node[to], 0, "CLUSTER SETSLOT %lld IMPORTING %s", (long long)slot, from_id), 0);
+    assert_int_equal(
+        dh_cmd_ok(node[from], 0, "CLUSTER SETSLOT %lld MIGRATING %s", (long long)slot, to_id), 0);
     if (!finish)
         return;
     redisReply *keys = dh_cmd(node[from], 0, "CLUSTER GETKEYSINSLOT %lld 1000", (long long)slot);
     for (size_t k = 0; keys && k < keys->elements; k++)
         assert_int_equal(dh_cmd_ok(node[from], 0, "MIGRATE 127.0.0.1 %d %s 0 5000", node[to]->port,
-                                   keys->element[k]->str), 0);
+                                   keys->element[k]->str),
+                         0);
     freeReplyObject(keys);
     for (int i = 0; i < N; i++)
-        assert_int_equal(dh_cmd_ok(node[i], 0, "CLUSTER SETSLOT %lld NODE %s", (long long)slot, to_id), 0);
+        assert_int_equal(
+            dh_cmd_ok(node[i], 0, "CLUSTER SETSLOT %lld NODE %s", (long long)slot, to_id), 0);
 }
 
 /* After a migration the client's map is stale: MOVED is followed. */
@@ -306,14 +308,15 @@ static void test_moved_after_migration(void **state)
     co.command_timeout_ms = 8000;
     dlock_client *c2 = NULL;
     dh_assert_rc(dlock_client_open(&c2, url, &co), 0);
-    waiter w = {.c = c2, .key = "{ask}job"};
+    waiter w = { .c = c2, .key = "{ask}job" };
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, wait_main, &w), 0);
     assert_false(dh_wait_until(done, &w, 300)); /* held up by the migration */
     char to_id[64];
     myid(to_id, sizeof to_id, to2);
     for (int i = 0; i < N; i++)
-        assert_int_equal(dh_cmd_ok(node[i], 0, "CLUSTER SETSLOT %lld NODE %s", (long long)slot2, to_id), 0);
+        assert_int_equal(
+            dh_cmd_ok(node[i], 0, "CLUSTER SETSLOT %lld NODE %s", (long long)slot2, to_id), 0);
     assert_true(dh_wait_until(done, &w, 10000));
     pthread_join(t, NULL);
     dh_assert_rc(w.rc, 0);
@@ -332,5 +335,5 @@ int main(void)
         cmocka_unit_test(test_primitives),
         cmocka_unit_test(test_moved_after_migration),
     };
-    return cmocka_run_group_tests_name("cluster", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cluster", tests, group_setup, dh_group_teardown);
 }

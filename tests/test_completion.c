@@ -34,28 +34,20 @@ static int group_setup(void **state)
 {
     (void)state;
     static const char *const keys[] = { "comp:alpha", "comp:beta", "other key" };
-    srv = dh_redis_start(NULL);
-    if (!srv)
-        return -1;
-    holder = dh_client(srv->url, "comp-holder");
-    if (!holder)
+    if (dh_group_start_client(&srv, &holder, "comp-holder") != 0)
         return -1;
     for (int i = 0; i < 3; i++)
         if (dlock_try_acquire(&held[i], holder, keys[i], NULL) != 0)
             return -1;
-    snprintf(closed_url, sizeof closed_url, "redis://127.0.0.1:%d", dh_closed_port());
+    dh_closed_url(closed_url, sizeof closed_url);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
     for (int i = 0; i < 3; i++)
         dlock_release(held[i]);
-    dlock_client_close(holder);
-    dh_redis_stop(srv);
-    dh_cleanup();
-    return 0;
+    return dh_group_teardown(state);
 }
 
 /* 1 if `prog` is found in PATH. */

@@ -9,16 +9,14 @@
  * Each child also records "<fencing token> <counter value read>" per section;
  * sorted by token, the values read must be 0, 1, ..., 799: tokens are
  * distinct and strictly increase in grant order. Children never use cmocka:
- * they report through their exit status and stderr, die with the parent
- * (PR_SET_PDEATHSIG), and are waited for with a bound.
+ * they report through their exit status and stderr, are forked by dh_fork
+ * (they die with the parent, and with the test if it fails), and are waited
+ * for with a bound.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -27,28 +25,11 @@
 #define ITERS 200
 
 static dh_redis *srv;
-static pid_t children[NCHILD];
 
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < NCHILD; i++)
-        if (children[i] > 0) {
-            kill(children[i], SIGKILL);
-            waitpid(children[i], NULL, 0);
-            children[i] = 0;
-        }
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 /* One child's work. Returns the exit status: 0 or a small error number. */
@@ -65,15 +46,13 @@ static int child_main(int idx, const char *path)
     FILE *f = fopen(path, "w");
     if (!f)
         return 4;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 10000;
-    o.wait_ms = 60000;
+    dlock_lock_opts o = dh_opts(10000, 60000);
     for (int i = 0; i < ITERS; i++) {
         dlock_lock *l = NULL;
         int r = dlock_acquire(&l, c, "counter-lock", &o);
         if (r != 0) {
-            fprintf(stderr, "child %d iter %d: acquire: %s: %s\n", idx, i,
-                    dlock_strerror(r), dlock_last_errmsg());
+            fprintf(stderr, "child %d iter %d: acquire: %s: %s\n", idx, i, dlock_strerror(r),
+                    dlock_last_errmsg());
             return 5;
         }
         redisReply *g = redisCommand(rc, "GET counter");
@@ -101,8 +80,8 @@ static int child_main(int idx, const char *path)
         fprintf(f, "%llu %lld\n", (unsigned long long)dlock_lock_fencing_token(l), v);
         r = dlock_release(l);
         if (r != 0) {
-            fprintf(stderr, "child %d iter %d: release: %s: %s\n", idx, i,
-                    dlock_strerror(r), dlock_last_errmsg());
+            fprintf(stderr, "child %d iter %d: release: %s: %s\n", idx, i, dlock_strerror(r),
+                    dlock_last_errmsg());
             return 9;
         }
     }
@@ -159,40 +138,18 @@ static void test_counter_across_processes(void **state)
     for (int i = 0; i < NCHILD; i++)
         assert_int_equal(dh_tmpfile(paths[i], sizeof paths[i], "sections"), 0);
 
-    fflush(NULL);
-    pid_t parent = getpid();
+    pid_t children[NCHILD];
     for (int i = 0; i < NCHILD; i++) {
-        pid_t pid = fork();
-        assert_true(pid >= 0);
-        if (pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (getppid() != parent)
-                _exit(99);
+        children[i] = dh_fork();
+        assert_true(children[i] >= 0);
+        if (children[i] == 0) {
             int st = child_main(i, paths[i]);
             fflush(NULL);
             _exit(st); /* no atexit handlers: they belong to the parent */
         }
-        children[i] = pid;
     }
-
-    /* Wait for all of them, bounded. */
-    int status[NCHILD];
-    int left = NCHILD;
-    int64_t deadline = dh_now_ms() + 120000;
-    for (int i = 0; i < NCHILD; i++) {
-        int64_t budget = deadline - dh_now_ms();
-        int r = dh_waitpid(children[i], &status[i], budget > 0 ? (int)budget : 0);
-        assert_true(r >= 0);
-        if (r == 1) {
-            children[i] = 0;
-            left--;
-        }
-    }
-    if (left > 0)
-        fail_msg("%d children still running after 120 s", left);
-    for (int i = 0; i < NCHILD; i++)
-        if (status[i] != 0)
-            fail_msg("child %d exited with %d", i, status[i]);
+    if (!dh_wait_children(children, NCHILD, 120000))
+        fail_msg("a child failed or ran past 120 s (see above)");
 
     char val[64];
     assert_true(dh_cmd_str(val, sizeof val, srv, 0, "GET counter") > 0);
@@ -209,15 +166,15 @@ static void test_counter_across_processes(void **state)
             fail_msg("fencing token %llu granted twice", all[i].token);
         /* Sorted by token, the section with the i-th token read i. */
         if (all[i].value != i)
-            fail_msg("section with the %d-th smallest token (%llu) read counter %lld",
-                     i, all[i].token, all[i].value);
+            fail_msg("section with the %d-th smallest token (%llu) read counter %lld", i,
+                     all[i].token, all[i].value);
     }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_counter_across_processes),
+        dh_unit_test(test_counter_across_processes),
     };
-    return cmocka_run_group_tests_name("exclusion", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("exclusion", tests, group_setup, dh_group_teardown);
 }

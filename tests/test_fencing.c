@@ -22,43 +22,32 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
+    return dh_group_start(&srv, NULL);
 }
 
-static int group_teardown(void **state)
+/* Acquire `key` through c (ttl_ms, not renewed) and keep it; check its
+ * token is larger than *max and below 2^53, and raise *max. */
+static dlock_lock *grant_above(dlock_client *c, const char *key, int64_t ttl_ms, uint64_t *max,
+                               const char *when)
 {
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_lock_opts lock_opts(int64_t ttl_ms, int auto_renew)
-{
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = ttl_ms;
-    o.wait_ms = 0;
-    o.auto_renew = auto_renew;
-    return o;
+    dlock_lock_opts o = dh_opts_fixed(ttl_ms, 0);
+    dlock_lock *l = NULL;
+    dh_assert_rc(dlock_acquire(&l, c, key, &o), 0);
+    uint64_t t = dlock_lock_fencing_token(l);
+    if (t <= *max)
+        fail_msg("%s: fencing token %llu not above the earlier %llu", when, (unsigned long long)t,
+                 (unsigned long long)*max);
+    if (t >= (UINT64_C(1) << 53))
+        fail_msg("%s: fencing token %llu not below 2^53", when, (unsigned long long)t);
+    *max = t;
+    return l;
 }
 
 /* Acquire `key` once through c, check its token is larger than *max, raise
  * *max, release. */
 static void grant_and_check(dlock_client *c, const char *key, uint64_t *max, const char *when)
 {
-    dlock_lock_opts o = lock_opts(10000, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, key, &o), 0);
-    uint64_t t = dlock_lock_fencing_token(l);
-    if (t <= *max)
-        fail_msg("%s: fencing token %llu not above the earlier %llu", when,
-                 (unsigned long long)t, (unsigned long long)*max);
-    if (t >= (UINT64_C(1) << 53))
-        fail_msg("%s: fencing token %llu not below 2^53", when, (unsigned long long)t);
-    *max = t;
-    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dlock_release(grant_above(c, key, 10000, max, when)), 0);
 }
 
 struct key_gone {
@@ -113,19 +102,13 @@ static void test_increase_across_holders(void **state)
 static void test_increase_after_expiry(void **state)
 {
     (void)state;
-    char owner[64];
-    dh_owner(owner, sizeof owner, "fence-exp");
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
+    char owner[DH_OWNER_MAX];
+    dlock_client *c = dh_client_tagged(srv, "fence-exp", owner);
     uint64_t max = 0;
     grant_and_check(c, "f:expiry", &max, "first grant");
 
     /* A lock that is never released: let its TTL run out. */
-    dlock_lock_opts o = lock_opts(150, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, "f:expiry", &o), 0);
-    assert_true(dlock_lock_fencing_token(l) > max);
-    max = dlock_lock_fencing_token(l);
+    dlock_lock *l = grant_above(c, "f:expiry", 150, &max, "a lock left to expire");
     struct key_gone kg = { "f:expiry", owner };
     assert_true(dh_wait_until(key_gone, &kg, 10000));
     /* The local validity cannot outlast the server's TTL. */
@@ -139,8 +122,8 @@ static void test_increase_after_expiry(void **state)
     assert_non_null(keys);
     assert_int_equal(keys->type, REDIS_REPLY_ARRAY);
     for (size_t i = 0; i < keys->elements; i++)
-        assert_int_equal(dh_cmd_ok(srv, 0, "PEXPIRE %b 1", keys->element[i]->str,
-                                   keys->element[i]->len), 0);
+        assert_int_equal(
+            dh_cmd_ok(srv, 0, "PEXPIRE %b 1", keys->element[i]->str, keys->element[i]->len), 0);
     freeReplyObject(keys);
     char part[] = "f:expiry";
     assert_true(dh_wait_until(no_keys, part, 10000));
@@ -167,11 +150,7 @@ static void test_increase_after_restart(void **state)
     grant_and_check(fresh, "f:restart", &max, "after restart (new client)");
 
     /* And once more, with a lock held across the restart. */
-    dlock_lock_opts o = lock_opts(10000, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, "f:restart", &o), 0);
-    assert_true(dlock_lock_fencing_token(l) > max);
-    max = dlock_lock_fencing_token(l);
+    dlock_lock *l = grant_above(c, "f:restart", 10000, &max, "held across a restart");
     assert_int_equal(dh_redis_restart(srv), 0);
     grant_and_check(fresh, "f:restart", &max, "second holder after a restart");
     /* The first holder's lock is gone with the data: its release says so. */
@@ -183,22 +162,18 @@ static void test_increase_after_restart(void **state)
 static void test_expired_lock_taken_over(void **state)
 {
     (void)state;
-    char owner_a[64], owner_b[64];
-    dh_owner(owner_a, sizeof owner_a, "own-a");
-    dh_owner(owner_b, sizeof owner_b, "own-b");
-    dlock_client *a = dh_client(srv->url, owner_a);
-    dlock_client *b = dh_client(srv->url, owner_b);
-    assert_non_null(a);
-    assert_non_null(b);
+    char owner_a[DH_OWNER_MAX], owner_b[DH_OWNER_MAX];
+    dlock_client *a = dh_client_tagged(srv, "own-a", owner_a);
+    dlock_client *b = dh_client_tagged(srv, "own-b", owner_b);
 
-    dlock_lock_opts oa = lock_opts(300, 0);
+    dlock_lock_opts oa = dh_opts_fixed(300, 0);
     dlock_lock *la = NULL, *lb = NULL;
     dh_assert_rc(dlock_acquire(&la, a, "f:owner", &oa), 0);
     struct key_gone kg = { "f:owner", owner_a };
     assert_true(dh_wait_until(key_gone, &kg, 10000));
     assert_int_equal(dlock_is_held(la), 0);
 
-    dlock_lock_opts ob = lock_opts(20000, 0);
+    dlock_lock_opts ob = dh_opts_fixed(20000, 0);
     dh_assert_rc(dlock_acquire(&lb, b, "f:owner", &ob), 0);
     assert_true(dlock_lock_fencing_token(lb) > dlock_lock_fencing_token(la));
     char name[1024], before[1024], after[1024];
@@ -231,5 +206,5 @@ int main(void)
         cmocka_unit_test(test_expired_lock_taken_over),
         cmocka_unit_test(test_increase_after_restart),
     };
-    return cmocka_run_group_tests_name("fencing", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("fencing", tests, group_setup, dh_group_teardown);
 }

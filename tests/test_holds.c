@@ -25,34 +25,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_client *client(const char *tag)
-{
-    char owner[64];
-    dh_owner(owner, sizeof owner, tag);
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    return c;
-}
-
-static dlock_lock_opts opts(int64_t ttl_ms, int64_t wait_ms)
-{
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = ttl_ms;
-    o.wait_ms = wait_ms;
-    return o;
+    return dh_group_start(&srv, NULL);
 }
 
 /* A thread that acquires with a given function and records the result. */
@@ -123,9 +96,9 @@ static int queued(void *arg)
 static void test_permits_all_or_nothing(void **state)
 {
     (void)state;
-    dlock_client *c = client("perm");
+    dlock_client *c = dh_client_tagged(srv, "perm", NULL);
     dlock_lock *a, *b, *x;
-    dlock_lock_opts once = opts(30000, 0);
+    dlock_lock_opts once = dh_opts(30000, 0);
     dh_assert_rc(dlock_sem_acquire_n(&a, c, "h:perm", 5, 3, NULL), 0);
     assert_int_equal(dlock_lock_permits(a), 3);
     assert_int_equal(dlock_lock_slot(a), 0);
@@ -157,20 +130,24 @@ static void test_permits_all_or_nothing(void **state)
 static void test_permits_large_request_not_starved(void **state)
 {
     (void)state;
-    dlock_client *c = client("big"), *d = client("big-w"), *e = client("big-s");
+    dlock_client *c = dh_client_tagged(srv, "big", NULL), *d = dh_client_tagged(srv, "big-w", NULL),
+                 *e = dh_client_tagged(srv, "big-s", NULL);
     dlock_lock *one, *two;
     dh_assert_rc(dlock_sem_acquire_n(&one, c, "h:big", 3, 1, NULL), 0);
     dh_assert_rc(dlock_sem_acquire_n(&two, c, "h:big", 3, 1, NULL), 0);
-    taker big = {.c = d, .key = "h:big", .kind = 3, .limit = 3, .permits = 3, .o = opts(30000, 10000)};
+    taker big = {
+        .c = d, .key = "h:big", .kind = 3, .limit = 3, .permits = 3, .o = dh_opts(30000, 10000)
+    };
     take_async(&big);
-    waiting w = {c, "h:big", DLOCK_KIND_SEMAPHORE, 1};
+    waiting w = { c, "h:big", DLOCK_KIND_SEMAPHORE, 1 };
     assert_true(dh_wait_until(queued, &w, 5000));
     /* one permit is free, but the large request is first in line */
     dlock_lock *small;
-    dlock_lock_opts once = opts(30000, 0);
+    dlock_lock_opts once = dh_opts(30000, 0);
     dh_assert_rc(dlock_sem_acquire_n(&small, e, "h:big", 3, 1, &once), DLOCK_EBUSY);
-    taker small_waiter = {.c = e, .key = "h:big", .kind = 3, .limit = 3, .permits = 1,
-                          .o = opts(30000, 10000)};
+    taker small_waiter = {
+        .c = e, .key = "h:big", .kind = 3, .limit = 3, .permits = 1, .o = dh_opts(30000, 10000)
+    };
     take_async(&small_waiter);
     w.n = 2;
     assert_true(dh_wait_until(queued, &w, 5000));
@@ -205,7 +182,7 @@ static void test_permits_back_from_killed_holder(void **state)
         dh_owner(owner, sizeof owner, "perm-dead");
         dlock_client *c = dh_client(srv->url, owner);
         dlock_lock *l;
-        dlock_lock_opts o = opts(1000, 0);
+        dlock_lock_opts o = dh_opts(1000, 0);
         char ok = c && dlock_sem_acquire_n(&l, c, "h:dead", 4, 3, &o) == 0 ? 'y' : 'n';
         if (write(p[1], &ok, 1) != 1)
             _exit(2);
@@ -217,14 +194,14 @@ static void test_permits_back_from_killed_holder(void **state)
     assert_int_equal(ok, 'y');
     close(p[0]);
     close(p[1]);
-    dlock_client *c = client("perm-live");
+    dlock_client *c = dh_client_tagged(srv, "perm-live", NULL);
     dlock_lock *l;
-    dlock_lock_opts once = opts(30000, 0);
+    dlock_lock_opts once = dh_opts(30000, 0);
     dh_assert_rc(dlock_sem_acquire_n(&l, c, "h:dead", 4, 2, &once), DLOCK_EBUSY);
     kill(pid, SIGKILL);
     int st;
     assert_int_equal(dh_waitpid(pid, &st, 5000), 1);
-    dlock_lock_opts o = opts(30000, 5000);
+    dlock_lock_opts o = dh_opts(30000, 5000);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_sem_acquire_n(&l, c, "h:dead", 4, 4, &o), 0);
     print_message("3 permits of a killed holder came back after %lld ms (TTL 1000)\n",
@@ -242,8 +219,9 @@ static void test_permits_back_from_killed_holder(void **state)
 static void test_reentrant_same_thread(void **state)
 {
     (void)state;
-    dlock_client *c = client("re"), *d = client("re-other");
-    dlock_lock_opts re = opts(30000, 0);
+    dlock_client *c = dh_client_tagged(srv, "re", NULL),
+                 *d = dh_client_tagged(srv, "re-other", NULL);
+    dlock_lock_opts re = dh_opts(30000, 0);
     re.reentrant = 1;
     dlock_lock *a, *b, *x;
     dh_assert_rc(dlock_acquire(&a, c, "h:re", &re), 0);
@@ -252,7 +230,7 @@ static void test_reentrant_same_thread(void **state)
     assert_ptr_equal(a, b);
     assert_int_equal(dh_round_trips(c), rt); /* no round trip */
     dh_assert_rc(dlock_try_acquire(&x, d, "h:re", NULL), DLOCK_EBUSY);
-    taker other = {.c = c, .key = "h:re", .kind = 0, .o = re}; /* same client, another thread */
+    taker other = { .c = c, .key = "h:re", .kind = 0, .o = re }; /* same client, another thread */
     other.o.wait_ms = 0;
     take_async(&other);
     assert_true(dh_wait_until(taker_done, &other, 5000));
@@ -265,7 +243,7 @@ static void test_reentrant_same_thread(void **state)
     dh_assert_rc(dlock_try_acquire(&x, d, "h:re", NULL), 0);
     dh_assert_rc(dlock_release(x), 0);
     /* not reentrant: the same thread is a contender like any other */
-    dlock_lock_opts plain = opts(30000, 0);
+    dlock_lock_opts plain = dh_opts(30000, 0);
     dh_assert_rc(dlock_acquire(&a, c, "h:re2", &plain), 0);
     dh_assert_rc(dlock_acquire(&b, c, "h:re2", &plain), DLOCK_EBUSY);
     dh_assert_rc(dlock_release(a), 0);
@@ -283,21 +261,25 @@ static void test_reentrant_same_thread(void **state)
 static void test_downgrade(void **state)
 {
     (void)state;
-    dlock_client *c = client("dg"), *r1c = client("dg-r1"), *wc = client("dg-w"),
-                 *r2c = client("dg-r2");
+    dlock_client *c = dh_client_tagged(srv, "dg", NULL),
+                 *r1c = dh_client_tagged(srv, "dg-r1", NULL),
+                 *wc = dh_client_tagged(srv, "dg-w", NULL),
+                 *r2c = dh_client_tagged(srv, "dg-r2", NULL);
     dlock_lock *w;
-    dlock_lock_opts o = opts(600, 10000); /* short TTL: renewed several times below */
+    dlock_lock_opts o = dh_opts(600, 10000); /* short TTL: renewed several times below */
     dh_assert_rc(dlock_rw_acquire(&w, c, "h:dg", DLOCK_WRITE, &o), 0);
     uint64_t fence = dlock_lock_fencing_token(w);
-    taker r1 = {.c = r1c, .key = "h:dg", .kind = 1, .o = opts(30000, 10000)};
+    taker r1 = { .c = r1c, .key = "h:dg", .kind = 1, .o = dh_opts(30000, 10000) };
     take_async(&r1);
-    waiting q = {c, "h:dg", DLOCK_KIND_MUTEX, 1};
+    waiting q = { c, "h:dg", DLOCK_KIND_MUTEX, 1 };
     assert_true(dh_wait_until(queued, &q, 5000));
-    taker wr = {.c = wc, .key = "h:dg", .kind = 2, .o = opts(30000, 10000)};
+    taker wr = { .c = wc, .key = "h:dg", .kind = 2, .o = dh_opts(30000, 10000) };
     take_async(&wr);
     q.n = 2;
     assert_true(dh_wait_until(queued, &q, 5000));
-    taker r2 = {.c = r2c, .key = "h:dg", .kind = 1, .o = opts(30000, 10000)}; /* behind the writer */
+    taker r2 = {
+        .c = r2c, .key = "h:dg", .kind = 1, .o = dh_opts(30000, 10000)
+    }; /* behind the writer */
     take_async(&r2);
     q.n = 3;
     assert_true(dh_wait_until(queued, &q, 5000));
@@ -334,11 +316,11 @@ static void test_downgrade(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_permits_all_or_nothing),
-        cmocka_unit_test(test_permits_large_request_not_starved),
-        cmocka_unit_test(test_permits_back_from_killed_holder),
-        cmocka_unit_test(test_reentrant_same_thread),
-        cmocka_unit_test(test_downgrade),
+        dh_unit_test(test_permits_all_or_nothing),
+        dh_unit_test(test_permits_large_request_not_starved),
+        dh_unit_test(test_permits_back_from_killed_holder),
+        dh_unit_test(test_reentrant_same_thread),
+        dh_unit_test(test_downgrade),
     };
-    return cmocka_run_group_tests_name("holds", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("holds", tests, group_setup, dh_group_teardown);
 }

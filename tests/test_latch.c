@@ -28,26 +28,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_client *client(const char *tag)
-{
-    char owner[64];
-    dh_owner(owner, sizeof owner, tag);
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    return c;
+    return dh_group_start(&srv, NULL);
 }
 
 /* ---- a thread that waits for a latch and records the result */
@@ -148,7 +129,7 @@ static void wait_subscribers(const char *key, int64_t n)
 static void test_counting(void **state)
 {
     (void)state;
-    dlock_client *c = client("cnt");
+    dlock_client *c = dh_client_tagged(srv, "cnt", NULL);
     int n = 99;
     dh_assert_rc(dlock_latch_get(&n, c, "l:cnt"), 0);
     assert_int_equal(n, -1); /* no such latch */
@@ -192,7 +173,7 @@ static void test_counting(void **state)
 static void test_bad_input(void **state)
 {
     (void)state;
-    dlock_client *c = client("bad");
+    dlock_client *c = dh_client_tagged(srv, "bad", NULL);
     int64_t keys = dh_dbsize(srv, 0);
     int n;
     char big[DLOCK_KEY_MAX + 2];
@@ -218,7 +199,7 @@ static void test_bad_input(void **state)
 static void test_wakeup_without_polling(void **state)
 {
     (void)state;
-    dlock_client *a = client("np-a"), *b = client("np-b");
+    dlock_client *a = dh_client_tagged(srv, "np-a", NULL), *b = dh_client_tagged(srv, "np-b", NULL);
     dh_assert_rc(dlock_latch_init(a, "l:np", 3, 60000), 0);
     waiter w = { 0 };
     struct rt_arg rt = { b, dh_round_trips(b) };
@@ -253,7 +234,8 @@ static void test_wakeup_without_polling(void **state)
 static void test_wait_before_init(void **state)
 {
     (void)state;
-    dlock_client *a = client("early-a"), *b = client("early-b");
+    dlock_client *a = dh_client_tagged(srv, "early-a", NULL),
+                 *b = dh_client_tagged(srv, "early-b", NULL);
     waiter w = { 0 };
     waiter_start(&w, b, "l:early", 20000);
     wait_subscribers("l:early", 1);
@@ -272,7 +254,8 @@ static void test_wait_before_init(void **state)
 static void test_expiry(void **state)
 {
     (void)state;
-    dlock_client *a = client("exp-a"), *b = client("exp-b");
+    dlock_client *a = dh_client_tagged(srv, "exp-a", NULL),
+                 *b = dh_client_tagged(srv, "exp-b", NULL);
     int64_t keys = dh_dbsize(srv, 0);
     dh_assert_rc(dlock_latch_init(a, "l:exp", 2, 400), 0);
     dh_assert_rc(dlock_latch_count_down(NULL, a, "l:exp"), 0);
@@ -299,7 +282,7 @@ static void test_expiry(void **state)
 static void test_cancel_and_close(void **state)
 {
     (void)state;
-    dlock_client *a = client("cc-a"), *b = client("cc-b");
+    dlock_client *a = dh_client_tagged(srv, "cc-a", NULL), *b = dh_client_tagged(srv, "cc-b", NULL);
     dh_assert_rc(dlock_latch_init(a, "l:cc", 1, 60000), 0);
     dlock_cancel *cancel;
     dh_assert_rc(dlock_cancel_new(&cancel), 0);
@@ -400,7 +383,7 @@ static void test_processes(void **state)
     for (int i = W + D; i < 2 * (W + D); i++)
         pid[i] = spawn(&s[i], i < 2 * W + D ? 'w' : 'd', "l:dead", &ctl[i]);
 
-    dlock_client *c = client("proc");
+    dlock_client *c = dh_client_tagged(srv, "proc", NULL);
     dh_assert_rc(dlock_latch_init(c, "l:proc", D, 60000), 0);
     for (int i = 0; i < W; i++)
         go(ctl[i]);
@@ -472,10 +455,10 @@ static void test_redlock_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_processes),        cmocka_unit_test(test_counting),
-        cmocka_unit_test(test_bad_input),        cmocka_unit_test(test_wakeup_without_polling),
-        cmocka_unit_test(test_wait_before_init), cmocka_unit_test(test_expiry),
-        cmocka_unit_test(test_cancel_and_close), cmocka_unit_test(test_redlock_refused),
+        dh_unit_test(test_processes),        cmocka_unit_test(test_counting),
+        dh_unit_test(test_bad_input),        cmocka_unit_test(test_wakeup_without_polling),
+        dh_unit_test(test_wait_before_init), cmocka_unit_test(test_expiry),
+        dh_unit_test(test_cancel_and_close), cmocka_unit_test(test_redlock_refused),
     };
-    return cmocka_run_group_tests_name("latch", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("latch", tests, group_setup, dh_group_teardown);
 }

@@ -1,10 +1,10 @@
 /*
  * test_metrics.c — the client's metrics and the inspection API: counters
  * match a scripted workload, the held gauge is exact after release, loss,
- * expiry and close, the Prometheus exposition parses (checked by a small
- * parser below), key-prefix labels stay bounded, the log callback reports
- * losses without secrets, and dlock_scan / dlock_key_state_get report
- * holders, slots and waiters.
+ * expiry and close, the Prometheus exposition parses (the harness's
+ * checker, dh_check_exposition), key-prefix labels stay bounded, the log
+ * callback reports losses without secrets, and dlock_scan /
+ * dlock_key_state_get report holders, slots and waiters.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,17 +19,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 static dlock_client *open_client(const dlock_client_opts *o)
@@ -37,125 +27,6 @@ static dlock_client *open_client(const dlock_client_opts *o)
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, srv->url, o), 0);
     return c;
-}
-
-/* ------------------------------------------------- exposition text check */
-
-typedef struct family {
-    char name[128];
-    char type[256];
-    int help;
-} family;
-
-/* Parse Prometheus text: every sample belongs to a family declared with
- * HELP and TYPE before it; counters end in _total; histogram buckets are
- * cumulative and the +Inf bucket equals _count (per label set). Returns the
- * number of samples, -1 (with a message) on a violation. */
-static int check_exposition(const char *text)
-{
-    family fam[64];
-    int nfam = 0, samples = 0;
-    double last_bucket = -1, inf_bucket = -1;
-    char last_hist[256] = "";
-    const char *line = text;
-    while (*line) {
-        const char *end = strchr(line, '\n');
-        if (!end) {
-            print_message("exposition: last line has no newline\n");
-            return -1;
-        }
-        char buf[1024];
-        size_t len = (size_t)(end - line);
-        if (len >= sizeof buf)
-            return -1;
-        memcpy(buf, line, len);
-        buf[len] = '\0';
-        line = end + 1;
-        if (strncmp(buf, "# HELP ", 7) == 0 || strncmp(buf, "# TYPE ", 7) == 0) {
-            char name[128], rest[256];
-            if (sscanf(buf + 7, "%127s %255[^\n]", name, rest) != 2)
-                return -1;
-            int i = 0;
-            while (i < nfam && strcmp(fam[i].name, name) != 0)
-                i++;
-            if (i == nfam) {
-                if (nfam == 64)
-                    return -1;
-                memset(&fam[nfam], 0, sizeof fam[0]);
-                snprintf(fam[nfam++].name, sizeof fam[0].name, "%s", name);
-            }
-            if (buf[2] == 'H')
-                fam[i].help = 1;
-            else
-                snprintf(fam[i].type, sizeof fam[i].type, "%s", rest);
-            continue;
-        }
-        if (buf[0] == '#' || buf[0] == '\0')
-            continue;
-        /* sample: name[{labels}] value */
-        char name[128];
-        size_t n = strcspn(buf, "{ ");
-        if (n == 0 || n >= sizeof name)
-            return -1;
-        memcpy(name, buf, n);
-        name[n] = '\0';
-        const char *labels = buf[n] == '{' ? buf + n : "";
-        const char *val = buf[n] == '{' ? strrchr(buf, '}') : buf + n;
-        if (!val || !(val = strchr(val, ' ')))
-            return -1;
-        char *ep;
-        double v = strtod(val + 1, &ep);
-        if (ep == val + 1 || *ep != '\0') {
-            print_message("exposition: bad value in '%s'\n", buf);
-            return -1;
-        }
-        const char *base_end = NULL;
-        const char *sfx[] = {"_bucket", "_sum", "_count"};
-        int f = -1;
-        for (int i = 0; i < nfam && f < 0; i++) {
-            size_t fl = strlen(fam[i].name);
-            if (strcmp(fam[i].name, name) == 0)
-                f = i;
-            else if (strncmp(fam[i].name, name, fl) == 0 && strcmp(fam[i].type, "histogram") == 0)
-                for (int k = 0; k < 3; k++)
-                    if (strcmp(name + fl, sfx[k]) == 0) {
-                        f = i;
-                        base_end = sfx[k];
-                    }
-        }
-        if (f < 0 || !fam[f].help || !fam[f].type[0]) {
-            print_message("exposition: sample '%s' without HELP/TYPE\n", buf);
-            return -1;
-        }
-        if (strcmp(fam[f].type, "counter") == 0 && (strlen(name) < 6 || strcmp(name + strlen(name) - 6, "_total"))) {
-            print_message("exposition: counter %s does not end in _total\n", name);
-            return -1;
-        }
-        if (base_end && strcmp(base_end, "_bucket") == 0) {
-            char key[256];
-            const char *le = strstr(labels, "le=\"");
-            if (!le)
-                return -1;
-            snprintf(key, sizeof key, "%s%.*s", name, (int)(le - labels), labels);
-            if (strcmp(key, last_hist) != 0) {
-                snprintf(last_hist, sizeof last_hist, "%s", key);
-                last_bucket = -1;
-            }
-            if (v < last_bucket) {
-                print_message("exposition: buckets not cumulative at '%s'\n", buf);
-                return -1;
-            }
-            last_bucket = v;
-            if (strncmp(le, "le=\"+Inf\"", 9) == 0)
-                inf_bucket = v;
-        }
-        if (base_end && strcmp(base_end, "_count") == 0 && v != inf_bucket) {
-            print_message("exposition: _count %g differs from the +Inf bucket %g\n", v, inf_bucket);
-            return -1;
-        }
-        samples++;
-    }
-    return samples;
 }
 
 static char *metrics_text(dlock_client *c)
@@ -185,8 +56,7 @@ static void test_counters_match_workload(void **state)
     }
     dh_assert_rc(dlock_try_acquire(&x, other, "wl:0", NULL), DLOCK_EBUSY);
     dh_assert_rc(dlock_try_acquire(&x, c, "wl:1", NULL), DLOCK_EBUSY);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 100;
+    dlock_lock_opts o = dh_opts(0, 100);
     dh_assert_rc(dlock_acquire(&x, c, "wl:2", &o), DLOCK_ETIMEDOUT);
     dlock_cancel *cancel;
     dh_assert_rc(dlock_cancel_new(&cancel), 0);
@@ -241,25 +111,19 @@ static void test_held_gauge_every_path(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "gauge");
-    dlock_client *c = dh_client(srv->url, owner);
+    dlock_client *c = dh_client_tagged(srv, "gauge", owner);
     dlock_lock *a, *b, *e;
     dh_assert_rc(dlock_acquire(&a, c, "g:a", NULL), 0);
-    dlock_lock_opts lo = DLOCK_LOCK_OPTS_INIT;
-    lo.ttl_ms = 600;
+    dlock_lock_opts lo = dh_opts(600, DLOCK_WAIT_FOREVER);
     dh_assert_rc(dlock_acquire(&b, c, "g:b", &lo), 0);
-    dlock_lock_opts eo = DLOCK_LOCK_OPTS_INIT;
-    eo.ttl_ms = 300;
-    eo.auto_renew = 0;
+    dlock_lock_opts eo = dh_opts_fixed(300, DLOCK_WAIT_FOREVER);
     dh_assert_rc(dlock_acquire(&e, c, "g:e", &eo), 0);
     assert_true(held_is(c, 3));
     dh_assert_rc(dlock_release(a), 0); /* release */
     assert_true(held_is(c, 2));
-    held_arg h = {c, 1};
-    assert_true(dh_wait_until(held_pred, &h, 3000)); /* expiry of e */
-    char name[512];
-    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "g:b", owner), 1);
-    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1); /* loss of b */
+    held_arg h = { c, 1 };
+    assert_true(dh_wait_until(held_pred, &h, 3000));          /* expiry of e */
+    assert_int_equal(dh_delete_key(srv, 0, "g:b", owner), 1); /* loss of b */
     h.n = 0;
     assert_true(dh_wait_until(held_pred, &h, 5000));
     dlock_client_stats st;
@@ -288,10 +152,7 @@ static void test_exposition_parses(void **state)
     dh_assert_rc(dlock_acquire(&l, c, "expo", NULL), 0);
     dh_assert_rc(dlock_try_acquire(&x, c, "expo", NULL), DLOCK_EBUSY);
     char *text = metrics_text(c);
-    int n = check_exposition(text);
-    if (n <= 0)
-        print_message("%s", text);
-    assert_true(n > 20);
+    assert_true(dh_check_exposition(text) > 20);
     assert_non_null(strstr(text, "dlock_acquisitions_total{result=\"acquired\"} 1\n"));
     assert_non_null(strstr(text, "dlock_acquisitions_total{result=\"busy\"} 1\n"));
     assert_non_null(strstr(text, "dlock_locks_held 1\n"));
@@ -317,7 +178,7 @@ static void test_prefix_labels_bounded(void **state)
         dh_assert_rc(dlock_release(l), 0);
     }
     char *text = metrics_text(c);
-    assert_true(check_exposition(text) > 0);
+    dh_check_exposition(text);
     int classes = 0;
     for (const char *p = text; (p = strstr(p, "dlock_acquisitions_total{key_prefix=\"")); p++) {
         const char *acq = strstr(p, "result=\"acquired\"");
@@ -326,7 +187,8 @@ static void test_prefix_labels_bounded(void **state)
     }
     assert_int_equal(classes, 33);
     assert_non_null(strstr(text, "key_prefix=\"p0\""));
-    assert_non_null(strstr(text, "dlock_acquisitions_total{key_prefix=\"_other\",result=\"acquired\"} 8\n"));
+    assert_non_null(
+        strstr(text, "dlock_acquisitions_total{key_prefix=\"_other\",result=\"acquired\"} 8\n"));
     free(text);
     dlock_client_close(c);
 }
@@ -346,17 +208,11 @@ static void log_fn(int level, const char *msg, void *arg)
         atomic_fetch_add(&log_errors, 1);
 }
 
-static int log_error_seen(void *arg)
-{
-    (void)arg;
-    return atomic_load(&log_errors) > 0;
-}
-
 /* The log callback reports a lost lock, and never the password. */
 static void test_log_callback(void **state)
 {
     (void)state;
-    const char *args[] = {"--requirepass", "s3cr3t-pw", NULL};
+    const char *args[] = { "--requirepass", "s3cr3t-pw", NULL };
     dh_redis *ps = dh_redis_start(args);
     assert_non_null(ps);
     char owner[64];
@@ -368,14 +224,11 @@ static void test_log_callback(void **state)
     co.owner_id = owner;
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, ps->url, &co), 0);
-    dlock_lock_opts lo = DLOCK_LOCK_OPTS_INIT;
-    lo.ttl_ms = 500;
+    dlock_lock_opts lo = dh_opts(500, DLOCK_WAIT_FOREVER);
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "logged", &lo), 0);
-    char name[512];
-    assert_int_equal(dh_find_key(name, sizeof name, ps, 0, "logged", owner), 1);
-    assert_int_equal(dh_cmd_int(ps, 0, "DEL %s", name), 1);
-    assert_true(dh_wait_until(log_error_seen, NULL, 5000));
+    assert_int_equal(dh_delete_key(ps, 0, "logged", owner), 1);
+    assert_true(dh_wait_until(dh_flag_set, &log_errors, 5000));
     dh_assert_rc(dlock_release(l), DLOCK_ENOTHELD);
     dlock_client_close(c);
     pthread_mutex_lock(&log_mu);
@@ -416,7 +269,7 @@ static void test_scan_and_state(void **state)
     dh_assert_rc(dlock_sem_acquire(&s1, c, "pool", 3, NULL), 0);
     dh_assert_rc(dlock_sem_acquire(&s2, c, "pool", 3, NULL), 0);
     dh_assert_rc(dlock_rw_acquire(&r, c, "doc", DLOCK_READ, NULL), 0);
-    scan_acc acc = {0};
+    scan_acc acc = { 0 };
     dh_assert_rc(dlock_scan(c, "*", scan_cb, &acc), 0);
     assert_int_equal(acc.n, 3);
     assert_int_equal(acc.sem_holders, 2);
@@ -459,11 +312,11 @@ static void test_braced_keys_distinct(void **state)
     dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
     co.prefix = "braces:";
     dlock_client *c = open_client(&co);
-    const char *keys[4] = {"x", "{x}", "{a}b{c}", "a}b{c}"};
+    const char *keys[4] = { "x", "{x}", "{a}b{c}", "a}b{c}" };
     dlock_lock *l[4];
     for (int i = 0; i < 4; i++)
         dh_assert_rc(dlock_try_acquire(&l[i], c, keys[i], NULL), 0);
-    scan_acc acc = {0};
+    scan_acc acc = { 0 };
     dh_assert_rc(dlock_scan(c, "*", scan_cb, &acc), 0);
     assert_int_equal(acc.n, 4);
     for (int i = 0; i < 4; i++) {
@@ -490,5 +343,5 @@ int main(void)
         cmocka_unit_test(test_log_callback),
         cmocka_unit_test(test_scan_and_state),
     };
-    return cmocka_run_group_tests_name("metrics", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("metrics", tests, group_setup, dh_group_teardown);
 }

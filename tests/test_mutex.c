@@ -24,25 +24,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_lock_opts lock_opts(int64_t ttl_ms, int64_t wait_ms)
-{
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = ttl_ms;
-    o.wait_ms = wait_ms;
-    return o;
+    return dh_group_start(&srv, NULL);
 }
 
 /* 1 if a key for `key` holding `owner` exists in db. */
@@ -67,48 +49,36 @@ static int rt_grew(void *arg)
     return dh_round_trips(w->c) > w->base;
 }
 
-/* ---- a thread that acquires and reports */
+/* ---- an acquisition on a thread of its own (dh_thread) */
 
-struct acq_thread {
-    pthread_t th;
+struct acq {
+    dh_thread t;
     dlock_client *client;
     const char *key;
     dlock_lock_opts opts;
-    atomic_int done;
-    int rc;
     dlock_lock *lock;
-    int64_t ended_ms;
 };
 
-static void *acq_main(void *arg)
+static int acq_fn(void *arg)
 {
-    struct acq_thread *t = arg;
-    t->rc = dlock_acquire(&t->lock, t->client, t->key, &t->opts);
-    t->ended_ms = dh_now_ms();
-    atomic_store(&t->done, 1);
-    return NULL;
+    struct acq *a = arg;
+    return dlock_acquire(&a->lock, a->client, a->key, &a->opts);
 }
 
-static int acq_done(void *arg)
+/* Start acquiring key through c with a wait of wait_ms on a thread, and
+ * return once its first attempt came back busy (c's round trips grew). */
+static void start_blocked_acq(struct acq *a, dlock_client *c, const char *key, int64_t wait_ms,
+                              dlock_cancel *cancel)
 {
-    struct acq_thread *t = arg;
-    return atomic_load(&t->done);
-}
-
-static void start_acq_thread(struct acq_thread *t)
-{
-    atomic_store(&t->done, 0);
-    t->lock = NULL;
-    t->rc = 1;
-    assert_int_equal(pthread_create(&t->th, NULL, acq_main, t), 0);
-}
-
-/* Wait (bounded) for the thread to finish and join it. */
-static void join_acq_thread(struct acq_thread *t, int timeout_ms)
-{
-    if (!dh_wait_until(acq_done, t, timeout_ms))
-        fail_msg("acquire thread did not return within %d ms", timeout_ms);
-    pthread_join(t->th, NULL);
+    memset(a, 0, sizeof *a);
+    a->client = c;
+    a->key = key;
+    a->opts = dh_opts(20000, wait_ms);
+    a->opts.cancel = cancel;
+    struct rt_wait rw = { c, dh_round_trips(c) };
+    dh_thread_start(&a->t, acq_fn, a);
+    assert_true(dh_wait_until(rt_grew, &rw, 5000));
+    assert_false(dh_thread_done(&a->t)); /* blocked, not failed */
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -117,11 +87,9 @@ static void test_acquire_release(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "basic");
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
+    dlock_client *c = dh_client_tagged(srv, "basic", owner);
 
-    dlock_lock_opts o = lock_opts(5000, 0);
+    dlock_lock_opts o = dh_opts(5000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:basic", &o), 0);
     assert_non_null(l);
@@ -145,11 +113,9 @@ static void test_acquire_release(void **state)
 static void test_try_acquire_busy(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client(srv->url, "busy-a");
-    dlock_client *b = dh_client(srv->url, "busy-b");
-    assert_non_null(a);
-    assert_non_null(b);
-    dlock_lock_opts o = lock_opts(5000, DLOCK_WAIT_FOREVER);
+    dlock_client *a = dh_client_tagged(srv, "busy-a", NULL);
+    dlock_client *b = dh_client_tagged(srv, "busy-b", NULL);
+    dlock_lock_opts o = dh_opts(5000, DLOCK_WAIT_FOREVER);
     dlock_lock *la = NULL, *lb = (dlock_lock *)&o;
     dh_assert_rc(dlock_acquire(&la, a, "m:busy", &o), 0);
 
@@ -157,7 +123,7 @@ static void test_try_acquire_busy(void **state)
     dh_assert_rc(dlock_try_acquire(&lb, b, "m:busy", &o), DLOCK_EBUSY);
     assert_null(lb);
     /* wait_ms = 0 is one attempt too. */
-    dlock_lock_opts o0 = lock_opts(5000, 0);
+    dlock_lock_opts o0 = dh_opts(5000, 0);
     lb = (dlock_lock *)&o;
     dh_assert_rc(dlock_acquire(&lb, b, "m:busy", &o0), DLOCK_EBUSY);
     assert_null(lb);
@@ -174,15 +140,13 @@ static void test_try_acquire_busy(void **state)
 static void test_wait_timeout(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client(srv->url, "to-a");
-    dlock_client *b = dh_client(srv->url, "to-b");
-    assert_non_null(a);
-    assert_non_null(b);
-    dlock_lock_opts o = lock_opts(10000, 0);
+    dlock_client *a = dh_client_tagged(srv, "to-a", NULL);
+    dlock_client *b = dh_client_tagged(srv, "to-b", NULL);
+    dlock_lock_opts o = dh_opts(10000, 0);
     dlock_lock *la = NULL, *lb = NULL;
     dh_assert_rc(dlock_acquire(&la, a, "m:timeout", &o), 0);
 
-    dlock_lock_opts w = lock_opts(10000, 200);
+    dlock_lock_opts w = dh_opts(10000, 200);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_acquire(&lb, b, "m:timeout", &w), DLOCK_ETIMEDOUT);
     int64_t took = dh_now_ms() - t0;
@@ -222,11 +186,9 @@ static void *holder_main(void *arg)
 static void test_wait_then_acquire(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client(srv->url, "wait-a");
-    dlock_client *b = dh_client(srv->url, "wait-b");
-    assert_non_null(a);
-    assert_non_null(b);
-    dlock_lock_opts o = lock_opts(10000, 0);
+    dlock_client *a = dh_client_tagged(srv, "wait-a", NULL);
+    dlock_client *b = dh_client_tagged(srv, "wait-b", NULL);
+    dlock_lock_opts o = dh_opts(10000, 0);
     static struct holder h; /* static: outlives a failed test */
     memset(&h, 0, sizeof h);
     dh_assert_rc(dlock_acquire(&h.lock, a, "m:handoff", &o), 0);
@@ -235,7 +197,7 @@ static void test_wait_then_acquire(void **state)
     h.waiter_base = dh_round_trips(b);
     assert_int_equal(pthread_create(&h.th, NULL, holder_main, &h), 0);
 
-    dlock_lock_opts w = lock_opts(10000, 10000);
+    dlock_lock_opts w = dh_opts(10000, 10000);
     dlock_lock *lb = NULL;
     int rc = dlock_acquire(&lb, b, "m:handoff", &w);
     atomic_store(&h.waiter_done, 1);
@@ -255,9 +217,8 @@ static void test_wait_then_acquire(void **state)
 static void test_held_and_remaining(void **state)
 {
     (void)state;
-    dlock_client *c = dh_client(srv->url, "remaining");
-    assert_non_null(c);
-    dlock_lock_opts o = lock_opts(2000, 0);
+    dlock_client *c = dh_client_tagged(srv, "remaining", NULL);
+    dlock_lock_opts o = dh_opts(2000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:remaining", &o), 0);
     assert_int_equal(dlock_is_held(l), 1);
@@ -273,11 +234,8 @@ static void test_extend(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "extend");
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    dlock_lock_opts o = lock_opts(2000, 0);
-    o.auto_renew = 0;
+    dlock_client *c = dh_client_tagged(srv, "extend", owner);
+    dlock_lock_opts o = dh_opts_fixed(2000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:extend", &o), 0);
     char name[1024];
@@ -344,12 +302,9 @@ static void test_with(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "with");
-    dlock_client *c = dh_client(srv->url, owner);
-    dlock_client *other = dh_client(srv->url, "with-other");
-    assert_non_null(c);
-    assert_non_null(other);
-    dlock_lock_opts o = lock_opts(5000, 0);
+    dlock_client *c = dh_client_tagged(srv, "with", owner);
+    dlock_client *other = dh_client_tagged(srv, "with-other", NULL);
+    dlock_lock_opts o = dh_opts(5000, 0);
 
     struct with_arg w = { 0, 0, 0, 0, owner };
     dh_assert_rc(dlock_with(c, "m:with", &o, with_fn, &w), 0);
@@ -417,39 +372,28 @@ static void test_keyf(void **state)
 static void test_cancel(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client(srv->url, "cancel-a");
-    dlock_client *b = dh_client(srv->url, "cancel-b");
-    assert_non_null(a);
-    assert_non_null(b);
-    dlock_lock_opts o = lock_opts(20000, 0);
+    dlock_client *a = dh_client_tagged(srv, "cancel-a", NULL);
+    dlock_client *b = dh_client_tagged(srv, "cancel-b", NULL);
+    dlock_lock_opts o = dh_opts(20000, 0);
     dlock_lock *la = NULL;
     dh_assert_rc(dlock_acquire(&la, a, "m:cancel", &o), 0);
 
     dlock_cancel *tok = NULL;
     dh_assert_rc(dlock_cancel_new(&tok), 0);
     assert_non_null(tok);
-    static struct acq_thread t; /* static: outlives a failed test */
-    memset(&t, 0, sizeof t);
-    t.client = b;
-    t.key = "m:cancel";
-    t.opts = lock_opts(20000, 15000);
-    t.opts.cancel = tok;
-    struct rt_wait rw = { b, dh_round_trips(b) };
-    start_acq_thread(&t);
-    assert_true(dh_wait_until(rt_grew, &rw, 5000));
-    assert_int_equal(atomic_load(&t.done), 0); /* blocked, not failed */
+    static struct acq t; /* static: outlives a failed test */
+    start_blocked_acq(&t, b, "m:cancel", 15000, tok);
 
     int64_t trig = dh_now_ms();
     dlock_cancel_trigger(tok);
-    join_acq_thread(&t, 10000);
-    dh_assert_rc(t.rc, DLOCK_ECANCELED);
+    dh_assert_rc(dh_thread_join(&t.t, 10000), DLOCK_ECANCELED);
     assert_null(t.lock);
-    if (t.ended_ms - trig > 5000)
-        fail_msg("cancel took %lld ms", (long long)(t.ended_ms - trig));
+    if (t.t.ended_ms - trig > 5000)
+        fail_msg("cancel took %lld ms", (long long)(t.t.ended_ms - trig));
 
     /* A triggered token stays triggered: the next wait is cancelled too. */
     dlock_lock *lb = NULL;
-    dlock_lock_opts o2 = lock_opts(20000, 15000);
+    dlock_lock_opts o2 = dh_opts(20000, 15000);
     o2.cancel = tok;
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_acquire(&lb, b, "m:cancel", &o2), DLOCK_ECANCELED);
@@ -467,30 +411,20 @@ static void test_cancel(void **state)
 static void test_close_wakes_waiter(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client(srv->url, "close-a");
-    dlock_client *b = dh_client(srv->url, "close-b");
-    assert_non_null(a);
-    assert_non_null(b);
-    dlock_lock_opts o = lock_opts(20000, 0);
+    dlock_client *a = dh_client_tagged(srv, "close-a", NULL);
+    dlock_client *b = dh_client_tagged(srv, "close-b", NULL);
+    dlock_lock_opts o = dh_opts(20000, 0);
     dlock_lock *la = NULL;
     dh_assert_rc(dlock_acquire(&la, a, "m:close", &o), 0);
 
-    static struct acq_thread t; /* static: outlives a failed test */
-    memset(&t, 0, sizeof t);
-    t.client = b;
-    t.key = "m:close";
-    t.opts = lock_opts(20000, 15000);
-    struct rt_wait rw = { b, dh_round_trips(b) };
-    start_acq_thread(&t);
-    assert_true(dh_wait_until(rt_grew, &rw, 5000));
-    assert_int_equal(atomic_load(&t.done), 0);
+    static struct acq t; /* static: outlives a failed test */
+    start_blocked_acq(&t, b, "m:close", 15000, NULL);
 
     int64_t t0 = dh_now_ms();
     dlock_client_close(b);
-    join_acq_thread(&t, 10000);
-    dh_assert_rc(t.rc, DLOCK_ECLOSED);
+    dh_assert_rc(dh_thread_join(&t.t, 10000), DLOCK_ECLOSED);
     assert_null(t.lock);
-    assert_true(t.ended_ms - t0 < 5000);
+    assert_true(t.t.ended_ms - t0 < 5000);
 
     assert_int_equal(dlock_is_held(la), 1);
     dh_assert_rc(dlock_release(la), 0);
@@ -501,10 +435,8 @@ static void test_close_releases_held(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "closerel");
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    dlock_lock_opts o = lock_opts(20000, 0);
+    dlock_client *c = dh_client_tagged(srv, "closerel", owner);
+    dlock_lock_opts o = dh_opts(20000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:closerel", &o), 0);
     assert_int_equal(lock_in_redis("m:closerel", owner, 0), 1);
@@ -519,13 +451,12 @@ static void test_unix_socket(void **state)
     dh_owner(owner, sizeof owner, "unix");
     dlock_client *c = dh_client(srv->unix_url, owner);
     assert_non_null(c);
-    dlock_lock_opts o = lock_opts(5000, 0);
+    dlock_lock_opts o = dh_opts(5000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:unix", &o), 0);
     assert_int_equal(lock_in_redis("m:unix", owner, 0), 1);
     /* The same server seen over TCP: busy. */
-    dlock_client *t = dh_client(srv->url, "unix-tcp");
-    assert_non_null(t);
+    dlock_client *t = dh_client_tagged(srv, "unix-tcp", NULL);
     dlock_lock *lt = NULL;
     dh_assert_rc(dlock_try_acquire(&lt, t, "m:unix", &o), DLOCK_EBUSY);
     dh_assert_rc(dlock_release(l), 0);
@@ -540,7 +471,7 @@ static void check_db3(const char *url, const char *key)
     dh_owner(owner, sizeof owner, "db3");
     dlock_client *c = dh_client(url, owner);
     assert_non_null(c);
-    dlock_lock_opts o = lock_opts(5000, 0);
+    dlock_lock_opts o = dh_opts(5000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, key, &o), 0);
     if (lock_in_redis(key, owner, 3) != 1)
@@ -590,10 +521,8 @@ static void test_auto_renew(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "renew");
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    dlock_lock_opts o = lock_opts(600, 0);
+    dlock_client *c = dh_client_tagged(srv, "renew", owner);
+    dlock_lock_opts o = dh_opts(600, 0);
     assert_int_equal(o.auto_renew, 1); /* the default */
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:renew", &o), 0);
@@ -623,11 +552,8 @@ static void test_inspect(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "inspect");
-    dlock_client *c = dh_client(srv->url, owner);
-    dlock_client *obs = dh_client(srv->url, "inspect-observer");
-    assert_non_null(c);
-    assert_non_null(obs);
+    dlock_client *c = dh_client_tagged(srv, "inspect", owner);
+    dlock_client *obs = dh_client_tagged(srv, "inspect-observer", NULL);
 
     dlock_info info;
     memset(&info, 0x55, sizeof info);
@@ -637,8 +563,7 @@ static void test_inspect(void **state)
     assert_int_equal(info.fencing_token, 0);
     assert_string_equal(info.owner, "");
 
-    dlock_lock_opts o = lock_opts(10000, 0);
-    o.auto_renew = 0;
+    dlock_lock_opts o = dh_opts_fixed(10000, 0);
     dlock_lock *l = NULL;
     dh_assert_rc(dlock_acquire(&l, c, "m:inspect", &o), 0);
     dh_assert_rc(dlock_inspect(&info, obs, "m:inspect"), 0);
@@ -659,12 +584,10 @@ static void test_force_unlock(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "force");
-    dlock_client *a = dh_client(srv->url, owner);
+    dlock_client *a = dh_client_tagged(srv, "force", owner);
     dlock_client *op = dh_client(srv->url, "force-operator");
-    assert_non_null(a);
     assert_non_null(op);
-    dlock_lock_opts o = lock_opts(20000, 0);
+    dlock_lock_opts o = dh_opts(20000, 0);
     dlock_lock *la = NULL, *lb = NULL;
     dh_assert_rc(dlock_acquire(&la, a, "m:force", &o), 0);
     uint64_t ta = dlock_lock_fencing_token(la);
@@ -699,11 +622,9 @@ static void test_odd_keys(void **state)
         "a b", "*?[x]", "x{y}z", "x{y}w", "{y}", "{}", "{", "}", "ü-ключ", "a:b:c", "%s%n",
     };
     const size_t n = sizeof keys / sizeof keys[0];
-    dlock_client *a = dh_client(srv->url, "odd-a");
-    dlock_client *b = dh_client(srv->url, "odd-b");
-    assert_non_null(a);
-    assert_non_null(b);
-    dlock_lock_opts o = lock_opts(10000, 0);
+    dlock_client *a = dh_client_tagged(srv, "odd-a", NULL);
+    dlock_client *b = dh_client_tagged(srv, "odd-b", NULL);
+    dlock_lock_opts o = dh_opts(10000, 0);
     dlock_lock *held[sizeof keys / sizeof keys[0]];
     for (size_t i = 0; i < n; i++) {
         int rc = dlock_acquire(&held[i], a, keys[i], &o);
@@ -749,5 +670,5 @@ int main(void)
         cmocka_unit_test(test_force_unlock),
         cmocka_unit_test(test_odd_keys),
     };
-    return cmocka_run_group_tests_name("mutex", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("mutex", tests, group_setup, dh_group_teardown);
 }

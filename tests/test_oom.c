@@ -17,18 +17,13 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
+    return dh_group_start(&srv, NULL);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
     dlock__alloc_fail_after(-1);
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_teardown(state);
 }
 
 static int ok_or_enomem(int rc)
@@ -92,7 +87,7 @@ static int scenario(long n, int kind)
         else if (kind == 1)
             rc = dlock_sem_acquire(&l, c, "oom:sem", 2, NULL);
         else {
-            const char *keys[2] = {"oom:{k}:a", "oom:{k}:b"};
+            const char *keys[2] = { "oom:{k}:a", "oom:{k}:b" };
             rc = dlock_acquire_all(&l, c, keys, 2, NULL);
         }
         if (!ok_or_enomem(rc))
@@ -133,7 +128,8 @@ static void torture(int kind)
         n++;
         assert_true(n < 2000); /* bounded: the scenario needs far fewer */
     }
-    print_message("scenario %d: every one of the first %ld allocations failed in turn, cleanly\n", kind, n);
+    print_message("scenario %d: every one of the first %ld allocations failed in turn, cleanly\n",
+                  kind, n);
 }
 
 static void test_oom_mutex(void **state)

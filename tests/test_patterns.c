@@ -6,9 +6,10 @@
  * within its TTL, dlock_leader_wait follows changes) and the read-write lock
  * (readers share, writers exclude, writers are not starved).
  *
- * Design. Concurrency across processes uses fork(): each child opens its own
- * client and reports through a shared anonymous mapping (atomics), the
- * parent asserts. Concurrency levels are measured inside the critical
+ * Design. Concurrency across processes uses dh_fork(), before the test
+ * opens any client of its own: each child opens its own client and reports
+ * through a shared anonymous mapping (atomics), the parent asserts; a
+ * failing test's children are killed by its teardown. Concurrency levels are measured inside the critical
  * sections with atomic counters (current and maximum). Every wait is
  * bounded.
  */
@@ -28,17 +29,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 typedef struct shared {
@@ -73,21 +64,14 @@ static void spin(int n)
 
 static dlock_client *open_client(void)
 {
-    dlock_client *c = NULL;
-    if (dlock_client_open(&c, srv->url, NULL) != 0)
-        return NULL;
-    return c;
+    return dh_client(srv->url, NULL);
 }
 
-static int wait_children(pid_t *pids, int n, int timeout_ms)
+/* Wait for a forked holder to report; fail unless it holds. */
+static void expect_ready(shared *sh)
 {
-    int ok = 1;
-    for (int i = 0; i < n; i++) {
-        int st = -1;
-        if (dh_waitpid(pids[i], &st, timeout_ms) != 1 || st != 0)
-            ok = 0;
-    }
-    return ok;
+    assert_true(dh_wait_until(dh_flag_set, &sh->ready, 10000)); /* 1 holds, -1 failed */
+    assert_int_equal(atomic_load(&sh->ready), 1);
 }
 
 /* ------------------------------------------------------------ semaphore */
@@ -101,7 +85,7 @@ static void test_semaphore_limit(void **state)
     shared *sh = shared_new();
     pid_t pids[PROCS];
     for (int p = 0; p < PROCS; p++) {
-        if ((pids[p] = fork()) == 0) {
+        if ((pids[p] = dh_fork()) == 0) {
             dlock_client *c = open_client();
             if (!c)
                 _exit(2);
@@ -132,10 +116,11 @@ static void test_semaphore_limit(void **state)
             dlock_client_close(c);
             _exit(0);
         }
+        assert_true(pids[p] > 0);
     }
-    assert_true(wait_children(pids, PROCS, 60000));
-    print_message("semaphore: %d workers, limit %d, max concurrent observed %d, %d sections\n", PROCS,
-                  LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
+    assert_true(dh_wait_children(pids, PROCS, 60000));
+    print_message("semaphore: %d workers, limit %d, max concurrent observed %d, %d sections\n",
+                  PROCS, LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->slot_clash), 0);
     assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
@@ -144,40 +129,34 @@ static void test_semaphore_limit(void **state)
 }
 
 /* A holder killed with SIGKILL: its permit comes back when its TTL runs
- * out; a double release is harmless. */
+ * out; a double release is harmless. The holder is forked first (no
+ * threads in the test yet) and holds, renewing, until killed; if the test
+ * fails before it kills it, dh_test_teardown does. */
 static void test_semaphore_crash_and_double_release(void **state)
 {
     (void)state;
-    int pipefd[2];
-    assert_int_equal(pipe(pipefd), 0);
-    pid_t pid = fork();
+    shared *sh = shared_new();
+    pid_t pid = dh_fork();
+    assert_true(pid >= 0);
     if (pid == 0) {
         dlock_client *c = open_client();
-        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-        o.ttl_ms = 1000;
+        dlock_lock_opts o = dh_opts(1000, DLOCK_WAIT_FOREVER);
         dlock_lock *l;
-        char ok = c && dlock_sem_acquire(&l, c, "sem:crash", 1, &o) == 0 ? 'y' : 'n';
-        if (write(pipefd[1], &ok, 1) != 1)
-            _exit(2);
+        int ok = c && dlock_sem_acquire(&l, c, "sem:crash", 1, &o) == 0;
+        atomic_store(&sh->ready, ok ? 1 : -1);
         for (;;)
             pause(); /* holds (and renews) until killed */
     }
-    char ok = 0;
-    assert_int_equal(read(pipefd[0], &ok, 1), 1);
-    assert_int_equal(ok, 'y');
-    close(pipefd[0]);
-    close(pipefd[1]);
+    expect_ready(sh);
     dlock_client *c = open_client();
     dlock_lock *l = NULL;
-    dh_assert_rc(dlock_sem_acquire(&l, c, "sem:crash", 1, &(dlock_lock_opts){
-                                       DLOCK_LOCK_OPTS_VERSION, 30000, 0, 1, 1.0 / 3, NULL, NULL, NULL, 1, 0}),
-                 DLOCK_EBUSY);
+    dlock_lock_opts once = dh_opts(30000, 0);
+    dh_assert_rc(dlock_sem_acquire(&l, c, "sem:crash", 1, &once), DLOCK_EBUSY);
     kill(pid, SIGKILL);
     int st;
     assert_int_equal(dh_waitpid(pid, &st, 5000), 1);
     int64_t t0 = dh_now_ms();
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 10000;
+    dlock_lock_opts o = dh_opts(0, 10000);
     dh_assert_rc(dlock_sem_acquire(&l, c, "sem:crash", 1, &o), 0);
     int64_t took = dh_now_ms() - t0;
     print_message("killed holder's permit came back after %lld ms (ttl 1000)\n", (long long)took);
@@ -187,21 +166,19 @@ static void test_semaphore_crash_and_double_release(void **state)
     /* A "double release": A's permit already came back by expiry and B holds
      * it now; A's late release must neither free B's permit nor push the
      * count below zero. */
-    dlock_lock_opts short_ttl = DLOCK_LOCK_OPTS_INIT;
-    short_ttl.ttl_ms = 300;
-    short_ttl.auto_renew = 0;
+    dlock_lock_opts short_ttl = dh_opts_fixed(300, DLOCK_WAIT_FOREVER);
     dlock_lock *a, *b, *x;
     dh_assert_rc(dlock_sem_acquire(&a, c, "sem:twice", 1, &short_ttl), 0);
     o.wait_ms = 5000;
     dh_assert_rc(dlock_sem_acquire(&b, c, "sem:twice", 1, &o), 0); /* after a expired */
     dh_assert_rc(dlock_release(a), DLOCK_ENOTHELD);
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
+    once = dh_opts(0, 0);
     dh_assert_rc(dlock_sem_acquire(&x, c, "sem:twice", 1, &once), DLOCK_EBUSY);
     dh_assert_rc(dlock_release(b), 0);
     dh_assert_rc(dlock_sem_acquire(&x, c, "sem:twice", 1, &once), 0);
     dh_assert_rc(dlock_release(x), 0);
     dlock_client_close(c);
+    munmap(sh, sizeof *sh);
 }
 
 /* A semaphore remembers its limit while it is in use: another limit is
@@ -216,8 +193,7 @@ static void test_semaphore_limit_conflict(void **state)
     dh_assert_rc(dlock_sem_acquire(&b, c, "sem:mixed", 2, NULL), 0);
     dh_assert_rc(dlock_try_acquire(&x, c, "sem:mixed", NULL), 0); /* a mutex is another lock */
     dh_assert_rc(dlock_release(x), 0);
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
+    dlock_lock_opts once = dh_opts(0, 0);
     dh_assert_rc(dlock_sem_acquire(&x, c, "sem:mixed", 3, &once), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "limit of 2"));
     assert_non_null(strstr(dlock_last_errmsg(), "limit of 3"));
@@ -260,16 +236,15 @@ static void test_multi_no_deadlock(void **state)
     shared *sh = shared_new();
     pid_t pids[PROCS];
     for (int p = 0; p < PROCS; p++) {
-        if ((pids[p] = fork()) == 0) {
+        if ((pids[p] = dh_fork()) == 0) {
             dlock_client *c = open_client();
             if (!c)
                 _exit(2);
-            const char *ab[2] = {"acct:{bank}:A", "acct:{bank}:B"};
-            const char *ba[2] = {"acct:{bank}:B", "acct:{bank}:A"};
+            const char *ab[2] = { "acct:{bank}:A", "acct:{bank}:B" };
+            const char *ba[2] = { "acct:{bank}:B", "acct:{bank}:A" };
             for (int i = 0; i < ROUNDS; i++) {
                 dlock_lock *l;
-                dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-                o.wait_ms = 20000;
+                dlock_lock_opts o = dh_opts(0, 20000);
                 if (dlock_acquire_all(&l, c, (p + i) % 2 ? ab : ba, 2, &o) != 0) {
                     atomic_fetch_add(&sh->errors, 1);
                     continue;
@@ -285,8 +260,9 @@ static void test_multi_no_deadlock(void **state)
             dlock_client_close(c);
             _exit(0);
         }
+        assert_true(pids[p] > 0);
     }
-    assert_true(wait_children(pids, PROCS, 90000));
+    assert_true(dh_wait_children(pids, PROCS, 90000));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
     assert_int_equal(atomic_load(&sh->max), 1);
@@ -301,16 +277,14 @@ static void test_multi_all_or_nothing(void **state)
     dlock_client *c = open_client(), *d = open_client();
     dlock_lock *b, *all = NULL, *a;
     dh_assert_rc(dlock_acquire(&b, d, "m:{x}:b", NULL), 0);
-    const char *keys[3] = {"m:{x}:a", "m:{x}:b", "m:{x}:a"}; /* duplicate a */
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
+    const char *keys[3] = { "m:{x}:a", "m:{x}:b", "m:{x}:a" }; /* duplicate a */
+    dlock_lock_opts once = dh_opts(0, 0);
     dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &once), DLOCK_EBUSY);
     /* a was not taken */
     dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:a", NULL), 0);
     dh_assert_rc(dlock_release(a), 0);
     /* waiting: woken by b's release, then holds both */
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 300;
+    dlock_lock_opts o = dh_opts(0, 300);
     dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &o), DLOCK_ETIMEDOUT);
     dh_assert_rc(dlock_release(b), 0);
     dh_assert_rc(dlock_acquire_all(&all, c, keys, 3, &once), 0);
@@ -344,7 +318,7 @@ static void test_multi_bad_input(void **state)
     dh_assert_rc(dlock_acquire_all(&l, c, NULL, 2, NULL), DLOCK_EINVAL);
     dh_assert_rc(dlock_acquire_all(&l, c, keys, DLOCK_MULTI_MAX + 1, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "at most"));
-    const char *with_empty[2] = {"k1", ""};
+    const char *with_empty[2] = { "k1", "" };
     dh_assert_rc(dlock_acquire_all(&l, c, with_empty, 2, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "empty"));
     assert_null(l);
@@ -358,33 +332,22 @@ static void test_multi_bad_input(void **state)
 static void test_leader_failover(void **state)
 {
     (void)state;
-    int pipefd[2];
-    assert_int_equal(pipe(pipefd), 0);
-    pid_t pid = fork();
+    shared *sh = shared_new();
+    pid_t pid = dh_fork();
+    assert_true(pid >= 0);
     if (pid == 0) {
-        dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-        co.owner_id = "leader-one";
-        dlock_client *c = NULL;
-        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-        o.ttl_ms = 1000;
+        dlock_client *c = dh_client(srv->url, "leader-one");
+        dlock_lock_opts o = dh_opts(1000, DLOCK_WAIT_FOREVER);
         dlock_lock *l;
-        char ok = dlock_client_open(&c, srv->url, &co) == 0 &&
-                  dlock_campaign(&l, c, "elect:svc", &o) == 0 ? 'y' : 'n';
-        if (write(pipefd[1], &ok, 1) != 1)
-            _exit(2);
+        int ok = c && dlock_campaign(&l, c, "elect:svc", &o) == 0;
+        atomic_store(&sh->ready, ok ? 1 : -1);
         for (;;)
-            pause();
+            pause(); /* leads (and renews) until killed */
     }
-    char ok = 0;
-    assert_int_equal(read(pipefd[0], &ok, 1), 1);
-    assert_int_equal(ok, 'y');
-    close(pipefd[0]);
-    close(pipefd[1]);
+    expect_ready(sh);
 
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = "leader-two";
-    dlock_client *c;
-    dh_assert_rc(dlock_client_open(&c, srv->url, &co), 0);
+    dlock_client *c = dh_client(srv->url, "leader-two");
+    assert_non_null(c);
     dlock_info info;
     dh_assert_rc(dlock_leader(&info, c, "elect:svc"), 0);
     assert_int_equal(info.held, 1);
@@ -396,9 +359,7 @@ static void test_leader_failover(void **state)
     assert_int_equal(dh_waitpid(pid, &st, 5000), 1);
     int64_t t0 = dh_now_ms();
     dlock_lock *l;
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 1000;
-    o.wait_ms = 10000;
+    dlock_lock_opts o = dh_opts(1000, 10000);
     dh_assert_rc(dlock_campaign(&l, c, "elect:svc", &o), 0);
     int64_t took = dh_now_ms() - t0;
     print_message("killed leader replaced after %lld ms (ttl 1000)\n", (long long)took);
@@ -415,27 +376,20 @@ static void test_leader_failover(void **state)
     dh_assert_rc(dlock_leader_wait(&info, w, "elect:svc", 0, 200, NULL), DLOCK_ETIMEDOUT);
     dlock_client_close(w);
     dlock_client_close(c);
+    munmap(sh, sizeof *sh);
 }
 
 typedef struct watch_ctx {
+    dh_thread t;
     dlock_client *c;
     uint64_t known;
     dlock_info info;
-    atomic_int done;
-    int rc;
 } watch_ctx;
 
-static void *watch_main(void *arg)
+static int watch_fn(void *arg)
 {
     watch_ctx *w = arg;
-    w->rc = dlock_leader_wait(&w->info, w->c, "elect:watch", w->known, 10000, NULL);
-    atomic_store(&w->done, 1);
-    return NULL;
-}
-
-static int watch_done(void *arg)
-{
-    return atomic_load(&((watch_ctx *)arg)->done);
+    return dlock_leader_wait(&w->info, w->c, "elect:watch", w->known, 10000, NULL);
 }
 
 /* A watcher blocked on "no leader" sees a campaign win at once. */
@@ -443,15 +397,14 @@ static void test_leader_wait_sees_new_leader(void **state)
 {
     (void)state;
     dlock_client *c = open_client(), *wc = open_client();
-    watch_ctx w = {.c = wc, .known = 0};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, watch_main, &w), 0);
-    assert_false(dh_wait_until(watch_done, &w, 300)); /* no leader: keeps waiting */
+    static watch_ctx w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
+    w.c = wc;
+    dh_thread_start(&w.t, watch_fn, &w);
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 300)); /* no leader: keeps waiting */
     dlock_lock *l;
     dh_assert_rc(dlock_campaign(&l, c, "elect:watch", NULL), 0);
-    assert_true(dh_wait_until(watch_done, &w, 5000));
-    pthread_join(th, NULL);
-    dh_assert_rc(w.rc, 0);
+    dh_assert_rc(dh_thread_join(&w.t, 5000), 0);
     assert_int_equal(w.info.held, 1);
     assert_int_equal(w.info.fencing_token, dlock_lock_fencing_token(l));
     dh_assert_rc(dlock_resign(l), 0);
@@ -467,8 +420,7 @@ static void test_rw_share_and_exclude(void **state)
     (void)state;
     dlock_client *c = open_client();
     dlock_lock *r1, *r2, *w = NULL;
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
+    dlock_lock_opts once = dh_opts(0, 0);
     dh_assert_rc(dlock_rw_acquire(&r1, c, "rw:doc", DLOCK_READ, NULL), 0);
     dh_assert_rc(dlock_rw_acquire(&r2, c, "rw:doc", DLOCK_READ, &once), 0);
     assert_true(dlock_lock_fencing_token(r2) > dlock_lock_fencing_token(r1));
@@ -492,21 +444,22 @@ static void test_rw_concurrent_no_starvation(void **state)
     shared *sh = shared_new();
     pid_t pids[READERS + WRITERS];
     for (int p = 0; p < READERS + WRITERS; p++) {
-        if ((pids[p] = fork()) == 0) {
+        if ((pids[p] = dh_fork()) == 0) {
             int writer = p >= READERS;
             dlock_client *c = open_client();
             if (!c)
                 _exit(2);
             for (int i = 0; i < ROUNDS; i++) {
                 dlock_lock *l;
-                dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-                o.wait_ms = 30000;
-                if (dlock_rw_acquire(&l, c, "rw:load", writer ? DLOCK_WRITE : DLOCK_READ, &o) != 0) {
+                dlock_lock_opts o = dh_opts(0, 30000);
+                int mode = writer ? DLOCK_WRITE : DLOCK_READ;
+                if (dlock_rw_acquire(&l, c, "rw:load", mode, &o) != 0) {
                     atomic_fetch_add(&sh->errors, 1);
                     continue;
                 }
                 if (writer) {
-                    if (atomic_fetch_add(&sh->writers_cur, 1) != 0 || atomic_load(&sh->readers_cur) != 0)
+                    if (atomic_fetch_add(&sh->writers_cur, 1) != 0 ||
+                        atomic_load(&sh->readers_cur) != 0)
                         atomic_fetch_add(&sh->overlap, 1);
                     spin(300000);
                     if (atomic_load(&sh->readers_cur) != 0)
@@ -527,10 +480,12 @@ static void test_rw_concurrent_no_starvation(void **state)
             dlock_client_close(c);
             _exit(0);
         }
+        assert_true(pids[p] > 0);
     }
-    assert_true(wait_children(pids, READERS + WRITERS, 120000));
+    assert_true(dh_wait_children(pids, READERS + WRITERS, 120000));
     print_message("rw: max concurrent readers %d, writer sections %d, overlaps %d\n",
-                  atomic_load(&sh->max_readers), atomic_load(&sh->sections), atomic_load(&sh->overlap));
+                  atomic_load(&sh->max_readers), atomic_load(&sh->sections),
+                  atomic_load(&sh->overlap));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->overlap), 0);
     assert_int_equal(atomic_load(&sh->sections), WRITERS * ROUNDS);
@@ -539,42 +494,16 @@ static void test_rw_concurrent_no_starvation(void **state)
 }
 
 typedef struct rw_waiter {
+    dh_thread t;
     dlock_client *c;
     int mode;
-    atomic_int done;
-    int rc;
-    int64_t got_ms;
     dlock_lock *lock;
 } rw_waiter;
 
-static void *rw_waiter_main(void *arg)
+static int rw_waiter_fn(void *arg)
 {
     rw_waiter *w = arg;
-    w->rc = dlock_rw_acquire(&w->lock, w->c, "rw:fair", w->mode, NULL);
-    w->got_ms = dh_now_ms();
-    atomic_store(&w->done, 1);
-    return NULL;
-}
-
-static int rw_done(void *arg)
-{
-    return atomic_load(&((rw_waiter *)arg)->done);
-}
-
-static int64_t queued(dlock_client *c)
-{
-    dlock_info info;
-    return dlock_inspect(&info, c, "rw:fair") == 0 ? info.waiters : -1;
-}
-
-static int one_queued(void *arg)
-{
-    return queued(arg) >= 1;
-}
-
-static int two_queued(void *arg)
-{
-    return queued(arg) >= 2;
+    return dlock_rw_acquire(&w->lock, w->c, "rw:fair", w->mode, NULL);
 }
 
 /* A writer queued behind a reader is served before readers that come after
@@ -585,26 +514,21 @@ static void test_rw_writer_not_overtaken(void **state)
     dlock_client *c = open_client(), *wc = open_client(), *rc2 = open_client();
     dlock_lock *r1, *x = NULL;
     dh_assert_rc(dlock_rw_acquire(&r1, c, "rw:fair", DLOCK_READ, NULL), 0);
-    rw_waiter w = {.c = wc, .mode = DLOCK_WRITE};
-    pthread_t wt, rt;
-    assert_int_equal(pthread_create(&wt, NULL, rw_waiter_main, &w), 0);
-    assert_true(dh_wait_until(one_queued, c, 5000));
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
+    static rw_waiter w, r; /* static: outlive a failed test */
+    w = (rw_waiter){ .c = wc, .mode = DLOCK_WRITE };
+    r = (rw_waiter){ .c = rc2, .mode = DLOCK_READ };
+    dh_thread_start(&w.t, rw_waiter_fn, &w);
+    assert_true(dh_wait_waiters(c, "rw:fair", 1, 5000));
+    dlock_lock_opts once = dh_opts(0, 0);
     dh_assert_rc(dlock_rw_acquire(&x, c, "rw:fair", DLOCK_READ, &once), DLOCK_EBUSY);
-    rw_waiter r = {.c = rc2, .mode = DLOCK_READ};
-    assert_int_equal(pthread_create(&rt, NULL, rw_waiter_main, &r), 0);
-    assert_true(dh_wait_until(two_queued, c, 5000));
+    dh_thread_start(&r.t, rw_waiter_fn, &r);
+    assert_true(dh_wait_waiters(c, "rw:fair", 2, 5000));
     dh_assert_rc(dlock_release(r1), 0);
-    assert_true(dh_wait_until(rw_done, &w, 5000));
-    pthread_join(wt, NULL);
-    dh_assert_rc(w.rc, 0);
-    assert_false(dh_wait_until(rw_done, &r, 200)); /* the reader waits for the writer */
+    dh_assert_rc(dh_thread_join(&w.t, 5000), 0);
+    assert_false(dh_wait_until(dh_thread_done, &r.t, 200)); /* the reader waits for the writer */
     dh_assert_rc(dlock_release(w.lock), 0);
-    assert_true(dh_wait_until(rw_done, &r, 5000));
-    pthread_join(rt, NULL);
-    dh_assert_rc(r.rc, 0);
-    assert_true(r.got_ms >= w.got_ms);
+    dh_assert_rc(dh_thread_join(&r.t, 5000), 0);
+    assert_true(r.t.ended_ms >= w.t.ended_ms);
     dh_assert_rc(dlock_release(r.lock), 0);
     dlock_client_close(c);
     dlock_client_close(wc);
@@ -614,18 +538,18 @@ static void test_rw_writer_not_overtaken(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_semaphore_limit),
-        cmocka_unit_test(test_semaphore_crash_and_double_release),
+        dh_unit_test(test_semaphore_limit),
+        dh_unit_test(test_semaphore_crash_and_double_release),
         cmocka_unit_test(test_semaphore_limit_conflict),
         cmocka_unit_test(test_semaphore_bad_input),
-        cmocka_unit_test(test_multi_no_deadlock),
+        dh_unit_test(test_multi_no_deadlock),
         cmocka_unit_test(test_multi_all_or_nothing),
         cmocka_unit_test(test_multi_bad_input),
-        cmocka_unit_test(test_leader_failover),
+        dh_unit_test(test_leader_failover),
         cmocka_unit_test(test_leader_wait_sees_new_leader),
         cmocka_unit_test(test_rw_share_and_exclude),
-        cmocka_unit_test(test_rw_concurrent_no_starvation),
+        dh_unit_test(test_rw_concurrent_no_starvation),
         cmocka_unit_test(test_rw_writer_not_overtaken),
     };
-    return cmocka_run_group_tests_name("patterns", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("patterns", tests, group_setup, dh_group_teardown);
 }

@@ -32,26 +32,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_client *client(const char *tag)
-{
-    char owner[64];
-    dh_owner(owner, sizeof owner, tag);
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    return c;
+    return dh_group_start(&srv, NULL);
 }
 
 /* The server's clock in microseconds (TIME), or -1. */
@@ -89,7 +70,7 @@ static int slot_reserved(void *arg)
 static void test_burst_and_rate(void **state)
 {
     (void)state;
-    dlock_client *c = client("br");
+    dlock_client *c = dh_client_tagged(srv, "br", NULL);
     for (int i = 0; i < 5; i++)
         dh_assert_rc(dlock_rate_acquire(c, "r:br", 5, 1000, 5, 0, NULL), 0);
     dh_assert_rc(dlock_rate_acquire(c, "r:br", 5, 1000, 5, 0, NULL), DLOCK_EBUSY);
@@ -119,7 +100,7 @@ static void test_burst_and_rate(void **state)
 static void test_bad_input(void **state)
 {
     (void)state;
-    dlock_client *c = client("bad");
+    dlock_client *c = dh_client_tagged(srv, "bad", NULL);
     int64_t keys = dh_dbsize(srv, 0);
     dh_assert_rc(dlock_rate_acquire(c, "r:bad", 0, 1000, 1, 0, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "count must be from 1"));
@@ -169,7 +150,8 @@ static int taker_done(void *arg)
 static void test_cancel_gives_back(void **state)
 {
     (void)state;
-    dlock_client *a = client("cancel-a"), *b = client("cancel-b");
+    dlock_client *a = dh_client_tagged(srv, "cancel-a", NULL),
+                 *b = dh_client_tagged(srv, "cancel-b", NULL);
     dh_assert_rc(dlock_rate_acquire(a, "r:cancel", 1, 10000, 1, 0, NULL), 0);
     taker t = { 0 };
     t.c = b;
@@ -350,11 +332,11 @@ static void test_redlock_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exact_across_processes),
-        cmocka_unit_test(test_burst_and_rate),
-        cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_cancel_gives_back),
-        cmocka_unit_test(test_redlock_refused),
+        dh_unit_test(test_exact_across_processes),
+        dh_unit_test(test_burst_and_rate),
+        dh_unit_test(test_bad_input),
+        dh_unit_test(test_cancel_gives_back),
+        dh_unit_test(test_redlock_refused),
     };
-    return cmocka_run_group_tests_name("rate", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("rate", tests, group_setup, dh_group_teardown);
 }

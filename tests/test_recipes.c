@@ -32,18 +32,7 @@ static dlock_client *holder;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    holder = srv ? dh_client(srv->url, "recipe-holder") : NULL;
-    return holder ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dlock_client_close(holder);
-    dh_redis_stop(srv);
-    dh_cleanup();
-    return 0;
+    return dh_group_start_client(&srv, &holder, "recipe-holder");
 }
 
 /* Replace every `from` in s (size len) by `to`. */
@@ -239,5 +228,5 @@ int main(void)
         cmocka_unit_test(test_systemd_unit),
         cmocka_unit_test(test_cron_line),
     };
-    return cmocka_run_group_tests_name("recipes", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("recipes", tests, group_setup, dh_group_teardown);
 }

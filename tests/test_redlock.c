@@ -8,13 +8,11 @@
  * redis-server --sentinel processes with a config file in a temp dir, run
  * through dh_spawn (killed at cleanup). All waits are bounded polls.
  */
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,18 +35,9 @@ static int group_setup(void **state)
 {
     (void)state;
     for (int i = 0; i < N; i++)
-        if (!(srv[i] = dh_redis_start(NULL)))
+        if (dh_group_start(&srv[i], NULL) != 0)
             return -1;
     build_urls();
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < N; i++)
-        dh_redis_stop(srv[i]);
-    dh_cleanup();
     return 0;
 }
 
@@ -83,7 +72,7 @@ static void test_redlock_exclusion(void **state)
     atomic_store(&sh[3], 0); /* errors */
     pid_t pids[PROCS];
     for (int p = 0; p < PROCS; p++) {
-        if ((pids[p] = fork()) == 0) {
+        if ((pids[p] = dh_fork()) == 0) {
             dlock_client *c = NULL;
             if (dlock_client_open(&c, urls, NULL) != 0)
                 _exit(2);
@@ -106,12 +95,9 @@ static void test_redlock_exclusion(void **state)
             dlock_client_close(c);
             _exit(0);
         }
+        assert_true(pids[p] > 0);
     }
-    for (int p = 0; p < PROCS; p++) {
-        int st;
-        assert_int_equal(dh_waitpid(pids[p], &st, 120000), 1);
-        assert_int_equal(st, 0);
-    }
+    assert_true(dh_wait_children(pids, PROCS, 120000));
     assert_int_equal(atomic_load(&sh[3]), 0);
     assert_int_equal(atomic_load(&sh[2]), 0);
     assert_int_equal(atomic_load(&sh[0]), PROCS * ROUNDS);
@@ -134,8 +120,7 @@ static void test_redlock_minority_and_majority_down(void **state)
     dh_assert_rc(dlock_release(l), 0);
 
     assert_int_equal(dh_redis_kill9(srv[2]), 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_acquire(&l, c, "rl:down", &o), DLOCK_EQUORUM);
     int64_t took = dh_now_ms() - t0;
@@ -229,21 +214,6 @@ static void test_redlock_leader(void **state)
 
 /* ------------------------------------------------------------- Sentinel */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 typedef struct sentinel_ctx {
     int port;
     const char *expect; /* "127.0.0.1:PORT" */
@@ -294,7 +264,7 @@ static void test_sentinel_failover(void **state)
     assert_non_null(master);
     char mport[16];
     snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = {"--replicaof", "127.0.0.1", mport, NULL};
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
     dh_redis *replica = dh_redis_start(rargs);
     assert_non_null(replica);
 
@@ -302,7 +272,7 @@ static void test_sentinel_failover(void **state)
     dh_proc *sent[3];
     char surl[256] = "redis-sentinel://";
     for (int i = 0; i < 3; i++) {
-        sports[i] = free_port();
+        sports[i] = dh_free_port();
         assert_true(sports[i] > 0);
         char conf[256], text[512];
         char name[32];
@@ -314,7 +284,7 @@ static void test_sentinel_failover(void **state)
                  "sentinel failover-timeout mymaster 4000\n",
                  sports[i], master->port);
         assert_int_equal(dh_write_file(conf, text), 0);
-        const char *argv[] = {"redis-server", conf, "--sentinel", NULL};
+        const char *argv[] = { "redis-server", conf, "--sentinel", NULL };
         sent[i] = dh_spawn(argv, NULL);
         assert_non_null(sent[i]);
         size_t len = strlen(surl);
@@ -323,7 +293,7 @@ static void test_sentinel_failover(void **state)
     strncat(surl, "/mymaster", sizeof surl - strlen(surl) - 1);
     char expect[64];
     snprintf(expect, sizeof expect, "127.0.0.1:%d", master->port);
-    sentinel_ctx sc = {sports[0], expect, 1};
+    sentinel_ctx sc = { sports[0], expect, 1 };
     assert_true(dh_wait_until(sentinel_ready, &sc, 15000));
 
     dlock_client *c = NULL;
@@ -378,9 +348,9 @@ static void test_bad_urls(void **state)
     dh_assert_rc(dlock_client_open(&c, "redis-sentinel://127.0.0.1:1", NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "master"));
     /* passwords with '/', '?' or '@' never show up in messages */
-    const char *secret_urls[3] = {"redis-sentinel://admin:12345/TopSecret@127.0.0.1:%d/mymaster",
-                                  "rediss://:abc?TopSecret@127.0.0.1:%d",
-                                  "redis://u:Top@Secret/x@127.0.0.1:%d"};
+    const char *secret_urls[3] = { "redis-sentinel://admin:12345/TopSecret@127.0.0.1:%d/mymaster",
+                                   "rediss://:abc?TopSecret@127.0.0.1:%d",
+                                   "redis://u:Top@Secret/x@127.0.0.1:%d" };
     for (int i = 0; i < 3; i++) {
         char u[200];
         snprintf(u, sizeof u, secret_urls[i], dh_closed_port());
@@ -402,7 +372,7 @@ static void test_bad_urls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redlock_exclusion),
+        dh_unit_test(test_redlock_exclusion),
         cmocka_unit_test(test_redlock_minority_and_majority_down),
         cmocka_unit_test(test_redlock_restart_empty),
         cmocka_unit_test(test_redlock_fencing),
@@ -410,5 +380,5 @@ int main(void)
         cmocka_unit_test(test_sentinel_failover),
         cmocka_unit_test(test_bad_urls),
     };
-    return cmocka_run_group_tests_name("redlock", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("redlock", tests, group_setup, dh_group_teardown);
 }

@@ -136,25 +136,13 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
         argv[a++] = conf;
         argv[a++] = "--sentinel";
     }
-    const char *common[] = { "--port",
-                             "0",
-                             "--tls-port",
-                             port,
-                             "--tls-cert-file",
-                             cert,
-                             "--tls-key-file",
-                             key,
-                             "--tls-ca-cert-file",
-                             ca,
-                             "--tls-auth-clients",
-                             "no",
-                             "--tls-replication",
-                             "yes",
-                             "--bind",
-                             "127.0.0.1",
-                             "--dir",
-                             s->dir,
-                             NULL };
+    /* clang-format off */
+    const char *common[] = {
+        "--port", "0", "--tls-port", port, "--tls-cert-file", cert, "--tls-key-file", key,
+        "--tls-ca-cert-file", ca, "--tls-auth-clients", "no", "--tls-replication", "yes",
+        "--bind", "127.0.0.1", "--dir", s->dir, NULL,
+    };
+    /* clang-format on */
     const char *data[] = { "--save", "", "--appendonly", "no", NULL }; /* not for a sentinel */
     for (int i = 0; common[i]; i++)
         argv[a++] = common[i];
@@ -901,12 +889,12 @@ int main(void)
     if (getenv("DH_ONLY"))
         cmocka_set_test_filter(getenv("DH_ONLY"));
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grant_needs_replica_ack),
-        cmocka_unit_test(test_replica_attached_later),
-        cmocka_unit_test(test_sentinel_failover_keeps_lock),
-        cmocka_unit_test(test_cluster_failover_keeps_lock),
-        cmocka_unit_test(test_tls_sentinel),
-        cmocka_unit_test(test_tls_cluster),
+        dh_unit_test(test_grant_needs_replica_ack),
+        dh_unit_test(test_replica_attached_later),
+        dh_unit_test(test_sentinel_failover_keeps_lock),
+        dh_unit_test(test_cluster_failover_keeps_lock),
+        dh_unit_test(test_tls_sentinel),
+        dh_unit_test(test_tls_cluster),
     };
     int rc = group_setup(NULL);
     if (rc == 0)

@@ -13,28 +13,18 @@
 static dh_redis *srv;
 
 /* The ACL rule documented in the README. */
-#define DLOCK_ACL                                                                      \
-    "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "     \
-    "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "         \
-    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush +wait +role "             \
+#define DLOCK_ACL                                                                                  \
+    "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "                  \
+    "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "                     \
+    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush +wait +role "               \
     "+zadd +zrem +zrange +zrangebyscore +zcard +zscore +zpopmin +hset +hget +hdel +hincrby"
 
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    if (!srv)
+    if (dh_group_start(&srv, NULL) != 0)
         return -1;
     return dh_cmd_ok(srv, 0, DLOCK_ACL);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
 }
 
 /* Everything works for the limited user: mutex (with a waiter woken by
@@ -57,12 +47,11 @@ static void test_acl_user_can_use_dlock(void **state)
     dh_assert_rc(dlock_client_open(&b, url, NULL), 0);
     dlock_lock *l, *s, *r, *m, *w = NULL;
     dh_assert_rc(dlock_acquire(&l, a, "acl:mutex", NULL), 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 300;
+    dlock_lock_opts o = dh_opts(0, 300);
     dh_assert_rc(dlock_acquire(&w, b, "acl:mutex", &o), DLOCK_ETIMEDOUT); /* queued, subscribed */
     dh_assert_rc(dlock_sem_acquire(&s, a, "acl:sem", 2, NULL), 0);
     dh_assert_rc(dlock_rw_acquire(&r, a, "acl:rw", DLOCK_READ, NULL), 0);
-    const char *keys[2] = {"acl:{m}:1", "acl:{m}:2"};
+    const char *keys[2] = { "acl:{m}:1", "acl:{m}:2" };
     dh_assert_rc(dlock_acquire_all(&m, a, keys, 2, NULL), 0);
     dlock_info info;
     dh_assert_rc(dlock_inspect(&info, b, "acl:mutex"), 0);
@@ -133,15 +122,15 @@ static void test_copied_owner_and_guessed_token(void **state)
     /* raw release attempts with guessed tokens (the owner id is public) */
     char name[256];
     assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "sec:pay", "payments-1"), 1);
-    const char *guesses[3] = {"payments-1", "00000000000000000000000000000000",
-                              "ffffffffffffffffffffffffffffffff"};
+    const char *guesses[3] = { "payments-1", "00000000000000000000000000000000",
+                               "ffffffffffffffffffffffffffffffff" };
     for (int i = 0; i < 3; i++) {
-        redisReply *r = dh_cmd(srv, 0,
-                               "EVAL %s 1 %s %s",
-                               "local v = redis.call('GET', KEYS[1]) "
-                               "if v and string.sub(v, 1, 32) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-                               "return 0",
-                               name, guesses[i]);
+        redisReply *r = dh_cmd(
+            srv, 0, "EVAL %s 1 %s %s",
+            "local v = redis.call('GET', KEYS[1]) "
+            "if v and string.sub(v, 1, 32) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+            "return 0",
+            name, guesses[i]);
         assert_non_null(r);
         assert_int_equal(r->integer, 0);
         freeReplyObject(r);
@@ -163,5 +152,5 @@ int main(void)
         cmocka_unit_test(test_acl_user_confined),
         cmocka_unit_test(test_copied_owner_and_guessed_token),
     };
-    return cmocka_run_group_tests_name("security", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("security", tests, group_setup, dh_group_teardown);
 }

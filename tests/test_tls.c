@@ -7,11 +7,9 @@
  * that requires client certificates accepts cert=/key=; a plain-text port
  * given as rediss:// fails cleanly.
  */
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -20,24 +18,10 @@ static dh_redis *srv;
 static int tls_port;
 static char dir[256];
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* Run a shell command line (openssl) with a bound; 0 on success. */
 static int sh(const char *cmd)
 {
-    const char *argv[] = {"sh", "-c", cmd, NULL};
+    const char *argv[] = { "sh", "-c", cmd, NULL };
     char err[2048];
     int rc = dh_run(argv, NULL, 30000, NULL, 0, err, sizeof err);
     if (rc != 0)
@@ -50,14 +34,19 @@ static int make_certs(void)
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-test-ca -keyout ca.key -out ca.pem && "
-             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=dlock-test-ca "
+             "  -keyout ca.key -out ca.pem && "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+             "  -keyout other.key -out other.pem && "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost "
+             "  -keyout server.key -out server.csr && "
              "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext && "
              "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
              "  -extfile san.ext -out server.pem && "
-             "openssl req -newkey rsa:2048 -nodes -subj /CN=dlock-client -keyout client.key -out client.csr && "
-             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem",
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=dlock-client "
+             "  -keyout client.key -out client.csr && "
+             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "  -out client.pem",
              dir);
     return sh(cmd);
 }
@@ -65,31 +54,26 @@ static int make_certs(void)
 static int group_setup(void **state)
 {
     (void)state;
-    if (dh_tmpfile(dir, sizeof dir, "tls") != 0)
-        return -1;
-    char mk[300];
-    snprintf(mk, sizeof mk, "mkdir -p '%s'", dir);
-    if (sh(mk) != 0 || make_certs() != 0)
+    if (dh_tmpdir(dir, sizeof dir, "tls") != 0 || make_certs() != 0)
         return -1;
     static char port[16], cert[300], key[300], ca[300];
-    tls_port = free_port();
+    tls_port = dh_free_port();
     snprintf(port, sizeof port, "%d", tls_port);
     snprintf(cert, sizeof cert, "%s/server.pem", dir);
     snprintf(key, sizeof key, "%s/server.key", dir);
     snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-    const char *args[] = {"--tls-port", port, "--tls-cert-file", cert, "--tls-key-file", key,
-                          "--tls-ca-cert-file", ca, "--tls-auth-clients", "optional", NULL};
-    srv = dh_redis_start(args);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    /* One option and its value a line. */
+    /* clang-format off */
+    const char *args[] = {
+        "--tls-port", port,
+        "--tls-cert-file", cert,
+        "--tls-key-file", key,
+        "--tls-ca-cert-file", ca,
+        "--tls-auth-clients", "optional",
+        NULL,
+    };
+    /* clang-format on */
+    return dh_group_start(&srv, args);
 }
 
 static void url_for(char *out, size_t n, const char *params)
@@ -97,12 +81,20 @@ static void url_for(char *out, size_t n, const char *params)
     snprintf(out, n, "rediss://127.0.0.1:%d%s", tls_port, params);
 }
 
+/* The TLS URL that trusts the CA file `ca` of the test's dir, with more
+ * query parameters after it ("" for none). */
+static void url_ca(char *out, size_t n, const char *ca, const char *more)
+{
+    char params[600];
+    snprintf(params, sizeof params, "?cacert=%s/%s%s", dir, ca, more);
+    url_for(out, n, params);
+}
+
 static void test_tls_lock_works(void **state)
 {
     (void)state;
-    char params[600], url[800];
-    snprintf(params, sizeof params, "?cacert=%s/ca.pem", dir);
-    url_for(url, sizeof url, params);
+    char url[800];
+    url_ca(url, sizeof url, "ca.pem", "");
     dlock_client *a = NULL, *b = NULL;
     dh_assert_rc(dlock_client_open(&a, url, NULL), 0);
     dh_assert_rc(dlock_client_open(&b, url, NULL), 0);
@@ -110,8 +102,7 @@ static void test_tls_lock_works(void **state)
     dh_assert_rc(dlock_acquire(&l, a, "tls:job", NULL), 0);
     dh_assert_rc(dlock_try_acquire(&x, b, "tls:job", NULL), DLOCK_EBUSY);
     /* a waiter over TLS is woken by the release (pub/sub over TLS) */
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 300;
+    dlock_lock_opts o = dh_opts(0, 300);
     dh_assert_rc(dlock_acquire(&x, b, "tls:job", &o), DLOCK_ETIMEDOUT);
     dh_assert_rc(dlock_release(l), 0);
     dh_assert_rc(dlock_try_acquire(&x, b, "tls:job", NULL), 0);
@@ -123,19 +114,16 @@ static void test_tls_lock_works(void **state)
 static void test_tls_wrong_ca(void **state)
 {
     (void)state;
-    char params[600], url[800];
-    snprintf(params, sizeof params, "?cacert=%s/other.pem", dir);
-    url_for(url, sizeof url, params);
+    char url[800];
+    url_ca(url, sizeof url, "other.pem", "");
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, url, NULL), DLOCK_ECONN);
     assert_non_null(strstr(dlock_last_errmsg(), "certificate verify failed"));
     /* the name is checked too: sni=wrong.example does not match the cert */
-    snprintf(params, sizeof params, "?cacert=%s/ca.pem&sni=wrong.example", dir);
-    url_for(url, sizeof url, params);
+    url_ca(url, sizeof url, "ca.pem", "&sni=wrong.example");
     dh_assert_rc(dlock_client_open(&c, url, NULL), DLOCK_ECONN);
     assert_non_null(strstr(dlock_last_errmsg(), "verify"));
-    snprintf(params, sizeof params, "?cacert=%s/ca.pem&sni=localhost", dir);
-    url_for(url, sizeof url, params);
+    url_ca(url, sizeof url, "ca.pem", "&sni=localhost");
     dh_assert_rc(dlock_client_open(&c, url, NULL), 0);
     dlock_client_close(c);
 }
@@ -144,7 +132,8 @@ static void test_tls_client_cert_and_bad_input(void **state)
 {
     (void)state;
     char params[900], url[1200];
-    snprintf(params, sizeof params, "?cacert=%s/ca.pem&cert=%s/client.pem&key=%s/client.key", dir, dir, dir);
+    snprintf(params, sizeof params, "?cacert=%s/ca.pem&cert=%s/client.pem&key=%s/client.key", dir,
+             dir, dir);
     url_for(url, sizeof url, params);
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, url, NULL), 0);
@@ -173,9 +162,8 @@ static void test_tls_client_cert_and_bad_input(void **state)
 static void test_tls_no_sigpipe(void **state)
 {
     (void)state;
-    char params[600], url[800];
-    snprintf(params, sizeof params, "?cacert=%s/ca.pem", dir);
-    url_for(url, sizeof url, params);
+    char url[800];
+    url_ca(url, sizeof url, "ca.pem", "");
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, url, NULL), 0);
     dlock_lock *l;
@@ -189,8 +177,7 @@ static void test_tls_no_sigpipe(void **state)
         snprintf(keys_buf[i] + 500, 20, "{t}%d", i);
         keys[i] = keys_buf[i];
     }
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 0;
+    dlock_lock_opts o = dh_opts(0, 0);
     int rc = dlock_acquire_all(&l, c, keys, 64, &o);
     /* alive: the stale connection was replaced, or the call failed cleanly */
     assert_true(rc == 0 || rc == DLOCK_ECONN);
@@ -207,5 +194,5 @@ int main(void)
         cmocka_unit_test(test_tls_client_cert_and_bad_input),
         cmocka_unit_test(test_tls_no_sigpipe),
     };
-    return cmocka_run_group_tests_name("tls", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("tls", tests, group_setup, dh_group_teardown);
 }

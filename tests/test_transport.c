@@ -15,17 +15,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 static dlock_client *open_client(int command_timeout_ms)
@@ -51,7 +41,7 @@ static void test_short_reads_and_writes(void **state)
 {
     (void)state;
     dlock_client *c = open_client(2000);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.short_read = 1;
     f.short_write = 1;
     dlock__client_set_faults(c, &f);
@@ -69,7 +59,7 @@ static void test_reset(void **state)
 {
     (void)state;
     dlock_client *c = open_client(2000);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.reset_after_reads = 2; /* the handshake reads once, the command dies */
     dlock__client_set_faults(c, &f);
     dlock_lock *l = NULL;
@@ -91,7 +81,7 @@ static void test_stall_times_out(void **state)
 {
     (void)state;
     dlock_client *c = open_client(300);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.stall_after_reads = 2;
     dlock__client_set_faults(c, &f);
     dlock_info info;
@@ -129,5 +119,5 @@ int main(void)
         cmocka_unit_test(test_stall_times_out),
         cmocka_unit_test(test_reconnect_after_restart),
     };
-    return cmocka_run_group_tests_name("transport", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("transport", tests, group_setup, dh_group_teardown);
 }

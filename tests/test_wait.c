@@ -26,62 +26,33 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
-}
-
-static dlock_client *client(const char *tag)
-{
-    char owner[64];
-    dh_owner(owner, sizeof owner, tag);
-    dlock_client *c = dh_client(srv->url, owner);
-    assert_non_null(c);
-    return c;
-}
-
-static int64_t waiters(dlock_client *c, const char *key)
-{
-    dlock_info info;
-    if (dlock_inspect(&info, c, key) != 0)
-        return -1;
-    return info.waiters;
+    return dh_group_start(&srv, NULL);
 }
 
 /* ---- a thread that acquires, records when and in which order, releases */
 
 typedef struct waiter {
-    pthread_t th;
+    dh_thread t; /* t.rc: the acquire's result */
     dlock_client *c;
     const char *key;
     dlock_lock_opts o;
     int id;
-    atomic_int done;
-    int rc;
     uint64_t fence;
-    int64_t got_ms;
-    int hold;               /* keep the lock (main thread releases) */
+    int64_t got_ms; /* when the acquire returned */
+    int hold;       /* keep the lock (main thread releases) */
     dlock_lock *lock;
-    int *order, *norder;    /* shared, under order_mu */
+    int *order, *norder; /* shared, under order_mu */
 } waiter;
 
 static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void *waiter_main(void *arg)
+static int waiter_fn(void *arg)
 {
     waiter *w = arg;
     dlock_lock *l = NULL;
-    w->rc = dlock_acquire(&l, w->c, w->key, &w->o);
+    int rc = dlock_acquire(&l, w->c, w->key, &w->o);
     w->got_ms = dh_now_ms();
-    if (w->rc == 0) {
+    if (rc == 0) {
         w->fence = dlock_lock_fencing_token(l);
         if (w->order) {
             pthread_mutex_lock(&order_mu);
@@ -93,37 +64,19 @@ static void *waiter_main(void *arg)
         else
             dlock_release(l);
     }
-    atomic_store(&w->done, 1);
-    return NULL;
+    return rc;
 }
 
+/* Start w acquiring key through c (w->o, or the default options) on a
+ * thread of its own. A waiter must outlive a test that fails while it
+ * waits: they are static. */
 static void waiter_start(waiter *w, dlock_client *c, const char *key)
 {
     w->c = c;
     w->key = key;
-    if (w->o.version == 0) {
-        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-        w->o = o;
-    }
-    atomic_store(&w->done, 0);
-    assert_int_equal(pthread_create(&w->th, NULL, waiter_main, w), 0);
-}
-
-static int waiter_done(void *arg)
-{
-    return atomic_load(&((waiter *)arg)->done);
-}
-
-typedef struct qwait {
-    dlock_client *c;
-    const char *key;
-    int64_t n;
-} qwait;
-
-static int queue_has(void *arg)
-{
-    qwait *q = arg;
-    return waiters(q->c, q->key) >= q->n;
+    if (w->o.version == 0)
+        w->o = dh_opts(0, DLOCK_WAIT_FOREVER);
+    dh_thread_start(&w->t, waiter_fn, w);
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -134,27 +87,25 @@ static int queue_has(void *arg)
 static void test_wakeup_without_polling(void **state)
 {
     (void)state;
-    dlock_client *a = client("np-a"), *b = client("np-b");
+    dlock_client *a = dh_client_tagged(srv, "np-a", NULL), *b = dh_client_tagged(srv, "np-b", NULL);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, a, "np", NULL), 0);
-    waiter w = {0};
+    static waiter w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
     waiter_start(&w, b, "np");
-    qwait q = {a, "np", 1};
-    assert_true(dh_wait_until(queue_has, &q, 5000));
+    assert_true(dh_wait_waiters(a, "np", 1, 5000));
     uint64_t at0 = dh_attempts(b), ka0 = dh_keepalives(b);
     /* 1.5 s with the lock held: the waiter must neither get it nor poll */
-    assert_false(dh_wait_until(waiter_done, &w, 1500));
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 1500));
     uint64_t at1 = dh_attempts(b), ka1 = dh_keepalives(b);
     print_message("while the lock was held for 1.5 s: %llu attempts, %llu keepalives\n",
                   (unsigned long long)(at1 - at0), (unsigned long long)(ka1 - ka0));
-    assert_int_equal(at1 - at0, 0); /* a polling waiter would show dozens */
-    assert_true(ka1 - ka0 >= 1);    /* its place is kept alive... */
+    assert_int_equal(at1 - at0, 0);           /* a polling waiter would show dozens */
+    assert_true(ka1 - ka0 >= 1);              /* its place is kept alive... */
     assert_true(ka1 - ka0 <= 1500 / 200 + 2); /* ...every 200 ms, not more */
     int64_t released = dh_now_ms();
     dh_assert_rc(dlock_release(held), 0);
-    assert_true(dh_wait_until(waiter_done, &w, 5000));
-    pthread_join(w.th, NULL);
-    dh_assert_rc(w.rc, 0);
+    dh_assert_rc(dh_thread_join(&w.t, 5000), 0);
     assert_true(w.got_ms - released < 1000);
     /* the release's signal was the proof: no confirming attempt */
     assert_int_equal(dh_attempts(b) - at1, 0);
@@ -167,21 +118,21 @@ static void test_fifo_order(void **state)
 {
     (void)state;
     enum { N = 5 };
-    dlock_client *h = client("fifo-h");
+    dlock_client *h = dh_client_tagged(srv, "fifo-h", NULL);
     dlock_client *cs[N];
-    waiter ws[N];
-    int order[N], norder = 0;
+    static waiter ws[N]; /* static: outlive a failed test */
+    static int order[N], norder;
     memset(ws, 0, sizeof ws);
+    norder = 0;
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, h, "fifo", NULL), 0);
     for (int i = 0; i < N; i++) {
-        cs[i] = client("fifo-w");
+        cs[i] = dh_client_tagged(srv, "fifo-w", NULL);
         ws[i].id = i;
         ws[i].order = order;
         ws[i].norder = &norder;
         waiter_start(&ws[i], cs[i], "fifo");
-        qwait q = {h, "fifo", i + 1};
-        assert_true(dh_wait_until(queue_has, &q, 5000));
+        assert_true(dh_wait_waiters(h, "fifo", i + 1, 5000));
     }
     /* a newcomer's try-lock must not barge in even at the moment of release */
     dh_assert_rc(dlock_release(held), 0);
@@ -191,9 +142,7 @@ static void test_fifo_order(void **state)
         dlock_release(barger);
     assert_int_equal(rc, DLOCK_EBUSY);
     for (int i = 0; i < N; i++) {
-        assert_true(dh_wait_until(waiter_done, &ws[i], 10000));
-        pthread_join(ws[i].th, NULL);
-        dh_assert_rc(ws[i].rc, 0);
+        dh_assert_rc(dh_thread_join(&ws[i].t, 10000), 0);
     }
     assert_int_equal(norder, N);
     for (int i = 0; i < N; i++)
@@ -206,38 +155,47 @@ static void test_fifo_order(void **state)
 }
 
 /* A waiter killed with SIGKILL while queued does not block the queue: the
- * live waiter behind it gets the lock within the handoff TTL. */
+ * live waiter behind it gets the lock within the handoff TTL. The doomed
+ * waiter is forked first, while the test has no threads, and queues when
+ * the test writes its pipe. */
 static void test_dead_waiter_leaves_queue(void **state)
 {
     (void)state;
-    dlock_client *h = client("dead-h");
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, h, "deadq", NULL), 0);
-    pid_t pid = fork();
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = dh_fork();
+    assert_true(pid >= 0);
     if (pid == 0) {
-        dlock_client *c = NULL;
-        if (dlock_client_open(&c, srv->url, NULL) != 0)
+        char b;
+        close(go[1]);
+        if (read(go[0], &b, 1) != 1)
+            _exit(0); /* the test ended without starting it */
+        dlock_client *c = dh_client(srv->url, NULL);
+        if (!c)
             _exit(2);
         dlock_lock *l;
         dlock_acquire(&l, c, "deadq", NULL); /* blocks until killed */
         _exit(3);
     }
-    qwait q = {h, "deadq", 1};
-    assert_true(dh_wait_until(queue_has, &q, 5000));
+    close(go[0]);
+    dlock_client *h = dh_client_tagged(srv, "dead-h", NULL);
+    dlock_lock *held;
+    dh_assert_rc(dlock_acquire(&held, h, "deadq", NULL), 0);
+    assert_int_equal(write(go[1], "g", 1), 1);
+    close(go[1]);
+    assert_true(dh_wait_waiters(h, "deadq", 1, 5000));
     kill(pid, SIGKILL);
     int st;
     assert_int_equal(dh_waitpid(pid, &st, 5000), 1);
 
-    dlock_client *c = client("dead-w");
-    waiter w = {0};
+    dlock_client *c = dh_client_tagged(srv, "dead-w", NULL);
+    static waiter w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
     waiter_start(&w, c, "deadq");
-    q.n = 2;
-    assert_true(dh_wait_until(queue_has, &q, 5000));
+    assert_true(dh_wait_waiters(h, "deadq", 2, 5000));
     int64_t released = dh_now_ms();
     dh_assert_rc(dlock_release(held), 0); /* hands it to the dead waiter */
-    assert_true(dh_wait_until(waiter_done, &w, 15000));
-    pthread_join(w.th, NULL);
-    dh_assert_rc(w.rc, 0);
+    dh_assert_rc(dh_thread_join(&w.t, 15000), 0);
     int64_t took = w.got_ms - released;
     print_message("live waiter got the lock %lld ms after the release (dead waiter ahead)\n",
                   (long long)took);
@@ -250,17 +208,15 @@ static void test_dead_waiter_leaves_queue(void **state)
 static void test_expiry_wakes_waiter(void **state)
 {
     (void)state;
-    dlock_client *a = client("exp-a"), *b = client("exp-b");
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 700;
-    o.auto_renew = 0;
+    dlock_client *a = dh_client_tagged(srv, "exp-a", NULL),
+                 *b = dh_client_tagged(srv, "exp-b", NULL);
+    dlock_lock_opts o = dh_opts_fixed(700, DLOCK_WAIT_FOREVER);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, a, "expw", &o), 0);
-    waiter w = {0};
+    static waiter w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
     waiter_start(&w, b, "expw");
-    assert_true(dh_wait_until(waiter_done, &w, 8000));
-    pthread_join(w.th, NULL);
-    dh_assert_rc(w.rc, 0);
+    dh_assert_rc(dh_thread_join(&w.t, 8000), 0);
     assert_true(w.fence > dlock_lock_fencing_token(held));
     dh_assert_rc(dlock_release(held), DLOCK_ENOTHELD);
     dlock_client_close(a);
@@ -272,32 +228,29 @@ static void test_expiry_wakes_waiter(void **state)
 static void test_timeout_and_cancel_leave_queue(void **state)
 {
     (void)state;
-    dlock_client *a = client("tq-a"), *b = client("tq-b");
+    dlock_client *a = dh_client_tagged(srv, "tq-a", NULL), *b = dh_client_tagged(srv, "tq-b", NULL);
     dlock_lock *held, *l = NULL;
     dh_assert_rc(dlock_acquire(&held, a, "tq", NULL), 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 300;
+    dlock_lock_opts o = dh_opts(0, 300);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_acquire(&l, b, "tq", &o), DLOCK_ETIMEDOUT);
     int64_t took = dh_now_ms() - t0;
     assert_true(took >= 300);
     assert_true(took < 3000);
-    assert_int_equal(waiters(a, "tq"), 0);
+    assert_int_equal(dh_waiters(a, "tq"), 0);
 
     dlock_cancel *cancel;
     dh_assert_rc(dlock_cancel_new(&cancel), 0);
-    waiter w = {0};
+    static waiter w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
     dlock_lock_opts wo = DLOCK_LOCK_OPTS_INIT;
     wo.cancel = cancel;
     w.o = wo;
     waiter_start(&w, b, "tq");
-    qwait q = {a, "tq", 1};
-    assert_true(dh_wait_until(queue_has, &q, 5000));
+    assert_true(dh_wait_waiters(a, "tq", 1, 5000));
     dlock_cancel_trigger(cancel);
-    assert_true(dh_wait_until(waiter_done, &w, 5000));
-    pthread_join(w.th, NULL);
-    dh_assert_rc(w.rc, DLOCK_ECANCELED);
-    assert_int_equal(waiters(a, "tq"), 0);
+    dh_assert_rc(dh_thread_join(&w.t, 5000), DLOCK_ECANCELED);
+    assert_int_equal(dh_waiters(a, "tq"), 0);
     dlock_cancel_free(cancel);
     /* with nobody queued, the holder's release leaves the key free */
     dh_assert_rc(dlock_release(held), 0);
@@ -311,24 +264,23 @@ static void test_timeout_and_cancel_leave_queue(void **state)
 static void test_unfair_mode(void **state)
 {
     (void)state;
-    dlock_client *a = client("uf-a"), *b = client("uf-b");
+    dlock_client *a = dh_client_tagged(srv, "uf-a", NULL), *b = dh_client_tagged(srv, "uf-b", NULL);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, a, "unfair", NULL), 0);
-    waiter w = {0};
+    static waiter w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.fair = 0;
     w.o = o;
     waiter_start(&w, b, "unfair");
     /* hold for a while: it must not get the lock, nor queue, nor poll */
-    assert_false(dh_wait_until(waiter_done, &w, 1000));
-    assert_int_equal(waiters(a, "unfair"), 0); /* did not queue */
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 1000));
+    assert_int_equal(dh_waiters(a, "unfair"), 0); /* did not queue */
     uint64_t at1 = dh_attempts(b);
-    assert_false(dh_wait_until(waiter_done, &w, 1000));
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 1000));
     assert_int_equal(dh_attempts(b) - at1, 0);
     dh_assert_rc(dlock_release(held), 0);
-    assert_true(dh_wait_until(waiter_done, &w, 5000));
-    pthread_join(w.th, NULL);
-    dh_assert_rc(w.rc, 0);
+    dh_assert_rc(dh_thread_join(&w.t, 5000), 0);
     dlock_client_close(a);
     dlock_client_close(b);
 }
@@ -343,18 +295,12 @@ static void on_lost(dlock_lock *l, void *arg)
     atomic_fetch_add(&lost_calls, 1);
 }
 
-static int lost_seen(void *arg)
-{
-    (void)arg;
-    return atomic_load(&lost_calls) > 0;
-}
-
 /* Renewal of many locks costs one pipelined round trip per tick. */
 static void test_watchdog_batches(void **state)
 {
     (void)state;
     enum { N = 300 };
-    dlock_client *c = client("batch");
+    dlock_client *c = dh_client_tagged(srv, "batch", NULL);
     dlock_lock *locks[N];
     atomic_store(&lost_calls, 0);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
@@ -368,11 +314,11 @@ static void test_watchdog_batches(void **state)
     dlock_client_stats s0, s1;
     dlock_stats(&s0, c);
     /* observe ~4 renewal rounds; every lock must stay held throughout */
-    assert_false(dh_wait_until(lost_seen, NULL, 1300));
+    assert_false(dh_wait_until(dh_flag_set, &lost_calls, 1300));
     dlock_stats(&s1, c);
     uint64_t renewals = s1.renewals - s0.renewals, rts = s1.round_trips - s0.round_trips;
-    print_message("%d locks: %llu renewals in %llu round trips\n", N,
-                  (unsigned long long)renewals, (unsigned long long)rts);
+    print_message("%d locks: %llu renewals in %llu round trips\n", N, (unsigned long long)renewals,
+                  (unsigned long long)rts);
     assert_true(renewals >= 2 * N);
     /* one round per tick (plus a little slack for a split tick) */
     assert_true(rts * N <= renewals * 2);
@@ -390,17 +336,13 @@ static void test_lost_when_deleted(void **state)
     (void)state;
     atomic_store(&lost_calls, 0);
     char owner[64];
-    dh_owner(owner, sizeof owner, "lostdel");
-    dlock_client *c = dh_client(srv->url, owner);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 600;
+    dlock_client *c = dh_client_tagged(srv, "lostdel", owner);
+    dlock_lock_opts o = dh_opts(600, DLOCK_WAIT_FOREVER);
     o.on_lost = on_lost;
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "lostdel", &o), 0);
-    char name[512];
-    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "lostdel", owner), 1);
-    assert_int_equal(dh_cmd_int(srv, 0, "DEL %s", name), 1);
-    assert_true(dh_wait_until(lost_seen, NULL, 5000));
+    assert_int_equal(dh_delete_key(srv, 0, "lostdel", owner), 1);
+    assert_true(dh_wait_until(dh_flag_set, &lost_calls, 5000));
     uint64_t rt = dh_round_trips(c);
     assert_false(dlock_is_held(l));
     assert_int_equal(dlock_lock_remaining_ms(l), 0);
@@ -424,14 +366,13 @@ static void test_lost_when_server_paused(void **state)
     co.command_timeout_ms = 200;
     dlock_client *c;
     dh_assert_rc(dlock_client_open(&c, srv->url, &co), 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 800;
+    dlock_lock_opts o = dh_opts(800, DLOCK_WAIT_FOREVER);
     o.on_lost = on_lost;
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "lostpause", &o), 0);
     int64_t t0 = dh_now_ms();
     assert_int_equal(dh_redis_pause(srv), 0);
-    int seen = dh_wait_until(lost_seen, NULL, 5000);
+    int seen = dh_wait_until(dh_flag_set, &lost_calls, 5000);
     int64_t took = dh_now_ms() - t0;
     int held = dlock_is_held(l);
     int err = dlock_lock_renew_error(l);
@@ -455,11 +396,9 @@ static void test_no_renewal_after_release(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "norenew");
-    dlock_client *c = dh_client(srv->url, owner);
+    dlock_client *c = dh_client_tagged(srv, "norenew", owner);
     atomic_store(&lost_calls, 0);
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.ttl_ms = 300;
+    dlock_lock_opts o = dh_opts(300, DLOCK_WAIT_FOREVER);
     o.on_lost = on_lost;
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "norenew", &o), 0);
@@ -468,7 +407,7 @@ static void test_no_renewal_after_release(void **state)
     dlock_client_stats s0, s1, s2;
     dlock_stats(&s0, c);
     /* renewals keep it alive past its TTL */
-    assert_false(dh_wait_until(lost_seen, NULL, 700));
+    assert_false(dh_wait_until(dh_flag_set, &lost_calls, 700));
     dlock_stats(&s1, c);
     assert_true(s1.renewals > s0.renewals);
     assert_true(dlock_is_held(l));
@@ -486,19 +425,18 @@ static void test_no_renewal_after_release(void **state)
 static void test_waiter_survives_connection_drop(void **state)
 {
     (void)state;
-    dlock_client *a = client("drop-a"), *b = client("drop-b");
+    dlock_client *a = dh_client_tagged(srv, "drop-a", NULL),
+                 *b = dh_client_tagged(srv, "drop-b", NULL);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, a, "drop", NULL), 0);
-    waiter w = {0};
+    static waiter w; /* static: outlives a failed test */
+    memset(&w, 0, sizeof w);
     waiter_start(&w, b, "drop");
-    qwait q = {a, "drop", 1};
-    assert_true(dh_wait_until(queue_has, &q, 5000));
+    assert_true(dh_wait_waiters(a, "drop", 1, 5000));
     assert_int_equal(dh_cmd_ok(srv, 0, "CLIENT KILL TYPE normal"), 0);
-    assert_false(dh_wait_until(waiter_done, &w, 500)); /* still waiting, not failed */
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 500)); /* still waiting, not failed */
     dh_assert_rc(dlock_release(held), 0);
-    assert_true(dh_wait_until(waiter_done, &w, 8000));
-    pthread_join(w.th, NULL);
-    dh_assert_rc(w.rc, 0);
+    dh_assert_rc(dh_thread_join(&w.t, 8000), 0);
     dlock_client_close(a);
     dlock_client_close(b);
 }
@@ -508,7 +446,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wakeup_without_polling),
         cmocka_unit_test(test_fifo_order),
-        cmocka_unit_test(test_dead_waiter_leaves_queue),
+        dh_unit_test(test_dead_waiter_leaves_queue),
         cmocka_unit_test(test_expiry_wakes_waiter),
         cmocka_unit_test(test_timeout_and_cancel_leave_queue),
         cmocka_unit_test(test_unfair_mode),
@@ -518,5 +456,5 @@ int main(void)
         cmocka_unit_test(test_lost_when_server_paused),
         cmocka_unit_test(test_no_renewal_after_release),
     };
-    return cmocka_run_group_tests_name("wait", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("wait", tests, group_setup, dh_group_teardown);
 }

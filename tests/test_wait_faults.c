@@ -36,17 +36,7 @@ static dh_redis *srv;
 static int group_setup(void **state)
 {
     (void)state;
-    srv = dh_redis_start(NULL);
-    return srv ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    dh_redis_stop(srv);
-    srv = NULL;
-    dh_cleanup();
-    return 0;
+    return dh_group_start(&srv, NULL);
 }
 
 /* ---------------------------------------------------- contender processes */
@@ -115,7 +105,7 @@ static void contend(slot *s, int ctl_fd, const char *key, int kind, int64_t ttl_
     if (kind == K_READ) {
         rc = dlock_rw_acquire(&l, c, key, DLOCK_READ, &o);
     } else if (kind == K_MULTI) {
-        const char *keys[2] = {key, "{wf}:other"};
+        const char *keys[2] = { key, "{wf}:other" };
         rc = dlock_acquire_all(&l, c, keys, 2, &o);
     } else {
         rc = dlock_acquire(&l, c, key, &o);
@@ -139,7 +129,7 @@ static child prepare(slot *s, const char *tag, const char *key, int kind, int64_
     dh_owner(s->owner, sizeof s->owner, tag);
     int fds[2];
     assert_int_equal(pipe(fds), 0);
-    child ch = {.s = s};
+    child ch = { .s = s };
     ch.pid = dh_fork();
     assert_true(ch.pid >= 0);
     if (ch.pid == 0) {
@@ -220,10 +210,10 @@ static void test_stale_signal_never_grants(void **state)
     dlock_lock *held, *other;
     dh_assert_rc(dlock_acquire(&held, h, "wf:sig", NULL), 0);
     go(&w);
-    qarg q = {h, "wf:sig", 1};
+    qarg q = { h, "wf:sig", 1 };
     assert_true(dh_wait_until(queue_has, &q, 5000));
     kill(w.pid, SIGSTOP);
-    dh_assert_rc(dlock_release(held), 0); /* handed to the stopped waiter */
+    dh_assert_rc(dlock_release(held), 0);            /* handed to the stopped waiter */
     assert_true(dh_wait_until(lock_free, &q, 5000)); /* its lease ran out */
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.wait_ms = 5000;
@@ -260,14 +250,14 @@ static void test_stalled_waiter_leaves_no_ghost(void **state)
     dlock_client *h = client("ghost-h", ho);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, h, "wf:ghost", NULL), 0);
-    qarg q1 = {h, "wf:ghost", 1}, q2 = {h, "wf:ghost", 2};
+    qarg q1 = { h, "wf:ghost", 1 }, q2 = { h, "wf:ghost", 2 };
     go(&a);
     assert_true(dh_wait_until(queue_has, &q1, 5000));
     go(&b);
     assert_true(dh_wait_until(queue_has, &q2, 5000));
     kill(a.pid, SIGSTOP);
     /* a's entry dies unrenewed: wait until the queue has only b */
-    qarg q1only = {h, "wf:ghost", 1};
+    qarg q1only = { h, "wf:ghost", 1 };
     int64_t t0 = dh_now_ms();
     while (dh_now_ms() - t0 < 5000) {
         dlock_info info;
@@ -306,13 +296,13 @@ static void test_stalled_reader_never_with_writer(void **state)
     dlock_client *h = client("rw-h", ho);
     dlock_lock *held;
     dh_assert_rc(dlock_acquire(&held, h, "{wf}:rw", NULL), 0);
-    qarg q1 = {h, "{wf}:rw", 1}, q2 = {h, "{wf}:rw", 2};
+    qarg q1 = { h, "{wf}:rw", 1 }, q2 = { h, "{wf}:rw", 2 };
     go(&r);
     assert_true(dh_wait_until(queue_has, &q1, 5000));
     go(&m);
     assert_true(dh_wait_until(queue_has, &q2, 5000));
     kill(r.pid, SIGSTOP);
-    dh_assert_rc(dlock_release(held), 0); /* the stopped reader is admitted */
+    dh_assert_rc(dlock_release(held), 0);                /* the stopped reader is admitted */
     assert_true(dh_wait_until(is_holding, &s[1], 5000)); /* its lease ran out: m next */
     kill(r.pid, SIGCONT);
     assert_false(dh_wait_until(is_settled, &s[0], 1000)); /* never with m */
@@ -373,7 +363,7 @@ static void test_close_races_acquire(void **state)
     for (int i = 0; i < 60; i++) {
         dlock_lock *held, *doomed;
         dh_assert_rc(dlock_acquire(&held, h, "wf:close", NULL), 0);
-        racer r = {client("close-c", co), 0};
+        racer r = { client("close-c", co), 0 };
         dlock_lock_opts lo = DLOCK_LOCK_OPTS_INIT;
         lo.ttl_ms = 300; /* renewed after 100 ms: finds it gone */
         lo.on_lost = on_lost_slow;
@@ -385,7 +375,7 @@ static void test_close_races_acquire(void **state)
         dh_assert_rc(dlock_force_unlock(&removed, h, key), 0); /* renewal will find it gone */
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, race_acquire, &r), 0);
-        qarg q = {h, "wf:close", 1};
+        qarg q = { h, "wf:close", 1 };
         assert_true(dh_wait_until(queue_has, &q, 5000));
         if (i % 2) /* close while the watchdog runs the on-lost callback */
             assert_true(dh_wait_until(callback_running, NULL, 5000));
@@ -424,7 +414,7 @@ static void test_dead_waiter_and_dead_holder(void **state)
     go(&holder);
     assert_true(dh_wait_until(is_holding, &s[0], 5000));
     go(&dead);
-    qarg q1 = {h, "wf:dead", 1}, q2 = {h, "wf:dead", 2};
+    qarg q1 = { h, "wf:dead", 1 }, q2 = { h, "wf:dead", 2 };
     assert_true(dh_wait_until(queue_has, &q1, 5000));
     go(&live);
     assert_true(dh_wait_until(queue_has, &q2, 5000));
@@ -481,11 +471,11 @@ static void test_multi_lock_not_starved(void **state)
     for (int i = 0; i < N; i++) {
         char tag[16];
         snprintf(tag, sizeof tag, "hot-%d", i);
-        hm[i] = (hammer){client(tag, ho), &stop, 0};
+        hm[i] = (hammer){ client(tag, ho), &stop, 0 };
         assert_int_equal(pthread_create(&th[i], NULL, hammer_main, &hm[i]), 0);
     }
     dlock_client *m = client("hot-m", ho);
-    const char *keys[2] = {"{wf}:hot", "{wf}:cold"};
+    const char *keys[2] = { "{wf}:hot", "{wf}:cold" };
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.wait_ms = 10000;
     int got = 0;
@@ -560,14 +550,14 @@ static void test_lost_reply_leaves_nothing(void **state)
     dlock_client *h = client("lost-h", ho), *w = client("lost-w", wo);
     dlock_lock *held, *l;
     dh_assert_rc(dlock_acquire(&held, h, "wf:lostreply", NULL), 0);
-    dlock__faults f = {0};
+    dlock__faults f = { 0 };
     f.stall_after_reads = 2; /* the handshake is answered, nothing after it */
     dlock__client_set_faults(w, &f);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.wait_ms = 500;
     int rc = dlock_acquire(&l, w, "wf:lostreply", &o);
     assert_true(rc == DLOCK_ETIMEDOUT || rc == DLOCK_ECONN);
-    qarg q = {h, "wf:lostreply", 0};
+    qarg q = { h, "wf:lostreply", 0 };
     assert_true(dh_wait_until(queue_empty, &q, 100)); /* gone at once, not after its life */
     dlock__client_set_faults(w, NULL);
     dh_assert_rc(dlock_release(held), 0);
@@ -586,7 +576,7 @@ static void test_lost_reply_leaves_nothing(void **state)
     assert_non_null(a);
     assert_non_null(red);
     dh_assert_rc(dlock_acquire(&held, a, "wf:red", NULL), 0); /* on A only */
-    dlock__faults fc = {0};
+    dlock__faults fc = { 0 };
     fc.stall_after_reads = 2;
     fc.node_mask = 1u << 2;
     dlock__client_set_faults(red, &fc);
@@ -613,7 +603,8 @@ static int64_t last_grant_us(void)
     for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         redisReply *e = r->element[i];
         if (e->elements >= 4 && e->element[3]->elements > 0 &&
-            strcasecmp(e->element[3]->element[0]->str, "evalsha") == 0 && e->element[2]->integer > us)
+            strcasecmp(e->element[3]->element[0]->str, "evalsha") == 0 &&
+            e->element[2]->integer > us)
             us = e->element[2]->integer;
     }
     freeReplyObject(r);
@@ -651,15 +642,15 @@ static void test_semaphore_grant_cost(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stale_signal_never_grants),
-        cmocka_unit_test(test_stalled_waiter_leaves_no_ghost),
-        cmocka_unit_test(test_stalled_reader_never_with_writer),
-        cmocka_unit_test(test_close_races_acquire),
-        cmocka_unit_test(test_dead_waiter_and_dead_holder),
-        cmocka_unit_test(test_multi_lock_not_starved),
-        cmocka_unit_test(test_wait_budget_with_stopped_server),
-        cmocka_unit_test(test_lost_reply_leaves_nothing),
-        cmocka_unit_test(test_semaphore_grant_cost),
+        dh_unit_test(test_stale_signal_never_grants),
+        dh_unit_test(test_stalled_waiter_leaves_no_ghost),
+        dh_unit_test(test_stalled_reader_never_with_writer),
+        dh_unit_test(test_close_races_acquire),
+        dh_unit_test(test_dead_waiter_and_dead_holder),
+        dh_unit_test(test_multi_lock_not_starved),
+        dh_unit_test(test_wait_budget_with_stopped_server),
+        dh_unit_test(test_lost_reply_leaves_nothing),
+        dh_unit_test(test_semaphore_grant_cost),
     };
-    return cmocka_run_group_tests_name("wait_faults", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("wait_faults", tests, group_setup, dh_group_teardown);
 }

@@ -79,13 +79,13 @@ static void log_span(int64_t start, int64_t end)
 {
     int i = atomic_fetch_add(&sh->nspans, 1);
     if (i < MAX_SPANS)
-        sh->spans[i] = (span){start, end};
+        sh->spans[i] = (span){ start, end };
 }
 
-#define STORE_WRITE                                                                 \
-    "local last = tonumber(redis.call('GET', 'fence') or '0') "                     \
-    "if tonumber(ARGV[1]) < last then return 0 end "                                \
-    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "    \
+#define STORE_WRITE                                                                                \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
+    "if tonumber(ARGV[1]) < last then return 0 end "                                               \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "                   \
     "redis.call('INCR', 'writes') return 1"
 
 /* One critical section: the server check, then read-modify-write. */
@@ -141,7 +141,7 @@ static void worker(int id, unsigned seed)
     if (dlock_client_open(&c, lock_srv->url, &co) != 0)
         _exit(2);
     if (phase == KEY_PHASE1 && id % 2 && !getenv("DLOCK_CHAOS_NO_RESETS")) {
-        dlock__faults f = {0};
+        dlock__faults f = { 0 };
         f.reset_after_reads = 20 + (long)(rand_r(&seed) % 60);
         dlock__client_set_faults(c, &f);
     }
@@ -210,7 +210,7 @@ static void *blocked_acquire(void *arg)
 static void closer(unsigned seed)
 {
     while (!atomic_load(&sh->stop)) {
-        blocked b = {NULL, 0};
+        blocked b = { NULL, 0 };
         if (dlock_client_open(&b.c, lock_srv->url, NULL) != 0)
             _exit(2);
         pthread_t t;
@@ -315,7 +315,8 @@ static void test_chaos(void **state)
 {
     (void)state;
     const char *env = getenv("DLOCK_CHAOS_SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
+    unsigned seed =
+        env ? (unsigned)strtoul(env, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
     print_message("chaos: seed %u (DLOCK_CHAOS_SEED=%u repeats it), %d s per phase\n", seed, seed,
                   run_seconds());
     lock_srv = dh_redis_start(NULL);
@@ -338,7 +339,8 @@ static void test_chaos(void **state)
         kill(p, SIGKILL);
         int64_t at = mono_ns();
         if (getenv("DLOCK_CHAOS_TRACE"))
-            fprintf(stderr, "%lld w%d killed%s\n", (long long)(at / 1000000), id, since ? " (holding)" : "");
+            fprintf(stderr, "%lld w%d killed%s\n", (long long)(at / 1000000), id,
+                    since ? " (holding)" : "");
         int st;
         assert_int_equal(dh_waitpid(p, &st, 10000), 1);
         if (since) { /* it held until now: count that time as held */
@@ -354,14 +356,15 @@ static void test_chaos(void **state)
     int acq1 = atomic_load(&sh->acquisitions);
     stop_phase(closer_pid);
     long long writes1 = store_get("writes"), counter1 = store_get("counter");
-    print_message("chaos phase 1 (kill -9, TTL 1000 ms): %d acquisitions, %d kills (%d holders); "
-                  "server named another holder: %d; rejected while valid: %d; lost updates: %lld; "
-                  "longest time with no holder: %lld ms; closer: %d rounds (%d got it, %d ECLOSED, %d "
-                  "other); errors %d, timeouts %d\n",
-                  acq1, kills, holder_kills, atomic_load(&sh->not_me), atomic_load(&sh->rejected_valid),
-                  writes1 - counter1, (long long)gap, atomic_load(&sh->closer_rounds),
-                  atomic_load(&sh->closer_ok), atomic_load(&sh->closer_closed),
-                  atomic_load(&sh->closer_bad), atomic_load(&sh->errors), atomic_load(&sh->timeouts));
+    print_message(
+        "chaos phase 1 (kill -9, TTL 1000 ms): %d acquisitions, %d kills (%d holders); "
+        "server named another holder: %d; rejected while valid: %d; lost updates: %lld; "
+        "longest time with no holder: %lld ms; closer: %d rounds (%d got it, %d ECLOSED, %d "
+        "other); errors %d, timeouts %d\n",
+        acq1, kills, holder_kills, atomic_load(&sh->not_me), atomic_load(&sh->rejected_valid),
+        writes1 - counter1, (long long)gap, atomic_load(&sh->closer_rounds),
+        atomic_load(&sh->closer_ok), atomic_load(&sh->closer_closed), atomic_load(&sh->closer_bad),
+        atomic_load(&sh->errors), atomic_load(&sh->timeouts));
     assert_int_equal(atomic_load(&sh->not_me), 0);
     assert_int_equal(atomic_load(&sh->rejected_valid), 0);
     assert_int_equal(writes1 - counter1, 0);
@@ -402,7 +405,7 @@ static void test_chaos(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chaos),
+        dh_unit_test(test_chaos),
     };
     int rc = cmocka_run_group_tests_name("chaos", tests, NULL, NULL);
     dh_cleanup();

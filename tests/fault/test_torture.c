@@ -56,9 +56,9 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-#define FENCED_WRITE                                                               \
-    "local last = tonumber(redis.call('GET', 'fence') or '0') "                    \
-    "if tonumber(ARGV[1]) <= last then return 0 end "                              \
+#define FENCED_WRITE                                                                               \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
+    "if tonumber(ARGV[1]) <= last then return 0 end "                                              \
     "redis.call('SET', 'fence', ARGV[1]) redis.call('INCR', 'writes') return 1"
 
 /* One worker: sections until told to stop. */
@@ -74,12 +74,10 @@ static void worker(int id)
             usleep(50000); /* the server may be down right now: retry */
     while (!atomic_load(&sh->stop) && st) {
         dlock_lock *l = NULL;
-        dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-        o.ttl_ms = TTL_MS;
-        o.wait_ms = 1000;
+        dlock_lock_opts o = dh_opts(TTL_MS, 1000);
         if (dlock_acquire(&l, c, "torture", &o) != 0)
             continue;
-        section sec = {.token = dlock_lock_fencing_token(l), .start_ns = mono_ns(), .worker = id};
+        section sec = { .token = dlock_lock_fencing_token(l), .start_ns = mono_ns(), .worker = id };
         for (volatile int k = 0; k < 100000; k++) { /* the critical section's work */
         }
         if (dlock_is_held(l)) { /* check validity before the protected write */
@@ -102,14 +100,27 @@ static void worker(int id)
         redisFree(st);
 }
 
+/* Fork worker `id` (the test process has no client, so no threads: a
+ * safe fork); it dies with the test (dh_fork). */
 static pid_t spawn_worker(int id)
 {
-    pid_t p = fork();
+    pid_t p = dh_fork();
     if (p == 0) {
         worker(id);
         _exit(0);
     }
+    assert_true(p > 0);
     return p;
+}
+
+/* The shared log, fresh, and WORKERS workers on it. */
+static void start_workers(pid_t *pids)
+{
+    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(sh != MAP_FAILED);
+    memset(sh, 0, sizeof *sh);
+    for (int i = 0; i < WORKERS; i++)
+        pids[i] = spawn_worker(i);
 }
 
 static int cmp_start(const void *a, const void *b)
@@ -121,8 +132,9 @@ static int cmp_start(const void *a, const void *b)
 /* The checkers over the logged sections. Overlaps are not counted across
  * the windows [loss_at, loss_done] in which servers lost data (two
  * windows; 0 = none): there only fencing is promised. */
-static void check_sections(int kills, int holder_stops, int server_pauses, int restarts, int64_t restart_at,
-                           int64_t restart_done, int64_t loss2_at, int64_t loss2_done)
+static void check_sections(int kills, int holder_stops, int server_pauses, int restarts,
+                           int64_t restart_at, int64_t restart_done, int64_t loss2_at,
+                           int64_t loss2_done)
 {
     int n = atomic_load(&sh->n);
     if (n > MAX_SECTIONS)
@@ -140,8 +152,9 @@ static void check_sections(int kills, int holder_stops, int server_pauses, int r
             continue;
         for (int j = i + 1; j < n && sh->s[j].start_ns < a->end_ns; j++) {
             section *b = &sh->s[j];
-            int across_loss = (restart_at && a->start_ns < restart_done && b->end_ns > restart_at) ||
-                              (loss2_at && a->start_ns < loss2_done && b->end_ns > loss2_at);
+            int across_loss =
+                (restart_at && a->start_ns < restart_done && b->end_ns > restart_at) ||
+                (loss2_at && a->start_ns < loss2_done && b->end_ns > loss2_at);
             if (b->valid && !across_loss)
                 overlaps++;
         }
@@ -149,11 +162,12 @@ static void check_sections(int kills, int holder_stops, int server_pauses, int r
     char wbuf[32] = "";
     dh_cmd_str(wbuf, sizeof wbuf, store, 0, "GET writes");
     long long store_writes = strtoll(wbuf, NULL, 10);
-    print_message("torture: %d sections (%d valid, %d fenced writes, store counted %lld); faults: %d kill -9, "
-                  "%d holder SIGSTOP, %d server pauses, %d restart with data loss; violations: %d token order, "
+    print_message("torture: %d sections (%d valid, %d fenced writes, store counted %lld); "
+                  "faults: %d kill -9, %d holder SIGSTOP, %d server pauses, "
+                  "%d restart with data loss; violations: %d token order, "
                   "%d rejected while valid, %d overlaps\n",
-                  n, valid, written, (long long)store_writes, kills, holder_stops, server_pauses, restarts,
-                  order_violations, rejected_valid, overlaps);
+                  n, valid, written, (long long)store_writes, kills, holder_stops, server_pauses,
+                  restarts, order_violations, rejected_valid, overlaps);
     assert_true(n > 50);
     assert_true(atomic_load(&sh->n) <= MAX_SECTIONS);
 
@@ -172,12 +186,8 @@ static void test_torture(void **state)
     assert_non_null(locks_srv);
     assert_non_null(store);
     snprintf(lock_url, sizeof lock_url, "%s", locks_srv->url);
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(sh != MAP_FAILED);
-    memset(sh, 0, sizeof *sh);
     pid_t pids[WORKERS];
-    for (int i = 0; i < WORKERS; i++)
-        pids[i] = spawn_worker(i);
+    start_workers(pids);
 
     int kills = 0, holder_stops = 0, server_pauses = 0, restarts = 0;
     int64_t restart_at = 0, restart_done = 0;
@@ -186,7 +196,8 @@ static void test_torture(void **state)
         int64_t el = dh_now_ms() - t0;
         if (el > 1500 && phase == 0) { /* kill -9 a worker (likely holding), replace it */
             kill(pids[0], SIGKILL);
-            waitpid(pids[0], NULL, 0);
+            int st;
+            assert_int_equal(dh_waitpid(pids[0], &st, 10000), 1);
             pids[0] = spawn_worker(0);
             kills++;
             phase++;
@@ -218,7 +229,7 @@ static void test_torture(void **state)
             restarts++;
             phase++;
         }
-        struct timespec ts = {0, 20 * 1000000}; /* the injector's own pacing */
+        struct timespec ts = { 0, 20 * 1000000 }; /* the injector's own pacing */
         nanosleep(&ts, NULL);
     }
     atomic_store(&sh->stop, 1);
@@ -253,12 +264,8 @@ static void test_torture_redlock(void **state)
     }
     store = dh_redis_start(NULL);
     assert_non_null(store);
-    sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(sh != MAP_FAILED);
-    memset(sh, 0, sizeof *sh);
     pid_t pids[WORKERS];
-    for (int i = 0; i < WORKERS; i++)
-        pids[i] = spawn_worker(i);
+    start_workers(pids);
     int64_t loss1_at = 0, loss1_done = 0, loss2_at = 0, loss2_done = 0, majority_back = 0;
     int minority = 0, majority = 0;
     int64_t t0 = dh_now_ms(), phase = 0;
@@ -288,7 +295,7 @@ static void test_torture_redlock(void **state)
             loss2_done = mono_ns() + (int64_t)TTL_MS * 1000000;
             phase++;
         }
-        struct timespec ts = {0, 20 * 1000000};
+        struct timespec ts = { 0, 20 * 1000000 };
         nanosleep(&ts, NULL);
     }
     atomic_store(&sh->stop, 1);
@@ -304,8 +311,9 @@ static void test_torture_redlock(void **state)
     for (int i = 0; i < n && i < MAX_SECTIONS; i++)
         if (sh->s[i].start_ns > loss2_at + 50000000 && sh->s[i].start_ns < majority_back)
             during++;
-    print_message("redlock torture: a minority (2 of 5) killed and restarted empty, then a majority (3 of 5); "
-                  "sections started while the majority was down: %d\n", during);
+    print_message("redlock torture: a minority (2 of 5) killed and restarted empty, then a "
+                  "majority (3 of 5); sections started while the majority was down: %d\n",
+                  during);
     assert_int_equal(during, 0);
     check_sections(0, 0, 0, 2, loss1_at, loss1_done, loss2_at, loss2_done);
     munmap(sh, sizeof *sh);
@@ -318,8 +326,8 @@ static void test_torture_redlock(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_torture),
-        cmocka_unit_test(test_torture_redlock),
+        dh_unit_test(test_torture),
+        dh_unit_test(test_torture_redlock),
     };
     return cmocka_run_group_tests_name("torture", tests, NULL, NULL);
 }

@@ -1,13 +1,17 @@
 /*
- * json_check.c — a minimal JSON validator for the CLI tests (dlock status
+ * json.c — a minimal JSON validator for the CLI tests (dlock status
  * --json, dlock leader --json): strict enough to catch unescaped control
  * characters, quotes and stray commas; small enough to read. See
  * harness.h for the two entry points.
+ *
+ * Design. A recursive-descent recogniser over the text, one function per
+ * grammar rule; it builds nothing, it only says whether the text is one
+ * JSON value. dh_json_compact lets tests compare against a fixed text
+ * whatever the tool's spacing.
  */
 #include <string.h>
 
-#include "harness.h"
-
+#include "internal.h"
 
 struct json {
     const char *p;
@@ -74,54 +78,48 @@ static int json_lit(struct json *j, const char *lit)
     return 0;
 }
 
+/* "name": value, inside an object. */
+static int json_member(struct json *j)
+{
+    json_ws(j);
+    if (json_string(j) != 0)
+        return -1;
+    json_ws(j);
+    if (*j->p++ != ':')
+        return -1;
+    return json_value(j);
+}
+
+/* The members of an object or the elements of an array, after the opening
+ * bracket, through the closing one (`close`). */
+static int json_items(struct json *j, char close)
+{
+    json_ws(j);
+    if (*j->p == close) {
+        j->p++;
+        return 0;
+    }
+    for (;;) {
+        if ((close == '}' ? json_member(j) : json_value(j)) != 0)
+            return -1;
+        json_ws(j);
+        if (*j->p != ',')
+            break;
+        j->p++;
+    }
+    return *j->p++ == close ? 0 : -1;
+}
+
 static int json_value(struct json *j)
 {
     json_ws(j);
     switch (*j->p) {
     case '{':
         j->p++;
-        json_ws(j);
-        if (*j->p == '}') {
-            j->p++;
-            return 0;
-        }
-        for (;;) {
-            json_ws(j);
-            if (json_string(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p++ != ':')
-                return -1;
-            if (json_value(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (*j->p++ != '}')
-                return -1;
-            return 0;
-        }
+        return json_items(j, '}');
     case '[':
         j->p++;
-        json_ws(j);
-        if (*j->p == ']') {
-            j->p++;
-            return 0;
-        }
-        for (;;) {
-            if (json_value(j) != 0)
-                return -1;
-            json_ws(j);
-            if (*j->p == ',') {
-                j->p++;
-                continue;
-            }
-            if (*j->p++ != ']')
-                return -1;
-            return 0;
-        }
+        return json_items(j, ']');
     case '"':
         return json_string(j);
     case 't':

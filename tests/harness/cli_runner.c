@@ -1,5 +1,13 @@
 /*
  * cli_runner.c — the `dlock` runner for the CLI tests; see cli_runner.h.
+ *
+ * Design. A thin layer over the harness's process helpers (proc.c): it
+ * builds the argv (the tool's path first) and an environment with the
+ * DLOCK_* variables cleared, runs or spawns, and keeps the output of the
+ * last run in dh_out/dh_err so a test can assert on it or print it in a
+ * failure message. A run the harness could not start, or had to kill at
+ * its timeout, fails the test at once: it is never an exit status to
+ * compare.
  */
 #include "cli_runner.h"
 
@@ -16,9 +24,9 @@ char dh_err[DH_CLI_OUT_MAX];
 /* The variables the tool reads as defaults, and those `dlock run` hands to
  * CMD (a test run from inside a dlock must not inherit them). */
 static const char *const cleared[] = {
-    "DLOCK_URL",  "DLOCK_PASSWORD",      "DLOCK_PREFIX",
-    "DLOCK_ID",   "DLOCK_KEY",           "DLOCK_KEYS",
-    "DLOCK_SLOT", "DLOCK_FENCING_TOKEN", "DLOCK_FENCING_TOKENS",
+    "DLOCK_URL",     "DLOCK_PASSWORD",      "DLOCK_PREFIX",
+    "DLOCK_ID",      "DLOCK_KEY",           "DLOCK_KEYS",
+    "DLOCK_SLOT",    "DLOCK_FENCING_TOKEN", "DLOCK_FENCING_TOKENS",
     "DLOCK_PERMITS", "DLOCK_HELD",
 };
 
@@ -132,4 +140,12 @@ void dh_cli_expect(int got, int want, const char *what)
 void dh_cli_expect_proc(dh_proc *p, int want, const char *what)
 {
     dh_cli_expect(dh_cli_wait(p, 15000), want, what);
+}
+
+void dh_cli_await_file(dh_proc *p, const char *path, const char *what)
+{
+    if (!dh_wait_until(dh_file_exists, (void *)path, 10000)) {
+        dh_cli_capture(p);
+        fail_msg("%s never happened; stderr: %s", what, dh_err);
+    }
 }
