@@ -121,6 +121,43 @@ static double floor_pairs(int n)
     return n / dt;
 }
 
+/* The server's own cost so far: CPU seconds of its main thread (INFO cpu)
+ * and microseconds spent in commands (INFO commandstats; the INFO calls
+ * themselves excluded). */
+typedef struct {
+    double cpu_s, cmd_us;
+} usage;
+
+static usage server_usage(void)
+{
+    usage u = { 0, 0 };
+    redisContext *c = rconnect();
+    redisReply *r = redisCommand(c, "INFO cpu");
+    const char *k1 = "used_cpu_sys_main_thread:", *k2 = "used_cpu_user_main_thread:";
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *p;
+        if ((p = strstr(r->str, k1)))
+            u.cpu_s += atof(p + strlen(k1));
+        if ((p = strstr(r->str, k2)))
+            u.cpu_s += atof(p + strlen(k2));
+    }
+    freeReplyObject(r);
+    r = redisCommand(c, "INFO commandstats");
+    if (r && r->type == REDIS_REPLY_STRING) {
+        for (const char *p = r->str; (p = strstr(p, "cmdstat_")); p++) {
+            const char *us = strstr(p, ",usec=");
+            const char *eol = strchr(p, '\n');
+            if (!us || (eol && us > eol))
+                continue;
+            if (strncmp(p, "cmdstat_info:", 13) != 0)
+                u.cmd_us += atof(us + 6);
+        }
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return u;
+}
+
 static double dlock_pairs_metrics(int n, int metrics_on)
 {
     dlock_client *c = dconnect();
@@ -434,17 +471,31 @@ int main(int argc, char **argv)
 
     printf("1. uncontended acquire+release pairs/s (one connection), 7 alternating rounds\n");
     double fr[7], dr[7], rr[7];
+    usage fu = { 0, 0 }, du = { 0, 0 };
     for (int i = 0; i < 7; i++) {
+        usage u0 = server_usage();
         fr[i] = floor_pairs(pairs / 7);
+        usage u1 = server_usage();
         dr[i] = dlock_pairs(pairs / 7);
+        usage u2 = server_usage();
         rr[i] = dr[i] / fr[i];
+        fu.cpu_s += u1.cpu_s - u0.cpu_s;
+        fu.cmd_us += u1.cmd_us - u0.cmd_us;
+        du.cpu_s += u2.cpu_s - u1.cpu_s;
+        du.cmd_us += u2.cmd_us - u1.cmd_us;
     }
+    double np = 7.0 * (pairs / 7);
     qsort(fr, 7, sizeof fr[0], cmp_double);
     qsort(dr, 7, sizeof dr[0], cmp_double);
     qsort(rr, 7, sizeof rr[0], cmp_double);
-    printf("  floor (hiredis, same scripts) median %8.0f pairs/s\n  dlock                         median %8.0f pairs/s\n"
+    printf("  floor (bare hiredis: SET NX PX, compare-and-delete script): median %8.0f pairs/s\n"
+           "  dlock (dlock_acquire, dlock_release; fair, auto-renew):     median %8.0f pairs/s\n"
            "  ratio dlock/floor per round: median %.3f (min %.3f, max %.3f)\n",
            fr[3], dr[3], rr[3], rr[0], rr[6]);
+    printf("  server CPU per pair (INFO cpu, main thread): floor %.1f us, dlock %.1f us: %.2fx\n"
+           "  server command time per pair (INFO commandstats): floor %.1f us, dlock %.1f us\n",
+           fu.cpu_s * 1e6 / np, du.cpu_s * 1e6 / np, du.cpu_s / fu.cpu_s, fu.cmd_us / np,
+           du.cmd_us / np);
 
     printf("1b. metrics overhead: acquire+release pairs/s with metrics on and off, 7 alternating rounds\n");
     double on[7], off[7], mr[7];

@@ -25,7 +25,7 @@ void dlock__calls_release(const dlock_lock *l, dlock__call *calls, dlock__call_a
 void dlock__calls_extend(const dlock_lock *l, dlock__call *calls, dlock__call_args *args,
                          int64_t ttl_ms)
 {
-    snprintf(args->ttl, sizeof args->ttl, "%lld", (long long)ttl_ms);
+    dlock__fmt_ll(args->ttl, ttl_ms);
     args->v[0] = l->token;
     args->v[1] = args->ttl;
     for (size_t i = 0; i < l->nparts; i++) {

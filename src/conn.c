@@ -167,28 +167,54 @@ static int fail(dlock__conn *c, int rc)
     return rc;
 }
 
+/* Writes "<c><n>\r\n" (a RESP header) at p; returns the bytes written. */
+static size_t resp_header(char *p, char c, size_t n)
+{
+    char digits[24];
+    size_t k = 0;
+    do
+        digits[k++] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    size_t len = 0;
+    p[len++] = c;
+    while (k > 0)
+        p[len++] = digits[--k];
+    p[len++] = '\r';
+    p[len++] = '\n';
+    return len;
+}
+
+/* Queue one command in RESP (an array of bulk strings), written straight
+ * into the output buffer: no formatting library, no allocation once the
+ * buffer has grown. lens may be NULL (argv are C strings). */
 int dlock__conn_append(dlock__conn *c, int argc, const char **argv, const size_t *lens)
 {
-    char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
-    if (len < 0)
-        return fail(c, dlock__err(DLOCK_ENOMEM, "out of memory formatting a command"));
-    if (c->olen + (size_t)len > c->ocap) {
+    enum { HDR = 24 }; /* the longest "$<len>\r\n" */
+    size_t need = HDR;
+    for (int i = 0; i < argc; i++)
+        need += HDR + (lens ? lens[i] : strlen(argv[i])) + 2;
+    if (c->olen + need > c->ocap) {
         size_t cap = c->ocap ? c->ocap : 256;
-        while (cap < c->olen + (size_t)len)
+        while (cap < c->olen + need)
             cap *= 2;
         char *nb = dlock__realloc(c->obuf, cap);
-        if (!nb) {
-            redisFreeCommand(cmd);
+        if (!nb)
             return fail(c, dlock__err(DLOCK_ENOMEM, "out of memory queueing a command"));
-        }
         c->obuf = nb;
         c->ocap = cap;
     }
-    memcpy(c->obuf + c->olen, cmd, (size_t)len);
-    c->olen += (size_t)len;
+    char *p = c->obuf + c->olen;
+    p += resp_header(p, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        p += resp_header(p, '$', n);
+        memcpy(p, argv[i], n);
+        p += n;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    c->olen = (size_t)(p - c->obuf);
     c->queued++;
-    redisFreeCommand(cmd);
     return 0;
 }
 

@@ -347,6 +347,18 @@ int dlock__fanout_run(dlock_client *c, const dlock__call *calls, int n, int max_
     return parallel(c, calls, n, max_ms, f);
 }
 
+int dlock__fanout_all_ones(const dlock__fanout *f, int first, int ncalls)
+{
+    for (int i = 0; i < f->nnodes; i++) {
+        if (f->rc[i])
+            return 0;
+        for (int k = first; k < first + ncalls; k++)
+            if (f->replies[i][k]->type != REDIS_REPLY_INTEGER || f->replies[i][k]->integer != 1)
+                return 0;
+    }
+    return 1;
+}
+
 int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls,
                           const char *what)
 {

@@ -48,6 +48,10 @@ void dlock__fanout_bad_reply(const dlock_client *c, dlock__fanout *f, int i, con
 int dlock__fanout_verdict(const dlock_client *c, dlock__fanout *f, int first, int ncalls,
                           const char *what);
 
+/* 1 if every node answered 1 to each of calls [first, first+ncalls): the
+ * verdict is then 0, with no message to build. */
+int dlock__fanout_all_ones(const dlock__fanout *f, int first, int ncalls);
+
 /* dlock__fanout_verdict, counting a node's "1" only if its replicas
  * acknowledged it (calls[] carried WAITs; dlock__fanout_acked); a shortfall
  * is DLOCK_EQUORUM naming it, a transient failure to retry. */

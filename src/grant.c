@@ -172,9 +172,14 @@ typedef struct {
 static void count_answers(const dlock_lock *l, dlock__fanout *f, const dlock__call *calls,
                           int ncalls, tally *t)
 {
-    memset(t, 0, sizeof *t);
+    /* only the rows and columns in use: the whole table is 8 KiB */
+    t->granted = t->busy = t->conflict = t->unacked = t->failed = t->known_limit = 0;
+    t->hint = 0;
+    t->why[0] = '\0';
     t->slot = -1;
+    memset(t->top, 0, l->nparts * sizeof t->top[0]);
     for (int i = 0; i < f->nnodes; i++) {
+        memset(t->got[i], 0, l->nparts * sizeof t->got[i][0]);
         int ans = answer(l, f, i, t->got[i], &t->slot, &t->hint, &t->known_limit);
         if (ans == ANS_GRANTED &&
             !dlock__fanout_acked(l->client, f, calls, ncalls, i, 0, t->why, sizeof t->why)) {
@@ -231,12 +236,13 @@ static int lost(dlock_lock *l, dlock__attempt *a, dlock__fanout *f, const tally 
 int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
 {
     dlock_client *c = l->client;
-    char ttl[24], mode[8], limit[16], permits[16];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)l->ttl_ms);
-    snprintf(mode, sizeof mode, "%d", a->mode);
-    snprintf(limit, sizeof limit, "%d", l->limit);
-    snprintf(permits, sizeof permits, "%d", l->permits);
-    const char *args[6] = { l->token, c->owner, ttl, mode, limit, permits };
+    char ttl[24], mode[24], limit[24], permits[24];
+    const char *args[6] = { l->token,
+                            c->owner,
+                            dlock__fmt_ll(ttl, l->ttl_ms),
+                            dlock__fmt_ll(mode, a->mode),
+                            dlock__fmt_ll(limit, l->limit),
+                            dlock__fmt_ll(permits, l->permits) };
     /* the call, and on a replicated master a WAIT for its replicas */
     dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = { acquire_call(l, args) };
     char wait_ms[24];

@@ -91,6 +91,29 @@ int dlock__key_slot(const char *name)
     return crc16(name + start, len) & 16383;
 }
 
+/* "<prefix>{<key>}:<suffix>" (or "<prefix>#<key>:<suffix>" for a key that
+ * has its own hash tag) into a new string, without formatting: the key is
+ * checked by the caller. */
+static char *name_of(const char *prefix, size_t plen, const char *key, size_t klen, int tagged,
+                     const char *suffix)
+{
+    size_t slen = strlen(suffix);
+    char *s = dlock__malloc(plen + klen + slen + 4);
+    if (!s)
+        return NULL;
+    char *p = s;
+    memcpy(p, prefix, plen);
+    p += plen;
+    *p++ = tagged ? '#' : '{';
+    memcpy(p, key, klen);
+    p += klen;
+    if (!tagged)
+        *p++ = '}';
+    *p++ = ':';
+    memcpy(p, suffix, slen + 1);
+    return s;
+}
+
 int dlock__key_name(char **out, const char *prefix, const char *key, int family, int role)
 {
     *out = NULL;
@@ -100,23 +123,28 @@ int dlock__key_name(char **out, const char *prefix, const char *key, int family,
     const char *suffix = suffixes[family][role];
     if (!suffix)
         return dlock__err(DLOCK_EINVAL, "internal: no key of role %d in family %d", role, family);
-    size_t start, tlen;
-    int tagged = dlock__hash_tag(key, strlen(key), &start, &tlen);
-    size_t n = strlen(prefix) + strlen(key) + strlen(suffix) + 4;
-    char *s = dlock__malloc(n);
-    if (!s)
+    size_t start, tlen, klen = strlen(key);
+    int tagged = dlock__hash_tag(key, klen, &start, &tlen);
+    if (!(*out = name_of(prefix, strlen(prefix), key, klen, tagged, suffix)))
         return dlock__err(DLOCK_ENOMEM, "out of memory");
-    snprintf(s, n, tagged ? "%s#%s:%s" : "%s{%s}:%s", prefix, key, suffix);
-    *out = s;
     return 0;
 }
 
 int dlock__key_group(char **names, const char *prefix, const char *key, int family)
 {
+    int rc = dlock__key_check(key);
+    if (rc)
+        return rc;
+    size_t start, tlen, klen = strlen(key), plen = strlen(prefix);
+    int tagged = dlock__hash_tag(key, klen, &start, &tlen);
     int n = dlock__group_size(family);
     for (int i = 0; i < n; i++) {
-        int rc = dlock__key_name(&names[i], prefix, key, family, i);
-        if (rc) {
+        const char *suffix = suffixes[family][i];
+        names[i] = suffix ? name_of(prefix, plen, key, klen, tagged, suffix) : NULL;
+        if (!names[i]) {
+            rc = suffix ? dlock__err(DLOCK_ENOMEM, "out of memory")
+                        : dlock__err(DLOCK_EINVAL, "internal: no key of role %d in family %d", i,
+                                     family);
             while (i-- > 0) {
                 dlock__free(names[i]);
                 names[i] = NULL;
@@ -336,4 +364,20 @@ int dlock__parse_signal(uint64_t *fence, int64_t *lease_ms, int *slot, const cha
     *fence = f;
     *lease_ms = (int64_t)px;
     return 0;
+}
+
+char *dlock__fmt_ll(char buf[24], long long v)
+{
+    char digits[24];
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    size_t k = 0, n = 0;
+    do
+        digits[k++] = (char)('0' + u % 10);
+    while ((u /= 10) > 0);
+    if (v < 0)
+        buf[n++] = '-';
+    while (k > 0)
+        buf[n++] = digits[--k];
+    buf[n] = '\0';
+    return buf;
 }

@@ -151,6 +151,11 @@ const char *dlock__lua_constants(void);
  * s[0..len). 0 or DLOCK_EPROTO. */
 int dlock__parse_fence(uint64_t *out, const char *s, size_t len);
 
+/* v as decimal text in buf (room for 21 bytes with the NUL); returns buf.
+ * For the arguments of every call, where snprintf would cost more than
+ * the rest of the call's preparation. */
+char *dlock__fmt_ll(char buf[24], long long v);
+
 /* A mutex value "<token>:<fence>:<since>:<owner>" into info (owner,
  * fencing token) and, if token is not NULL, the holder's token
  * (DLOCK__TOKEN_LEN + 1 bytes). 0 or DLOCK_EPROTO. */

@@ -124,11 +124,16 @@ static int release_parts(dlock_lock *l)
     dlock__call_args args;
     dlock__calls_release(l, calls, &args);
     dlock__fanout f;
-    char what[DLOCK_KEY_MAX + 16];
-    snprintf(what, sizeof what, "release %s", l->parts[0].key);
     int rc = dlock__fanout_run(l->client, calls, (int)l->nparts, 0, &f);
-    if (rc != DLOCK_ENOMEM)
+    if (rc == DLOCK_ENOMEM)
+        return rc;
+    if (dlock__fanout_all_ones(&f, 0, (int)l->nparts)) {
+        rc = 0;
+    } else {
+        char what[DLOCK_KEY_MAX + 16];
+        snprintf(what, sizeof what, "release %s", l->parts[0].key);
         rc = dlock__fanout_verdict(l->client, &f, 0, (int)l->nparts, what);
+    }
     dlock__fanout_free(&f);
     return rc;
 }

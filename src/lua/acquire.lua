@@ -8,17 +8,16 @@
 -- whose reply was lost, and a lease being confirmed: the TTL is then the
 -- caller's own), or {BUSY, ms until it may change; 0 if unknown}.
 local tok, owner, ttl, mode = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('EXISTS', KEYS[LOCK], KEYS[HOLDERS], KEYS[QUEUE], KEYS[WATCH]) == 0 then
+  -- the fast path: nobody holds, waits or watches (four calls in all)
+  local f = next_fence(KEYS[FENCE])
+  local _, now_ms = clock()
+  redis.call('SET', KEYS[LOCK], tok .. ':' .. fmt(f) .. ':' .. fmt(now_ms) .. ':' .. owner,
+    'PX', ttl)
+  return {GRANTED, f}
+end
 local v = redis.call('GET', KEYS[LOCK])
-if not v then
-  if redis.call('EXISTS', KEYS[HOLDERS], KEYS[QUEUE], KEYS[WATCH]) == 0 then
-    -- the fast path: nobody holds, waits or watches
-    local f = next_fence(KEYS[FENCE])
-    local _, now_ms = clock()
-    redis.call('SET', KEYS[LOCK], tok .. ':' .. fmt(f) .. ':' .. fmt(now_ms) .. ':' .. owner,
-      'PX', ttl)
-    return {GRANTED, f}
-  end
-elseif string.sub(v, 1, TOKEN_LEN) == tok then
+if v and string.sub(v, 1, TOKEN_LEN) == tok then
   -- ours already: confirm it with our TTL, leave the queue
   redis.call('PEXPIRE', KEYS[LOCK], ttl)
   redis.call('ZREM', KEYS[QUEUE], tok)
