@@ -3,7 +3,9 @@
  * the same run against the same Redis server.
  *
  *   1. uncontended acquire+release pairs/s on one connection:
- *      floor = bare hiredis sending the same two EVALSHA scripts.
+ *      floor = bare hiredis, SET NX PX and a compare-and-delete script;
+ *      with the server's CPU (INFO cpu) and command time (INFO
+ *      commandstats) per pair for both.
  *   2. contended: P processes, one key, critical section = GET + SET of a
  *      counter: sections/s, acquire wait p50/p99/max, Jain's fairness index
  *      over per-worker counts, counter checked exact. Run for dlock (fair),
@@ -11,16 +13,21 @@
  *      retry every 10 ms).
  *   3. handoff latency: A releases, B (already waiting) returns from acquire;
  *      median compared with the median PING round trip.
- *   4. renewal cost: N held auto-renewed locks on one client; round trips
- *      per watchdog tick.
+ *   4. renewal cost: N (10k, 100k) held auto-renewed locks on one client;
+ *      round trips per watchdog tick, client and server memory per held
+ *      lock, what is left after releasing them all; server memory per
+ *      queued waiter; threads sharing one client vs a client per thread.
  *   5. (with --redlock P2,P3,P4,P5) Redlock over 5 masters (PORT and the
- *      four others): acquire+release latency as a ratio to one server,
- *      rounds alternating in the same run.
+ *      four others): acquire+release latency as a ratio to bare hiredis
+ *      doing the same two parallel rounds on the same masters, and to one
+ *      server, rounds alternating in the same run; parallel rounds per
+ *      pair counted from the client's statistics.
  *
  * Usage: dlock_bench HOST PORT [--quick] [--redlock P2,P3,P4,P5]. Needs
  * Redis servers it may flush.
  */
 #include <hiredis/hiredis.h>
+#include <malloc.h>
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
@@ -354,6 +361,27 @@ static double handoff_median(int n)
 
 /* ---------------------------------------------------------------- 4 */
 
+/* Bytes of heap in use by this process (glibc). */
+static size_t heap_used(void)
+{
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+}
+
+/* The server's used_memory (INFO memory). */
+static long long server_used_memory(void)
+{
+    redisContext *c = rconnect();
+    redisReply *r = redisCommand(c, "INFO memory");
+    long long v = 0;
+    const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "used_memory:") : NULL;
+    if (p)
+        v = atoll(p + strlen("used_memory:"));
+    freeReplyObject(r);
+    redisFree(c);
+    return v;
+}
+
 static void renewal_cost(int n)
 {
     flushall();
@@ -361,6 +389,8 @@ static void renewal_cost(int n)
     dlock_lock **locks = malloc(sizeof *locks * (size_t)n);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.ttl_ms = 3000; /* renewed every second */
+    size_t heap0 = heap_used();
+    long long srv0 = server_used_memory();
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
         char key[32];
@@ -371,6 +401,8 @@ static void renewal_cost(int n)
         }
     }
     double acq = now_s() - t0;
+    size_t heap1 = heap_used();
+    long long srv1 = server_used_memory();
     dlock_client_stats s0, s1;
     usleep(1500000); /* past the first renewals, which overlap the acquisitions */
     dlock_stats(&s0, c);
@@ -386,10 +418,152 @@ static void renewal_cost(int n)
            " (%.1f renewal rounds), all still held: %s\n",
            n, acq, (unsigned long long)renewals, (unsigned long long)rts,
            ticks > 0 ? rts / ticks : 0, ticks, held == n ? "yes" : "NO");
+    printf("  memory per held lock: client %.0f bytes (heap in use, mallinfo2), server %.0f bytes "
+           "(INFO used_memory)\n",
+           (double)(heap1 - heap0) / n, (double)(srv1 - srv0) / n);
     for (int i = 0; i < n; i++)
         dlock_release(locks[i]);
     free(locks);
     dlock_client_close(c);
+    redisContext *r = rconnect();
+    redisReply *keys = redisCommand(r, "KEYS *");
+    size_t fences = 0, other = 0;
+    for (size_t i = 0; keys && i < keys->elements; i++) {
+        const char *k = keys->element[i]->str;
+        size_t len = strlen(k);
+        if (len > 6 && strcmp(k + len - 6, ":fence") == 0)
+            fences++;
+        else
+            other++;
+    }
+    freeReplyObject(keys);
+    redisReply *ttl = redisCommand(r, "PTTL dlock:{renew:0}:fence");
+    printf("  left after releasing all %d: %zu fence keys (expiring: PTTL %lld ms), %zu other keys\n", n,
+           fences, ttl ? ttl->integer : -9, other);
+    freeReplyObject(ttl);
+    redisFree(r);
+}
+
+/* Server memory per queued waiter: W threads wait (each on a connection of
+ * its own, as a blocked waiter does) for one held key; MEMORY USAGE of the
+ * key's queue and its entries' info, divided by W. */
+typedef struct {
+    dlock_client *c;
+    int ok;
+} wait_arg;
+
+static void *queued_waiter(void *arg)
+{
+    wait_arg *w = arg;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 20000;
+    dlock_lock *l;
+    w->ok = dlock_acquire(&l, w->c, "queued", &o) == 0;
+    if (w->ok)
+        dlock_release(l);
+    return NULL;
+}
+
+static void waiter_memory(int w)
+{
+    flushall();
+    dlock_client *holder = dconnect(), *c = dconnect();
+    dlock_lock *l;
+    if (dlock_acquire(&l, holder, "queued", NULL) != 0)
+        exit(1);
+    pthread_t *t = malloc(sizeof *t * (size_t)w);
+    wait_arg *a = malloc(sizeof *a * (size_t)w);
+    for (int i = 0; i < w; i++) {
+        a[i] = (wait_arg){ c, 0 };
+        pthread_create(&t[i], NULL, queued_waiter, &a[i]);
+    }
+    dlock_info info = { 0 };
+    for (int k = 0; k < 4000 && info.waiters < w; k++) {
+        dlock_inspect(&info, holder, "queued");
+        usleep(1000);
+    }
+    redisContext *r = rconnect();
+    long long bytes = 0;
+    const char *names[] = { "dlock:{queued}:queue", "dlock:{queued}:qinfo" };
+    for (int i = 0; i < 2; i++) {
+        redisReply *m = redisCommand(r, "MEMORY USAGE %s SAMPLES 0", names[i]);
+        bytes += m && m->type == REDIS_REPLY_INTEGER ? m->integer : 0;
+        freeReplyObject(m);
+    }
+    redisReply *lm = redisCommand(r, "MEMORY USAGE dlock:{queued}:lock");
+    printf("  %lld waiters queued: %.0f bytes each (MEMORY USAGE of the queue and its info); the "
+           "held lock's key: %lld bytes\n",
+           (long long)info.waiters, info.waiters ? (double)bytes / info.waiters : 0,
+           lm ? lm->integer : -1);
+    freeReplyObject(lm);
+    redisFree(r);
+    dlock_release(l);
+    int served = 0;
+    for (int i = 0; i < w; i++) {
+        pthread_join(t[i], NULL);
+        served += a[i].ok;
+    }
+    printf("  then all %d served in turn: %s\n", w, served == w ? "yes" : "NO");
+    free(t);
+    free(a);
+    dlock_client_close(c);
+    dlock_client_close(holder);
+}
+
+/* Threads sharing one client vs as many clients, each thread taking and
+ * giving back its own key for `secs`: total pairs/s. */
+typedef struct {
+    dlock_client *c;
+    int id;
+    double until;
+    long pairs;
+} scale_arg;
+
+static void *scale_worker(void *arg)
+{
+    scale_arg *s = arg;
+    char key[32];
+    snprintf(key, sizeof key, "scale:%d", s->id);
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    while (now_s() < s->until) {
+        dlock_lock *l;
+        if (dlock_acquire(&l, s->c, key, &o) != 0)
+            exit(1);
+        dlock_release(l);
+        s->pairs++;
+    }
+    return NULL;
+}
+
+static double scale_run(int threads, int one_client, double secs)
+{
+    dlock_client *one = one_client ? dconnect() : NULL;
+    pthread_t t[16];
+    scale_arg a[16];
+    double until = now_s() + secs;
+    for (int i = 0; i < threads; i++) {
+        a[i] = (scale_arg){ one_client ? one : dconnect(), i, until, 0 };
+        pthread_create(&t[i], NULL, scale_worker, &a[i]);
+    }
+    long total = 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        total += a[i].pairs;
+        if (!one_client)
+            dlock_client_close(a[i].c);
+    }
+    if (one)
+        dlock_client_close(one);
+    return total / secs;
+}
+
+static void scaling(double secs)
+{
+    printf("  threads  one shared client  one client each  shared/each\n");
+    for (int n = 1; n <= 16; n *= 2) {
+        double sh = scale_run(n, 1, secs), each = scale_run(n, 0, secs);
+        printf("  %7d  %11.0f pairs/s  %9.0f pairs/s  %11.2f\n", n, sh, each, sh / each);
+    }
 }
 
 /* Median acquire+release latency (seconds) over n pairs on `u`. */
@@ -418,6 +592,80 @@ static double pair_latency(const char *u, int n)
     return m;
 }
 
+/* The Redlock floor: bare hiredis doing the same two rounds per pair on
+ * the same masters, each round sent to all of them before any reply is
+ * read (SET NX PX to grant, the compare-and-delete script to release).
+ * Returns the median latency per pair (seconds). */
+static double fanout_floor_latency(const char *others, int n)
+{
+    redisContext *c[5];
+    int m = 0;
+    c[m++] = rconnect();
+    for (const char *p = others; *p && m < 5;) {
+        c[m++] = redisConnect(host, atoi(p));
+        const char *e = strchr(p, ',');
+        p = e ? e + 1 : p + strlen(p);
+    }
+    for (int i = 0; i < m; i++)
+        if (!c[i] || c[i]->err) {
+            fprintf(stderr, "bench: cannot connect to a Redlock master\n");
+            exit(1);
+        }
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int k = 0; k < n; k++) {
+        char tok[40];
+        snprintf(tok, sizeof tok, "%032x", k);
+        double t0 = now_s();
+        for (int round = 0; round < 2; round++) {
+            for (int i = 0; i < m; i++) {
+                if (round == 0)
+                    redisAppendCommand(c[i], "SET fanout:lock %s NX PX 30000", tok);
+                else
+                    redisAppendCommand(c[i], "EVAL %s 1 fanout:lock %s", cad_src, tok);
+                int done = 0;
+                while (!done)
+                    if (redisBufferWrite(c[i], &done) != REDIS_OK)
+                        exit(1);
+            }
+            for (int i = 0; i < m; i++) {
+                redisReply *r;
+                if (redisGetReply(c[i], (void **)&r) != REDIS_OK)
+                    exit(1);
+                freeReplyObject(r);
+            }
+        }
+        v[k] = now_s() - t0;
+    }
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    double med = pct(v, (size_t)n, 0.5);
+    free(v);
+    for (int i = 0; i < m; i++)
+        redisFree(c[i]);
+    return med;
+}
+
+/* Parallel rounds per acquire+release on `u` (n pairs): the client's round
+ * trips divided by its nodes. */
+static double rounds_per_pair(const char *u, int nodes, int n)
+{
+    dlock_client *c;
+    if (dlock_client_open(&c, u, NULL) != 0)
+        exit(1);
+    dlock_client_stats s0, s1;
+    dlock_lock *l;
+    dlock_acquire(&l, c, "rounds", NULL); /* warm: scripts loaded, connections open */
+    dlock_release(l);
+    dlock_stats(&s0, c);
+    for (int i = 0; i < n; i++) {
+        if (dlock_acquire(&l, c, "rounds", NULL) != 0)
+            exit(1);
+        dlock_release(l);
+    }
+    dlock_stats(&s1, c);
+    dlock_client_close(c);
+    return (double)(s1.round_trips - s0.round_trips) / nodes / n;
+}
+
 static void redlock_ratio(const char *others, int n)
 {
     char rl[512];
@@ -428,19 +676,28 @@ static void redlock_ratio(const char *others, int n)
         len += (size_t)snprintf(rl + len, sizeof rl - len, ",redis://%s:%.*s", host, (int)l, p);
         p += l + (e ? 1 : 0);
     }
-    double s[5], r[5], q[5];
+    double s[5], r[5], q[5], fl[5], fq[5];
     for (int i = 0; i < 5; i++) {
         s[i] = pair_latency(url, n);
         r[i] = pair_latency(rl, n);
+        fl[i] = fanout_floor_latency(others, n);
         q[i] = r[i] / s[i];
+        fq[i] = r[i] / fl[i];
     }
     qsort(s, 5, sizeof s[0], cmp_double);
     qsort(r, 5, sizeof r[0], cmp_double);
     qsort(q, 5, sizeof q[0], cmp_double);
+    qsort(fl, 5, sizeof fl[0], cmp_double);
+    qsort(fq, 5, sizeof fq[0], cmp_double);
     printf("  single server: median %.1f us per acquire+release\n"
            "  Redlock, 5 masters: median %.1f us per acquire+release\n"
-           "  ratio Redlock/single per round: median %.2f (min %.2f, max %.2f)\n",
-           s[2] * 1e6, r[2] * 1e6, q[2], q[0], q[4]);
+           "  floor: bare hiredis, the same 2 rounds (SET NX PX, compare-and-delete) to the 5 masters: "
+           "median %.1f us\n"
+           "  ratio Redlock/floor per round: median %.2f (min %.2f, max %.2f)\n"
+           "  ratio Redlock/single per round: median %.2f (min %.2f, max %.2f)\n"
+           "  parallel rounds per acquire+release (counted, steady state): Redlock %.2f, single %.2f\n",
+           s[2] * 1e6, r[2] * 1e6, fl[2] * 1e6, fq[2], fq[0], fq[4], q[2], q[0], q[4],
+           rounds_per_pair(rl, 5, 200), rounds_per_pair(url, 1, 200));
 }
 
 int main(int argc, char **argv)
@@ -522,6 +779,13 @@ int main(int argc, char **argv)
 
     printf("4. renewal cost\n");
     renewal_cost(quick ? 2000 : 10000);
+    if (!quick)
+        renewal_cost(100000);
+    printf("4b. server memory per queued waiter\n");
+    waiter_memory(quick ? 20 : 100);
+    printf("4c. scaling: threads sharing one client vs one client per thread, distinct keys, %.0f s each\n",
+           secs / 2);
+    scaling(secs / 2);
     if (redlock) {
         printf("5. Redlock over 5 masters vs one server, acquire+release latency, 5 alternating rounds\n");
         redlock_ratio(redlock, quick ? 300 : 2000);

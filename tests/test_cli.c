@@ -673,6 +673,25 @@ static void test_long_cmd_renewed(void **state)
     assert_true(key_absent(&kw)); /* released when CMD exited */
 }
 
+/* DLOCK_LOG shows the library's log on stderr (a renewal at debug); a
+ * value that is not a level is a usage error. */
+static void test_log_env(void **state)
+{
+    (void)state;
+    const char *bad[] = { "DLOCK_LOG=loud", NULL };
+    dh_cli_expect(
+        dh_cli_env(bad, DH_CLI_TIMEOUT_MS, "-u", srv->url, "status", "c:log", (const char *)NULL),
+        64, "DLOCK_LOG=loud");
+    assert_non_null(strstr(dh_err, "DLOCK_LOG must be error, warn, info or debug"));
+    /* a CMD of 500 ms under a 300 ms TTL: renewed every 100 ms meanwhile */
+    const char *debug[] = { "DLOCK_LOG=debug", NULL };
+    int st = dh_cli_env(debug, DH_CLI_TIMEOUT_MS, "-u", srv->url, "run", "--ttl", "300ms", "c:log",
+                        "--", "sleep", "0.5", (const char *)NULL);
+    dh_cli_expect(st, 0, "run with DLOCK_LOG=debug");
+    assert_non_null(strstr(dh_err, "debug: renewed c:log"));
+    assert_null(strstr(dh_out, "renewed")); /* the log is on stderr only */
+}
+
 static void test_signal_forwarded(void **state)
 {
     (void)state;
@@ -824,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_unlock_force),
         cmocka_unit_test(test_exclusion_through_cli),
         cmocka_unit_test(test_long_cmd_renewed),
+        cmocka_unit_test(test_log_env),
         cmocka_unit_test(test_signal_forwarded),
         cmocka_unit_test(test_loss_server_paused),
         cmocka_unit_test(test_loss_key_deleted),

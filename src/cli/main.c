@@ -122,6 +122,7 @@ static const char usage_tail[] =
     "Environment:\n"
     "  DLOCK_URL, DLOCK_PREFIX, DLOCK_ID, DLOCK_PASSWORD  defaults, as above\n"
     "  (an empty DLOCK_PREFIX, DLOCK_ID or DLOCK_PASSWORD counts as unset)\n"
+    "  DLOCK_LOG=error|warn|info|debug  the library's log on stderr\n"
     "  CMD started by 'dlock run' or 'dlock elect' sees DLOCK_KEY and\n"
     "  DLOCK_FENCING_TOKEN, DLOCK_KEYS and DLOCK_FENCING_TOKENS (all keys held),\n"
     "  with --limit DLOCK_SLOT and DLOCK_PERMITS, and DLOCK_HELD (what is held: a\n"
