@@ -160,7 +160,7 @@ int dlock_barrier_wait(dlock_client *client, const char *key, int parties, int64
     if (rc == 0)
         rc = dlock__prim_check_wait(wait_ms);
     if (rc == 0)
-        rc = dlock__prim_token(pt.token);
+        rc = dlock__token_new(pt.token);
     /* subscribed before arriving: a trip right after the arrival is heard */
     if (rc == 0)
         rc = dlock__news_start(&news, client, p.names[DLOCK__K_BCHAN]);

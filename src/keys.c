@@ -10,10 +10,12 @@
  */
 #include "keys.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -380,4 +382,27 @@ char *dlock__fmt_ll(char buf[24], long long v)
         buf[n++] = digits[--k];
     buf[n] = '\0';
     return buf;
+}
+
+/* 32 hex digits of fresh randomness from getrandom(). */
+int dlock__token_new(char out[DLOCK__TOKEN_LEN + 1])
+{
+    unsigned char raw[DLOCK__TOKEN_LEN / 2];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return dlock__err(DLOCK_ESYS, "getrandom: %s", strerror(errno));
+        }
+        got += (size_t)r;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[DLOCK__TOKEN_LEN] = '\0';
+    return 0;
 }

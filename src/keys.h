@@ -156,6 +156,10 @@ int dlock__parse_fence(uint64_t *out, const char *s, size_t len);
  * the rest of the call's preparation. */
 char *dlock__fmt_ll(char buf[24], long long v);
 
+/* A new lock token: 32 hex digits of fresh randomness from getrandom().
+ * Returns 0 or DLOCK_ESYS. */
+int dlock__token_new(char out[DLOCK__TOKEN_LEN + 1]);
+
 /* A mutex value "<token>:<fence>:<since>:<owner>" into info (owner,
  * fencing token) and, if token is not NULL, the holder's token
  * (DLOCK__TOKEN_LEN + 1 bytes). 0 or DLOCK_EPROTO. */

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "alloc.h"
 #include "calls.h"
@@ -20,29 +19,6 @@
 #include "fanout.h"
 #include "lock.h"
 #include "watchdog.h"
-
-/* 32 hex digits of fresh randomness from getrandom(). */
-static int make_token(char out[DLOCK__TOKEN_LEN + 1])
-{
-    unsigned char raw[DLOCK__TOKEN_LEN / 2];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return dlock__err(DLOCK_ESYS, "getrandom: %s", strerror(errno));
-        }
-        got += (size_t)r;
-    }
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof raw; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[DLOCK__TOKEN_LEN] = '\0';
-    return 0;
-}
 
 int64_t dlock__validity_end(int64_t start_ns, int64_t ttl_ms)
 {
@@ -95,7 +71,7 @@ int dlock__lock_new(dlock_lock **out, dlock_client *c, int kind, const char *con
             rc = dlock__key_group(l->parts[i].names, c->prefix, keys[i], l->family);
     }
     if (rc == 0)
-        rc = make_token(l->token);
+        rc = dlock__token_new(l->token);
     if (rc) {
         dlock__lock_free(l);
         return rc;

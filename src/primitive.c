@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -109,28 +108,6 @@ long long dlock__prim_int(const dlock__reply *r, size_t i)
         r->element[i]->type != REDIS_REPLY_INTEGER)
         return 0;
     return r->element[i]->integer;
-}
-
-int dlock__prim_token(char out[DLOCK__TOKEN_LEN + 1])
-{
-    unsigned char raw[DLOCK__TOKEN_LEN / 2];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t r = getrandom(raw + got, sizeof raw - got, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return dlock__err(DLOCK_ESYS, "getrandom: %s", strerror(errno));
-        }
-        got += (size_t)r;
-    }
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof raw; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[DLOCK__TOKEN_LEN] = '\0';
-    return 0;
 }
 
 int dlock__news_start(dlock__news *n, dlock_client *c, const char *channel)

@@ -62,9 +62,6 @@ int dlock__prim_call(dlock__reply **out, dlock__prim *p, int script, const char 
 /* The integer element i of an array reply (0 if it is not one). */
 long long dlock__prim_int(const dlock__reply *r, size_t i);
 
-/* 32 hex digits of fresh randomness: a party's token. 0 or DLOCK_ESYS. */
-int dlock__prim_token(char out[DLOCK__TOKEN_LEN + 1]);
-
 /* A subscription to one channel of p's group, and its eventfd. */
 typedef struct dlock__news {
     dlock_client *c;
