@@ -42,7 +42,7 @@ typedef struct dlock__node {
     int nidle;
     dlock__counters counters;
     struct dlock__listener *listener; /* pub/sub wake-ups, started on demand */
-    dlock__replicas replicas;         /* what its ROLE says of its replicas (conn.h) */
+    dlock__replicas replicas;         /* what it says of its replicas (conn.h) */
 } dlock__node;
 
 enum {
@@ -100,7 +100,7 @@ void dlock__log(dlock_client *c, int level, const char *fmt, ...) DLOCK_PRINTF(3
  * Sentinel or Cluster deployment. */
 int dlock__client_wants_acks(dlock_client *c);
 
-/* 1 if they also carry a ROLE, which keeps each node's replica count
+/* 1 if they also carry INFO replication, which keeps each node's replica count
  * current for the automatic min_replicas (a master gains and loses
  * replicas as failovers happen). */
 int dlock__client_tracks_role(dlock_client *c);

@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -28,17 +29,18 @@ struct dlock__conn {
     int broken;
     int timed_out;           /* the last failure was a deadline, not a closed socket */
     int64_t last_timeout_ms; /* the budget of the exchange in progress, for messages */
-    int replicas;            /* connected replicas of its server (ROLE at connect); -1 unknown */
+    int replicas;            /* replicas attached to its server (at connect); -1 unknown */
+    int role_only;           /* INFO refused (an ACL): replicas are read from ROLE */
     int need;                /* replicas that must acknowledge its writes; -1: automatic */
     int need_sent;           /* what the last WAIT queued on it asked for */
-    dlock__replicas *seen;   /* automatic: its node's replicas, kept current by ROLE */
+    dlock__replicas *seen;   /* automatic: its node's replicas, kept current by INFO */
     int command_timeout_ms;
     dlock__counters *counters;
     dlock__conn *next;
     unsigned tag;
 };
 
-static int role_replicas(const dlock__reply *r);
+static int replication_replicas(const dlock__reply *r);
 
 #define COUNT(c, field, n)                                                                         \
     do {                                                                                           \
@@ -125,9 +127,16 @@ int dlock__conn_replicas_gone(const dlock__conn *c)
     return c->seen && atomic_load(&c->seen->gone_ns) != 0;
 }
 
+int dlock__conn_append_replication(dlock__conn *c)
+{
+    const char *info[2] = { "INFO", "replication" }, *role[1] = { "ROLE" };
+    return c->role_only ? dlock__conn_append(c, 1, role, NULL)
+                        : dlock__conn_append(c, 2, info, NULL);
+}
+
 void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r)
 {
-    int n = role_replicas(r);
+    int n = replication_replicas(r);
     if (c->seen && n >= 0)
         dlock__replicas_saw(c->seen, n);
 }
@@ -156,8 +165,6 @@ void dlock__conn_count_round_trip(dlock__conn *c)
 {
     COUNT(c, round_trips, 1);
 }
-
-static int role_replicas(const dlock__reply *r);
 
 /* Mark the connection unusable and count the error. Returns rc. */
 static int fail(dlock__conn *c, int rc)
@@ -385,11 +392,34 @@ static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *st
     return dlock__err(DLOCK_EPROTO, "%s: %s: %s", c->t->desc, step, msg);
 }
 
-/* Read a ROLE reply: the number of replicas connected to a master; 0 for
- * a replica or anything else; -1 if it could not be read (refused by the
- * ACL, an old server). */
-static int role_replicas(const dlock__reply *r)
+/* The value of "field:" in an INFO reply's text, or NULL. */
+static const char *info_field(const char *text, const char *field)
 {
+    size_t len = strlen(field);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (strncmp(p, field, len) == 0 && p[len] == ':')
+            return p + len + 1;
+    return NULL;
+}
+
+/* Read an INFO replication reply, or a ROLE reply (where INFO is refused):
+ * the number of replicas attached to a master; 0 for a replica or anything
+ * else; -1 if it could not be read (refused by the ACL, an old server).
+ * INFO's connected_slaves counts every attached replica, also one still in
+ * its first full synchronisation; ROLE lists a replica only once it is
+ * online, and a write made between the snapshot that replica loads and the
+ * moment it is online is not in the replica's data, which a failover may
+ * promote at any point after it loaded the snapshot. */
+static int replication_replicas(const dlock__reply *r)
+{
+    if (r->type == REDIS_REPLY_STRING) {
+        const char *role = info_field(r->str, "role"), *n = info_field(r->str, "connected_slaves");
+        if (!role)
+            return -1;
+        if (strncmp(role, "master", 6) != 0)
+            return 0;
+        return n ? atoi(n) : -1;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING)
         return -1;
@@ -400,9 +430,35 @@ static int role_replicas(const dlock__reply *r)
                : 0;
 }
 
-/* The handshake, one pipelined exchange: [AUTH] [SELECT] [ROLE], or PING
- * when there is nothing else to send (so a server that accepts but never
- * answers is found out here). */
+/* 1 if a reply refuses a command the handshake may go without (ACL, an old
+ * or renamed command). */
+static int refused(const dlock__reply *r)
+{
+    return r->type == REDIS_REPLY_ERROR &&
+           (dlock__reply_is_error(r, "NOPERM") || dlock__reply_is_error(r, "ERR unknown"));
+}
+
+/* INFO was refused: ask ROLE instead, from now on (its count misses a
+ * replica still synchronising: see replication_replicas). */
+static int ask_role(dlock__conn *c, int timeout_ms)
+{
+    const char *av[1] = { "ROLE" };
+    dlock__reply *r = NULL;
+    int rc = dlock__conn_append(c, 1, av, NULL);
+    if (rc == 0)
+        rc = dlock__conn_exchange(c, &r, 1, timeout_ms);
+    if (rc == 0) {
+        c->role_only = 1;
+        c->replicas = refused(r) ? -1 : replication_replicas(r);
+    }
+    dlock__reply_free(r);
+    return rc;
+}
+
+/* The handshake, one pipelined exchange: [AUTH] [SELECT] [INFO
+ * replication], or PING when there is nothing else to send (so a server
+ * that accepts but never answers is found out here); ROLE after it if INFO
+ * was refused. */
 static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
 {
     const dlock__endpoint *ep = cfg->ep;
@@ -423,12 +479,17 @@ static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
         rc = dlock__conn_append(c, 2, av, NULL);
         steps[n++] = "SELECT";
     }
-    if (rc == 0 && (cfg->want_role || n == 0)) {
-        const char *av[1] = { cfg->want_role ? "ROLE" : "PING" };
+    if (rc == 0 && cfg->want_role) {
+        const char *av[2] = { "INFO", "replication" };
+        rc = dlock__conn_append(c, 2, av, NULL);
+        steps[n++] = "INFO";
+    } else if (rc == 0 && n == 0) {
+        const char *av[1] = { "PING" };
         rc = dlock__conn_append(c, 1, av, NULL);
-        steps[n++] = av[0];
+        steps[n++] = "PING";
     }
     dlock__reply *r[3] = { NULL, NULL, NULL };
+    int64_t start = dlock__now_ns();
     if (rc == 0) {
         rc = dlock__conn_exchange(c, r, n, timeout_ms);
         if (rc == DLOCK_ECONN && c->timed_out)
@@ -436,16 +497,21 @@ static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
                        cfg->connect_timeout_ms);
     }
     c->replicas = -1;
+    int info_refused = 0;
     for (int i = 0; rc == 0 && i < n; i++) {
-        if (strcmp(steps[i], "ROLE") == 0 &&
-            (r[i]->type != REDIS_REPLY_ERROR || dlock__reply_is_error(r[i], "NOPERM") ||
-             dlock__reply_is_error(r[i], "ERR unknown")))
-            c->replicas = role_replicas(r[i]); /* ROLE refused by the ACL: not fatal */
+        if (strcmp(steps[i], "INFO") == 0 && refused(r[i]))
+            info_refused = 1; /* refused by the ACL: not fatal */
+        else if (strcmp(steps[i], "INFO") == 0 && r[i]->type != REDIS_REPLY_ERROR)
+            c->replicas = replication_replicas(r[i]);
         else if (r[i]->type == REDIS_REPLY_ERROR)
             rc = handshake_error(c, r[i], steps[i]);
     }
     for (int i = 0; i < n; i++)
         dlock__reply_free(r[i]);
+    if (rc == 0 && info_refused) {
+        int64_t left = timeout_ms - (dlock__now_ns() - start) / 1000000;
+        rc = ask_role(c, left < 1 ? 1 : (int)left);
+    }
     return rc;
 }
 

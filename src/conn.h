@@ -31,15 +31,15 @@ typedef struct dlock__conn_cfg {
     int command_timeout_ms;      /* one exchange */
     const dlock__faults *faults; /* test hook; NULL in normal use */
     dlock__counters *counters;   /* may be NULL */
-    int want_role;               /* ask ROLE in the handshake (dlock__conn_replicas) */
+    int want_role;               /* ask INFO replication in the handshake (dlock__conn_replicas) */
 } dlock__conn_cfg;
 
 typedef struct dlock__conn dlock__conn;
 
-/* Connect and log in: AUTH (user and/or password), SELECT db and ROLE when
- * asked for, else a PING, so a server that accepts but never answers is
- * found out here. Returns 0, DLOCK_ECONN, DLOCK_EAUTH, DLOCK_EPROTO,
- * DLOCK_ENOMEM. */
+/* Connect and log in: AUTH (user and/or password), SELECT db and INFO
+ * replication when asked for (ROLE if an ACL refuses INFO), else a PING, so
+ * a server that accepts but never answers is found out here. Returns 0,
+ * DLOCK_ECONN, DLOCK_EAUTH, DLOCK_EPROTO, DLOCK_ENOMEM. */
 int dlock__conn_open(dlock__conn **out, const dlock__conn_cfg *cfg);
 
 void dlock__conn_close(dlock__conn *c); /* NULL ok */
@@ -68,8 +68,11 @@ int dlock__conn_read(dlock__conn *c, dlock__reply **out, int64_t deadline_ns);
 int dlock__conn_poll_fd(dlock__conn *c);
 
 int dlock__conn_broken(const dlock__conn *c);
-/* Replicas connected to this connection's server when it was opened (its
- * ROLE; want_role), 0 for a replica, -1 if unknown. */
+/* Replicas attached to this connection's server when it was opened (want_role),
+ * 0 for a replica, -1 if unknown. A replica counts from the moment it
+ * asked the master to synchronise, also while it loads its first snapshot
+ * (INFO replication's connected_slaves; ROLE, used only where an ACL refuses
+ * INFO, lists a replica only once it is online). */
 int dlock__conn_replicas(const dlock__conn *c);
 
 /* What a client believes of one server's replicas, shared by its
@@ -97,7 +100,10 @@ int dlock__conn_need(const dlock__conn *c);
 /* What the last WAIT queued on c asked for (scripts.c). */
 void dlock__conn_set_need_sent(dlock__conn *c, int need);
 int dlock__conn_need_sent(const dlock__conn *c);
-/* A ROLE reply read on c: keep its node's view current. */
+/* Queue the replication query that keeps a node's view current: INFO
+ * replication, or ROLE where the handshake found INFO refused. */
+int dlock__conn_append_replication(dlock__conn *c);
+/* A reply to that query read on c: keep its node's view current. */
 void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r);
 /* 1 if c's server was seen losing all its replicas less than
  * DLOCK__REPLICAS_GONE_MS ago: maybe a master a failover is replacing. */

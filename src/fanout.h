@@ -61,7 +61,8 @@ int dlock__fanout_verdict_acked(dlock_client *c, dlock__fanout *f, const dlock__
 /* Append to calls[*n] the WAITs that make the writes of calls[0..*n)
  * acknowledged (one for the node of each call on a Cluster, else one),
  * waiting at most wait_ms (its text kept in ms_text, 24 bytes), each
- * followed by a ROLE when the replica count is tracked. Room for
+ * followed by the replication query (INFO replication) when the replica
+ * count is tracked. Room for
  * 2 * DLOCK__NODES_MAX more calls is the caller's. Nothing if no node
  * needs acknowledgements. */
 void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_t wait_ms,

@@ -62,7 +62,7 @@ int dlock__prim_call(dlock__reply **out, dlock__prim *p, int script, const char 
                      int nargs, int64_t max_ms, const char *op, int acked)
 {
     *out = NULL;
-    /* the call, and room for a WAIT and a ROLE per node (add_waits) */
+    /* the call, and room for a WAIT and an INFO per node (add_waits) */
     dlock__call calls[1 + 2 * DLOCK__NODES_MAX] = { { script, dlock__group_size(p->family), nargs,
                                                       (const char *const *)p->names, args } };
     int ncalls = 1;

@@ -109,7 +109,7 @@ const char *dlock__script_sha(int id)
 
 const char *dlock__script_name(int id)
 {
-    return id < DLOCK__S_COUNT ? scripts[id].name : id == DLOCK__S_WAIT ? "WAIT" : "ROLE";
+    return id < DLOCK__S_COUNT ? scripts[id].name : id == DLOCK__S_WAIT ? "WAIT" : "INFO";
 }
 
 int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
@@ -121,10 +121,8 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
         const char *argv[3] = { "WAIT", need, call->args[0] };
         return dlock__conn_append(c, 3, argv, NULL);
     }
-    if (call->script == DLOCK__S_ROLE) {
-        const char *argv[1] = { "ROLE" };
-        return dlock__conn_append(c, 1, argv, NULL);
-    }
+    if (call->script == DLOCK__S_ROLE)
+        return dlock__conn_append_replication(c);
     int rc = dlock__scripts_init();
     if (rc)
         return rc;
@@ -153,9 +151,10 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
 int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
                                 dlock__reply **replies)
 {
-    /* The WAITs asked for the replicas known before this round; the ROLE
-     * that ran after them may know more (a replica that connected since: it
-     * did not acknowledge what this round wrote). Needed is the larger. */
+    /* The WAITs asked for the replicas known before this round; the INFO
+     * replication that ran after them may know more (a replica that attached
+     * since: it did not acknowledge what this round wrote). Needed is the
+     * larger. */
     int before = dlock__conn_need_sent(c);
     for (int i = 0; i < n; i++)
         if (calls[i].script == DLOCK__S_ROLE && replies[i])

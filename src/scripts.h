@@ -42,8 +42,9 @@ enum {
      * becomes {acknowledged, needed}. keys[0] (nkeys 1) only routes it on a
      * Cluster: to the node of the call it follows. */
     DLOCK__S_WAIT = 100,
-    /* Not a script: "ROLE", read to keep the node's replica count current
-     * (dlock__conn_saw_role); routed like DLOCK__S_WAIT. */
+    /* Not a script: "INFO replication" (ROLE where an ACL refuses INFO),
+     * read to keep the node's replica count current (dlock__conn_saw_role);
+     * routed like DLOCK__S_WAIT. */
     DLOCK__S_ROLE = 101
 };
 
@@ -89,7 +90,7 @@ int dlock__scripts_fix_noscript(dlock__conn *c, const dlock__call *calls, int n,
  * hit NOSCRIPT, and every WAIT after the first of them; their indices into
  * redo[], which has room for n; returns how many), and turning each WAIT
  * reply into {acknowledged, needed} (0 or DLOCK_ENOMEM), needed counting
- * the replicas the round's ROLE saw as well as those known before. */
+ * the replicas the round's replication query saw as well as those known before. */
 int dlock__scripts_redo(const dlock__call *calls, int n, dlock__reply **replies, int *redo);
 int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
                                 dlock__reply **replies);

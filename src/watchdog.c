@@ -83,7 +83,7 @@ static int batch_grow(batch *b, int ncalls)
             return DLOCK_ENOMEM;
         b->cap = cap;
     }
-    if (b->ncalls + ncalls + 2 * DLOCK__NODES_MAX > b->callcap) { /* room for WAIT, ROLE */
+    if (b->ncalls + ncalls + 2 * DLOCK__NODES_MAX > b->callcap) { /* room for WAIT, INFO */
         int cap = b->callcap ? b->callcap : 64;
         while (cap < b->ncalls + ncalls + 2 * DLOCK__NODES_MAX)
             cap *= 2;
@@ -265,7 +265,7 @@ static int64_t tick(dlock_client *c, batch *b)
                                                           ->valid_until_ns));
     int64_t budget_ms = (earliest - start) / 2000000;
     pthread_mutex_unlock(&c->mu);
-    /* the WAITs (and ROLEs): outside c->mu, which finding a cluster node takes */
+    /* the WAITs (and INFOs): outside c->mu, which finding a cluster node takes */
     b->nall = b->ncalls;
     dlock__fanout_add_waits(c, b->calls, &b->nall, DLOCK__ENTRY_TTL_MS / 4, b->wait_ms,
                             b->wait_args);

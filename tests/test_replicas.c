@@ -296,8 +296,13 @@ static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *st
             r = redisCommand(st, "EVAL %s 0 %s %s", STORE_WRITE, tok, val);
             int ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
             freeReplyObject(r);
-            if (!ok && dlock_is_held(l))
+            if (!ok && dlock_is_held(l)) {
                 atomic_fetch_add(&sh->rejected_valid, 1);
+                redisReply *fr = redisCommand(st, "GET fence");
+                fprintf(stderr, "contender[%d] %lld: REJECTED token %s, store fence %s\n",
+                        (int)getpid(), (long long)dh_now_ms(), tok, fr && fr->str ? fr->str : "?");
+                freeReplyObject(fr);
+            }
         }
         dlock_release(l);
     }
@@ -329,13 +334,6 @@ static int has_role(void *arg)
         ok = r->elements >= 3 && r->element[2]->elements >= 1;
     freeReplyObject(r);
     return ok;
-}
-
-/* The CLI says KEY is held. */
-static int cli_held(void *arg)
-{
-    const char **a = arg;
-    return dh_cli("-u", a[0], "status", a[1]) == 0 && strstr(dh_out, "held") != NULL;
 }
 
 /* ------------------------------------------------ replica acknowledgement */
@@ -406,6 +404,15 @@ static void test_grant_needs_replica_ack(void **state)
     dlock_info info;
     dh_assert_rc(dlock_inspect(&info, c, "ack:two"), 0);
     assert_int_equal(info.held, 0); /* given back */
+    /* a user whose ACL refuses INFO: the replica is found through ROLE */
+    assert_int_equal(dh_cmd_ok(master, 0, "ACL SETUSER roleonly on >pw ~* &* +@all -info"), 0);
+    char role_url[128];
+    snprintf(role_url, sizeof role_url, "redis://roleonly:pw@127.0.0.1:%d", master->port);
+    dlock_client *ro = dh_client(role_url, owner);
+    assert_non_null(ro);
+    dh_assert_rc(dlock_acquire(&l, ro, "ack:role", &once), DLOCK_EQUORUM);
+    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
+    dlock_client_close(ro);
 
     /* a renewal not acknowledged is retried, and the lock kept */
     assert_int_equal(dh_redis_resume(replica), 0);
@@ -489,16 +496,106 @@ static void test_replica_attached_later(void **state)
     dh_redis_stop(master);
 }
 
+/* The master's INFO counts a replica that asked to synchronise (ROLE lists
+ * it only once its first full synchronisation is over). */
+static int info_counts_replica(void *arg)
+{
+    char buf[4096] = "";
+    return dh_cmd_str(buf, sizeof buf, arg, 0, "INFO replication") > 0 &&
+           strstr(buf, "connected_slaves:1") != NULL;
+}
+
+/* A replica in its first full synchronisation is a replica: ROLE does not
+ * list it until it is online, but a failover may promote it as soon as it
+ * loaded its snapshot, without what its master wrote after the snapshot
+ * (seen in a Sentinel failover: grants counted with nothing to wait for,
+ * then the replica promoted without them, tokens going back). With the
+ * synchronisation held back (repl-diskless-sync-delay), a grant counts only
+ * with the replica's acknowledgement: for a client that knew the master
+ * without a replica (its rounds keep the count current) and for one that
+ * connects now; nothing is left held. Once the replica is in sync, grants
+ * are acknowledged and the replica has them. */
+static void test_replica_in_full_sync(void **state)
+{
+    (void)state;
+    const char *margs[] = { "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "600",
+                            NULL };
+    dh_redis *master = dh_redis_start(margs);
+    assert_non_null(master);
+    sentinels s = { 0 };
+    start_sentinels(&s, master->port, 0);
+    assert_true(dh_wait_until(opens, s.url, 20000));
+    char owner[64];
+    dh_owner(owner, sizeof owner, "sync");
+    dlock_client *c = dh_client(s.url, owner);
+    assert_non_null(c);
+    dlock_lock *l;
+    dh_assert_rc(dlock_acquire(&l, c, "sync:one", NULL), 0); /* no replica: nothing to wait for */
+    dh_assert_rc(dlock_release(l), 0);
+
+    char mport[16];
+    snprintf(mport, sizeof mport, "%d", master->port);
+    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
+    dh_redis *replica = dh_redis_start(rargs);
+    assert_non_null(replica);
+    assert_true(dh_wait_until(info_counts_replica, master, 10000));
+    role_arg listed = { master, "master", 1 };
+    assert_false(has_role(&listed)); /* ROLE does not list it yet */
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    int rc = dlock_acquire(&l, c, "sync:two", &once);
+    print_message("grant while the only replica synchronises: %s: %s\n", dlock_strerror(rc),
+                  dlock_last_errmsg());
+    dh_assert_rc(rc, DLOCK_EQUORUM);
+    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, c, "sync:two"), 0);
+    assert_int_equal(info.held, 0);               /* given back */
+    dlock_client *late = dh_client(s.url, owner); /* its handshake sees the replica too */
+    assert_non_null(late);
+    dh_assert_rc(dlock_acquire(&l, late, "sync:three", &once), DLOCK_EQUORUM);
+    dlock_client_close(late);
+
+    /* the synchronisation goes on: grants are acknowledged again */
+    assert_int_equal(dh_cmd_ok(master, 0, "CONFIG SET repl-diskless-sync-delay 0"), 0);
+    assert_true(dh_wait_until(has_role, &listed, 20000));
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 10000; /* the replica streams from its next acknowledgement on */
+    dh_assert_rc(dlock_acquire(&l, c, "sync:two", &o), 0);
+    char name[256];
+    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, "sync:two", owner), 1);
+    dh_assert_rc(dlock_release(l), 0);
+    dlock_client_close(c);
+    stop_sentinels(&s);
+    dh_redis_stop(replica);
+    dh_redis_stop(master);
+}
+
 /* ------------------------------------------------------------- Sentinel */
+
+/* SENTINEL FAILOVER accepted: a sentinel refuses it (NOGOODSLAVE) until it
+ * has the replica's own INFO, which it asks for some time after the master
+ * named it. */
+static int failover_started(void *arg)
+{
+    const sentinels *s = arg;
+    redisContext *c = redisConnect("127.0.0.1", s->port[0]);
+    redisReply *r = c && !c->err ? redisCommand(c, "SENTINEL FAILOVER mymaster") : NULL;
+    int ok = r && r->type == REDIS_REPLY_STATUS;
+    if (r && !ok)
+        print_message("SENTINEL FAILOVER: %s (asking again)\n", r->str ? r->str : "?");
+    freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    static atomic_int never;
+    if (!ok)
+        dh_wait_until(dh_flag_set, &never, 200); /* a pause before asking again */
+    return ok;
+}
 
 static void failover(const sentinels *s)
 {
-    redisContext *c = redisConnect("127.0.0.1", s->port[0]);
-    assert_non_null(c);
-    redisReply *r = redisCommand(c, "SENTINEL FAILOVER mymaster");
-    assert_non_null(r);
-    freeReplyObject(r);
-    redisFree(c);
+    assert_true(dh_wait_until(failover_started, (void *)s, 30000));
 }
 
 /* Sentinel failovers under contention: 0 overlapping holds; a holder that
@@ -541,12 +638,18 @@ static void test_sentinel_failover_keeps_lock(void **state)
     assert_int_equal(write(go[1], gobytes, PROCS), PROCS);
     close(go[1]);
 
-    /* the holder: renewal may fail for a moment during a failover (the new
-     * master's replica still syncing), so the grace is well below the TTL */
-    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "10s", "--grace", "3s", "rep:hold",
-                                "--", "sleep", "60");
-    const char *hold_arg[2] = { s.url, "rep:hold" };
-    assert_true(dh_wait_until(cli_held, hold_arg, 10000));
+    /* the holder: renewals wait while a replica synchronises (after each
+     * failover the old master does, with the default repl-diskless-sync-delay
+     * of 5 s) and during a failover, so the TTL is well above that and the
+     * grace well below the TTL. It holds once its command runs (the key on
+     * the master is not enough: the grant counts once the replica
+     * acknowledged it) */
+    char started[256], script[300];
+    assert_int_equal(dh_tmpfile(started, sizeof started, "holder-started"), 0);
+    snprintf(script, sizeof script, "touch '%s' && exec sleep 60", started);
+    dh_proc *holder = dh_cli_bg("-u", s.url, "run", "--ttl", "20s", "--grace", "3s", "rep:hold",
+                                "--", "sh", "-c", script);
+    assert_true(dh_wait_until(dh_file_exists, started, 20000));
     int refused = 0, probes = 0;
     const dh_redis *now_master = a, *now_replica = b;
     for (int f = 0; f < 2; f++) {
@@ -891,6 +994,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         dh_unit_test(test_grant_needs_replica_ack),
         dh_unit_test(test_replica_attached_later),
+        dh_unit_test(test_replica_in_full_sync),
         dh_unit_test(test_sentinel_failover_keeps_lock),
         dh_unit_test(test_cluster_failover_keeps_lock),
         dh_unit_test(test_tls_sentinel),
