@@ -5,7 +5,8 @@
  * shorten the validity by at least the delay, on every path that sets it:
  * the acquire's round trip, dlock_extend, the watchdog's renewal, and a
  * waiter that takes a handoff signal as its grant. A grant whose reply
- * arrives after its validity ended is given back, not returned.
+ * arrives after its validity ended is given back, not returned; so is one
+ * that arrives after dlock_client_close began.
  *
  * Design. The delay comes from dlock's fault-injecting transport
  * (dlock__client_set_faults with delay_ms): every reply is held back until
@@ -16,6 +17,7 @@
  * bounded polls (dh_wait_until) of counters and server state.
  */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "client.h"
@@ -220,6 +222,50 @@ static void test_late_grant_given_back(void **state)
     dlock_client_close(c);
 }
 
+/* An acquire whose grant is on its way while dlock_client_close starts:
+ * close waits for it, and it must not hand the caller a lock that close
+ * would free underneath it. It returns DLOCK_ECLOSED and gives the grant
+ * back (the key is free once close returned). */
+struct slow_acquire {
+    dlock_client *c;
+    int rc;
+    char msg[256];
+};
+
+static int slow_try(void *arg)
+{
+    struct slow_acquire *s = arg;
+    dlock_lock *l = NULL;
+    dlock_lock_opts o = dh_opts(10000, 0);
+    s->rc = dlock_try_acquire(&l, s->c, "v:close", &o);
+    snprintf(s->msg, sizeof s->msg, "%s", dlock_last_errmsg());
+    return s->rc; /* l is not touched: with a bug it is freed by close */
+}
+
+static int attempted(void *c)
+{
+    return dh_attempts(c) > 0;
+}
+
+static void test_close_during_slow_acquire(void **state)
+{
+    (void)state;
+    char owner[DH_OWNER_MAX];
+    static struct slow_acquire s; /* static: outlives a failed test */
+    s.c = dh_client_tagged(srv, "v-close", owner);
+    s.rc = 1;
+    delay_replies(s.c, 300);
+    static dh_thread t;
+    dh_thread_start(&t, slow_try, &s);
+    assert_true(dh_wait_until(attempted, s.c, 5000)); /* its request is on its way */
+    dlock_client_close(s.c);
+    int rc = dh_thread_join(&t, 5000);
+    print_message("acquire racing close: %s (%s)\n", dlock_strerror(rc), s.msg);
+    dh_assert_rc(rc, DLOCK_ECLOSED);
+    char name[1024];
+    assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "v:close", owner), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_renewal_counts_from_send),
         cmocka_unit_test(test_signal_counts_from_send),
         cmocka_unit_test(test_late_grant_given_back),
+        cmocka_unit_test(test_close_during_slow_acquire),
     };
     return cmocka_run_group_tests_name("validity", tests, group_setup, dh_group_teardown);
 }
