@@ -69,7 +69,7 @@ mutation fence-pure-counter src/lua/core.lua \
 mutation redlock-no-writeback src/grant.c \
     "        if (same < c->quorum)" \
     "        if (0)" \
-    "test_redlock:test_redlock_fencing" 180 \
+    "test_redlock:test_redlock_fencing test_fencing:test_fence_ahead_on_one_redlock_master" 180 \
     "Redlock: the token is never written back to a quorum of masters"
 
 # -- ownership: release, extend, acquire compare the token
@@ -390,6 +390,7 @@ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Debug -DDLOCK_BUILD_EXAMPLES=OFF 
 build "${ALL_TARGETS[@]}" >"$LOGS/build.log" 2>&1 ||
     { tail -n 30 "$LOGS/build.log"; dlock_die "the unmutated copy does not build"; }
 
+FLAKY=()
 if [ "${DLOCK_MUTATE_BASELINE:-1}" = 1 ]; then
     dlock_log "== baseline: every named test on the unmutated copy"
     for s in "${ALL_SPECS[@]}"; do
@@ -397,8 +398,17 @@ if [ "${DLOCK_MUTATE_BASELINE:-1}" = 1 ]; then
         log="$LOGS/baseline-${s//[:\/*?]/_}.log" st=0
         run_spec "$s" 300 "$log" || st=$?
         if [ "$st" -ne 0 ]; then
+            # once more: a test that fails now and then is reported, not fatal
+            # (its failures could make a mutation look killed: see the log)
+            cp -- "$log" "$log.first"
             tail -n 40 "$log" >&2
-            dlock_die "baseline: $s does not pass unmutated (status $st: 1 failed, 2 out of time, 3 no test ran); fix that first"
+            st2=0
+            run_spec "$s" 300 "$log" || st2=$?
+            [ "$st2" -eq 0 ] ||
+                dlock_die "baseline: $s does not pass unmutated (status $st2: 1 failed, 2 out of time, 3 no test ran); fix that first"
+            FLAKY+=("$s (baseline: failed once, then passed; $log.first)")
+            dlock_log "   FLAKY $s: failed once (status $st), passed when run again"
+            continue
         fi
         dlock_log "   ok    $s ($((SECONDS - t0))s)"
     done
@@ -477,6 +487,9 @@ printf '\n==================== mutations (%s) ====================\n' "$STAMP"
 table text
 printf '%d mutations: %d killed, %d survived, %d errors in %dm%02ds\n' "${#SELECTED[@]}" \
     "$killed" "$survived" "$errors" $((TOTAL / 60)) $((TOTAL % 60))
+for f in "${FLAKY[@]}"; do
+    printf 'flaky: %s\n' "$f"
+done
 if [ -n "${DLOCK_MUTATE_REPORT-}" ]; then
     {
         table md

@@ -12,7 +12,7 @@
  * A fence key set far above the server's clock (as a clock stepped back, or
  * a Redlock write-back from a faster node, leaves it) is the last token
  * handed out: the next grant of every kind (mutex, reader, permit, handoff)
- * is above it.
+ * is above it; on Redlock, also once the master that was ahead is gone.
  * Ownership: a lock that expired and was taken over can neither be extended
  * nor released by its old handle, and the new holder's lock is untouched.
  * The same holds for an old handle whose local validity is still running
@@ -210,15 +210,15 @@ static void test_expired_lock_taken_over(void **state)
 
 /* ------------------------------------------------- a fence ahead of the clock */
 
-/* The server's clock in microseconds (TIME). */
-static int64_t server_us(void)
+/* The clock of server r in microseconds (TIME). */
+static int64_t server_us_of(const dh_redis *r)
 {
-    redisReply *r = dh_cmd(srv, 0, "TIME");
-    assert_non_null(r);
-    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 2);
-    int64_t us = atoll(r->element[0]->str) * 1000000 + atoll(r->element[1]->str);
-    freeReplyObject(r);
+    redisReply *rep = dh_cmd(r, 0, "TIME");
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rep->elements, 2);
+    int64_t us = atoll(rep->element[0]->str) * 1000000 + atoll(rep->element[1]->str);
+    freeReplyObject(rep);
     return us;
 }
 
@@ -228,7 +228,7 @@ static int64_t server_us(void)
 static uint64_t fence_ahead(const char *name)
 {
     assert_int_equal(dh_cmd_int(srv, 0, "EXISTS %s", name), 1);
-    int64_t ahead = server_us() + 1000000000000LL;
+    int64_t ahead = server_us_of(srv) + 1000000000000LL;
     assert_int_equal(dh_cmd_ok(srv, 0, "SET %s %lld", name, (long long)ahead), 0);
     return (uint64_t)ahead;
 }
@@ -329,6 +329,51 @@ static void test_fence_ahead_of_clock(void **state)
 
     dlock_client_close(c);
     dlock_client_close(w);
+}
+
+/* Redlock over three masters, one of whose fence keys is far ahead (a
+ * write-back from a faster node, a clock stepped back): the token that
+ * master gives is the lock's, and it must reach a quorum (the write-back),
+ * so that with that master gone the next quorum still counts above it. */
+static void test_fence_ahead_on_one_redlock_master(void **state)
+{
+    (void)state;
+    dh_redis *m2 = dh_redis_start(NULL), *m3 = dh_redis_start(NULL);
+    assert_non_null(m2);
+    assert_non_null(m3);
+    char urls[256];
+    snprintf(urls, sizeof urls, "%s,%s,%s", srv->url, m2->url, m3->url);
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.connect_timeout_ms = 500;
+    co.command_timeout_ms = 500;
+    dlock_client *c = NULL;
+    dh_assert_rc(dlock_client_open(&c, urls, &co), 0);
+    dlock_lock_opts o = dh_opts_fixed(10000, 0);
+    dlock_lock *l = NULL;
+    uint64_t last = 0;
+    dh_assert_rc(dlock_acquire(&l, c, "f:rl-ahead", &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "Redlock, first");
+    dh_assert_rc(dlock_release(l), 0);
+
+    const char *fk = "dlock:{f:rl-ahead}:fence";
+    assert_int_equal(dh_cmd_int(m3, 0, "EXISTS %s", fk), 1);
+    int64_t ahead = server_us_of(m3) + 1000000000000LL;
+    assert_int_equal(dh_cmd_ok(m3, 0, "SET %s %lld", fk, (long long)ahead), 0);
+    last = (uint64_t)ahead;
+    dh_assert_rc(dlock_acquire(&l, c, "f:rl-ahead", &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "Redlock, one master's fence ahead");
+    dh_assert_rc(dlock_release(l), 0);
+
+    /* that master gone: the other two are a quorum, and count above it */
+    assert_int_equal(dh_redis_kill9(m3), 0);
+    for (int i = 0; i < 2; i++) {
+        dh_assert_rc(dlock_acquire(&l, c, "f:rl-ahead", &o), 0);
+        above(&last, dlock_lock_fencing_token(l), "Redlock, without the master that was ahead");
+        dh_assert_rc(dlock_release(l), 0);
+    }
+    dlock_client_close(c);
+    dh_redis_stop(m2);
+    dh_redis_stop(m3);
 }
 
 /* -------------------------------------------- an old handle, locally valid */
@@ -472,6 +517,7 @@ int main(void)
         cmocka_unit_test(test_increase_after_expiry),
         cmocka_unit_test(test_expired_lock_taken_over),
         cmocka_unit_test(test_fence_ahead_of_clock),
+        cmocka_unit_test(test_fence_ahead_on_one_redlock_master),
         cmocka_unit_test(test_taken_over_extend),
         cmocka_unit_test(test_taken_over_release),
         cmocka_unit_test(test_taken_over_renewal),
