@@ -276,7 +276,17 @@ int dlock__grant_attempt(dlock_lock *l, dlock__attempt *a)
         dlock__lock_set_held(l, a->sent_ns, valid_until);
         rc = 0;
     } else {
+        /* a quorum granted, but the answers came after the validity ended */
+        int64_t late_ns = t.granted >= c->quorum && t.unacked == 0 && t.conflict == 0
+                              ? dlock__now_ns() - valid_until
+                              : -1;
+        int64_t late_ms = late_ns / 1000000;
         rc = lost(l, a, &f, &t);
+        if (rc == DLOCK_EBUSY && late_ns >= 0)
+            rc = dlock__err(DLOCK_EBUSY,
+                            "acquire %s: granted, but the answer came %lld ms after the "
+                            "lock's validity (TTL %lld ms) had ended; given back",
+                            l->parts[0].key, (long long)late_ms, (long long)l->ttl_ms);
     }
     dlock__fanout_free(&f);
     return rc;

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -194,13 +196,34 @@ int dlock__transport_connect(dlock__transport **out, const dlock__endpoint *ep, 
 
 /* ------------------------------------------------------- fault injection */
 
+/* The delay fault: a write starts a hold (unless one is running) that ends
+ * delay_ms later; until then reads find nothing and the transport's poll
+ * descriptor is a timer that fires when the hold ends, so a caller that
+ * polls sleeps through the delay instead of spinning. The first read after
+ * the hold ends it; the next write starts another. */
 typedef struct fault_transport {
     dlock__transport base;
     dlock__transport *inner;
     dlock__faults f;
     long reads, writes;
     int stall_fd[2]; /* a pipe nobody writes: polling it never fires */
+    int delay_fd;    /* the delay fault's timer (CLOCK_MONOTONIC), or -1 */
+    int holding;     /* a hold is running: replies wait for hold_until */
+    int64_t hold_until;
 } fault_transport;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* 1 while a hold of the delay fault runs (replies not delivered yet). */
+static int held_back(const fault_transport *ft)
+{
+    return ft->holding && mono_ns() < ft->hold_until;
+}
 
 static ssize_t fault_read(dlock__transport *t, void *buf, size_t n, int *want)
 {
@@ -212,6 +235,11 @@ static ssize_t fault_read(dlock__transport *t, void *buf, size_t n, int *want)
         *want = POLLIN;
         return DLOCK__IO_AGAIN;
     }
+    if (held_back(ft)) {
+        *want = POLLIN;
+        return DLOCK__IO_AGAIN;
+    }
+    ft->holding = 0;
     if (ft->f.short_read && n > ft->f.short_read)
         n = ft->f.short_read;
     return ft->inner->ops->read(ft->inner, buf, n, want);
@@ -225,7 +253,15 @@ static ssize_t fault_write(dlock__transport *t, const void *buf, size_t n, int *
         return dlock__err(DLOCK_ECONN, "%s: write: Connection reset by peer (injected)", t->desc);
     if (ft->f.short_write && n > ft->f.short_write)
         n = ft->f.short_write;
-    return ft->inner->ops->write(ft->inner, buf, n, want);
+    ssize_t w = ft->inner->ops->write(ft->inner, buf, n, want);
+    if (w > 0 && ft->delay_fd >= 0 && !ft->holding) {
+        ft->holding = 1;
+        ft->hold_until = mono_ns() + (int64_t)ft->f.delay_ms * 1000000;
+        struct itimerspec its = { .it_value = { (time_t)(ft->hold_until / 1000000000),
+                                                (long)(ft->hold_until % 1000000000) } };
+        timerfd_settime(ft->delay_fd, TFD_TIMER_ABSTIME, &its, NULL);
+    }
+    return w;
 }
 
 static int fault_poll_fd(dlock__transport *t)
@@ -233,6 +269,8 @@ static int fault_poll_fd(dlock__transport *t)
     fault_transport *ft = (fault_transport *)t;
     if (ft->f.stall_after_reads && ft->reads >= ft->f.stall_after_reads)
         return ft->stall_fd[0];
+    if (held_back(ft))
+        return ft->delay_fd;
     return ft->inner->ops->poll_fd(ft->inner);
 }
 
@@ -242,13 +280,15 @@ static void fault_close(dlock__transport *t)
     ft->inner->ops->close(ft->inner);
     close(ft->stall_fd[0]);
     close(ft->stall_fd[1]);
+    if (ft->delay_fd >= 0)
+        close(ft->delay_fd);
     dlock__free(ft);
 }
 
 static int fault_pending(dlock__transport *t)
 {
     fault_transport *ft = (fault_transport *)t;
-    return ft->inner->ops->pending && ft->inner->ops->pending(ft->inner);
+    return !held_back(ft) && ft->inner->ops->pending && ft->inner->ops->pending(ft->inner);
 }
 
 static const dlock__transport_ops fault_ops = { fault_read, fault_write, fault_poll_fd, fault_close,
@@ -262,6 +302,15 @@ int dlock__transport_inject(dlock__transport **t, const dlock__faults *f)
     if (pipe2(ft->stall_fd, O_CLOEXEC) != 0) {
         dlock__free(ft);
         return dlock__err(DLOCK_ENOMEM, "pipe: %s", strerror(errno));
+    }
+    ft->delay_fd = -1;
+    if (f->delay_ms > 0 &&
+        (ft->delay_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)) < 0) {
+        int e = errno;
+        close(ft->stall_fd[0]);
+        close(ft->stall_fd[1]);
+        dlock__free(ft);
+        return dlock__err(DLOCK_ENOMEM, "timerfd_create: %s", strerror(e));
     }
     ft->base.ops = &fault_ops;
     ft->base.desc = (*t)->desc;

@@ -45,6 +45,10 @@ typedef struct dlock__faults {
     long reset_after_reads;  /* the Nth read fails as a connection reset */
     long stall_after_reads;  /* from the Nth read on, no data ever arrives */
     long reset_after_writes; /* the Nth write fails as a connection reset */
+    /* each reply is held back until this long after the request that asked
+     * for it was written: a slow network or a busy server between the send
+     * and the reply (the reply's bytes are delivered, late) */
+    long delay_ms;
     /* the client's nodes they apply to (bit i: node i); 0: every node */
     unsigned node_mask;
 } dlock__faults;

@@ -25,6 +25,10 @@
  * thread.c, net.c, redis.c, commands.c, glue.c, json.c, prometheus.c,
  * cli_runner.c.
  *
+ * One test of a file (or a few): DLOCK_TEST_FILTER=PATTERN in the
+ * environment runs only the tests whose name matches (cmocka's wildcards
+ * * and ?), DLOCK_TEST_SKIP=PATTERN leaves out those that match.
+ *
  * Temp dirs are named "<TMPDIR or /tmp>/dh-<pid>-..."; ones left by a run
  * that was killed with SIGKILL are removed at the next run's first use.
  *

@@ -9,10 +9,20 @@
  * other per-key keys, which the library may keep longer, by PEXPIRE through
  * the harness) and the test polls, bounded, until Redis no longer has them —
  * no fixed sleeps. Restart uses the harness (kill -9, same port, empty dir).
+ * A fence key set far above the server's clock (as a clock stepped back, or
+ * a Redlock write-back from a faster node, leaves it) is the last token
+ * handed out: the next grant of every kind (mutex, reader, permit, handoff)
+ * is above it; on Redlock, also once the master that was ahead is gone.
  * Ownership: a lock that expired and was taken over can neither be extended
  * nor released by its old handle, and the new holder's lock is untouched.
+ * The same holds for an old handle whose local validity is still running
+ * (its key was deleted, then another client took the lock): its extend, its
+ * release and its watchdog's renewal all reach the server (counted round
+ * trips), all fail, and the new holder keeps its value and its TTL.
  */
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
@@ -198,12 +208,319 @@ static void test_expired_lock_taken_over(void **state)
     dlock_client_close(b);
 }
 
+/* ------------------------------------------------- a fence ahead of the clock */
+
+/* The clock of server r in microseconds (TIME). */
+static int64_t server_us_of(const dh_redis *r)
+{
+    redisReply *rep = dh_cmd(r, 0, "TIME");
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rep->elements, 2);
+    int64_t us = atoll(rep->element[0]->str) * 1000000 + atoll(rep->element[1]->str);
+    freeReplyObject(rep);
+    return us;
+}
+
+/* Set the fence key `name` (which must exist: the layout is the documented
+ * dlock:{KEY}:fence / :sfence) 10^12 us (11.6 days) ahead of the server's
+ * clock; returns the value set. */
+static uint64_t fence_ahead(const char *name)
+{
+    assert_int_equal(dh_cmd_int(srv, 0, "EXISTS %s", name), 1);
+    int64_t ahead = server_us_of(srv) + 1000000000000LL;
+    assert_int_equal(dh_cmd_ok(srv, 0, "SET %s %lld", name, (long long)ahead), 0);
+    return (uint64_t)ahead;
+}
+
+/* Check a new token against the last one (strictly above) and keep it. */
+static void above(uint64_t *last, uint64_t t, const char *when)
+{
+    print_message("%s: token %llu\n", when, (unsigned long long)t);
+    if (t <= *last)
+        fail_msg("%s: fencing token %llu not above %llu", when, (unsigned long long)t,
+                 (unsigned long long)*last);
+    if (t >= (UINT64_C(1) << 53))
+        fail_msg("%s: fencing token %llu not below 2^53", when, (unsigned long long)t);
+    *last = t;
+}
+
+struct handoff_waiter {
+    dlock_client *c;
+    const char *key;
+    dlock_lock *l;
+};
+
+static int handoff_wait(void *arg)
+{
+    struct handoff_waiter *w = arg;
+    dlock_lock_opts o = dh_opts_fixed(10000, 10000);
+    return dlock_acquire(&w->l, w->c, w->key, &o);
+}
+
+/* The fence key 10^12 us ahead of the server's time: it stands for a token
+ * already handed out, so the next grant must be above it, and the ones after
+ * that above each other: for a mutex, for readers (one after the other and
+ * two at once), for a semaphore's permits (its own fence key), and for a
+ * waiter handed the lock by a release. */
+static void test_fence_ahead_of_clock(void **state)
+{
+    (void)state;
+    dlock_client *c = dh_client(srv->url, "fence-ahead");
+    dlock_client *w = dh_client(srv->url, "fence-ahead-w");
+    assert_non_null(c);
+    assert_non_null(w);
+    dlock_lock_opts o = dh_opts_fixed(10000, 0);
+    dlock_lock *l = NULL, *l2 = NULL;
+    uint64_t last = 0;
+
+    /* mutex */
+    dh_assert_rc(dlock_acquire(&l, c, "f:ahead", &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "mutex, first");
+    dh_assert_rc(dlock_release(l), 0);
+    last = fence_ahead("dlock:{f:ahead}:fence");
+    for (int i = 0; i < 3; i++) {
+        dh_assert_rc(dlock_acquire(&l, c, "f:ahead", &o), 0);
+        above(&last, dlock_lock_fencing_token(l), "mutex, fence ahead of the clock");
+        dh_assert_rc(dlock_release(l), 0);
+    }
+
+    /* readers: one after the other, then two at once */
+    last = fence_ahead("dlock:{f:ahead}:fence");
+    for (int i = 0; i < 2; i++) {
+        dh_assert_rc(dlock_rw_acquire(&l, c, "f:ahead", DLOCK_READ, &o), 0);
+        above(&last, dlock_lock_fencing_token(l), "reader, fence ahead of the clock");
+        dh_assert_rc(dlock_release(l), 0);
+    }
+    last = fence_ahead("dlock:{f:ahead}:fence");
+    dh_assert_rc(dlock_rw_acquire(&l, c, "f:ahead", DLOCK_READ, &o), 0);
+    dh_assert_rc(dlock_rw_acquire(&l2, w, "f:ahead", DLOCK_READ, &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "first of two readers");
+    above(&last, dlock_lock_fencing_token(l2), "second of two readers");
+    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dlock_release(l2), 0);
+
+    /* a semaphore: its own fence key */
+    dh_assert_rc(dlock_sem_acquire(&l, c, "f:ahead-sem", 2, &o), 0);
+    dh_assert_rc(dlock_release(l), 0);
+    last = fence_ahead("dlock:{f:ahead-sem}:sfence");
+    dh_assert_rc(dlock_sem_acquire(&l, c, "f:ahead-sem", 2, &o), 0);
+    dh_assert_rc(dlock_sem_acquire(&l2, w, "f:ahead-sem", 2, &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "first permit, fence ahead of the clock");
+    above(&last, dlock_lock_fencing_token(l2), "second permit");
+    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dlock_release(l2), 0);
+
+    /* a waiter handed the lock by the release (the handoff's own grant) */
+    dh_assert_rc(dlock_acquire(&l, c, "f:ahead", &o), 0);
+    static struct handoff_waiter hw; /* static: outlives a failed test */
+    hw = (struct handoff_waiter){ w, "f:ahead", NULL };
+    static dh_thread t;
+    dh_thread_start(&t, handoff_wait, &hw);
+    assert_true(dh_wait_waiters(c, "f:ahead", 1, 5000));
+    last = fence_ahead("dlock:{f:ahead}:fence");
+    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dh_thread_join(&t, 10000), 0);
+    above(&last, dlock_lock_fencing_token(hw.l), "waiter handed the lock, fence ahead");
+    dh_assert_rc(dlock_release(hw.l), 0);
+    dh_assert_rc(dlock_acquire(&l, c, "f:ahead", &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "the next holder");
+    dh_assert_rc(dlock_release(l), 0);
+
+    dlock_client_close(c);
+    dlock_client_close(w);
+}
+
+/* Redlock over three masters, one of whose fence keys is far ahead (a
+ * write-back from a faster node, a clock stepped back): the token that
+ * master gives is the lock's, and it must reach a quorum (the write-back),
+ * so that with that master gone the next quorum still counts above it. */
+static void test_fence_ahead_on_one_redlock_master(void **state)
+{
+    (void)state;
+    dh_redis *m2 = dh_redis_start(NULL), *m3 = dh_redis_start(NULL);
+    assert_non_null(m2);
+    assert_non_null(m3);
+    char urls[256];
+    snprintf(urls, sizeof urls, "%s,%s,%s", srv->url, m2->url, m3->url);
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.connect_timeout_ms = 500;
+    co.command_timeout_ms = 500;
+    dlock_client *c = NULL;
+    dh_assert_rc(dlock_client_open(&c, urls, &co), 0);
+    dlock_lock_opts o = dh_opts_fixed(10000, 0);
+    dlock_lock *l = NULL;
+    uint64_t last = 0;
+    dh_assert_rc(dlock_acquire(&l, c, "f:rl-ahead", &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "Redlock, first");
+    dh_assert_rc(dlock_release(l), 0);
+
+    const char *fk = "dlock:{f:rl-ahead}:fence";
+    assert_int_equal(dh_cmd_int(m3, 0, "EXISTS %s", fk), 1);
+    int64_t ahead = server_us_of(m3) + 1000000000000LL;
+    assert_int_equal(dh_cmd_ok(m3, 0, "SET %s %lld", fk, (long long)ahead), 0);
+    last = (uint64_t)ahead;
+    dh_assert_rc(dlock_acquire(&l, c, "f:rl-ahead", &o), 0);
+    above(&last, dlock_lock_fencing_token(l), "Redlock, one master's fence ahead");
+    dh_assert_rc(dlock_release(l), 0);
+
+    /* that master gone: the other two are a quorum, and count above it */
+    assert_int_equal(dh_redis_kill9(m3), 0);
+    for (int i = 0; i < 2; i++) {
+        dh_assert_rc(dlock_acquire(&l, c, "f:rl-ahead", &o), 0);
+        above(&last, dlock_lock_fencing_token(l), "Redlock, without the master that was ahead");
+        dh_assert_rc(dlock_release(l), 0);
+    }
+    dlock_client_close(c);
+    dh_redis_stop(m2);
+    dh_redis_stop(m3);
+}
+
+/* -------------------------------------------- an old handle, locally valid */
+
+/* A holds `key` (TTL 20 s, not renewed, so it stays locally valid); its key
+ * is deleted behind its back (as `dlock unlock --force` or a failover
+ * would), and B takes the lock. Fills B's lock, its key name, its value and
+ * its PTTL at that moment. */
+struct takeover {
+    dlock_client *a, *b;
+    char owner_a[DH_OWNER_MAX], owner_b[DH_OWNER_MAX];
+    dlock_lock *la, *lb;
+    char name[1024], value[1024];
+    int64_t pttl, at_ms;
+};
+
+static void take_over(struct takeover *t, const char *key, const dlock_lock_opts *oa)
+{
+    t->a = dh_client_tagged(srv, "old", t->owner_a);
+    t->b = dh_client_tagged(srv, "new", t->owner_b);
+    dh_assert_rc(dlock_acquire(&t->la, t->a, key, oa), 0);
+    assert_int_equal(dh_delete_key(srv, 0, key, t->owner_a), 1);
+    dlock_lock_opts ob = dh_opts_fixed(20000, 0);
+    dh_assert_rc(dlock_acquire(&t->lb, t->b, key, &ob), 0);
+    assert_true(dlock_lock_fencing_token(t->lb) > dlock_lock_fencing_token(t->la));
+    assert_int_equal(dh_find_key(t->name, sizeof t->name, srv, 0, key, t->owner_b), 1);
+    assert_true(dh_cmd_str(t->value, sizeof t->value, srv, 0, "GET %s", t->name) > 0);
+    t->pttl = dh_cmd_int(srv, 0, "PTTL %s", t->name);
+    t->at_ms = dh_now_ms();
+    assert_true(t->pttl > 0);
+}
+
+/* B's lock as B left it: the same value (holder, token) and a TTL that only
+ * ran down since (never raised, never cut by A's TTL). */
+static void new_holder_untouched(const struct takeover *t)
+{
+    char now[1024];
+    assert_true(dh_cmd_str(now, sizeof now, srv, 0, "GET %s", t->name) > 0);
+    assert_string_equal(now, t->value);
+    int64_t pttl = dh_cmd_int(srv, 0, "PTTL %s", t->name);
+    int64_t ran = dh_now_ms() - t->at_ms;
+    print_message("new holder's PTTL: %lld ms, %lld ms after %lld ms\n", (long long)t->pttl,
+                  (long long)pttl, (long long)ran);
+    assert_true(pttl <= t->pttl);
+    assert_true(pttl >= t->pttl - ran - 1000);
+    assert_int_equal(dlock_is_held(t->lb), 1);
+}
+
+static void take_over_end(struct takeover *t)
+{
+    dh_assert_rc(dlock_release(t->lb), 0);
+    dlock_client_close(t->a);
+    dlock_client_close(t->b);
+}
+
+/* dlock_extend on the old handle goes to the server (the handle still
+ * believes itself valid) and fails there: DLOCK_ENOTHELD, the handle is
+ * marked lost, B's lock keeps its value and TTL. */
+static void test_taken_over_extend(void **state)
+{
+    (void)state;
+    static struct takeover t;
+    memset(&t, 0, sizeof t);
+    dlock_lock_opts oa = dh_opts_fixed(20000, 0);
+    take_over(&t, "f:tk-extend", &oa);
+    assert_int_equal(dlock_is_held(t.la), 1); /* locally still valid */
+    uint64_t rt = dh_round_trips(t.a);
+    dh_assert_rc(dlock_extend(t.la, 60000), DLOCK_ENOTHELD);
+    assert_true(dh_round_trips(t.a) > rt); /* it asked the server */
+    assert_int_equal(dlock_is_held(t.la), 0);
+    assert_int_equal(dlock_lock_renew_error(t.la), DLOCK_ENOTHELD);
+    new_holder_untouched(&t);
+    dh_assert_rc(dlock_release(t.la), DLOCK_ENOTHELD);
+    new_holder_untouched(&t);
+    take_over_end(&t);
+}
+
+/* dlock_release on the old handle goes to the server and fails there:
+ * DLOCK_ENOTHELD, and B still holds its lock. */
+static void test_taken_over_release(void **state)
+{
+    (void)state;
+    static struct takeover t;
+    memset(&t, 0, sizeof t);
+    dlock_lock_opts oa = dh_opts_fixed(20000, 0);
+    take_over(&t, "f:tk-release", &oa);
+    assert_int_equal(dlock_is_held(t.la), 1);
+    uint64_t rt = dh_round_trips(t.a);
+    dh_assert_rc(dlock_release(t.la), DLOCK_ENOTHELD);
+    assert_true(dh_round_trips(t.a) > rt);
+    new_holder_untouched(&t);
+    take_over_end(&t);
+}
+
+static atomic_int tk_lost;
+static atomic_llong tk_lost_at;
+
+static void on_tk_lost(dlock_lock *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    atomic_store(&tk_lost_at, (long long)dh_now_ms());
+    atomic_fetch_add(&tk_lost, 1);
+}
+
+/* The old handle is auto-renewed (TTL 4 s, renewed every 400 ms): its
+ * watchdog's next renewal reaches the server, fails there, and the lock is
+ * reported lost (on_lost, DLOCK_ENOTHELD) long before its local validity
+ * would have run out; B's lock keeps its value and TTL. */
+static void test_taken_over_renewal(void **state)
+{
+    (void)state;
+    static struct takeover t;
+    memset(&t, 0, sizeof t);
+    atomic_store(&tk_lost, 0);
+    dlock_lock_opts oa = dh_opts(4000, 0);
+    oa.renew_fraction = 0.1;
+    oa.on_lost = on_tk_lost;
+    int64_t acquired = dh_now_ms();
+    take_over(&t, "f:tk-renew", &oa);
+    uint64_t rt = dh_round_trips(t.a);
+    assert_true(dh_wait_until(dh_flag_set, &tk_lost, 10000));
+    int64_t lost_after = atomic_load(&tk_lost_at) - acquired;
+    print_message("old handle reported lost %lld ms after its acquisition (TTL 4000 ms)\n",
+                  (long long)lost_after);
+    assert_true(lost_after < 3000); /* by the server's word, not by its validity */
+    assert_true(dh_round_trips(t.a) > rt);
+    assert_int_equal(dlock_is_held(t.la), 0);
+    assert_int_equal(dlock_lock_renew_error(t.la), DLOCK_ENOTHELD);
+    new_holder_untouched(&t);
+    dh_assert_rc(dlock_release(t.la), DLOCK_ENOTHELD);
+    assert_int_equal(atomic_load(&tk_lost), 1);
+    new_holder_untouched(&t);
+    take_over_end(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_increase_across_holders),
         cmocka_unit_test(test_increase_after_expiry),
         cmocka_unit_test(test_expired_lock_taken_over),
+        cmocka_unit_test(test_fence_ahead_of_clock),
+        cmocka_unit_test(test_fence_ahead_on_one_redlock_master),
+        cmocka_unit_test(test_taken_over_extend),
+        cmocka_unit_test(test_taken_over_release),
+        cmocka_unit_test(test_taken_over_renewal),
         cmocka_unit_test(test_increase_after_restart),
     };
     return cmocka_run_group_tests_name("fencing", tests, group_setup, dh_group_teardown);

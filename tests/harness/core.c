@@ -14,6 +14,9 @@
  * belong to someone else a moment later, so the registry only ever signals
  * a pid that waitpid(WNOHANG) shows to be a live child of ours.
  *
+ * DLOCK_TEST_FILTER and DLOCK_TEST_SKIP (environment) choose which of a
+ * file's tests run, for scripts/mutate.sh and for a person chasing one test.
+ *
  * Nothing here sleeps to synchronise: dh_wait_until() polls the real state
  * every 2 ms up to a bound, so a broken library fails a test instead of
  * hanging it.
@@ -38,6 +41,19 @@ static int reg_fds[DH_MAX_FDS];
 static int reg_nfds;
 static dh_proc *reg_procs[DH_MAX_PROCS];
 static pid_t reg_forks[DH_MAX_PROCS]; /* dh_fork children, 0 = free slot */
+
+/* Running part of a test file: DLOCK_TEST_FILTER=PATTERN runs only the
+ * tests whose name matches it, DLOCK_TEST_SKIP=PATTERN leaves out those that
+ * match (cmocka's wildcards: * and ?). scripts/mutate.sh runs only the tests
+ * that should catch a mutation this way. Set before main() runs. */
+__attribute__((constructor)) static void dh__filter_from_env(void)
+{
+    const char *only = getenv("DLOCK_TEST_FILTER"), *skip = getenv("DLOCK_TEST_SKIP");
+    if (only && only[0])
+        cmocka_set_test_filter(only);
+    if (skip && skip[0])
+        cmocka_set_skip_filter(skip);
+}
 
 void dh__reg_init(void)
 {
