@@ -989,8 +989,6 @@ static void test_tls_cluster(void **state)
 
 int main(void)
 {
-    if (getenv("DH_ONLY"))
-        cmocka_set_test_filter(getenv("DH_ONLY"));
     const struct CMUnitTest tests[] = {
         dh_unit_test(test_grant_needs_replica_ack),
         dh_unit_test(test_replica_attached_later),
