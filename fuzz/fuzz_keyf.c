@@ -8,6 +8,7 @@
 
 #include "client.h"
 #include "dlock.h"
+#include "keys.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

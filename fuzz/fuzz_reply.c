@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "keys.h"
 #include "reply.h"
 
 static void walk(const dlock__reply *r, int depth)
@@ -20,7 +21,8 @@ static void walk(const dlock__reply *r, int depth)
             abort();
         dlock_info info;
         memset(&info, 0, sizeof info);
-        dlock__parse_lock_value(&info, r->str, r->len);
+        char token[DLOCK__TOKEN_LEN + 1];
+        dlock__parse_lock_value(&info, token, r->str, r->len);
         dlock_holder h;
         for (int mode = 0; mode <= DLOCK_WRITE; mode++)
             dlock__parse_holder(&h, mode, r->str, 1795000000000000ull);

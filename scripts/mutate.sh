@@ -233,8 +233,13 @@ mutation role-not-counted src/scripts.c \
 mutation stale-master-counted src/fanout.c \
     "    int stale = *dlock__conn_tag(conn) != c->nodes[node].gen;" \
     "    int stale = 0;" \
-    "test_replicas:test_sentinel_failover_keeps_lock" 240 \
+    "test_failover:test_sentinel_failover_keeps_lock" 240 \
     "an answer from a master the Sentinels replaced during the round counts"
+mutation syncing-replica-uncounted src/conn.c \
+    "    return c->role_only ? dlock__conn_append(c, 1, role, NULL)" \
+    "    return 1 ? dlock__conn_append(c, 1, role, NULL)" \
+    "test_replicas:test_replica_in_full_sync" 240 \
+    "a replica in its first full synchronisation is not counted (ROLE instead of INFO replication)"
 
 # ---- helpers -----------------------------------------------------------------
 
