@@ -196,7 +196,7 @@ mutation wait-round-trip-uncapped src/wait.c \
 mutation busy-keeps-signal src/lua/acquire.lua \
     "  redis.call('DEL', sig(KEYS, tok)) -- anything in it is older than this answer" \
     "  -- (the signal list is kept)" \
-    "test_wait_faults:test_stale_signal_never_grants" 120 \
+    "test_wait_faults:test_stale_signal_in_list_never_grants" 120 \
     "a busy answer does not clear the waiter's signal list"
 mutation entry-never-expires src/lua/helpers.lua \
     "    if exp and exp > now_ms then" \

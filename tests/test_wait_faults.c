@@ -230,6 +230,72 @@ static void test_stale_signal_never_grants(void **state)
     dlock_client_close(x);
 }
 
+/* The connections blocked in BLPOP right now (a waiter's wake-up
+ * connection); with close_them, closed on the server. Returns how many. */
+static int blpop_clients(int close_them)
+{
+    char list[16384] = "";
+    assert_true(dh_cmd_str(list, sizeof list, srv, 0, "CLIENT LIST") > 0);
+    int n = 0;
+    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
+        long long id;
+        if (!strstr(line, " flags=b ") || !strstr(line, " cmd=blpop ") ||
+            sscanf(line, "id=%lld", &id) != 1)
+            continue;
+        if (!close_them) {
+            n++;
+            continue;
+        }
+        redisReply *r = dh_cmd(srv, 0, "CLIENT KILL ID %lld", id);
+        n += r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        freeReplyObject(r);
+    }
+    return n;
+}
+
+static int blocked_in_blpop(void *arg)
+{
+    (void)arg;
+    return blpop_clients(0) == 1;
+}
+
+/* 1b. A signal left in the list: the handoff came while the waiter had no
+ * BLPOP waiting (its wake-up connection was dropped, and it was stopped),
+ * so the signal stays in the list; the lease runs out and another client
+ * takes the lock. The waiter, resumed, looks (busy): that answer must
+ * clear the old signal, else its next BLPOP would take it as a grant. */
+static void test_stale_signal_in_list_never_grants(void **state)
+{
+    (void)state;
+    slot *s = slots_new(1);
+    child w = prepare(&s[0], "sigl-w", "wf:sigl", K_MUTEX, 2000);
+    char ho[64], xo[64];
+    dlock_client *h = client("sigl-h", ho), *x = client("sigl-x", xo);
+    dlock_lock *held, *other;
+    dh_assert_rc(dlock_acquire(&held, h, "wf:sigl", NULL), 0);
+    go(&w);
+    qarg q = { h, "wf:sigl", 1 };
+    assert_true(dh_wait_until(queue_has, &q, 5000));
+    assert_true(dh_wait_until(blocked_in_blpop, NULL, 5000));
+    kill(w.pid, SIGSTOP);
+    assert_int_equal(blpop_clients(1), 1);
+    dh_assert_rc(dlock_release(held), 0);            /* handed over: the signal stays listed */
+    assert_true(dh_wait_until(lock_free, &q, 5000)); /* the lease ran out */
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 5000;
+    dh_assert_rc(dlock_acquire(&other, x, "wf:sigl", &o), 0);
+    kill(w.pid, SIGCONT);
+    /* the waiter looks again (busy) and waits: never holding meanwhile */
+    assert_false(dh_wait_until(is_settled, &s[0], 1000));
+    assert_true(server_names(x, "wf:sigl", xo));
+    dh_assert_rc(dlock_release(other), 0);
+    assert_true(dh_wait_until(is_holding, &s[0], 5000));
+    assert_int_equal(atomic_load(&s[0].not_me), 0);
+    release_child(&w);
+    dlock_client_close(h);
+    dlock_client_close(x);
+}
+
 static int queue_empty(void *arg)
 {
     qarg *q = arg;
@@ -643,6 +709,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         dh_unit_test(test_stale_signal_never_grants),
+        dh_unit_test(test_stale_signal_in_list_never_grants),
         dh_unit_test(test_stalled_waiter_leaves_no_ghost),
         dh_unit_test(test_stalled_reader_never_with_writer),
         dh_unit_test(test_close_races_acquire),
