@@ -105,6 +105,11 @@ static void test_wakeup_without_polling(void **state)
     assert_true(ka1 - ka0 <= 1500 / 200 + 2); /* ...every 200 ms, not more */
     int64_t released = dh_now_ms();
     dh_assert_rc(dlock_release(held), 0);
+    /* the release itself handed the lock on (leased to the waiter, or
+     * already confirmed): it is never free for a keepalive to find */
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, a, "np"), 0);
+    assert_int_equal(info.held, 1);
     dh_assert_rc(dh_thread_join(&w.t, 5000), 0);
     assert_true(w.got_ms - released < 1000);
     /* the release's signal was the proof: no confirming attempt */

@@ -572,7 +572,11 @@ static void test_wait_budget_with_stopped_server(void **state)
     assert_non_null(r);
     char owner[64];
     dh_owner(owner, sizeof owner, "budget");
-    dlock_client *h = dh_client(r->url, owner), *w = dh_client(r->url, owner);
+    /* round trips may take long (20 s): the wait's budget must cap each */
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = owner;
+    co.command_timeout_ms = 20000;
+    dlock_client *h = dh_client(r->url, owner), *w = dh_client_with(r->url, &co);
     assert_non_null(h);
     assert_non_null(w);
     dlock_lock *held, *l;
@@ -595,6 +599,79 @@ static void test_wait_budget_with_stopped_server(void **state)
     dlock_client_close(h);
     dlock_client_close(w);
     dh_redis_stop(r);
+}
+
+/* dlock_acquire with a 2 s wait on "wf:budget-q", on the client arg. */
+static int wait_2s(void *arg)
+{
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 2000;
+    dlock_lock *l = NULL;
+    int rc = dlock_acquire(&l, arg, "wf:budget-q", &o);
+    if (rc == 0)
+        dlock_release(l);
+    return rc;
+}
+
+/* 8b. The same budget once queued: the waiter's wake-up connection is
+ * dropped while the server stops answering (CLIENT KILL and CLIENT PAUSE in
+ * one transaction), so its next look meets a server that does not answer;
+ * with 20 s connects and round trips allowed, the wait still ends at its
+ * budget. */
+static void test_wait_budget_once_queued(void **state)
+{
+    (void)state;
+    char owner[64];
+    dh_owner(owner, sizeof owner, "budget-q");
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = owner;
+    co.connect_timeout_ms = 20000;
+    co.command_timeout_ms = 20000;
+    dlock_client *h = dh_client(srv->url, owner), *w = dh_client_with(srv->url, &co);
+    assert_non_null(h);
+    assert_non_null(w);
+    dlock_lock *held;
+    dh_assert_rc(dlock_acquire(&held, h, "wf:budget-q", NULL), 0);
+    static dh_thread t; /* static: outlives a failed test */
+    memset(&t, 0, sizeof t);
+    int64_t t0 = dh_now_ms();
+    dh_thread_start(&t, wait_2s, w);
+    assert_true(dh_wait_until(blocked_in_blpop, NULL, 5000));
+    char list[16384] = "";
+    assert_true(dh_cmd_str(list, sizeof list, srv, 0, "CLIENT LIST") > 0);
+    long long id = -1;
+    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n"))
+        if (strstr(line, " cmd=blpop ") && strstr(line, " flags=b "))
+            sscanf(line, "id=%lld", &id);
+    assert_true(id > 0);
+    redisContext *rc0 = redisConnect("127.0.0.1", srv->port);
+    assert_true(rc0 && !rc0->err);
+    redisAppendCommand(rc0, "MULTI");
+    redisAppendCommand(rc0, "CLIENT KILL ID %lld", id);
+    redisAppendCommand(rc0, "CLIENT PAUSE 15000 ALL");
+    redisAppendCommand(rc0, "EXEC");
+    int ok = 1;
+    for (int i = 0; i < 4; i++) {
+        redisReply *r = NULL;
+        ok &= redisGetReply(rc0, (void **)&r) == REDIS_OK && r && r->type != REDIS_REPLY_ERROR;
+        if (i == 3)
+            ok &= r && r->type == REDIS_REPLY_ARRAY && r->elements == 2;
+        freeReplyObject(r);
+    }
+    redisFree(rc0);
+    int ended = dh_wait_until(dh_thread_done, &t, 10000);
+    freeReplyObject(dh_cmd(srv, 0, "CLIENT UNPAUSE"));
+    assert_true(ok);
+    assert_true(ended);
+    int rc = dh_thread_join(&t, 1000);
+    int64_t took = t.ended_ms - t0;
+    print_message("queued waiter, wait 2000 ms, server paused: %s after %lld ms\n",
+                  dlock_strerror(rc), (long long)took);
+    dh_assert_rc(rc, DLOCK_ETIMEDOUT);
+    assert_true(took >= 2000 && took < 4500); /* each round trip could take 20 s */
+    dlock_release(held);
+    dlock_client_close(h);
+    dlock_client_close(w);
 }
 
 static int64_t keys_matching(const dh_redis *r, const char *pattern)
@@ -716,6 +793,7 @@ int main(void)
         dh_unit_test(test_dead_waiter_and_dead_holder),
         dh_unit_test(test_multi_lock_not_starved),
         dh_unit_test(test_wait_budget_with_stopped_server),
+        dh_unit_test(test_wait_budget_once_queued),
         dh_unit_test(test_lost_reply_leaves_nothing),
         dh_unit_test(test_semaphore_grant_cost),
     };
