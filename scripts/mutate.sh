@@ -201,12 +201,12 @@ mutation busy-keeps-signal src/lua/acquire.lua \
 mutation entry-never-expires src/lua/helpers.lua \
     "    if exp and exp > now_ms then" \
     "    if exp then" \
-    "test_wait:test_dead_waiter_leaves_queue test_wait_faults:test_dead_waiter_and_dead_holder" 150 \
+    "test_wait_faults:test_stalled_waiter_leaves_no_ghost test_wait_faults:test_dead_waiter_and_dead_holder" 150 \
     "a waiter entry never expires (a dead waiter at the head freezes the key)"
 mutation lease-full-ttl src/lua/helpers.lua \
     "  return math.max(math.min(exp - now_ms, LEASE_TTL, ttl), 1)" \
     "  return ttl" \
-    "test_wait_faults:test_dead_waiter_and_dead_holder" 150 \
+    "test_wait:test_dead_waiter_leaves_queue test_wait_faults:test_dead_waiter_and_dead_holder" 150 \
     "a handoff's lease is the waiter's whole TTL (a dead waiter holds the key that long)"
 mutation keepalive-no-refresh src/lua/keepalive.lua \
     "      if refresh(G, tok, now_ms) then" \
