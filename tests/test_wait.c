@@ -92,6 +92,7 @@ static void test_wakeup_without_polling(void **state)
     dh_assert_rc(dlock_acquire(&held, a, "np", NULL), 0);
     static waiter w; /* static: outlives a failed test */
     memset(&w, 0, sizeof w);
+    w.hold = 1; /* kept until the end: the server must name it */
     waiter_start(&w, b, "np");
     assert_true(dh_wait_waiters(a, "np", 1, 5000));
     uint64_t at0 = dh_attempts(b), ka0 = dh_keepalives(b);
@@ -114,6 +115,7 @@ static void test_wakeup_without_polling(void **state)
     assert_true(w.got_ms - released < 1000);
     /* the release's signal was the proof: no confirming attempt */
     assert_int_equal(dh_attempts(b) - at1, 0);
+    dh_assert_rc(dlock_release(w.lock), 0);
     dlock_client_close(a);
     dlock_client_close(b);
 }
