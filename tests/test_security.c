@@ -16,7 +16,7 @@ static dh_redis *srv;
 #define DLOCK_ACL                                                                                  \
     "ACL SETUSER locker on >locker-pw resetkeys ~dlock:* resetchannels &dlock:* "                  \
     "-@all +ping +select +evalsha +eval +subscribe +unsubscribe +scan +blpop "                     \
-    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush +wait +role +info "               \
+    "+get +set +del +exists +incr +pexpire +pttl +time +publish +rpush +wait +role +info "         \
     "+zadd +zrem +zrange +zrangebyscore +zcard +zscore +zpopmin +hset +hget +hdel +hincrby"
 
 static int group_setup(void **state)
