@@ -11,8 +11,9 @@
  * back incremented, with its fencing token: the store accepts a token only
  * if it is not below the last one. Meanwhile the injector:
  *
- *   phase 1 (TTL 1 s): every 300 ms SIGKILLs a random worker, holder or
- *   waiter, and starts a new one; half the workers run over connections
+ *   phase 1 (TTL 1 s): every 300 ms SIGKILLs a worker, and starts a new
+ *   one: every other kill a holder (one holding at that moment), the others
+ *   a random worker, mostly waiters; half the workers run over connections
  *   that the fault-injecting transport resets every few dozen replies; a
  *   closer process keeps opening a client, blocking an acquisition on it
  *   and closing the client under it.
@@ -311,6 +312,21 @@ static void stop_phase(pid_t closer_pid)
     }
 }
 
+/* A worker holding the key now, looked for during at most ms
+ * milliseconds (holders hold for a few milliseconds at a time); -1 if
+ * none was seen. */
+static int holder_now(int ms)
+{
+    int64_t until = mono_ns() + (int64_t)ms * 1000000;
+    do {
+        for (int i = 0; i < WORKERS; i++)
+            if (atomic_load(&sh->w[i].in_since) != 0)
+                return i;
+        usleep(200);
+    } while (mono_ns() < until);
+    return -1;
+}
+
 static void test_chaos(void **state)
 {
     (void)state;
@@ -332,8 +348,10 @@ static void test_chaos(void **state)
     int64_t t0 = mono_ns(), end = t0 + (int64_t)run_seconds() * 1000000000;
     int kills = 0, holder_kills = 0;
     while (mono_ns() < end) {
-        usleep(300000); /* the fault schedule */
-        int id = (int)(rand_r(&seed) % WORKERS);
+        usleep(300000);                            /* the fault schedule */
+        int id = kills % 2 ? holder_now(200) : -1; /* every other kill: a holder */
+        if (id < 0)
+            id = (int)(rand_r(&seed) % WORKERS);
         pid_t p = atomic_load(&sh->w[id].pid);
         int64_t since = atomic_load(&sh->w[id].in_since);
         kill(p, SIGKILL);
