@@ -232,8 +232,8 @@ mutation role-not-counted src/scripts.c \
     "the round's ROLE is not counted (only the replicas known when the WAIT was sent)"
 mutation stale-master-counted src/fanout.c \
     "    int stale = *dlock__conn_tag(conn) != c->nodes[node].gen;" \
-    "    int stale = 0;" \
-    "test_failover:test_sentinel_failover_keeps_lock" 240 \
+    "    int stale = 0 && *dlock__conn_tag(conn) != c->nodes[node].gen;" \
+    "test_replicas:test_answer_from_replaced_master" 240 \
     "an answer from a master the Sentinels replaced during the round counts"
 mutation syncing-replica-uncounted src/conn.c \
     "    return c->role_only ? dlock__conn_append(c, 1, role, NULL)" \

@@ -254,7 +254,7 @@ static ssize_t fault_write(dlock__transport *t, const void *buf, size_t n, int *
     if (ft->f.short_write && n > ft->f.short_write)
         n = ft->f.short_write;
     ssize_t w = ft->inner->ops->write(ft->inner, buf, n, want);
-    if (w > 0 && ft->delay_fd >= 0 && !ft->holding) {
+    if (w > 0 && ft->delay_fd >= 0 && !ft->holding && ft->writes >= ft->f.delay_from_write) {
         ft->holding = 1;
         ft->hold_until = mono_ns() + (int64_t)ft->f.delay_ms * 1000000;
         struct itimerspec its = { .it_value = { (time_t)(ft->hold_until / 1000000000),

@@ -49,6 +49,7 @@ typedef struct dlock__faults {
      * for it was written: a slow network or a busy server between the send
      * and the reply (the reply's bytes are delivered, late) */
     long delay_ms;
+    long delay_from_write; /* ... from the Nth write on (0 or 1: from the first) */
     /* the client's nodes they apply to (bit i: node i); 0: every node */
     unsigned node_mask;
 } dlock__faults;

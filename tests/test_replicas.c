@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cli_runner.h"
+#include "client.h"
 #include "harness.h"
 
 /* built twice, each build running part of the tests (see main) */
@@ -601,6 +602,137 @@ static void failover(const sentinels *s)
     assert_true(dh_wait_until(failover_started, (void *)s, 30000));
 }
 
+/* What a client's log said: a master replaced while a call was on the wire. */
+static atomic_int saw_stale, saw_switch;
+static void stale_log(int level, const char *msg, void *arg)
+{
+    (void)level;
+    (void)arg;
+    if (strstr(msg, "no longer the master (failover)"))
+        atomic_store(&saw_stale, 1);
+    if (strstr(msg, "is now "))
+        atomic_store(&saw_switch, 1);
+}
+
+static char stale_owner[64];
+
+/* The server arg has stale:key in stale_owner's name. */
+static int key_on(void *arg)
+{
+    char name[256];
+    return dh_find_key(name, sizeof name, arg, 0, "stale:key", stale_owner) == 1;
+}
+
+/* Every sentinel lists the replica as connected (SENTINEL REPLICAS), so a
+ * SENTINEL FAILOVER is not refused for want of it. */
+static int replica_known(void *arg)
+{
+    const sentinels *s = arg;
+    for (int i = 0; i < 3; i++) {
+        redisContext *c = redisConnect("127.0.0.1", s->port[i]);
+        redisReply *r = c && !c->err ? redisCommand(c, "SENTINEL REPLICAS mymaster") : NULL;
+        int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
+        for (size_t k = 0; ok && k + 1 < r->element[0]->elements; k += 2)
+            if (strcmp(r->element[0]->element[k]->str, "flags") == 0)
+                ok = strcmp(r->element[0]->element[k + 1]->str, "slave") == 0;
+        freeReplyObject(r);
+        if (c)
+            redisFree(c);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int switched(void *arg)
+{
+    (void)arg;
+    return atomic_load(&saw_switch);
+}
+
+typedef struct slow_acquire {
+    dlock_client *c;
+    dlock_lock *l;
+    int rc;
+} slow_acquire;
+
+static int acquire_slowly(void *arg)
+{
+    slow_acquire *a = arg;
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 0;
+    o.auto_renew = 0;
+    a->rc = dlock_acquire(&a->l, a->c, "stale:key", &o);
+    return a->rc;
+}
+
+/* An answer from a master the Sentinels replaced while the call was on
+ * the wire never counts: the call goes again to the new master. The
+ * master's replies reach the client 5 s late (the test transport's delay),
+ * a SENTINEL FAILOVER happens meanwhile, and the client's watcher hears of
+ * it before the old master's answer arrives. The acquisition then counts
+ * only through the new master (its log says the old one was no longer the
+ * master), which holds the lock in the client's name. */
+static void test_answer_from_replaced_master(void **state)
+{
+    (void)state;
+    dh_redis *a = dh_redis_start(NULL);
+    assert_non_null(a);
+    char aport[16];
+    snprintf(aport, sizeof aport, "%d", a->port);
+    const char *rargs[] = { "--replicaof", "127.0.0.1", aport, NULL };
+    dh_redis *b = dh_redis_start(rargs);
+    assert_non_null(b);
+    sentinels s = { 0 };
+    start_sentinels(&s, a->port, 0);
+    assert_true(dh_wait_until(opens, s.url, 15000));
+    role_arg ra = { a, "master", 1 };
+    assert_true(dh_wait_until(has_role, &ra, 10000));
+    char *owner = stale_owner;
+    dh_owner(owner, sizeof stale_owner, "stale");
+    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    co.owner_id = owner;
+    co.connect_timeout_ms = 20000;
+    co.command_timeout_ms = 20000;
+    co.log_fn = stale_log;
+    co.log_level = DLOCK_LOG_INFO;
+    atomic_store(&saw_stale, 0);
+    atomic_store(&saw_switch, 0);
+    dlock_client *c = dh_client_with(s.url, &co);
+    assert_non_null(c);
+    dlock_lock *warm;
+    dh_assert_rc(dlock_acquire(&warm, c, "stale:warm", NULL), 0); /* scripts loaded */
+    dh_assert_rc(dlock_release(warm), 0);
+    assert_true(dh_wait_until(replica_known, &s, 30000));
+    dlock__faults f = { 0 };
+    f.delay_ms = 5000;
+    f.delay_from_write = 2; /* after the handshake */
+    f.node_mask = 1u;       /* the master's connections; the watcher's are not delayed */
+    dlock__client_set_faults(c, &f);
+    static slow_acquire sa; /* static: outlives a failed test */
+    memset(&sa, 0, sizeof sa);
+    sa.c = c;
+    static dh_thread t;
+    memset(&t, 0, sizeof t);
+    dh_thread_start(&t, acquire_slowly, &sa);
+    char name[256];
+    assert_true(dh_wait_until(key_on, a, 5000)); /* granted by A; its answer is late */
+    failover(&s);
+    assert_true(dh_wait_until(switched, NULL, 20000));
+    dlock__client_set_faults(c, NULL); /* new connections (to B) answer at once */
+    int rc = dh_thread_join(&t, 40000);
+    print_message("acquired across the switch: %s; old master's answer discarded: %d\n",
+                  dlock_strerror(rc), atomic_load(&saw_stale));
+    dh_assert_rc(rc, 0);
+    assert_true(atomic_load(&saw_stale));
+    assert_int_equal(dh_find_key(name, sizeof name, b, 0, "stale:key", owner), 1);
+    dh_assert_rc(dlock_release(sa.l), 0);
+    dlock_client_close(c);
+    stop_sentinels(&s);
+    dh_redis_stop(b);
+    dh_redis_stop(a);
+}
+
 /* Sentinel failovers under contention: 0 overlapping holds; a holder that
  * runs across the failovers keeps its lock (its command ends normally)
  * while a --no-wait contender is refused (75) the whole time. */
@@ -1000,6 +1132,7 @@ int main(void)
         dh_unit_test(test_grant_needs_replica_ack),
         dh_unit_test(test_replica_attached_later),
         dh_unit_test(test_replica_in_full_sync),
+        dh_unit_test(test_answer_from_replaced_master),
         dh_unit_test(test_tls_sentinel),
         dh_unit_test(test_tls_cluster),
     };
