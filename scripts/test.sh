@@ -19,7 +19,7 @@
 # Budget: about 15 minutes on 2 cores in all. Each phase's ctest run is cut at
 # its budget (seconds, override with the variables below); tests run one at a
 # time by default, DLOCK_TEST_JOBS=N runs N at once.
-#   DLOCK_BUDGET_WERROR=360 DLOCK_BUDGET_ASAN=300 DLOCK_BUDGET_TSAN=240
+#   DLOCK_BUDGET_WERROR=420 DLOCK_BUDGET_ASAN=330 DLOCK_BUDGET_TSAN=240
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
 #   DLOCK_PHASES="format werror asan tsan fuzz"   which phases to run
 #   DLOCK_FORMAT_DIRS="src include tests"   what the format phase checks (below)
@@ -30,8 +30,8 @@ export DLOCK_WANT_FUZZ=1 DLOCK_WANT_FORMAT=1
 # shellcheck source=SCRIPTDIR/common.sh disable=SC1091
 source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
-BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-360}
-BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-300}
+BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-420}
+BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-330}
 BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-240}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
