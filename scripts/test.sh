@@ -9,7 +9,7 @@
 #   2. asan    build-asan/  -DDLOCK_SANITIZE=address     the whole suite, ASan+UBSan
 #   3. tsan    build-tsan/  -DDLOCK_SANITIZE=thread      threaded tests only
 #   4. fuzz    build-fuzz/  clang -DDLOCK_FUZZ=ON          each libFuzzer target
-#              in fuzz/ for DLOCK_FUZZ_SECONDS (default 15) over a copy of
+#              in fuzz/ for DLOCK_FUZZ_SECONDS (default 10) over a copy of
 #              its corpus fuzz/corpus/<name>; a crash counts as a failure
 # Every phase runs even when an earlier one failed; the script exits non-zero
 # if any failed. The last line of output is the total over all phases:
@@ -24,7 +24,7 @@
 #   DLOCK_PHASES="format werror asan tsan fuzz"   which phases to run
 #   DLOCK_FORMAT_DIRS="src include tests"   what the format phase checks (below)
 #   DLOCK_TSAN_LABEL=threads   ctest label of the tests TSan runs (CMakeLists.txt)
-#   DLOCK_FUZZ_SECONDS=15   per fuzz target
+#   DLOCK_FUZZ_SECONDS=10   per fuzz target
 
 export DLOCK_WANT_FUZZ=1 DLOCK_WANT_FORMAT=1
 # shellcheck source=SCRIPTDIR/common.sh disable=SC1091
@@ -40,7 +40,7 @@ PHASES=${DLOCK_PHASES:-format werror asan tsan fuzz}
 # bench/, examples/ and fuzz/ join the list once their files are formatted.
 FORMAT_DIRS=${DLOCK_FORMAT_DIRS:-src include tests}
 TSAN_LABEL=${DLOCK_TSAN_LABEL:-threads}
-FUZZ_SECONDS=${DLOCK_FUZZ_SECONDS:-15}
+FUZZ_SECONDS=${DLOCK_FUZZ_SECONDS:-10}
 
 TOTAL_PASSED=0
 TOTAL_FAILED=0
