@@ -19,7 +19,7 @@
 # Budget: about 15 minutes on 2 cores in all. Each phase's ctest run is cut at
 # its budget (seconds, override with the variables below); tests run one at a
 # time by default, DLOCK_TEST_JOBS=N runs N at once.
-#   DLOCK_BUDGET_WERROR=420 DLOCK_BUDGET_ASAN=330 DLOCK_BUDGET_TSAN=240
+#   DLOCK_BUDGET_WERROR=420 DLOCK_BUDGET_ASAN=330 DLOCK_BUDGET_TSAN=300
 #   DLOCK_TEST_TIMEOUT=120   per test, for tests without their own TIMEOUT
 #   DLOCK_PHASES="format werror asan tsan fuzz"   which phases to run
 #   DLOCK_FORMAT_DIRS="src include tests"   what the format phase checks (below)
@@ -32,7 +32,7 @@ source "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 
 BUDGET_WERROR=${DLOCK_BUDGET_WERROR:-420}
 BUDGET_ASAN=${DLOCK_BUDGET_ASAN:-330}
-BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-240}
+BUDGET_TSAN=${DLOCK_BUDGET_TSAN:-300}
 TEST_TIMEOUT=${DLOCK_TEST_TIMEOUT:-120}
 TEST_JOBS=${DLOCK_TEST_JOBS:-1}
 PHASES=${DLOCK_PHASES:-format werror asan tsan fuzz}
