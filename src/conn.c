@@ -9,7 +9,9 @@
  */
 #include "conn.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,7 +136,7 @@ int dlock__conn_append_replication(dlock__conn *c)
                         : dlock__conn_append(c, 2, info, NULL);
 }
 
-void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r)
+void dlock__conn_saw_replication(dlock__conn *c, const dlock__reply *r)
 {
     int n = replication_replicas(r);
     if (c->seen && n >= 0)
@@ -402,6 +404,20 @@ static const char *info_field(const char *text, const char *field)
     return NULL;
 }
 
+/* A count at the start of an INFO value ("3\r\n..."): 0 to INT_MAX, or -1
+ * if it is missing, not a number or out of range. */
+static int info_count(const char *v)
+{
+    if (!v || *v < '0' || *v > '9')
+        return -1;
+    errno = 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (errno || n > INT_MAX || (*end != '\r' && *end != '\n' && *end != '\0'))
+        return -1;
+    return (int)n;
+}
+
 /* Read an INFO replication reply, or a ROLE reply (where INFO is refused):
  * the number of replicas attached to a master; 0 for a replica or anything
  * else; -1 if it could not be read (refused by the ACL, an old server).
@@ -418,7 +434,7 @@ static int replication_replicas(const dlock__reply *r)
             return -1;
         if (strncmp(role, "master", 6) != 0)
             return 0;
-        return n ? atoi(n) : -1;
+        return info_count(n);
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_STRING)

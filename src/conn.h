@@ -104,7 +104,7 @@ int dlock__conn_need_sent(const dlock__conn *c);
  * replication, or ROLE where the handshake found INFO refused. */
 int dlock__conn_append_replication(dlock__conn *c);
 /* A reply to that query read on c: keep its node's view current. */
-void dlock__conn_saw_role(dlock__conn *c, const dlock__reply *r);
+void dlock__conn_saw_replication(dlock__conn *c, const dlock__reply *r);
 /* 1 if c's server was seen losing all its replicas less than
  * DLOCK__REPLICAS_GONE_MS ago: maybe a master a failover is replacing. */
 int dlock__conn_replicas_gone(const dlock__conn *c);

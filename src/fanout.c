@@ -459,7 +459,7 @@ void dlock__fanout_add_waits(dlock_client *c, dlock__call *calls, int *n, int64_
         seen[nseen++] = node;
         calls[(*n)++] = (dlock__call){ DLOCK__S_WAIT, 1, 1, calls[k].keys, wait_args };
         if (dlock__client_tracks_role(c))
-            calls[(*n)++] = (dlock__call){ DLOCK__S_ROLE, 1, 0, calls[k].keys, NULL };
+            calls[(*n)++] = (dlock__call){ DLOCK__S_REPLICATION, 1, 0, calls[k].keys, NULL };
         if (c->backend != DLOCK__BACKEND_CLUSTER)
             break; /* one node takes all the calls */
     }

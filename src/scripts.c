@@ -121,7 +121,7 @@ int dlock__scripts_append(dlock__conn *c, const dlock__call *call, int use_sha)
         const char *argv[3] = { "WAIT", need, call->args[0] };
         return dlock__conn_append(c, 3, argv, NULL);
     }
-    if (call->script == DLOCK__S_ROLE)
+    if (call->script == DLOCK__S_REPLICATION)
         return dlock__conn_append_replication(c);
     int rc = dlock__scripts_init();
     if (rc)
@@ -157,8 +157,8 @@ int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
      * larger. */
     int before = dlock__conn_need_sent(c);
     for (int i = 0; i < n; i++)
-        if (calls[i].script == DLOCK__S_ROLE && replies[i])
-            dlock__conn_saw_role(c, replies[i]);
+        if (calls[i].script == DLOCK__S_REPLICATION && replies[i])
+            dlock__conn_saw_replication(c, replies[i]);
     int now = dlock__conn_need(c), need = now > before ? now : before;
     for (int i = 0; i < n; i++) {
         if (calls[i].script != DLOCK__S_WAIT || !replies[i] ||

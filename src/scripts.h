@@ -43,9 +43,9 @@ enum {
      * Cluster: to the node of the call it follows. */
     DLOCK__S_WAIT = 100,
     /* Not a script: "INFO replication" (ROLE where an ACL refuses INFO),
-     * read to keep the node's replica count current (dlock__conn_saw_role);
+     * read to keep the node's replica count current (dlock__conn_saw_replication);
      * routed like DLOCK__S_WAIT. */
-    DLOCK__S_ROLE = 101
+    DLOCK__S_REPLICATION = 101
 };
 
 /* One script call: which script, its keys and arguments (caller-owned,

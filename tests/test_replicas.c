@@ -292,7 +292,7 @@ static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *st
         redisReply *r = redisCommand(st, "GET counter");
         long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
         freeReplyObject(r);
-        usleep(2000);
+        usleep(2000); /* work between the read and the write: widens the window */
         if (dlock_is_held(l)) {
             char tok[32], val[32];
             snprintf(tok, sizeof tok, "%llu", (unsigned long long)dlock_lock_fencing_token(l));

@@ -230,33 +230,27 @@ static void test_stale_signal_never_grants(void **state)
     dlock_client_close(x);
 }
 
-/* The connections blocked in BLPOP right now (a waiter's wake-up
- * connection); with close_them, closed on the server. Returns how many. */
-static int blpop_clients(int close_them)
+/* The id of the one connection blocked in BLPOP right now (a waiter's
+ * wake-up connection); -1 if there is none, or more than one. */
+static long long blpop_client(void)
 {
     char list[16384] = "";
     assert_true(dh_cmd_str(list, sizeof list, srv, 0, "CLIENT LIST") > 0);
+    long long id = -1, one;
     int n = 0;
-    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n")) {
-        long long id;
-        if (!strstr(line, " flags=b ") || !strstr(line, " cmd=blpop ") ||
-            sscanf(line, "id=%lld", &id) != 1)
-            continue;
-        if (!close_them) {
+    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n"))
+        if (strstr(line, " flags=b ") && strstr(line, " cmd=blpop ") &&
+            sscanf(line, "id=%lld", &one) == 1) {
+            id = one;
             n++;
-            continue;
         }
-        redisReply *r = dh_cmd(srv, 0, "CLIENT KILL ID %lld", id);
-        n += r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-        freeReplyObject(r);
-    }
-    return n;
+    return n == 1 ? id : -1;
 }
 
 static int blocked_in_blpop(void *arg)
 {
     (void)arg;
-    return blpop_clients(0) == 1;
+    return blpop_client() > 0;
 }
 
 /* 1b. A signal left in the list: the handoff came while the waiter had no
@@ -278,7 +272,7 @@ static void test_stale_signal_in_list_never_grants(void **state)
     assert_true(dh_wait_until(queue_has, &q, 5000));
     assert_true(dh_wait_until(blocked_in_blpop, NULL, 5000));
     kill(w.pid, SIGSTOP);
-    assert_int_equal(blpop_clients(1), 1);
+    assert_int_equal(dh_cmd_int(srv, 0, "CLIENT KILL ID %lld", blpop_client()), 1);
     dh_assert_rc(dlock_release(held), 0);            /* handed over: the signal stays listed */
     assert_true(dh_wait_until(lock_free, &q, 5000)); /* the lease ran out */
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
@@ -449,7 +443,7 @@ static void test_close_races_acquire(void **state)
         /* release (the waiter is handed the lock) and close at once */
         dh_assert_rc(dlock_release(held), 0);
         if (i % 3)
-            usleep((useconds_t)(i % 7) * 100);
+            usleep((useconds_t)(i % 7) * 100); /* vary where close meets the handoff */
         dlock_client_close(r.c);
         pthread_join(t, NULL);
         if (r.rc == 0)
@@ -519,7 +513,7 @@ static void *hammer_main(void *arg)
         dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
         o.wait_ms = 10000;
         if (dlock_acquire(&l, hm->c, "{wf}:hot", &o) == 0) {
-            usleep(1000);
+            usleep(1000); /* work under the lock */
             dlock_release(l);
             hm->sections++;
         }
@@ -645,12 +639,7 @@ static void test_wait_budget_once_queued(void **state)
     int64_t t0 = dh_now_ms();
     dh_thread_start(&t, wait_2s, w);
     assert_true(dh_wait_until(blocked_in_blpop, NULL, 5000));
-    char list[16384] = "";
-    assert_true(dh_cmd_str(list, sizeof list, srv, 0, "CLIENT LIST") > 0);
-    long long id = -1;
-    for (char *line = strtok(list, "\n"); line; line = strtok(NULL, "\n"))
-        if (strstr(line, " cmd=blpop ") && strstr(line, " flags=b "))
-            sscanf(line, "id=%lld", &id);
+    long long id = blpop_client();
     assert_true(id > 0);
     redisContext *rc0 = redisConnect("127.0.0.1", srv->port);
     assert_true(rc0 && !rc0->err);
