@@ -316,7 +316,7 @@ int dlock__url_parse(dlock__endpoint *out, const char *url)
         if (sep)
             rc = dlock__err(DLOCK_EINVAL,
                             "invalid URL: unknown scheme '%.*s' (expected redis://, rediss://, "
-                            "unix://, redis-sentinel:// or redis-cluster://)",
+                            "unix://, redis[s]-sentinel:// or redis[s]-cluster://)",
                             (int)((sep - url) > 20 ? 20 : (sep - url)), url);
         else
             rc = dlock__err(
