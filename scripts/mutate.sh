@@ -134,7 +134,7 @@ mutation extend-validity-from-reply src/lock.c \
     "        atomic_store(&l->valid_until_ns, dlock__validity_end(dlock__now_ns(), ttl_ms));" \
     "test_validity:test_extend_counts_from_send" 120 \
     "dlock_extend's validity counts from the reply"
-mutation renewal-validity-from-reply src/watchdog.c \
+mutation renewal-validity-from-reply src/renew.c \
     "        atomic_store(&l->valid_until_ns, dlock__validity_end(start, l->ttl_ms));" \
     "        atomic_store(&l->valid_until_ns, dlock__validity_end(dlock__now_ns(), l->ttl_ms));" \
     "test_validity:test_renewal_counts_from_send" 120 \
@@ -156,12 +156,12 @@ mutation watchdog-never-lost src/watchdog.c \
     "    if (1)" \
     "test_wait:test_lost_when_deleted" 120 \
     "the watchdog never marks a lock lost"
-mutation renewal-notheld-retried src/watchdog.c \
+mutation renewal-notheld-retried src/renew.c \
     "    if (res == DLOCK_ENOTHELD) {" \
     "    if (0) {" \
     "test_fencing:test_taken_over_renewal" 120 \
     "a renewal the server refused is retried until the validity ends, not reported lost"
-mutation watchdog-no-expiry src/watchdog.c \
+mutation watchdog-no-expiry src/renew.c \
     "            if (now >= atomic_load(&l->valid_until_ns)) {" \
     "            if (0) {" \
     "test_wait:test_lost_when_server_paused" 120 \

@@ -181,25 +181,29 @@ int dlock__acquire(dlock_lock **out, dlock_client *c, int kind, const char *cons
     return rc;
 }
 
-int dlock_acquire(dlock_lock **out, dlock_client *client, const char *key,
-                  const dlock_lock_opts *opts)
+/* The mutex `key`, waiting as opts say, or not at all (try = 1). */
+static int mutex(dlock_lock **out, dlock_client *client, const char *key,
+                 const dlock_lock_opts *opts, int try)
 {
     dlock_lock_opts o;
     int rc = dlock__acquire_check(out, client, &o, opts);
     if (rc == 0)
         rc = dlock__key_check(key);
+    if (try)
+        o.wait_ms = 0;
     return rc ? rc : dlock__acquire(out, client, DLOCK__KIND_MUTEX, &key, 1, 0, 1, &o);
+}
+
+int dlock_acquire(dlock_lock **out, dlock_client *client, const char *key,
+                  const dlock_lock_opts *opts)
+{
+    return mutex(out, client, key, opts, 0);
 }
 
 int dlock_try_acquire(dlock_lock **out, dlock_client *client, const char *key,
                       const dlock_lock_opts *opts)
 {
-    dlock_lock_opts o;
-    int rc = dlock__acquire_check(out, client, &o, opts);
-    if (rc == 0)
-        rc = dlock__key_check(key);
-    o.wait_ms = 0;
-    return rc ? rc : dlock__acquire(out, client, DLOCK__KIND_MUTEX, &key, 1, 0, 1, &o);
+    return mutex(out, client, key, opts, 1);
 }
 
 int dlock_with(dlock_client *client, const char *key, const dlock_lock_opts *opts, dlock_fn fn,

@@ -148,22 +148,20 @@ static int run_asking(dlock_client *c, int node, const dlock__call *call, dlock_
         return rc;
     const char *asking[1] = { "ASKING" };
     dlock__reply *r[2] = { NULL, NULL };
-    rc = dlock__conn_append(conn, 1, asking, NULL);
-    if (rc == 0)
-        rc = dlock__scripts_append(conn, call, 1);
-    if (rc == 0)
-        rc = dlock__conn_exchange(conn, r, 2, max_ms);
-    dlock__reply_free(r[0]);
-    if (rc == 0 && dlock__reply_is_error(r[1], "NOSCRIPT")) {
-        /* the target does not know the script yet: ASKING again, then EVAL */
-        dlock__reply_free(r[1]);
-        r[0] = r[1] = NULL;
+    /* EVALSHA; if the target does not know the script yet, ASKING again
+     * and EVAL */
+    for (int sha = 1; sha >= 0; sha--) {
         rc = dlock__conn_append(conn, 1, asking, NULL);
         if (rc == 0)
-            rc = dlock__scripts_append(conn, call, 0);
+            rc = dlock__scripts_append(conn, call, sha);
         if (rc == 0)
             rc = dlock__conn_exchange(conn, r, 2, max_ms);
         dlock__reply_free(r[0]);
+        r[0] = NULL;
+        if (rc != 0 || !sha || !dlock__reply_is_error(r[1], "NOSCRIPT"))
+            break;
+        dlock__reply_free(r[1]);
+        r[1] = NULL;
     }
     if (rc == 0)
         *out = r[1];

@@ -9,9 +9,7 @@
  */
 #include "conn.h"
 
-#include <errno.h>
 #include <hiredis/hiredis.h>
-#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +18,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "error.h"
+#include "replicas.h"
 #include "tls.h"
 
 struct dlock__conn {
@@ -41,8 +40,6 @@ struct dlock__conn {
     dlock__conn *next;
     unsigned tag;
 };
-
-static int replication_replicas(const dlock__reply *r);
 
 #define COUNT(c, field, n)                                                                         \
     do {                                                                                           \
@@ -75,30 +72,6 @@ int dlock__conn_timed_out(const dlock__conn *c)
 int dlock__conn_replicas(const dlock__conn *c)
 {
     return c->replicas;
-}
-
-void dlock__replicas_saw(dlock__replicas *r, int n)
-{
-    int before = atomic_load(&r->seen);
-    if (n > 0 || before <= 0) {
-        atomic_store(&r->seen, n);
-        atomic_store(&r->gone_ns, 0);
-        return;
-    }
-    /* replicas before, none now: believed after DLOCK__REPLICAS_GONE_MS */
-    long long now = dlock__now_ns(), zero = 0;
-    if (atomic_compare_exchange_strong(&r->gone_ns, &zero, now))
-        return;
-    if (now - zero >= (long long)DLOCK__REPLICAS_GONE_MS * 1000000) {
-        atomic_store(&r->seen, 0);
-        atomic_store(&r->gone_ns, 0);
-    }
-}
-
-void dlock__replicas_reset(dlock__replicas *r)
-{
-    atomic_store(&r->seen, 0);
-    atomic_store(&r->gone_ns, 0);
 }
 
 void dlock__conn_set_need(dlock__conn *c, int need, dlock__replicas *r)
@@ -138,7 +111,7 @@ int dlock__conn_append_replication(dlock__conn *c)
 
 void dlock__conn_saw_replication(dlock__conn *c, const dlock__reply *r)
 {
-    int n = replication_replicas(r);
+    int n = dlock__replicas_parse(r);
     if (c->seen && n >= 0)
         dlock__replicas_saw(c->seen, n);
 }
@@ -252,6 +225,20 @@ static int flush_out(dlock__conn *c, int64_t deadline)
     return 0;
 }
 
+/* Wait until the transport is ready for `events` (POLLIN/POLLOUT) or the
+ * deadline passes: 0, or DLOCK_ECONN naming the exchange's budget (and the
+ * connection marked timed out), or the transport's error. */
+static int wait_io(dlock__conn *c, int events, int64_t deadline)
+{
+    int rc = dlock__transport_wait(c->t, events, deadline);
+    if (rc == DLOCK_ETIMEDOUT) {
+        c->timed_out = 1;
+        return dlock__err(DLOCK_ECONN, "%s: no answer within %lld ms", c->t->desc,
+                          (long long)c->last_timeout_ms);
+    }
+    return rc;
+}
+
 /* Read until one complete reply is available; *out gets it. With
  * poll_first, wait for readability before the first read: right after a
  * request the reply cannot be there yet, and a read would only say EAGAIN
@@ -279,12 +266,7 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int 
             return dlock__err(DLOCK_EPROTO, "%s: reply exceeds the size limit", c->t->desc);
         if (poll_first) {
             poll_first = 0;
-            int rc = dlock__transport_wait(c->t, POLLIN, deadline);
-            if (rc == DLOCK_ETIMEDOUT) {
-                c->timed_out = 1;
-                return dlock__err(DLOCK_ECONN, "%s: no answer within %lld ms", c->t->desc,
-                                  (long long)c->last_timeout_ms);
-            }
+            int rc = wait_io(c, POLLIN, deadline);
             if (rc)
                 return rc;
         }
@@ -295,12 +277,7 @@ static int read_reply(dlock__conn *c, dlock__reply **out, int64_t deadline, int 
         if (r == 0) {
             if (deadline == 1)
                 return DLOCK__IO_AGAIN; /* non-blocking read: nothing complete yet */
-            int rc = dlock__transport_wait(c->t, want, deadline);
-            if (rc == DLOCK_ETIMEDOUT) {
-                c->timed_out = 1;
-                return dlock__err(DLOCK_ECONN, "%s: no answer within %lld ms", c->t->desc,
-                                  (long long)c->last_timeout_ms);
-            }
+            int rc = wait_io(c, want, deadline);
             if (rc)
                 return rc;
             continue;
@@ -394,58 +371,6 @@ static int handshake_error(dlock__conn *c, const dlock__reply *r, const char *st
     return dlock__err(DLOCK_EPROTO, "%s: %s: %s", c->t->desc, step, msg);
 }
 
-/* The value of "field:" in an INFO reply's text, or NULL. */
-static const char *info_field(const char *text, const char *field)
-{
-    size_t len = strlen(field);
-    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
-        if (strncmp(p, field, len) == 0 && p[len] == ':')
-            return p + len + 1;
-    return NULL;
-}
-
-/* A count at the start of an INFO value ("3\r\n..."): 0 to INT_MAX, or -1
- * if it is missing, not a number or out of range. */
-static int info_count(const char *v)
-{
-    if (!v || *v < '0' || *v > '9')
-        return -1;
-    errno = 0;
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (errno || n > INT_MAX || (*end != '\r' && *end != '\n' && *end != '\0'))
-        return -1;
-    return (int)n;
-}
-
-/* Read an INFO replication reply, or a ROLE reply (where INFO is refused):
- * the number of replicas attached to a master; 0 for a replica or anything
- * else; -1 if it could not be read (refused by the ACL, an old server).
- * INFO's connected_slaves counts every attached replica, also one still in
- * its first full synchronisation; ROLE lists a replica only once it is
- * online, and a write made between the snapshot that replica loads and the
- * moment it is online is not in the replica's data, which a failover may
- * promote at any point after it loaded the snapshot. */
-static int replication_replicas(const dlock__reply *r)
-{
-    if (r->type == REDIS_REPLY_STRING) {
-        const char *role = info_field(r->str, "role"), *n = info_field(r->str, "connected_slaves");
-        if (!role)
-            return -1;
-        if (strncmp(role, "master", 6) != 0)
-            return 0;
-        return info_count(n);
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[0]->type != REDIS_REPLY_STRING)
-        return -1;
-    if (strcmp(r->element[0]->str, "master") != 0)
-        return 0;
-    return r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY
-               ? (int)r->element[2]->elements
-               : 0;
-}
-
 /* 1 if a reply refuses a command the handshake may go without (ACL, an old
  * or renamed command). */
 static int refused(const dlock__reply *r)
@@ -455,7 +380,7 @@ static int refused(const dlock__reply *r)
 }
 
 /* INFO was refused: ask ROLE instead, from now on (its count misses a
- * replica still synchronising: see replication_replicas). */
+ * replica still synchronising: see dlock__replicas_parse in replicas.c). */
 static int ask_role(dlock__conn *c, int timeout_ms)
 {
     const char *av[1] = { "ROLE" };
@@ -465,7 +390,7 @@ static int ask_role(dlock__conn *c, int timeout_ms)
         rc = dlock__conn_exchange(c, &r, 1, timeout_ms);
     if (rc == 0) {
         c->role_only = 1;
-        c->replicas = refused(r) ? -1 : replication_replicas(r);
+        c->replicas = refused(r) ? -1 : dlock__replicas_parse(r);
     }
     dlock__reply_free(r);
     return rc;
@@ -518,7 +443,7 @@ static int handshake(dlock__conn *c, const dlock__conn_cfg *cfg, int timeout_ms)
         if (strcmp(steps[i], "INFO") == 0 && refused(r[i]))
             info_refused = 1; /* refused by the ACL: not fatal */
         else if (strcmp(steps[i], "INFO") == 0 && r[i]->type != REDIS_REPLY_ERROR)
-            c->replicas = replication_replicas(r[i]);
+            c->replicas = dlock__replicas_parse(r[i]);
         else if (r[i]->type == REDIS_REPLY_ERROR)
             rc = handshake_error(c, r[i], steps[i]);
     }

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "replicas.h"
 #include "reply.h"
 #include "transport.h"
 #include "url.h"
@@ -74,23 +75,6 @@ int dlock__conn_broken(const dlock__conn *c);
  * (INFO replication's connected_slaves; ROLE, used only where an ACL refuses
  * INFO, lists a replica only once it is online). */
 int dlock__conn_replicas(const dlock__conn *c);
-
-/* What a client believes of one server's replicas, shared by its
- * connections to it (automatic min_replicas). A count that falls to 0 is
- * believed only after DLOCK__REPLICAS_GONE_MS: a master that has just lost
- * its replicas may be one a failover is replacing (its replica promoted,
- * clients not yet told), whose grants the new master will not have. Until
- * then its grants still need an acknowledgement, which it cannot give. */
-#define DLOCK__REPLICAS_GONE_MS 10000
-typedef struct dlock__replicas {
-    atomic_int seen;      /* connected replicas believed (0: none) */
-    atomic_llong gone_ns; /* when a fall to 0 was first seen; 0: none pending */
-} dlock__replicas;
-
-/* The server was seen with n connected replicas (n >= 0). */
-void dlock__replicas_saw(dlock__replicas *r, int n);
-/* The node is another server now (a Sentinel switch): forget. */
-void dlock__replicas_reset(dlock__replicas *r);
 
 /* Replicas that must acknowledge this connection's writes (used by WAIT,
  * scripts.h): `need` if >= 0, else automatic: 1 while r (its node's view,

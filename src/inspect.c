@@ -85,6 +85,14 @@ static int majority_view(dlock_info *out, const dlock_client *c, dlock__fanout *
     return 0;
 }
 
+/* The Redis names of the mutex `key` (checked first) into names; free
+ * them with dlock__key_group_free. 0, DLOCK_EINVAL or DLOCK_ENOMEM. */
+static int mutex_names(char **names, const dlock_client *c, const char *key)
+{
+    int rc = dlock__key_check(key);
+    return rc ? rc : dlock__key_group(names, c->prefix, key, DLOCK__FAM_MUTEX);
+}
+
 int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
 {
     dlock__err_clear();
@@ -92,9 +100,7 @@ int dlock_inspect(dlock_info *out, dlock_client *c, const char *key)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     memset(out, 0, sizeof *out);
     char *names[DLOCK__GROUP_MUTEX];
-    int rc = dlock__key_check(key);
-    if (rc == 0)
-        rc = dlock__key_group(names, c->prefix, key, DLOCK__FAM_MUTEX);
+    int rc = mutex_names(names, c, key);
     if (rc)
         return rc;
     if ((rc = dlock__client_enter(c)) == 0) {
@@ -362,9 +368,7 @@ int dlock_force_unlock(int *out_removed, dlock_client *c, const char *key)
         return dlock__err(DLOCK_EINVAL, "NULL argument");
     *out_removed = 0;
     char *names[DLOCK__GROUP_MUTEX];
-    int rc = dlock__key_check(key);
-    if (rc == 0)
-        rc = dlock__key_group(names, c->prefix, key, DLOCK__FAM_MUTEX);
+    int rc = mutex_names(names, c, key);
     if (rc)
         return rc;
     if ((rc = dlock__client_enter(c)) == 0) {

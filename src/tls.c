@@ -133,28 +133,29 @@ static ssize_t io_result(tls_transport *t, int r, int *want, const char *what)
     }
 }
 
-static ssize_t tls_read(dlock__transport *tr, void *buf, size_t n, int *want)
+/* One SSL_read into rbuf or SSL_write from wbuf (the other is NULL), with
+ * SIGPIPE held off (a peer that closed must not kill the process). */
+static ssize_t tls_io(dlock__transport *tr, void *rbuf, const void *wbuf, size_t n, int *want)
 {
     tls_transport *t = (tls_transport *)tr;
+    int len = n > INT32_MAX ? INT32_MAX : (int)n;
     sigpipe_guard g;
     sigpipe_block(&g);
     errno = 0;
-    int r = SSL_read(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
-    ssize_t res = io_result(t, r, want, "TLS read");
+    int r = rbuf ? SSL_read(t->ssl, rbuf, len) : SSL_write(t->ssl, wbuf, len);
+    ssize_t res = io_result(t, r, want, rbuf ? "TLS read" : "TLS write");
     sigpipe_unblock(&g);
     return res;
 }
 
+static ssize_t tls_read(dlock__transport *tr, void *buf, size_t n, int *want)
+{
+    return tls_io(tr, buf, NULL, n, want);
+}
+
 static ssize_t tls_write(dlock__transport *tr, const void *buf, size_t n, int *want)
 {
-    tls_transport *t = (tls_transport *)tr;
-    sigpipe_guard g;
-    sigpipe_block(&g);
-    errno = 0;
-    int r = SSL_write(t->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
-    ssize_t res = io_result(t, r, want, "TLS write");
-    sigpipe_unblock(&g);
-    return res;
+    return tls_io(tr, NULL, buf, n, want);
 }
 
 static int tls_poll_fd(dlock__transport *tr)

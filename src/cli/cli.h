@@ -278,6 +278,23 @@ int cli_held_outer_alive(const cli_held_entry *e);
  * memory. */
 char *cli_held_append(const char *inherited, const cli_held_entry *add, size_t n);
 
+/* The first lines of the exit-status table in `dlock run --help` and
+ * `dlock elect --help` (the rest differs). */
+#define CLI_HELP_EXIT_COMMON                                                                       \
+    "Exit status:\n"                                                                               \
+    "  CMD's    CMD ran; 128+N if signal N ended it\n"                                             \
+    "  64       usage error or invalid argument\n"                                                 \
+    "  69       Redis unreachable, Redlock quorum not reached, authentication failed,\n"           \
+    "           or the Redis user lacks a permission (ACL)\n"                                      \
+    "  70       internal error or unexpected reply\n"
+
+/* -------------------------------------------------------- metrics_file.c */
+
+/* Write client's metrics to `path` through a temporary file and rename(2).
+ * Reports a failure on stderr; the caller's exit status does not depend on
+ * it. */
+void cli_write_metrics_file(dlock_client *client, const char *path);
+
 /* ---------------------------------------------------------------- busy.c */
 
 /* A lock that `run` or `elect` did not get. */

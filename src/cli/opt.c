@@ -51,6 +51,24 @@ static const cli_opt *find_short(const cli_opt *opts, char c)
     return NULL;
 }
 
+/* The value of option o, which takes one: `attached` ("--ttl=5s", "-u
+ * URL" written "-uURL"), else the next argument. Steps past what it used;
+ * returns o's id, or CLI_OPT_ERROR (reported) when the value is missing. */
+static int take_value(cli_optstate *st, const cli_opt *o, const char *attached)
+{
+    if (attached != NULL) {
+        st->arg = attached;
+        st->ind++;
+    } else if (st->ind + 1 < st->argc) {
+        st->arg = st->argv[st->ind + 1];
+        st->ind += 2;
+    } else {
+        st->ind++;
+        return fail_after(st, "needs a value");
+    }
+    return o->id;
+}
+
 /* Parse "--name[=value]" at argv[ind]. */
 static int next_long(cli_optstate *st, const cli_opt *opts)
 {
@@ -71,17 +89,7 @@ static int next_long(cli_optstate *st, const cli_opt *opts)
             return fail_after(st, "takes no value");
         return o->id;
     }
-    if (eq != NULL) {
-        st->arg = eq + 1;
-        st->ind++;
-    } else if (st->ind + 1 < st->argc) {
-        st->arg = st->argv[st->ind + 1];
-        st->ind += 2;
-    } else {
-        st->ind++;
-        return fail_after(st, "needs a value");
-    }
-    return o->id;
+    return take_value(st, o, eq != NULL ? eq + 1 : NULL);
 }
 
 /* Parse the short option at argv[ind][sub] (sub >= 1), stepping through a
@@ -105,17 +113,7 @@ static int next_short(cli_optstate *st, const cli_opt *opts)
             st->ind++;
         return o->id;
     }
-    if (a[pos + 1] != '\0') {
-        st->arg = a + pos + 1;
-        st->ind++;
-    } else if (st->ind + 1 < st->argc) {
-        st->arg = st->argv[st->ind + 1];
-        st->ind += 2;
-    } else {
-        st->ind++;
-        return fail_after(st, "needs a value");
-    }
-    return o->id;
+    return take_value(st, o, a[pos + 1] != '\0' ? a + pos + 1 : NULL);
 }
 
 /* See cli.h. The state machine has one piece of memory besides the index:

@@ -49,8 +49,6 @@
 
 #include "cli.h"
 #include "child.h"
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -59,27 +57,6 @@
 #include <unistd.h>
 
 #include "run.h"
-
-typedef struct run_ctx {
-    const cli_globals *g;
-    run_opts o;
-    cli_child child;
-    int wake_fd; /* child.c's wake pipe, for the on-lost callback */
-    dlock_cancel *cancel;
-    dlock_client *client;
-    dlock_lock *lock;
-    int termed; /* SIGTERM sent because of lock trouble */
-    int killed; /* SIGKILL sent because the lock was lost */
-    /* nested runs (held.c): the outer holds, the one covering each key */
-    cli_held held;
-    char url_id[1024]; /* the URL as DLOCK_HELD names it */
-    const char *prefix;
-    const cli_held_entry *cover[DLOCK_MULTI_MAX];
-    size_t ncovered;
-    const char *acq_keys[DLOCK_MULTI_MAX]; /* the keys to acquire: not covered */
-    size_t nacq;
-    int ran_free; /* CMD may run without a lock of its own (--rate, nested) */
-} run_ctx;
 
 static void lock_err(const run_ctx *c, const char *fmt, ...) CLI_PRINTF(2, 3);
 static void lock_err(const run_ctx *c, const char *fmt, ...)
@@ -171,8 +148,8 @@ static int acquire_call(run_ctx *c, const dlock_lock_opts *lo)
     }
 }
 
-/* How this run's hold is named in DLOCK_HELD. */
-static char held_kind(const run_ctx *c)
+/* See run.h. */
+char run_held_kind(const run_ctx *c)
 {
     return c->o.hold == HOLD_SHARED ? 'r' : c->o.hold == HOLD_PERMIT ? 's' : 'w';
 }
@@ -200,7 +177,7 @@ static int find_cover(run_ctx *c)
             ;
         c->cover[i] = k < i ? NULL
                             : cli_held_cover(&c->held, c->url_id, c->prefix, c->o.keys[i],
-                                             held_kind(c), c->o.limit, c->o.permits);
+                                             run_held_kind(c), c->o.limit, c->o.permits);
         if (c->cover[i] != NULL)
             c->ncovered++;
         else if (k == i)
@@ -372,112 +349,6 @@ static int final_status(const run_ctx *c, int status)
     return CLI_EX_LOST;
 }
 
-/* The fencing token of `key`: the outer hold's (cover, may be NULL) or our
- * handle's. */
-static uint64_t fence_of(const run_ctx *c, const cli_held_entry *cover, const char *key)
-{
-    size_t i, n = c->lock != NULL ? dlock_lock_count(c->lock) : 0;
-
-    if (cover != NULL)
-        return cover->fence;
-    for (i = 0; i < n; i++)
-        if (strcmp(dlock_lock_key_at(c->lock, i), key) == 0)
-            return dlock_lock_fencing_token_at(c->lock, i);
-    return 0;
-}
-
-/* Append " text" (no space before the first) to the string *s of length
- * *len. Returns 0 or -1 (out of memory). */
-static int join_word(char **s, size_t *len, const char *text)
-{
-    size_t n = strlen(text);
-    char *b = realloc(*s, *len + n + 2);
-
-    if (b == NULL)
-        return -1;
-    if (*len > 0)
-        b[(*len)++] = ' ';
-    memcpy(b + *len, text, n + 1);
-    *len += n;
-    *s = b;
-    return 0;
-}
-
-/* DLOCK_KEYS and DLOCK_FENCING_TOKENS (each key once, in the order given)
- * into *keys and *tokens, and this run's own lines of DLOCK_HELD into
- * add[*nadd]. Returns 0 or -1 (out of memory). */
-static int list_held(const run_ctx *c, char **keys, char **tokens, cli_held_entry *add,
-                     size_t *nadd)
-{
-    size_t i, k, klen = 0, tlen = 0;
-    char num[32];
-    int slot = c->lock != NULL ? dlock_lock_slot(c->lock) : -1;
-    int permits = c->lock != NULL ? dlock_lock_permits(c->lock) : 1;
-
-    *nadd = 0;
-    for (i = 0; i < c->o.nkeys; i++) {
-        for (k = 0; k < i && strcmp(c->o.keys[k], c->o.keys[i]) != 0; k++)
-            ;
-        if (k < i)
-            continue; /* a duplicate */
-        uint64_t fence = fence_of(c, c->cover[i], c->o.keys[i]);
-        snprintf(num, sizeof num, "%" PRIu64, fence);
-        if (join_word(keys, &klen, c->o.keys[i]) != 0 || join_word(tokens, &tlen, num) != 0)
-            return -1;
-        if (c->cover[i] == NULL)
-            add[(*nadd)++] =
-                (cli_held_entry){ (long)getpid(), held_kind(c), fence,     slot,        permits,
-                                  c->o.limit,     c->url_id,    c->prefix, c->o.keys[i] };
-    }
-    return 0;
-}
-
-/* Step 4's environment. Variables that do not apply (DLOCK_SLOT without
- * --limit; all but DLOCK_KEY with --rate) are removed, so CMD never sees a
- * value inherited from an outer dlock (DLOCK_HELD excepted: it is added
- * to). Returns 0 or an exit status (reported). */
-static int set_cmd_env(run_ctx *c)
-{
-    static const char *const lists[] = { "DLOCK_FENCING_TOKEN", "DLOCK_KEYS",
-                                         "DLOCK_FENCING_TOKENS", "DLOCK_SLOT", "DLOCK_PERMITS" };
-    char *keys = NULL, *tokens = NULL, *held = NULL, num[32], slot[16], permits[16];
-    cli_held_entry add[DLOCK_MULTI_MAX];
-    const cli_held_entry *pc = c->cover[0];
-    size_t nadd = 0, i;
-    int ex = cli_child_setenv(&c->child, "DLOCK_KEY", c->o.key);
-
-    if (c->o.hold == HOLD_RATE) {
-        for (i = 0; ex == 0 && i < sizeof lists / sizeof lists[0]; i++)
-            ex = cli_child_setenv(&c->child, lists[i], NULL);
-        return ex;
-    }
-    if (ex == 0 && (list_held(c, &keys, &tokens, add, &nadd) != 0 ||
-                    (held = cli_held_append(c->held.inherited, add, nadd)) == NULL)) {
-        cli_err("out of memory");
-        ex = CLI_EX_SOFTWARE;
-    }
-    snprintf(num, sizeof num, "%" PRIu64, fence_of(c, pc, c->o.key));
-    snprintf(slot, sizeof slot, "%d", pc != NULL ? pc->slot : dlock_lock_slot(c->lock));
-    snprintf(permits, sizeof permits, "%d", pc != NULL ? pc->permits : dlock_lock_permits(c->lock));
-    if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKEN", num);
-    if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_KEYS", keys);
-    if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_FENCING_TOKENS", tokens);
-    if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_SLOT", c->o.hold == HOLD_PERMIT ? slot : NULL);
-    if (ex == 0)
-        ex =
-            cli_child_setenv(&c->child, "DLOCK_PERMITS", c->o.hold == HOLD_PERMIT ? permits : NULL);
-    if (ex == 0)
-        ex = cli_child_setenv(&c->child, "DLOCK_HELD", held[0] != '\0' ? held : NULL);
-    free(keys);
-    free(tokens);
-    free(held);
-    return ex;
-}
-
 /* Steps 4 to 6, with the lock held (or a --rate slot taken, or nested
  * under outer holds). Returns the exit status. */
 static int run_cmd(run_ctx *c)
@@ -489,7 +360,7 @@ static int run_cmd(run_ctx *c)
         lock_err(c, "the %s was lost before CMD could start", held_noun(c));
         return CLI_EX_LOST;
     }
-    ex = set_cmd_env(c);
+    ex = run_set_env(c);
     if (ex == 0)
         ex = cli_child_spawn(&c->child, c->o.cmd);
     if (ex != 0)
@@ -520,47 +391,6 @@ static int run_cmd(run_ctx *c)
     return ex;
 }
 
-/* Step 7: write the client's metrics to `path` through a temporary file in
- * the same directory and rename(2), which replaces the old file in one
- * step. Reports a failure; the exit status does not depend on it. */
-static void write_metrics_file(dlock_client *client, const char *path)
-{
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    FILE *f = NULL;
-    int fd = -1, rc, ok = 0, err = 0;
-
-    if (tmp == NULL) {
-        cli_err("--metrics-file: out of memory");
-        return;
-    }
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd >= 0)
-        f = fdopen(fd, "w");
-    if (f == NULL) {
-        err = errno;
-        if (fd >= 0)
-            close(fd);
-    } else {
-        rc = dlock_metrics_write(client, f);
-        err = errno;
-        if (fclose(f) != 0 && rc == 0) {
-            rc = DLOCK_ECONN;
-            err = errno;
-        }
-        if (rc == 0 && rename(tmp, path) == 0)
-            ok = 1;
-        else if (rc == 0)
-            err = errno;
-        if (!ok)
-            unlink(tmp);
-    }
-    if (!ok)
-        cli_err("--metrics-file %s: %s", path, err != 0 ? strerror(err) : "write failed");
-    free(tmp);
-}
-
 /* See cli.h: the steps described at the top of the file. The client is
  * closed before child.c's pipes: the on-lost callback may write to the wake
  * pipe until then. */
@@ -587,7 +417,7 @@ int cli_run_command(const cli_globals *g, int argc, char **argv, int elect)
 
     dlock_release(c.lock);
     if (c.o.metrics_file != NULL && c.client != NULL)
-        write_metrics_file(c.client, c.o.metrics_file);
+        cli_write_metrics_file(c.client, c.o.metrics_file);
     dlock_client_close(c.client);
     dlock_cancel_free(c.cancel);
     cli_child_cleanup(&c.child);

@@ -1,6 +1,7 @@
 /*
  * run.h — what `dlock run` and `dlock elect` were asked for (run_opts),
- * shared by the argument parser (run_args.c) and the engine (run.c).
+ * shared by the argument parser (run_args.c), the engine (run.c) and
+ * CMD's environment (run_env.c); and the state of one run (run_ctx).
  */
 #ifndef DLOCK_CLI_RUN_H
 #define DLOCK_CLI_RUN_H
@@ -8,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "child.h"
+#include "cli.h"
 #include "dlock.h"
 
 #define DEFAULT_TTL_MS (30 * 1000)
@@ -42,5 +45,37 @@ typedef struct run_opts {
  * into argv). Returns -1 to go on, else the exit status to end with (0
  * after --help; CLI_EX_USAGE with the message printed). */
 int run_parse_args(run_opts *o, int argc, char **argv, int elect);
+
+/* One run of `dlock run` or `dlock elect`, from parsing to exit (run.c). */
+typedef struct run_ctx {
+    const cli_globals *g;
+    run_opts o;
+    cli_child child;
+    int wake_fd; /* child.c's wake pipe, for the on-lost callback */
+    dlock_cancel *cancel;
+    dlock_client *client;
+    dlock_lock *lock;
+    int termed; /* SIGTERM sent because of lock trouble */
+    int killed; /* SIGKILL sent because the lock was lost */
+    /* nested runs (held.c): the outer holds, the one covering each key */
+    cli_held held;
+    char url_id[1024]; /* the URL as DLOCK_HELD names it */
+    const char *prefix;
+    const cli_held_entry *cover[DLOCK_MULTI_MAX];
+    size_t ncovered;
+    const char *acq_keys[DLOCK_MULTI_MAX]; /* the keys to acquire: not covered */
+    size_t nacq;
+    int ran_free; /* CMD may run without a lock of its own (--rate, nested) */
+} run_ctx;
+
+/* How this run's hold is named in DLOCK_HELD: 'w', 'r' (--shared) or 's'
+ * (--limit). */
+char run_held_kind(const run_ctx *c);
+
+/* Step 4: CMD's environment (run_env.c): DLOCK_KEY, DLOCK_FENCING_TOKEN,
+ * DLOCK_KEYS, DLOCK_FENCING_TOKENS, DLOCK_SLOT, DLOCK_PERMITS, DLOCK_HELD.
+ * Variables that do not apply are removed. Returns 0 or an exit status
+ * (reported). */
+int run_set_env(run_ctx *c);
 
 #endif

@@ -260,58 +260,50 @@ void cli_put_text(FILE *out, const char *s)
     }
 }
 
-/* See cli.h. The output is always valid JSON text in UTF-8, whatever bytes
- * the key or owner id hold. */
-void cli_put_json_string(FILE *out, const char *s)
+/* Write s to out escaped for a JSON string (json = 1) or a Prometheus
+ * label value (json = 0), without the quotes. Bytes that are not UTF-8 become
+ * U+FFFD, so the output is always valid UTF-8. JSON escapes every control
+ * character; a label value needs only ", \ and newline escaped (other line
+ * breaks cannot break the format, so they pass as they are). */
+static void put_escaped(FILE *out, const char *s, int json)
 {
     const unsigned char *p = (const unsigned char *)s;
 
-    fputc('"', out);
     while (*p != '\0') {
         size_t n = utf8_len(p);
         if (n == 0) {
-            fputs("\\ufffd", out);
+            fputs(json ? "\\ufffd" : "\xEF\xBF\xBD", out);
             n = 1;
         } else if (*p == '"' || *p == '\\') {
             fputc('\\', out);
             fputc(*p, out);
         } else if (*p == '\n') {
             fputs("\\n", out);
-        } else if (*p == '\t') {
+        } else if (json && *p == '\t') {
             fputs("\\t", out);
-        } else if (*p == '\r') {
+        } else if (json && *p == '\r') {
             fputs("\\r", out);
-        } else if (*p < 0x20 || *p == 0x7F) {
+        } else if (json && (*p < 0x20 || *p == 0x7F)) {
             fprintf(out, "\\u%04x", *p);
         } else {
             fwrite(p, 1, n, out);
         }
         p += n;
     }
+}
+
+/* See cli.h. */
+void cli_put_json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    put_escaped(out, s, 1);
     fputc('"', out);
 }
 
-/* See cli.h. Only three characters need escaping in a label value; line
- * breaks other than \n cannot break the format, so they pass as they are. */
+/* See cli.h. */
 void cli_put_prom_label(FILE *out, const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
-
-    while (*p != '\0') {
-        size_t n = utf8_len(p);
-        if (n == 0) {
-            fputs("\xEF\xBF\xBD", out);
-            n = 1;
-        } else if (*p == '"' || *p == '\\') {
-            fputc('\\', out);
-            fputc(*p, out);
-        } else if (*p == '\n') {
-            fputs("\\n", out);
-        } else {
-            fwrite(p, 1, n, out);
-        }
-        p += n;
-    }
+    put_escaped(out, s, 0);
 }
 
 /* See cli.h. A memory stream makes cli_put_text() the one place that

@@ -190,6 +190,16 @@ local function handoff(G, now_ms)
   end
 end
 
+-- How long (ms) until the first of G's holders (readers, or a semaphore's
+-- permits) runs out (0: none held).
+local function holders_hint(G, now_ms)
+  local s = redis.call('ZRANGE', G[HOLDERS], 0, 0, 'WITHSCORES')[2]
+  if s then
+    return math.max(tonumber(s) - now_ms, 1)
+  end
+  return 0
+end
+
 -- How long (ms) until something may change for a waiter of G's mutex: the
 -- lock's (or lease's) TTL, else the first reader's expiry; 0: unknown.
 local function hint(G, now_ms)
@@ -197,11 +207,7 @@ local function hint(G, now_ms)
   if p > 0 then
     return p
   end
-  local s = redis.call('ZRANGE', G[HOLDERS], 0, 0, 'WITHSCORES')[2]
-  if s then
-    return math.max(tonumber(s) - now_ms, 1)
-  end
-  return 0
+  return holders_hint(G, now_ms)
 end
 
 -- ----------------------------------------------------------- semaphores
@@ -295,12 +301,4 @@ local function sem_admit(G, now_ms)
   end
 end
 
--- How long (ms) until the first permit runs out (0: none held).
-local function sem_hint(G, now_ms)
-  local s = redis.call('ZRANGE', G[HOLDERS], 0, 0, 'WITHSCORES')[2]
-  if s then
-    return math.max(tonumber(s) - now_ms, 1)
-  end
-  return 0
-end
 -- luacheck: pop

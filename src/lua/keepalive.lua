@@ -30,7 +30,7 @@ for _, G in ipairs(groups_of(sem and SGROUP or GROUP)) do
     watch(G, tok, now_ms)
     if sem then
       free = free and sem_num(G, 'used') < sem_num(G, 'limit')
-      sooner(sem_hint(G, now_ms))
+      sooner(holders_hint(G, now_ms))
     else
       free = free and redis.call('EXISTS', G[LOCK]) == 0 and
         (kind == 'r' or live_readers(G, now_ms) == 0)
@@ -59,7 +59,7 @@ for _, G in ipairs(groups_of(sem and SGROUP or GROUP)) do
     if not mine then
       leased = false
       if refresh(G, tok, now_ms) then
-        sooner(sem and sem_hint(G, now_ms) or hint(G, now_ms))
+        sooner(sem and holders_hint(G, now_ms) or hint(G, now_ms))
       else
         state = KA_LOST
       end

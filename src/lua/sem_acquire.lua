@@ -53,4 +53,4 @@ else
   leave(KEYS, tok)
 end
 sem_admit(KEYS, now_ms)
-return {BUSY, sem_hint(KEYS, now_ms)}
+return {BUSY, holders_hint(KEYS, now_ms)}
