@@ -216,6 +216,22 @@ static void kept(dlock_client *c, dlock__waitreg *w, const dlock__fanout *f, int
     dlock__sched_push(&c->wd->q, &w->sched, next);
 }
 
+/* Run the on_lost callbacks of the n locks in items, found lost by the
+ * server's word, with c->mu dropped; they stay in flight until then, so
+ * their release waits for the callback. Called and returns with c->mu held. */
+static void run_lost_callbacks(dlock_client *c, dlock__sched **items, int n)
+{
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < n; i++) {
+        dlock_lock *l = (dlock_lock *)((char *)items[i] - offsetof(dlock_lock, sched));
+        if (l->on_lost)
+            l->on_lost(l, l->on_lost_arg);
+    }
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < n; i++)
+        ((dlock_lock *)((char *)items[i] - offsetof(dlock_lock, sched)))->inflight = 0;
+}
+
 int64_t dlock__watchdog_tick(dlock_client *c, dlock__batch *b)
 {
     int64_t next = collect(c, b);
@@ -267,17 +283,8 @@ int64_t dlock__watchdog_tick(dlock_client *c, dlock__batch *b)
             b->items[lost_n++] = s; /* keeps in-flight until its callback ran */
     }
     dlock__fanout_free(&f);
-    if (lost_n) {
-        pthread_mutex_unlock(&c->mu);
-        for (int i = 0; i < lost_n; i++) {
-            dlock_lock *l = (dlock_lock *)((char *)b->items[i] - offsetof(dlock_lock, sched));
-            if (l->on_lost)
-                l->on_lost(l, l->on_lost_arg);
-        }
-        pthread_mutex_lock(&c->mu);
-        for (int i = 0; i < lost_n; i++)
-            ((dlock_lock *)((char *)b->items[i] - offsetof(dlock_lock, sched)))->inflight = 0;
-    }
+    if (lost_n)
+        run_lost_callbacks(c, b->items, lost_n);
     pthread_cond_broadcast(&c->cv);
     return dlock__now_ns(); /* look again: more may be due */
 }
