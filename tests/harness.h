@@ -209,6 +209,38 @@ pid_t dh_fork(void);
  * ended with status 0; else 0, each failure named on stderr. */
 int dh_wait_children(const pid_t *pids, int n, int timeout_ms);
 
+/* A forked helper's report (dh_fork_call), in memory shared with it:
+ * state (DH_SLOT_IDLE, DH_SLOT_RUNNING once it calls, DH_SLOT_DONE once
+ * the call returned), the call's return value and its last error message. */
+enum { DH_SLOT_IDLE, DH_SLOT_RUNNING, DH_SLOT_DONE };
+typedef struct dh_slot {
+    atomic_int state;
+    int rc;
+    char msg[200];
+} dh_slot;
+
+/* n zeroed slots in memory shared with children forked afterwards; fails
+ * the test if it cannot be had. dh_slots_free(s, n) gives it back. */
+dh_slot *dh_slots_new(int n);
+void dh_slots_free(dh_slot *s, int n);
+
+/* Fork a helper (dh_fork) that waits until the test writes a byte to *go
+ * (the write end of its pipe; close it when done), then opens a client of
+ * url with owner id owner, marks s running, calls fn(c, arg) (the child's
+ * copy of arg), reports the result in s and exits (1 if the pipe closed
+ * before the byte came, 2 if the client could not be opened). Returns the
+ * child's pid; fails the test if it cannot fork. */
+pid_t dh_fork_call(dh_slot *s, int *go, const char *url, const char *owner,
+                   int (*fn)(dlock_client *c, void *arg), void *arg);
+
+/* 1 once the slot's call returned (a dh_wait_until condition on a dh_slot *). */
+int dh_slot_done(void *s);
+
+/* Wait at most timeout_ms for the slot's call to return, and fail the test
+ * (naming what, the code and the call's last error message) if it did not
+ * or returned other than want. */
+void dh_slot_expect(const dh_slot *s, int timeout_ms, int want, const char *what);
+
 /* Kill (SIGKILL, SIGCONT) and reap every forked helper still running. */
 void dh_reap_forks(void);
 
@@ -222,8 +254,9 @@ char dh_pid_state(pid_t pid);
 /* ------------------------------------------------------ calls on a thread */
 
 /* A call fn(arg) run on a thread of its own, so the main thread can watch
- * it block and end (thread.c). rc is fn's return value and ended_ms the
- * dh_now_ms() at which it returned, valid once done. */
+ * it block and end (thread.c). rc is fn's return value, ended_ms the
+ * dh_now_ms() at which it returned and msg the thread's dlock_last_errmsg()
+ * then, valid once done. */
 typedef struct dh_thread {
     pthread_t th;
     int (*fn)(void *arg);
@@ -231,6 +264,7 @@ typedef struct dh_thread {
     atomic_int done;
     int rc;
     int64_t ended_ms;
+    char msg[256];
 } dh_thread;
 
 /* Start fn(arg) on a new thread; fails the test if it cannot. */
@@ -242,6 +276,10 @@ int dh_thread_done(void *t);
 /* Wait at most timeout_ms for the call to return (else fail the test),
  * join the thread, and return the call's return value. */
 int dh_thread_join(dh_thread *t, int timeout_ms);
+
+/* dh_thread_join, and fail the test unless the call returned want; the
+ * failure names what, both codes and the call's last error message. */
+void dh_thread_expect(dh_thread *t, int timeout_ms, int want, const char *what);
 
 /* ---------------------------------------------------------- cmocka hooks */
 
@@ -292,6 +330,27 @@ dlock_lock_opts dh_opts(int64_t ttl_ms, int64_t wait_ms);
 
 /* dh_opts without auto-renewal: the lock lives ttl_ms unless extended. */
 dlock_lock_opts dh_opts_fixed(int64_t ttl_ms, int64_t wait_ms);
+
+/* A Redlock deployment of three servers: `first`, and two started for it
+ * (more), the URL naming the three, and a client of it (NULL until
+ * dh_redlock_open). */
+typedef struct dh_redlock {
+    dh_redis *more[2];
+    char url[256];
+    dlock_client *c;
+} dh_redlock;
+
+/* Start the two servers and write the URL; fails the test if a server
+ * cannot be started. */
+void dh_redlock_start(dh_redlock *rl, const dh_redis *first);
+
+/* dh_redlock_start, and a client of the three with owner id owner
+ * (dh_client), stored in rl->c and returned; fails the test if it cannot
+ * be opened. */
+dlock_client *dh_redlock_open(dh_redlock *rl, const dh_redis *first, const char *owner);
+
+/* Close the client (if any) and stop the two servers started for it. */
+void dh_redlock_stop(dh_redlock *rl);
 
 /* The number of waiters queued for `key` (dlock_inspect), or -1. */
 int64_t dh_waiters(dlock_client *c, const char *key);

@@ -315,18 +315,11 @@ static void test_exact_across_processes(void **state)
 static void test_redlock_refused(void **state)
 {
     (void)state;
-    dh_redis *b = dh_redis_start(NULL), *d = dh_redis_start(NULL);
-    assert_non_null(b);
-    assert_non_null(d);
-    char url[256];
-    snprintf(url, sizeof url, "%s,%s,%s", srv->url, b->url, d->url);
-    dlock_client *c = dh_client(url, "redlock");
-    assert_non_null(c);
+    dh_redlock rl;
+    dlock_client *c = dh_redlock_open(&rl, srv, "redlock");
     dh_assert_rc(dlock_rate_acquire(c, "r:rl", 5, 1000, 5, 0, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "not available on Redlock"));
-    dlock_client_close(c);
-    dh_redis_stop(b);
-    dh_redis_stop(d);
+    dh_redlock_stop(&rl);
 }
 
 int main(void)
