@@ -90,6 +90,11 @@ typedef struct dh_redis {
  * 10 s) until it answers PING. Returns the server, or NULL on failure. */
 dh_redis *dh_redis_start(const char *const *extra_args);
 
+/* A redis-server replicating master (--replicaof 127.0.0.1 <its port>),
+ * started as dh_redis_start (it answers; it may not have synchronised
+ * yet). The server, or NULL on failure. */
+dh_redis *dh_replica_start(const dh_redis *master);
+
 /* Stop it (SIGTERM, SIGKILL after 5 s), reap it, remove its dir, free it.
  * NULL is a no-op. */
 void dh_redis_stop(dh_redis *r);
@@ -132,6 +137,19 @@ int dh_find_key(char *out, size_t outlen, const dh_redis *r, int db, const char 
  * its back, as an operator or a failover would). 1 if it was deleted, 0 if
  * there was none, -1 on error. */
 int dh_delete_key(const dh_redis *r, int db, const char *name_part, const char *needle);
+
+/* A store of fenced writes (the resource a lock protects, on its own
+ * server, through connection st): dh_store_counter reads its counter
+ * ("GET counter"; 0 if unset or on error); dh_store_write sets the counter
+ * to value if token is not below the highest token the store has accepted
+ * ("fence"), counting each accepted write ("writes"). 1 if the write was
+ * accepted, 0 if refused (a stale token) or on error. */
+long long dh_store_counter(redisContext *st);
+int dh_store_write(redisContext *st, uint64_t token, long long value);
+
+/* The store's lost updates (read on a fresh connection): its accepted
+ * writes minus its counter, 0 unless two holders wrote from the same read. */
+long long dh_store_lost(const dh_redis *store);
 
 /* Number of keys in db (DBSIZE), or -1. */
 int64_t dh_dbsize(const dh_redis *r, int db);

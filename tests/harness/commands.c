@@ -8,12 +8,15 @@
  * database selected), so these functions may be used from any thread and
  * from a forked child. dh_find_key locates a key by part of its name and a
  * value it holds (an owner id), so tests do not depend on the library's key
- * layout.
+ * layout. dh_store_* are the exception: the fenced store that tests of
+ * mutual exclusion write through, on the caller's own connection (a
+ * contender's, in its process).
  */
 #include "internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Run one command on c; 1 if it got a reply that is not an error. */
@@ -228,4 +231,43 @@ int dh_delete_key(const dh_redis *r, int db, const char *name_part, const char *
     if (found != 1)
         return found;
     return dh_cmd_int(r, db, "DEL %s", name) == 1 ? 1 : -1;
+}
+
+/* The store's write: accepted only with a token not below the fence. */
+#define STORE_WRITE                                                                                \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
+    "if tonumber(ARGV[1]) < last then return 0 end "                                               \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "                   \
+    "redis.call('INCR', 'writes') return 1"
+
+long long dh_store_counter(redisContext *st)
+{
+    redisReply *r = redisCommand(st, "GET counter");
+    long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+int dh_store_write(redisContext *st, uint64_t token, long long value)
+{
+    char tok[32], val[32];
+    snprintf(tok, sizeof tok, "%llu", (unsigned long long)token);
+    snprintf(val, sizeof val, "%lld", value);
+    redisReply *r = redisCommand(st, "EVAL %s 0 %s %s", STORE_WRITE, tok, val);
+    int accepted = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return accepted;
+}
+
+/* The store's integer `name` (0 if unset). */
+static long long store_get(const dh_redis *store, const char *name)
+{
+    char buf[32] = "";
+    dh_cmd_str(buf, sizeof buf, store, 0, "GET %s", name);
+    return atoll(buf);
+}
+
+long long dh_store_lost(const dh_redis *store)
+{
+    return store_get(store, "writes") - store_get(store, "counter");
 }
