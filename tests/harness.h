@@ -370,6 +370,11 @@ dlock_client *dh_redlock_open(dh_redlock *rl, const dh_redis *first, const char 
 /* Close the client (if any) and stop the two servers started for it. */
 void dh_redlock_stop(dh_redlock *rl);
 
+/* The lock l keeps key from the client other, and its release frees it:
+ * other's try is DLOCK_EBUSY, l's release 0, then other's try is granted
+ * (and released). Fails the test otherwise. */
+void dh_release_frees(dlock_lock *l, dlock_client *other, const char *key);
+
 /* The number of waiters queued for `key` (dlock_inspect), or -1. */
 int64_t dh_waiters(dlock_client *c, const char *key);
 

@@ -171,3 +171,12 @@ void dh_redlock_stop(dh_redlock *rl)
     for (int i = 0; i < 2; i++)
         dh_redis_stop(rl->more[i]);
 }
+
+void dh_release_frees(dlock_lock *l, dlock_client *other, const char *key)
+{
+    dlock_lock *x = NULL;
+    dh_assert_rc(dlock_try_acquire(&x, other, key, NULL), DLOCK_EBUSY);
+    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dlock_try_acquire(&x, other, key, NULL), 0);
+    dh_assert_rc(dlock_release(x), 0);
+}
