@@ -125,6 +125,12 @@ int64_t dh_cmd_int(const dh_redis *r, int db, const char *fmt, ...);
 int dh_cmd_str(char *buf, size_t len, const dh_redis *r, int db, const char *fmt, ...);
 int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...);
 
+/* The server's clock in microseconds (TIME), or -1: dh_time_us through
+ * the caller's connection c (a forked helper's own, say), dh_server_us on
+ * a fresh connection to r. */
+int64_t dh_time_us(redisContext *c);
+int64_t dh_server_us(const dh_redis *r);
+
 /* Find, in database db, a key whose name contains `name_part` and whose value
  * (string, or any field/value of a hash, or any member of a list/set/zset)
  * contains `needle` (e.g. a unique owner id). Copies the key name into

@@ -134,6 +134,27 @@ int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...)
     return take_ok(rep);
 }
 
+/* TIME's reply (freed) as microseconds, or -1. */
+static int64_t take_time_us(redisReply *r)
+{
+    int64_t us = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        us =
+            strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+    freeReplyObject(r);
+    return us;
+}
+
+int64_t dh_time_us(redisContext *c)
+{
+    return take_time_us(redisCommand(c, "TIME"));
+}
+
+int64_t dh_server_us(const dh_redis *r)
+{
+    return take_time_us(dh_cmd(r, 0, "TIME"));
+}
+
 int64_t dh_dbsize(const dh_redis *r, int db)
 {
     int64_t n = dh_cmd_int(r, db, "DBSIZE");
