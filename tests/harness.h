@@ -345,6 +345,11 @@ dlock_client *dh_client(const char *url, const char *owner);
  * be opened. */
 dlock_client *dh_client_tagged(const dh_redis *r, const char *tag, char *owner);
 
+/* DLOCK_CLIENT_OPTS_INIT with owner_id a unique owner id made from tag
+ * (dh_owner), written to owner (DH_OWNER_MAX bytes, which must outlive
+ * the options' use). */
+dlock_client_opts dh_client_opts(char *owner, const char *tag);
+
 /* dlock_client_open(url, opts) that fails the test unless it returns 0. */
 dlock_client *dh_client_with(const char *url, const dlock_client_opts *opts);
 

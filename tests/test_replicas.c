@@ -668,9 +668,7 @@ static void test_answer_from_replaced_master(void **state)
     start_sentinels(&s, a->port, 0);
     assert_true(dh_wait_until(opens, s.url, 15000));
     char *owner = stale_owner;
-    dh_owner(owner, sizeof stale_owner, "stale");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "stale");
     co.connect_timeout_ms = 20000;
     co.command_timeout_ms = 20000;
     co.log_fn = stale_log;

@@ -377,9 +377,7 @@ static void test_lost_when_server_paused(void **state)
     (void)state;
     atomic_store(&lost_calls, 0);
     char owner[64];
-    dh_owner(owner, sizeof owner, "lostpause");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "lostpause");
     co.command_timeout_ms = 200;
     dlock_client *c;
     dh_assert_rc(dlock_client_open(&c, srv->url, &co), 0);

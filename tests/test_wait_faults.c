@@ -568,10 +568,8 @@ static void test_wait_budget_with_stopped_server(void **state)
     dh_redis *r = dh_redis_start(NULL);
     assert_non_null(r);
     char owner[64];
-    dh_owner(owner, sizeof owner, "budget");
     /* round trips may take long (20 s): the wait's budget must cap each */
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "budget");
     co.command_timeout_ms = 20000;
     dlock_client *h = dh_client(r->url, owner), *w = dh_client_with(r->url, &co);
     assert_non_null(h);
@@ -626,9 +624,7 @@ static void test_wait_budget_once_queued(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "budget-q");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "budget-q");
     co.connect_timeout_ms = 20000;
     co.command_timeout_ms = 20000;
     dlock_client *h = dh_client(srv->url, owner), *w = dh_client_with(srv->url, &co);

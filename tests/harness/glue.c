@@ -74,6 +74,14 @@ dlock_client *dh_client_tagged(const dh_redis *r, const char *tag, char *owner)
     return c;
 }
 
+dlock_client_opts dh_client_opts(char *owner, const char *tag)
+{
+    dh_owner(owner, DH_OWNER_MAX, tag);
+    dlock_client_opts o = DLOCK_CLIENT_OPTS_INIT;
+    o.owner_id = owner;
+    return o;
+}
+
 dlock_client *dh_client_with(const char *url, const dlock_client_opts *opts)
 {
     dlock_client *c = NULL;
