@@ -67,12 +67,21 @@ static redisReply *vcmd(const dh_redis *r, int db, const char *fmt, va_list ap)
     return rep;
 }
 
+/* Declare rep, the reply (vcmd) to the command that the enclosing
+ * variadic function's own arguments (fmt, ...) name: the first step of
+ * dh_cmd and of each dh_cmd_* reader. */
+#define REPLY_TO_OWN_ARGS(rep, r, db, fmt)                                                         \
+    redisReply *rep;                                                                               \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, fmt);                                                                        \
+        rep = vcmd(r, db, fmt, ap_);                                                               \
+        va_end(ap_);                                                                               \
+    } while (0)
+
 redisReply *dh_cmd(const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return rep;
 }
 
@@ -109,28 +118,19 @@ static int take_ok(redisReply *rep)
 
 int64_t dh_cmd_int(const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return take_int(rep);
 }
 
 int dh_cmd_str(char *buf, size_t len, const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return take_str(buf, len, rep);
 }
 
 int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return take_ok(rep);
 }
 
