@@ -131,6 +131,10 @@ int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...);
 int64_t dh_time_us(redisContext *c);
 int64_t dh_server_us(const dh_redis *r);
 
+/* 1 if every server of nodes[0..n) (NULL entries skipped) reports
+ * cluster_state:ok in CLUSTER INFO, else 0. */
+int dh_cluster_ok(dh_redis *const *nodes, int n);
+
 /* Find, in database db, a key whose name contains `name_part` and whose value
  * (string, or any field/value of a hash, or any member of a list/set/zset)
  * contains `needle` (e.g. a unique owner id). Copies the key name into
@@ -437,6 +441,11 @@ void dh_proc_free(dh_proc *p);
  * out/err may be NULL. Returns as dh_proc_wait, or DH_RUN_ERROR. */
 int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms, char *out,
            size_t outlen, char *err, size_t errlen);
+
+/* Run the shell command line cmd (sh -c) to completion with a bound
+ * (dh_run); on failure its status, the line and its stderr are printed.
+ * Returns as dh_run: 0 on success. */
+int dh_sh(const char *cmd, int timeout_ms);
 
 /* -------------------------------------------------------------- checkers */
 

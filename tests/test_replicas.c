@@ -35,14 +35,10 @@
 
 static char certs[256]; /* ca.pem server.pem server.key other.pem */
 
+/* A shell command line (openssl, mkdir) with a 60 s bound; 0 on success. */
 static int sh(const char *cmd)
 {
-    const char *argv[] = { "sh", "-c", cmd, NULL };
-    char err[2048];
-    int rc = dh_run(argv, NULL, 60000, NULL, 0, err, sizeof err);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, err);
-    return rc;
+    return dh_sh(cmd, 60000);
 }
 
 static int group_setup(void **state)
@@ -834,19 +830,10 @@ static void test_sentinel_failover_keeps_lock(void **state)
 
 enum { CN = 6 };
 
+/* Every live node of arg (CN of them, NULL: killed) says cluster_state:ok. */
 static int cluster_nodes_ok(void *arg)
 {
-    dh_redis **n = arg;
-    for (int i = 0; i < CN; i++) {
-        if (!n[i])
-            continue;
-        redisReply *r = dh_cmd(n[i], 0, "CLUSTER INFO");
-        int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
-        freeReplyObject(r);
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return dh_cluster_ok(arg, CN);
 }
 
 static int link_up(void *arg)

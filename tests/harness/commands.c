@@ -292,3 +292,17 @@ long long dh_store_lost(const dh_redis *store)
 {
     return store_get(store, "writes") - store_get(store, "counter");
 }
+
+int dh_cluster_ok(dh_redis *const *nodes, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!nodes[i])
+            continue;
+        redisReply *r = dh_cmd(nodes[i], 0, "CLUSTER INFO");
+        int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+        freeReplyObject(r);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}

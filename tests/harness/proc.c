@@ -448,3 +448,13 @@ int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms
     dh_proc_free(p);
     return st;
 }
+
+int dh_sh(const char *cmd, int timeout_ms)
+{
+    const char *argv[] = { "sh", "-c", cmd, NULL };
+    char err[2048];
+    int rc = dh_run(argv, NULL, timeout_ms, NULL, 0, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, err);
+    return rc;
+}
