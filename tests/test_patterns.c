@@ -67,6 +67,13 @@ static dlock_client *open_client(void)
     return dh_client(srv->url, NULL);
 }
 
+/* Release l in a worker: a failure counts in sh->errors. */
+static void release_counted(dlock_lock *l, shared *sh)
+{
+    if (dlock_release(l) != 0)
+        atomic_fetch_add(&sh->errors, 1);
+}
+
 /* Fork a holder: a process with a client of its own (owner id owner; NULL:
  * the default) that takes a lock with take(c, &o), o a 1 s TTL, renewed,
  * and a wait without end, reports in sh->ready (1 holds, -1 failed) and
@@ -141,8 +148,7 @@ static void sem_worker(dlock_client *c, int p, shared *sh)
         if (slot >= 0 && slot < SEM_LIMIT)
             atomic_fetch_sub(&sh->slot_used[slot], 1);
         atomic_fetch_add(&sh->sections, 1);
-        if (dlock_release(l) != 0)
-            atomic_fetch_add(&sh->errors, 1);
+        release_counted(l, sh);
     }
 }
 
@@ -485,8 +491,7 @@ static void rw_worker(dlock_client *c, int p, shared *sh)
             spin(300000);
             atomic_fetch_sub(&sh->readers_cur, 1);
         }
-        if (dlock_release(l) != 0)
-            atomic_fetch_add(&sh->errors, 1);
+        release_counted(l, sh);
     }
 }
 
