@@ -90,6 +90,11 @@ typedef struct dh_redis {
  * 10 s) until it answers PING. Returns the server, or NULL on failure. */
 dh_redis *dh_redis_start(const char *const *extra_args);
 
+/* A redis-server replicating master (--replicaof 127.0.0.1 <its port>),
+ * started as dh_redis_start (it answers; it may not have synchronised
+ * yet). The server, or NULL on failure. */
+dh_redis *dh_replica_start(const dh_redis *master);
+
 /* Stop it (SIGTERM, SIGKILL after 5 s), reap it, remove its dir, free it.
  * NULL is a no-op. */
 void dh_redis_stop(dh_redis *r);
@@ -120,6 +125,16 @@ int64_t dh_cmd_int(const dh_redis *r, int db, const char *fmt, ...);
 int dh_cmd_str(char *buf, size_t len, const dh_redis *r, int db, const char *fmt, ...);
 int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...);
 
+/* The server's clock in microseconds (TIME), or -1: dh_time_us through
+ * the caller's connection c (a forked helper's own, say), dh_server_us on
+ * a fresh connection to r. */
+int64_t dh_time_us(redisContext *c);
+int64_t dh_server_us(const dh_redis *r);
+
+/* 1 if every server of nodes[0..n) (NULL entries skipped) reports
+ * cluster_state:ok in CLUSTER INFO, else 0. */
+int dh_cluster_ok(dh_redis *const *nodes, int n);
+
 /* Find, in database db, a key whose name contains `name_part` and whose value
  * (string, or any field/value of a hash, or any member of a list/set/zset)
  * contains `needle` (e.g. a unique owner id). Copies the key name into
@@ -132,6 +147,19 @@ int dh_find_key(char *out, size_t outlen, const dh_redis *r, int db, const char 
  * its back, as an operator or a failover would). 1 if it was deleted, 0 if
  * there was none, -1 on error. */
 int dh_delete_key(const dh_redis *r, int db, const char *name_part, const char *needle);
+
+/* A store of fenced writes (the resource a lock protects, on its own
+ * server, through connection st): dh_store_counter reads its counter
+ * ("GET counter"; 0 if unset or on error); dh_store_write sets the counter
+ * to value if token is not below the highest token the store has accepted
+ * ("fence"), counting each accepted write ("writes"). 1 if the write was
+ * accepted, 0 if refused (a stale token) or on error. */
+long long dh_store_counter(redisContext *st);
+int dh_store_write(redisContext *st, uint64_t token, long long value);
+
+/* The store's lost updates (read on a fresh connection): its accepted
+ * writes minus its counter, 0 unless two holders wrote from the same read. */
+long long dh_store_lost(const dh_redis *store);
 
 /* Number of keys in db (DBSIZE), or -1. */
 int64_t dh_dbsize(const dh_redis *r, int db);
@@ -209,6 +237,38 @@ pid_t dh_fork(void);
  * ended with status 0; else 0, each failure named on stderr. */
 int dh_wait_children(const pid_t *pids, int n, int timeout_ms);
 
+/* A forked helper's report (dh_fork_call), in memory shared with it:
+ * state (DH_SLOT_IDLE, DH_SLOT_RUNNING once it calls, DH_SLOT_DONE once
+ * the call returned), the call's return value and its last error message. */
+enum { DH_SLOT_IDLE, DH_SLOT_RUNNING, DH_SLOT_DONE };
+typedef struct dh_slot {
+    atomic_int state;
+    int rc;
+    char msg[200];
+} dh_slot;
+
+/* n zeroed slots in memory shared with children forked afterwards; fails
+ * the test if it cannot be had. dh_slots_free(s, n) gives it back. */
+dh_slot *dh_slots_new(int n);
+void dh_slots_free(dh_slot *s, int n);
+
+/* Fork a helper (dh_fork) that waits until the test writes a byte to *go
+ * (the write end of its pipe; close it when done), then opens a client of
+ * url with owner id owner, marks s running, calls fn(c, arg) (the child's
+ * copy of arg), reports the result in s and exits (1 if the pipe closed
+ * before the byte came, 2 if the client could not be opened). Returns the
+ * child's pid; fails the test if it cannot fork. */
+pid_t dh_fork_call(dh_slot *s, int *go, const char *url, const char *owner,
+                   int (*fn)(dlock_client *c, void *arg), void *arg);
+
+/* 1 once the slot's call returned (a dh_wait_until condition on a dh_slot *). */
+int dh_slot_done(void *s);
+
+/* Wait at most timeout_ms for the slot's call to return, and fail the test
+ * (naming what, the code and the call's last error message) if it did not
+ * or returned other than want. */
+void dh_slot_expect(const dh_slot *s, int timeout_ms, int want, const char *what);
+
 /* Kill (SIGKILL, SIGCONT) and reap every forked helper still running. */
 void dh_reap_forks(void);
 
@@ -222,8 +282,9 @@ char dh_pid_state(pid_t pid);
 /* ------------------------------------------------------ calls on a thread */
 
 /* A call fn(arg) run on a thread of its own, so the main thread can watch
- * it block and end (thread.c). rc is fn's return value and ended_ms the
- * dh_now_ms() at which it returned, valid once done. */
+ * it block and end (thread.c). rc is fn's return value, ended_ms the
+ * dh_now_ms() at which it returned and msg the thread's dlock_last_errmsg()
+ * then, valid once done. */
 typedef struct dh_thread {
     pthread_t th;
     int (*fn)(void *arg);
@@ -231,6 +292,7 @@ typedef struct dh_thread {
     atomic_int done;
     int rc;
     int64_t ended_ms;
+    char msg[256];
 } dh_thread;
 
 /* Start fn(arg) on a new thread; fails the test if it cannot. */
@@ -242,6 +304,10 @@ int dh_thread_done(void *t);
 /* Wait at most timeout_ms for the call to return (else fail the test),
  * join the thread, and return the call's return value. */
 int dh_thread_join(dh_thread *t, int timeout_ms);
+
+/* dh_thread_join, and fail the test unless the call returned want; the
+ * failure names what, both codes and the call's last error message. */
+void dh_thread_expect(dh_thread *t, int timeout_ms, int want, const char *what);
 
 /* ---------------------------------------------------------- cmocka hooks */
 
@@ -283,6 +349,11 @@ dlock_client *dh_client(const char *url, const char *owner);
  * be opened. */
 dlock_client *dh_client_tagged(const dh_redis *r, const char *tag, char *owner);
 
+/* DLOCK_CLIENT_OPTS_INIT with owner_id a unique owner id made from tag
+ * (dh_owner), written to owner (DH_OWNER_MAX bytes, which must outlive
+ * the options' use). */
+dlock_client_opts dh_client_opts(char *owner, const char *tag);
+
 /* dlock_client_open(url, opts) that fails the test unless it returns 0. */
 dlock_client *dh_client_with(const char *url, const dlock_client_opts *opts);
 
@@ -292,6 +363,32 @@ dlock_lock_opts dh_opts(int64_t ttl_ms, int64_t wait_ms);
 
 /* dh_opts without auto-renewal: the lock lives ttl_ms unless extended. */
 dlock_lock_opts dh_opts_fixed(int64_t ttl_ms, int64_t wait_ms);
+
+/* A Redlock deployment of three servers: `first`, and two started for it
+ * (more), the URL naming the three, and a client of it (NULL until
+ * dh_redlock_open). */
+typedef struct dh_redlock {
+    dh_redis *more[2];
+    char url[256];
+    dlock_client *c;
+} dh_redlock;
+
+/* Start the two servers and write the URL; fails the test if a server
+ * cannot be started. */
+void dh_redlock_start(dh_redlock *rl, const dh_redis *first);
+
+/* dh_redlock_start, and a client of the three with owner id owner
+ * (dh_client), stored in rl->c and returned; fails the test if it cannot
+ * be opened. */
+dlock_client *dh_redlock_open(dh_redlock *rl, const dh_redis *first, const char *owner);
+
+/* Close the client (if any) and stop the two servers started for it. */
+void dh_redlock_stop(dh_redlock *rl);
+
+/* The lock l keeps key from the client other, and its release frees it:
+ * other's try is DLOCK_EBUSY, l's release 0, then other's try is granted
+ * (and released). Fails the test otherwise. */
+void dh_release_frees(dlock_lock *l, dlock_client *other, const char *key);
 
 /* The number of waiters queued for `key` (dlock_inspect), or -1. */
 int64_t dh_waiters(dlock_client *c, const char *key);
@@ -344,6 +441,11 @@ void dh_proc_free(dh_proc *p);
  * out/err may be NULL. Returns as dh_proc_wait, or DH_RUN_ERROR. */
 int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms, char *out,
            size_t outlen, char *err, size_t errlen);
+
+/* Run the shell command line cmd (sh -c) to completion with a bound
+ * (dh_run); on failure its status, the line and its stderr are printed.
+ * Returns as dh_run: 0 on success. */
+int dh_sh(const char *cmd, int timeout_ms);
 
 /* -------------------------------------------------------------- checkers */
 

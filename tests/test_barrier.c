@@ -17,7 +17,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -55,54 +54,31 @@ static void wait_arrivals(const char *key, int64_t n, int timeout_ms)
                  (long long)arrivals(key));
 }
 
-/* ---- a thread that waits at a barrier */
+/* ---- a thread that waits at a barrier (dh_thread) */
 
 typedef struct party {
-    pthread_t th;
+    dh_thread t;
     dlock_client *c;
     const char *key;
     int parties;
     int64_t wait_ms;
     dlock_cancel *cancel;
-    atomic_int done;
-    int rc;
-    int64_t done_ms;
-    char msg[256];
 } party;
 
-static void *party_main(void *arg)
+static int party_call(void *arg)
 {
     party *p = arg;
-    p->rc = dlock_barrier_wait(p->c, p->key, p->parties, p->wait_ms, p->cancel);
-    snprintf(p->msg, sizeof p->msg, "%s", dlock_last_errmsg());
-    p->done_ms = dh_now_ms();
-    atomic_store(&p->done, 1);
-    return NULL;
+    return dlock_barrier_wait(p->c, p->key, p->parties, p->wait_ms, p->cancel);
 }
 
+/* Start a party waiting at key (of `parties`) through c on a thread. */
 static void party_start(party *p, dlock_client *c, const char *key, int parties, int64_t wait_ms)
 {
     p->c = c;
     p->key = key;
     p->parties = parties;
     p->wait_ms = wait_ms;
-    atomic_store(&p->done, 0);
-    assert_int_equal(pthread_create(&p->th, NULL, party_main, p), 0);
-}
-
-static int party_done(void *arg)
-{
-    return atomic_load(&((party *)arg)->done);
-}
-
-static void party_join(party *p, int want)
-{
-    if (!dh_wait_until(party_done, p, 15000))
-        fail_msg("a barrier party did not return");
-    pthread_join(p->th, NULL);
-    if (p->rc != want)
-        fail_msg("barrier wait: got %d (%s), want %d; %s", p->rc, dlock_strerror(p->rc), want,
-                 p->msg);
+    dh_thread_start(&p->t, party_call, p);
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -123,15 +99,15 @@ static void test_trip_and_reuse(void **state)
             party_start(&ps[i], cs[i], "b:trip", N, 10000);
         wait_arrivals("b:trip", N - 1, 5000);
         for (int i = 0; i < N - 1; i++)
-            assert_int_equal(atomic_load(&ps[i].done), 0);
+            assert_false(dh_thread_done(&ps[i].t));
         int64_t t0 = dh_now_ms();
         party_start(&ps[N - 1], cs[N - 1], "b:trip", N, 10000);
         for (int i = 0; i < N; i++)
-            party_join(&ps[i], 0);
+            dh_thread_expect(&ps[i].t, 15000, 0, "barrier wait");
         int64_t last = 0;
         for (int i = 0; i < N; i++)
-            if (ps[i].done_ms - t0 > last)
-                last = ps[i].done_ms - t0;
+            if (ps[i].t.ended_ms - t0 > last)
+                last = ps[i].t.ended_ms - t0;
         print_message("round %d: all %d parties out %lld ms after the last arrived\n", round, N,
                       (long long)last);
         assert_int_equal(arrivals("b:trip"), 0);
@@ -182,7 +158,7 @@ static void test_bad_input(void **state)
     assert_int_equal(arrivals("b:bad"), 1); /* the refused one was not counted */
     dlock_client_close(b);
     dlock_client_close(a); /* ends the waiting party */
-    party_join(&p, DLOCK_ECLOSED);
+    dh_thread_expect(&p.t, 15000, DLOCK_ECLOSED, "barrier wait");
 }
 
 /* A waiting party sends only its refresh (one a second) and leaves at the
@@ -195,19 +171,19 @@ static void test_wakeup_without_polling(void **state)
     party_start(&p, a, "b:np", 2, 20000);
     wait_arrivals("b:np", 1, 5000);
     uint64_t r0 = dh_round_trips(a);
-    assert_false(dh_wait_until(party_done, &p, 2000));
+    assert_false(dh_wait_until(dh_thread_done, &p.t, 2000));
     uint64_t r1 = dh_round_trips(a);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_barrier_wait(b, "b:np", 2, 1000, NULL), 0);
-    party_join(&p, 0);
+    dh_thread_expect(&p.t, 15000, 0, "barrier wait");
     uint64_t r2 = dh_round_trips(a);
     print_message("barrier party: %llu round trips in 2 s of waiting (refresh every 1 s), %llu "
                   "to leave; out %lld ms after the trip\n",
                   (unsigned long long)(r1 - r0), (unsigned long long)(r2 - r1),
-                  (long long)(p.done_ms - t0));
+                  (long long)(p.t.ended_ms - t0));
     assert_true(r1 - r0 <= 3); /* a polling party would show dozens */
     assert_true(r2 - r1 <= 2);
-    assert_true(p.done_ms - t0 < 2000);
+    assert_true(p.t.ended_ms - t0 < 2000);
     dlock_client_close(a);
     dlock_client_close(b);
 }
@@ -224,52 +200,24 @@ static void test_cancel(void **state)
     party_start(&p, a, "b:cc", 2, DLOCK_WAIT_FOREVER);
     wait_arrivals("b:cc", 1, 5000);
     dlock_cancel_trigger(cancel);
-    party_join(&p, DLOCK_ECANCELED);
+    dh_thread_expect(&p.t, 15000, DLOCK_ECANCELED, "barrier wait");
     assert_int_equal(arrivals("b:cc"), 0);
     dlock_cancel_free(cancel);
     dlock_client_close(a);
 }
 
-/* ---- processes */
+/* ---- processes (dh_fork_call) */
 
-enum { P_IDLE, P_WAITING, P_DONE };
+struct barrier_arg {
+    const char *key;
+    int parties;
+};
 
-typedef struct pslot {
-    atomic_int state;
-    int rc;
-    char msg[200];
-} pslot;
-
-/* A process that, when its pipe says so, waits at the barrier. */
-static pid_t spawn(pslot *s, const char *key, int parties, int *ctl)
+/* A party's wait in a forked helper (20 s at most). */
+static int barrier_call(dlock_client *c, void *arg)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = dh_fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[1]);
-        char b;
-        if (read(fds[0], &b, 1) != 1)
-            _exit(1);
-        dlock_client *c = dh_client(srv->url, "barrier-party");
-        if (!c)
-            _exit(2);
-        atomic_store(&s->state, P_WAITING);
-        s->rc = dlock_barrier_wait(c, key, parties, 20000, NULL);
-        snprintf(s->msg, sizeof s->msg, "%s", dlock_last_errmsg());
-        dlock_client_close(c);
-        atomic_store(&s->state, P_DONE);
-        _exit(0);
-    }
-    close(fds[0]);
-    *ctl = fds[1];
-    return pid;
-}
-
-static int slot_done(void *arg)
-{
-    return atomic_load(&((pslot *)arg)->state) == P_DONE;
+    struct barrier_arg *b = arg;
+    return dlock_barrier_wait(c, b->key, b->parties, 20000, NULL);
 }
 
 /* Parties of 3: two arrive, one of them is killed with SIGKILL. Its
@@ -280,14 +228,12 @@ static void test_party_killed(void **state)
 {
     (void)state;
     enum { N = 4 };
-    pslot *s =
-        mmap(NULL, sizeof(pslot) * N, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(s != MAP_FAILED);
-    memset(s, 0, sizeof(pslot) * N);
+    dh_slot *s = dh_slots_new(N);
     int ctl[N];
     pid_t pid[N];
+    struct barrier_arg ba = { "b:kill", 3 };
     for (int i = 0; i < N; i++)
-        pid[i] = spawn(&s[i], "b:kill", 3, &ctl[i]);
+        pid[i] = dh_fork_call(&s[i], &ctl[i], srv->url, "barrier-party", barrier_call, &ba);
     assert_int_equal(write(ctl[0], "g", 1), 1);
     assert_int_equal(write(ctl[1], "g", 1), 1);
     wait_arrivals("b:kill", 2, 10000);
@@ -299,41 +245,33 @@ static void test_party_killed(void **state)
     int64_t gone = dh_now_ms() - t0;
     assert_int_equal(write(ctl[2], "g", 1), 1);
     wait_arrivals("b:kill", 2, 10000);
-    assert_false(dh_wait_until(slot_done, &s[0], 500)); /* two live of three: no trip */
-    assert_int_equal(atomic_load(&s[2].state), P_WAITING);
+    assert_false(dh_wait_until(dh_slot_done, &s[0], 500)); /* two live of three: no trip */
+    assert_int_equal(atomic_load(&s[2].state), DH_SLOT_RUNNING);
     assert_int_equal(write(ctl[3], "g", 1), 1);
     for (int i = 0; i < N; i++) {
         if (i == 1)
             continue;
-        if (!dh_wait_until(slot_done, &s[i], 10000))
-            fail_msg("party %d did not pass", i);
-        if (s[i].rc != 0)
-            fail_msg("party %d: %d (%s) %s", i, s[i].rc, dlock_strerror(s[i].rc), s[i].msg);
+        char what[32];
+        snprintf(what, sizeof what, "party %d", i);
+        dh_slot_expect(&s[i], 10000, 0, what);
     }
     print_message("a party killed with SIGKILL stopped counting after %lld ms (its life: 3 s)\n",
                   (long long)gone);
     assert_true(gone <= 6000);
     for (int i = 0; i < N; i++)
         close(ctl[i]);
-    munmap(s, sizeof(pslot) * N);
+    dh_slots_free(s, N);
 }
 
 /* Redlock: refused. */
 static void test_redlock_refused(void **state)
 {
     (void)state;
-    dh_redis *b = dh_redis_start(NULL), *d = dh_redis_start(NULL);
-    assert_non_null(b);
-    assert_non_null(d);
-    char url[256];
-    snprintf(url, sizeof url, "%s,%s,%s", srv->url, b->url, d->url);
-    dlock_client *c = dh_client(url, "redlock");
-    assert_non_null(c);
+    dh_redlock rl;
+    dlock_client *c = dh_redlock_open(&rl, srv, "redlock");
     dh_assert_rc(dlock_barrier_wait(c, "b:rl", 2, 0, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "not available on Redlock"));
-    dlock_client_close(c);
-    dh_redis_stop(b);
-    dh_redis_stop(d);
+    dh_redlock_stop(&rl);
 }
 
 int main(void)

@@ -54,6 +54,16 @@ static int outer(const char *opt, const char *key, const char *path)
     return dh_cli_argv(args, env, DH_CLI_TIMEOUT_MS);
 }
 
+/* Write body to a fresh script file (name) and run it as the CMD of the
+ * outer run (outer()); returns the outer run's exit status, its output in
+ * dh_out and dh_err. */
+static int outer_script(const char *opt, const char *key, const char *name, const char *body)
+{
+    char path[DH_PATH_MAX];
+    script(path, sizeof path, name, body);
+    return outer(opt, key, path);
+}
+
 static int file_exists(void *arg)
 {
     char buf[8];
@@ -66,9 +76,8 @@ static int file_exists(void *arg)
 static void test_nested_runs(void **state)
 {
     (void)state;
-    char path[DH_PATH_MAX];
-    script(
-        path, sizeof path, "nested.sh",
+    int st = outer_script(
+        NULL, "n:k", "nested.sh",
         "echo \"outer $DLOCK_FENCING_TOKEN\"\n"
         "\"$D\" -u \"$U\" run --no-wait n:k -- sh -c 'echo \"inner $DLOCK_FENCING_TOKEN\"'\n"
         "echo \"inner-exit $?\"\n"
@@ -77,7 +86,7 @@ static void test_nested_runs(void **state)
         "echo \"unnested-exit $?\"\n"
         "case \"$DLOCK_HELD\" in *' w '*' n:k') echo held-ok ;; *) echo \"held: $DLOCK_HELD\" ;; "
         "esac\n");
-    dh_cli_expect(outer(NULL, "n:k", path), 0, "a run whose CMD runs dlock run KEY again");
+    dh_cli_expect(st, 0, "a run whose CMD runs dlock run KEY again");
     long long o = -1, in = -2;
     const char *pi = strstr(dh_out, "inner ");
     assert_int_equal(sscanf(dh_out, "outer %lld", &o), 1);
@@ -100,12 +109,11 @@ static void test_nested_runs(void **state)
 static void test_outer_unlocked(void **state)
 {
     (void)state;
-    char path[DH_PATH_MAX];
-    script(path, sizeof path, "unlocked.sh",
-           "\"$D\" -u \"$U\" -q unlock --force u:k\n"
-           "\"$D\" -u \"$U\" run u:k -- echo never\n"
-           "echo \"inner-exit $?\"\n");
-    dh_cli_expect(outer(NULL, "u:k", path), 79, "outer run whose lock was force-unlocked");
+    int st = outer_script(NULL, "u:k", "unlocked.sh",
+                          "\"$D\" -u \"$U\" -q unlock --force u:k\n"
+                          "\"$D\" -u \"$U\" run u:k -- echo never\n"
+                          "echo \"inner-exit $?\"\n");
+    dh_cli_expect(st, 79, "outer run whose lock was force-unlocked");
     assert_null(strstr(dh_out, "never"));
     assert_non_null(strstr(dh_out, "inner-exit 79\n"));
     assert_non_null(strstr(dh_err, "u:k: the outer 'dlock run' (pid "));
@@ -119,16 +127,16 @@ static void test_outer_unlocked(void **state)
 static void test_kinds_and_keys(void **state)
 {
     (void)state;
-    char path[DH_PATH_MAX];
-    script(path, sizeof path, "kinds.sh",
-           "\"$D\" -u \"$U\" run --shared --no-wait m:a -- true; echo \"shared $?\"\n"
-           "\"$D\" -u \"$U\" elect --no-wait m:a -- true; echo \"elect $?\"\n"
-           "\"$D\" -u \"$U\" run --no-wait m:a m:b -- sh -c "
-           "'echo \"keys $DLOCK_KEYS|$DLOCK_FENCING_TOKENS\"; "
-           "\"$D\" -u \"$U\" run --no-wait m:b -- true; echo \"inner-b $?\"'\n"
-           "echo \"outer-token $DLOCK_FENCING_TOKEN\"\n"
-           "env -u DLOCK_HELD \"$D\" -u \"$U\" -q run --no-wait m:b -- true; echo \"b-free $?\"\n");
-    dh_cli_expect(outer(NULL, "m:a", path), 0, "kinds under a writer");
+    int st = outer_script(
+        NULL, "m:a", "kinds.sh",
+        "\"$D\" -u \"$U\" run --shared --no-wait m:a -- true; echo \"shared $?\"\n"
+        "\"$D\" -u \"$U\" elect --no-wait m:a -- true; echo \"elect $?\"\n"
+        "\"$D\" -u \"$U\" run --no-wait m:a m:b -- sh -c "
+        "'echo \"keys $DLOCK_KEYS|$DLOCK_FENCING_TOKENS\"; "
+        "\"$D\" -u \"$U\" run --no-wait m:b -- true; echo \"inner-b $?\"'\n"
+        "echo \"outer-token $DLOCK_FENCING_TOKEN\"\n"
+        "env -u DLOCK_HELD \"$D\" -u \"$U\" -q run --no-wait m:b -- true; echo \"b-free $?\"\n");
+    dh_cli_expect(st, 0, "kinds under a writer");
     assert_non_null(strstr(dh_out, "shared 0\n"));
     assert_non_null(strstr(dh_out, "elect 0\n"));
     assert_non_null(strstr(dh_out, "inner-b 0\n"));
@@ -140,9 +148,10 @@ static void test_kinds_and_keys(void **state)
     assert_int_equal(sscanf(strstr(dh_out, "outer-token "), "outer-token %lld", &to), 1);
     assert_true(ta == to && tb > 0);
 
-    script(path, sizeof path, "upgrade.sh",
-           "\"$D\" -u \"$U\" -q run --wait 200ms r:a -- echo never; echo \"writer $?\"\n");
-    dh_cli_expect(outer("--shared", "r:a", path), 0, "a writer under a reader");
+    st = outer_script("--shared", "r:a", "upgrade.sh",
+                      "\"$D\" -u \"$U\" -q run --wait 200ms r:a -- echo never; echo \"writer "
+                      "$?\"\n");
+    dh_cli_expect(st, 0, "a writer under a reader");
     assert_non_null(strstr(dh_out, "writer 75\n"));
     assert_null(strstr(dh_out, "never"));
 }

@@ -26,18 +26,6 @@ static int group_setup(void **state)
     return dh_group_start(&srv, NULL);
 }
 
-/* The server's clock (us), or -1. */
-static int64_t server_us(void)
-{
-    redisReply *r = dh_cmd(srv, 0, "TIME");
-    int64_t us = -1;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
-        us =
-            strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
-    freeReplyObject(r);
-    return us;
-}
-
 static int cmp64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -54,7 +42,7 @@ static void test_exact(void **state)
     (void)state;
     char port[16];
     snprintf(port, sizeof port, "%d", srv->port);
-    int64_t t0 = server_us();
+    int64_t t0 = dh_server_us(srv);
     assert_true(t0 > 0);
     dh_proc *p[RUNS];
     for (int i = 0; i < RUNS; i++)

@@ -19,17 +19,11 @@ enum { N = 3 };
 static dh_redis *node[N];
 static char url[256];
 
+/* Every node says cluster_state:ok (a dh_wait_until condition). */
 static int cluster_ok(void *arg)
 {
     (void)arg;
-    for (int i = 0; i < N; i++) {
-        redisReply *r = dh_cmd(node[i], 0, "CLUSTER INFO");
-        int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
-        freeReplyObject(r);
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return dh_cluster_ok(node, N);
 }
 
 static int group_setup(void **state)

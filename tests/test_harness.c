@@ -343,7 +343,7 @@ static int check_file(const char *path)
      * a dh_unit_test */
     parse(&f);
     for (int i = 0; i < f.nf; i++)
-        f.forks[i] = f.body[i] && calls(f.body[i], "dh_fork");
+        f.forks[i] = f.body[i] && (calls(f.body[i], "dh_fork") || calls(f.body[i], "dh_fork_call"));
     for (int changed = 1; changed;) {
         changed = 0;
         for (int i = 0; i < f.nf; i++)

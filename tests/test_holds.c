@@ -72,6 +72,22 @@ static int taker_done(void *arg)
     return atomic_load(&((taker *)arg)->done);
 }
 
+/* Wait (5 s at most) for the taker to return, join its thread, and check
+ * that it returned want. */
+static void taker_join(taker *t, int want)
+{
+    assert_true(dh_wait_until(taker_done, t, 5000));
+    pthread_join(t->th, NULL);
+    dh_assert_rc(t->rc, want);
+}
+
+/* taker_join for a taker that must be granted, then release its lock. */
+static void taker_release(taker *t)
+{
+    taker_join(t, 0);
+    dh_assert_rc(dlock_release(t->l), 0);
+}
+
 typedef struct waiting {
     dlock_client *c;
     const char *key;
@@ -154,16 +170,11 @@ static void test_permits_large_request_not_starved(void **state)
     dh_assert_rc(dlock_release(one), 0);
     assert_false(dh_wait_until(taker_done, &small_waiter, 300)); /* not ahead of the big one */
     dh_assert_rc(dlock_release(two), 0);
-    assert_true(dh_wait_until(taker_done, &big, 5000));
-    pthread_join(big.th, NULL);
-    dh_assert_rc(big.rc, 0);
+    taker_join(&big, 0);
     assert_int_equal(dlock_lock_permits(big.l), 3);
     assert_false(taker_done(&small_waiter));
     dh_assert_rc(dlock_release(big.l), 0);
-    assert_true(dh_wait_until(taker_done, &small_waiter, 5000));
-    pthread_join(small_waiter.th, NULL);
-    dh_assert_rc(small_waiter.rc, 0);
-    dh_assert_rc(dlock_release(small_waiter.l), 0);
+    taker_release(&small_waiter);
     dlock_client_close(c);
     dlock_client_close(d);
     dlock_client_close(e);
@@ -233,15 +244,10 @@ static void test_reentrant_same_thread(void **state)
     taker other = { .c = c, .key = "h:re", .kind = 0, .o = re }; /* same client, another thread */
     other.o.wait_ms = 0;
     take_async(&other);
-    assert_true(dh_wait_until(taker_done, &other, 5000));
-    pthread_join(other.th, NULL);
-    dh_assert_rc(other.rc, DLOCK_EBUSY);
+    taker_join(&other, DLOCK_EBUSY);
     dh_assert_rc(dlock_release(b), 0); /* one hold dropped */
     assert_true(dlock_is_held(a));
-    dh_assert_rc(dlock_try_acquire(&x, d, "h:re", NULL), DLOCK_EBUSY);
-    dh_assert_rc(dlock_release(a), 0); /* the last one */
-    dh_assert_rc(dlock_try_acquire(&x, d, "h:re", NULL), 0);
-    dh_assert_rc(dlock_release(x), 0);
+    dh_release_frees(a, d, "h:re"); /* a: the last one */
     /* not reentrant: the same thread is a contender like any other */
     dlock_lock_opts plain = dh_opts(30000, 0);
     dh_assert_rc(dlock_acquire(&a, c, "h:re2", &plain), 0);
@@ -285,9 +291,7 @@ static void test_downgrade(void **state)
     assert_true(dh_wait_until(queued, &q, 5000));
     dh_assert_rc(dlock_rw_downgrade(w), 0);
     assert_int_equal(dlock_lock_fencing_token(w), fence);
-    assert_true(dh_wait_until(taker_done, &r1, 5000)); /* the reader ahead of the writer */
-    pthread_join(r1.th, NULL);
-    dh_assert_rc(r1.rc, 0);
+    taker_join(&r1, 0);                                 /* the reader ahead of the writer */
     assert_false(dh_wait_until(taker_done, &wr, 1500)); /* no writer while we read */
     assert_false(taker_done(&r2));                      /* nor the reader behind it */
     assert_true(dlock_is_held(w));                      /* renewed as a reader meanwhile */
@@ -299,14 +303,8 @@ static void test_downgrade(void **state)
     dlock_key_state_free(st);
     dh_assert_rc(dlock_release(w), 0);
     dh_assert_rc(dlock_release(r1.l), 0);
-    assert_true(dh_wait_until(taker_done, &wr, 5000));
-    pthread_join(wr.th, NULL);
-    dh_assert_rc(wr.rc, 0);
-    dh_assert_rc(dlock_release(wr.l), 0);
-    assert_true(dh_wait_until(taker_done, &r2, 5000));
-    pthread_join(r2.th, NULL);
-    dh_assert_rc(r2.rc, 0);
-    dh_assert_rc(dlock_release(r2.l), 0);
+    taker_release(&wr);
+    taker_release(&r2);
     dlock_client_close(c);
     dlock_client_close(r1c);
     dlock_client_close(wc);

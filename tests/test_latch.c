@@ -18,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -31,50 +30,29 @@ static int group_setup(void **state)
     return dh_group_start(&srv, NULL);
 }
 
-/* ---- a thread that waits for a latch and records the result */
+/* ---- a thread that waits for a latch (dh_thread) */
 
 typedef struct waiter {
-    pthread_t th;
+    dh_thread t;
     dlock_client *c;
     const char *key;
     int64_t wait_ms;
     dlock_cancel *cancel;
-    atomic_int done;
-    int rc;
-    char msg[256];
 } waiter;
 
-static void *waiter_main(void *arg)
+static int waiter_call(void *arg)
 {
     waiter *w = arg;
-    w->rc = dlock_latch_wait(w->c, w->key, w->wait_ms, w->cancel);
-    snprintf(w->msg, sizeof w->msg, "%s", dlock_last_errmsg());
-    atomic_store(&w->done, 1);
-    return NULL;
+    return dlock_latch_wait(w->c, w->key, w->wait_ms, w->cancel);
 }
 
+/* Start waiting for the latch key through c on a thread. */
 static void waiter_start(waiter *w, dlock_client *c, const char *key, int64_t wait_ms)
 {
     w->c = c;
     w->key = key;
     w->wait_ms = wait_ms;
-    atomic_store(&w->done, 0);
-    assert_int_equal(pthread_create(&w->th, NULL, waiter_main, w), 0);
-}
-
-static int waiter_done(void *arg)
-{
-    return atomic_load(&((waiter *)arg)->done);
-}
-
-static void waiter_join(waiter *w, int want)
-{
-    if (!dh_wait_until(waiter_done, w, 10000))
-        fail_msg("the latch waiter did not return");
-    pthread_join(w->th, NULL);
-    if (w->rc != want)
-        fail_msg("latch wait: got %d (%s), want %d; %s", w->rc, dlock_strerror(w->rc), want,
-                 w->msg);
+    dh_thread_start(&w->t, waiter_call, w);
 }
 
 /* The client has made more round trips than `base` (its first look). */
@@ -211,12 +189,12 @@ static void test_wakeup_without_polling(void **state)
     dh_assert_rc(dlock_latch_count_down(&n, a, "l:np"), 0);
     assert_int_equal(n, 1);
     /* 1 s at one count-down from zero: the waiter must neither return nor poll */
-    assert_false(dh_wait_until(waiter_done, &w, 1000));
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 1000));
     uint64_t r1 = dh_round_trips(b);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_latch_count_down(&n, a, "l:np"), 0);
     assert_int_equal(n, 0);
-    waiter_join(&w, 0);
+    dh_thread_expect(&w.t, 10000, 0, "latch wait");
     int64_t woke_ms = dh_now_ms() - t0;
     uint64_t r2 = dh_round_trips(b);
     print_message("latch waiter: %llu round trips while closed for 1 s, %llu to open; woken "
@@ -239,11 +217,11 @@ static void test_wait_before_init(void **state)
     waiter w = { 0 };
     waiter_start(&w, b, "l:early", 20000);
     wait_subscribers("l:early", 1);
-    assert_false(dh_wait_until(waiter_done, &w, 300)); /* no latch: not open */
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 300)); /* no latch: not open */
     dh_assert_rc(dlock_latch_init(a, "l:early", 1, 60000), 0);
-    assert_false(dh_wait_until(waiter_done, &w, 300)); /* armed: not open */
+    assert_false(dh_wait_until(dh_thread_done, &w.t, 300)); /* armed: not open */
     dh_assert_rc(dlock_latch_count_down(NULL, a, "l:early"), 0);
-    waiter_join(&w, 0);
+    dh_thread_expect(&w.t, 10000, 0, "latch wait");
     dlock_client_close(a);
     dlock_client_close(b);
 }
@@ -291,7 +269,7 @@ static void test_cancel_and_close(void **state)
     waiter_start(&w, b, "l:cc", DLOCK_WAIT_FOREVER);
     wait_subscribers("l:cc", 1);
     dlock_cancel_trigger(cancel);
-    waiter_join(&w, DLOCK_ECANCELED);
+    dh_thread_expect(&w.t, 10000, DLOCK_ECANCELED, "latch wait");
     dlock_cancel_free(cancel);
 
     /* close only once the waiter is inside its wait (it has looked) */
@@ -300,65 +278,35 @@ static void test_cancel_and_close(void **state)
     waiter_start(&w2, b, "l:cc", DLOCK_WAIT_FOREVER);
     assert_true(dh_wait_until(round_trips_above, &rt, 5000));
     dlock_client_close(b);
-    waiter_join(&w2, DLOCK_ECLOSED);
+    dh_thread_expect(&w2.t, 10000, DLOCK_ECLOSED, "latch wait");
     dlock_client_close(a);
 }
 
-/* ---- processes: waiters and counters, one counter killed */
+/* ---- processes: waiters and counters, one counter killed (dh_fork_call) */
 
-enum { P_IDLE, P_WAITING, P_DONE };
-
-typedef struct pslot {
-    atomic_int state;
-    int rc;
-    char msg[200];
-} pslot;
-
-/* A process that, when its pipe says so, waits for the latch (role 'w')
- * or counts it down once (role 'd'), reports in *s and exits. */
-static pid_t spawn(pslot *s, int role, const char *key, int *ctl)
+/* A forked helper's call: wait for the latch arg (20 s at most), or count
+ * it down once. */
+static int latch_wait_call(dlock_client *c, void *arg)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = dh_fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[1]);
-        char b;
-        if (read(fds[0], &b, 1) != 1)
-            _exit(1);
-        dlock_client *c = dh_client(srv->url, role == 'w' ? "latch-waiter" : "latch-counter");
-        if (!c)
-            _exit(2);
-        atomic_store(&s->state, P_WAITING);
-        s->rc = role == 'w' ? dlock_latch_wait(c, key, 20000, NULL)
-                            : dlock_latch_count_down(NULL, c, key);
-        snprintf(s->msg, sizeof s->msg, "%s", dlock_last_errmsg());
-        dlock_client_close(c);
-        atomic_store(&s->state, P_DONE);
-        _exit(0);
-    }
-    close(fds[0]);
-    *ctl = fds[1];
-    return pid;
+    return dlock_latch_wait(c, arg, 20000, NULL);
+}
+
+static int latch_count_down_call(dlock_client *c, void *arg)
+{
+    return dlock_latch_count_down(NULL, c, arg);
+}
+
+/* A helper that, when its pipe says so, waits for the latch (role 'w') or
+ * counts it down once (role 'd'). */
+static pid_t spawn(dh_slot *s, int role, const char *key, int *ctl)
+{
+    return dh_fork_call(s, ctl, srv->url, role == 'w' ? "latch-waiter" : "latch-counter",
+                        role == 'w' ? latch_wait_call : latch_count_down_call, (void *)key);
 }
 
 static void go(int ctl)
 {
     assert_int_equal(write(ctl, "g", 1), 1);
-}
-
-static int slot_done(void *arg)
-{
-    return atomic_load(&((pslot *)arg)->state) == P_DONE;
-}
-
-static void expect_slot(pslot *s, int want, const char *what)
-{
-    if (!dh_wait_until(slot_done, s, 15000))
-        fail_msg("%s: the process did not finish", what);
-    if (s->rc != want)
-        fail_msg("%s: got %d (%s), want %d; %s", what, s->rc, dlock_strerror(s->rc), want, s->msg);
 }
 
 /* Three waiting processes and three counters: the waiters return when the
@@ -371,10 +319,7 @@ static void test_processes(void **state)
 {
     (void)state;
     enum { W = 3, D = 3 };
-    pslot *s = mmap(NULL, sizeof(pslot) * 2 * (W + D), PROT_READ | PROT_WRITE,
-                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(s != MAP_FAILED);
-    memset(s, 0, sizeof(pslot) * 2 * (W + D));
+    dh_slot *s = dh_slots_new(2 * (W + D));
     int ctl[2 * (W + D)];
     pid_t pid[2 * (W + D)];
     /* forked before this process opens a client: no threads yet */
@@ -390,13 +335,13 @@ static void test_processes(void **state)
     wait_subscribers("l:proc", W);
     for (int i = W; i < W + D; i++) {
         go(ctl[i]);
-        expect_slot(&s[i], 0, "count-down");
+        dh_slot_expect(&s[i], 15000, 0, "count-down");
         if (i < W + D - 1)
             for (int k = 0; k < W; k++)
-                assert_int_equal(atomic_load(&s[k].state), P_WAITING);
+                assert_int_equal(atomic_load(&s[k].state), DH_SLOT_RUNNING);
     }
     for (int i = 0; i < W; i++)
-        expect_slot(&s[i], 0, "latch waiter process");
+        dh_slot_expect(&s[i], 15000, 0, "latch waiter process");
 
     /* the third counter dies before it counts; a waiter is killed too */
     int64_t keys = dh_dbsize(srv, 0);
@@ -413,14 +358,14 @@ static void test_processes(void **state)
     assert_int_equal(dh_waitpid(pid[base + W + D - 1], &st, 5000), 1);
     for (int i = base + W; i < base + W + D - 1; i++) {
         go(ctl[i]);
-        expect_slot(&s[i], 0, "count-down");
+        dh_slot_expect(&s[i], 15000, 0, "count-down");
     }
     int n;
     dh_assert_rc(dlock_latch_get(&n, c, "l:dead"), 0);
     assert_int_equal(n, 1);
     int64_t t0 = dh_now_ms();
     for (int i = base + 1; i < base + W; i++) {
-        expect_slot(&s[i], DLOCK_ETIMEDOUT, "waiter of a latch whose counter was killed");
+        dh_slot_expect(&s[i], 15000, DLOCK_ETIMEDOUT, "waiter of a latch whose counter was killed");
         assert_non_null(strstr(s[i].msg, "expired"));
     }
     print_message("waiters of the latch whose counter was killed: told %lld ms after the last "
@@ -430,26 +375,19 @@ static void test_processes(void **state)
     for (int i = 0; i < 2 * (W + D); i++)
         close(ctl[i]);
     dlock_client_close(c);
-    munmap(s, sizeof(pslot) * 2 * (W + D));
+    dh_slots_free(s, 2 * (W + D));
 }
 
 /* Redlock: refused, with a message. */
 static void test_redlock_refused(void **state)
 {
     (void)state;
-    dh_redis *b = dh_redis_start(NULL), *d = dh_redis_start(NULL);
-    assert_non_null(b);
-    assert_non_null(d);
-    char url[256];
-    snprintf(url, sizeof url, "%s,%s,%s", srv->url, b->url, d->url);
-    dlock_client *c = dh_client(url, "redlock");
-    assert_non_null(c);
+    dh_redlock rl;
+    dlock_client *c = dh_redlock_open(&rl, srv, "redlock");
     dh_assert_rc(dlock_latch_init(c, "l:rl", 2, 1000), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "not available on Redlock"));
     dh_assert_rc(dlock_latch_wait(c, "l:rl", 0, NULL), DLOCK_EINVAL);
-    dlock_client_close(c);
-    dh_redis_stop(b);
-    dh_redis_stop(d);
+    dh_redlock_stop(&rl);
 }
 
 int main(void)

@@ -216,12 +216,10 @@ static void test_log_callback(void **state)
     dh_redis *ps = dh_redis_start(args);
     assert_non_null(ps);
     char owner[64];
-    dh_owner(owner, sizeof owner, "logger");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
+    dlock_client_opts co = dh_client_opts(owner, "logger");
     co.log_fn = log_fn;
     co.log_level = DLOCK_LOG_DEBUG;
     co.password = "s3cr3t-pw";
-    co.owner_id = owner;
     dlock_client *c = NULL;
     dh_assert_rc(dlock_client_open(&c, ps->url, &co), 0);
     dlock_lock_opts lo = dh_opts(500, DLOCK_WAIT_FOREVER);

@@ -81,17 +81,35 @@ static void start_blocked_acq(struct acq *a, dlock_client *c, const char *key, i
     assert_false(dh_thread_done(&a->t)); /* blocked, not failed */
 }
 
+/* A client tagged `tag` (its owner id copied to owner unless NULL) that
+ * holds key: the lock, taken with o, goes into *l (it must be granted). */
+static dlock_client *client_holding(dlock_lock **l, const char *tag, char *owner, const char *key,
+                                    dlock_lock_opts o)
+{
+    dlock_client *c = dh_client_tagged(srv, tag, owner);
+    *l = NULL;
+    dh_assert_rc(dlock_acquire(l, c, key, &o), 0);
+    return c;
+}
+
+/* Wait (10 s at most) for the blocked acquisition a to end: it must have
+ * returned want and no lock. Returns how long after `since` it ended (ms). */
+static int64_t blocked_acq_ended(struct acq *a, int want, int64_t since)
+{
+    dh_assert_rc(dh_thread_join(&a->t, 10000), want);
+    assert_null(a->lock);
+    return a->t.ended_ms - since;
+}
+
 /* ------------------------------------------------------------------ tests */
 
 static void test_acquire_release(void **state)
 {
     (void)state;
     char owner[64];
-    dlock_client *c = dh_client_tagged(srv, "basic", owner);
-
     dlock_lock_opts o = dh_opts(5000, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, "m:basic", &o), 0);
+    dlock_lock *l;
+    dlock_client *c = client_holding(&l, "basic", owner, "m:basic", o);
     assert_non_null(l);
     assert_int_equal(dlock_is_held(l), 1);
     assert_string_equal(dlock_lock_key(l), "m:basic");
@@ -113,11 +131,10 @@ static void test_acquire_release(void **state)
 static void test_try_acquire_busy(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "busy-a", NULL);
-    dlock_client *b = dh_client_tagged(srv, "busy-b", NULL);
     dlock_lock_opts o = dh_opts(5000, DLOCK_WAIT_FOREVER);
-    dlock_lock *la = NULL, *lb = (dlock_lock *)&o;
-    dh_assert_rc(dlock_acquire(&la, a, "m:busy", &o), 0);
+    dlock_lock *la, *lb = (dlock_lock *)&o;
+    dlock_client *a = client_holding(&la, "busy-a", NULL, "m:busy", o);
+    dlock_client *b = dh_client_tagged(srv, "busy-b", NULL);
 
     /* try_acquire ignores wait_ms (here: forever) and makes one attempt. */
     dh_assert_rc(dlock_try_acquire(&lb, b, "m:busy", &o), DLOCK_EBUSY);
@@ -140,11 +157,9 @@ static void test_try_acquire_busy(void **state)
 static void test_wait_timeout(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "to-a", NULL);
+    dlock_lock *la, *lb = NULL;
+    dlock_client *a = client_holding(&la, "to-a", NULL, "m:timeout", dh_opts(10000, 0));
     dlock_client *b = dh_client_tagged(srv, "to-b", NULL);
-    dlock_lock_opts o = dh_opts(10000, 0);
-    dlock_lock *la = NULL, *lb = NULL;
-    dh_assert_rc(dlock_acquire(&la, a, "m:timeout", &o), 0);
 
     dlock_lock_opts w = dh_opts(10000, 200);
     int64_t t0 = dh_now_ms();
@@ -217,10 +232,8 @@ static void test_wait_then_acquire(void **state)
 static void test_held_and_remaining(void **state)
 {
     (void)state;
-    dlock_client *c = dh_client_tagged(srv, "remaining", NULL);
-    dlock_lock_opts o = dh_opts(2000, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, "m:remaining", &o), 0);
+    dlock_lock *l;
+    dlock_client *c = client_holding(&l, "remaining", NULL, "m:remaining", dh_opts(2000, 0));
     assert_int_equal(dlock_is_held(l), 1);
     int64_t rem = dlock_lock_remaining_ms(l);
     if (rem <= 0 || rem > 2000)
@@ -234,10 +247,8 @@ static void test_extend(void **state)
 {
     (void)state;
     char owner[64];
-    dlock_client *c = dh_client_tagged(srv, "extend", owner);
-    dlock_lock_opts o = dh_opts_fixed(2000, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, "m:extend", &o), 0);
+    dlock_lock *l;
+    dlock_client *c = client_holding(&l, "extend", owner, "m:extend", dh_opts_fixed(2000, 0));
     char name[1024];
     assert_int_equal(dh_find_key(name, sizeof name, srv, 0, "m:extend", owner), 1);
     int64_t pttl = dh_cmd_int(srv, 0, "PTTL %s", name);
@@ -372,24 +383,20 @@ static void test_keyf(void **state)
 static void test_cancel(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "cancel-a", NULL);
-    dlock_client *b = dh_client_tagged(srv, "cancel-b", NULL);
-    dlock_lock_opts o = dh_opts(20000, 0);
-    dlock_lock *la = NULL;
-    dh_assert_rc(dlock_acquire(&la, a, "m:cancel", &o), 0);
-
     dlock_cancel *tok = NULL;
     dh_assert_rc(dlock_cancel_new(&tok), 0);
     assert_non_null(tok);
+    dlock_lock *la;
+    dlock_client *a = client_holding(&la, "cancel-a", NULL, "m:cancel", dh_opts(20000, 0));
+    dlock_client *b = dh_client_tagged(srv, "cancel-b", NULL);
     static struct acq t; /* static: outlives a failed test */
     start_blocked_acq(&t, b, "m:cancel", 15000, tok);
 
     int64_t trig = dh_now_ms();
     dlock_cancel_trigger(tok);
-    dh_assert_rc(dh_thread_join(&t.t, 10000), DLOCK_ECANCELED);
-    assert_null(t.lock);
-    if (t.t.ended_ms - trig > 5000)
-        fail_msg("cancel took %lld ms", (long long)(t.t.ended_ms - trig));
+    int64_t took = blocked_acq_ended(&t, DLOCK_ECANCELED, trig);
+    if (took > 5000)
+        fail_msg("cancel took %lld ms", (long long)took);
 
     /* A triggered token stays triggered: the next wait is cancelled too. */
     dlock_lock *lb = NULL;
@@ -411,20 +418,15 @@ static void test_cancel(void **state)
 static void test_close_wakes_waiter(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "close-a", NULL);
+    dlock_lock *la;
+    dlock_client *a = client_holding(&la, "close-a", NULL, "m:close", dh_opts(20000, 0));
     dlock_client *b = dh_client_tagged(srv, "close-b", NULL);
-    dlock_lock_opts o = dh_opts(20000, 0);
-    dlock_lock *la = NULL;
-    dh_assert_rc(dlock_acquire(&la, a, "m:close", &o), 0);
-
     static struct acq t; /* static: outlives a failed test */
     start_blocked_acq(&t, b, "m:close", 15000, NULL);
 
     int64_t t0 = dh_now_ms();
     dlock_client_close(b);
-    dh_assert_rc(dh_thread_join(&t.t, 10000), DLOCK_ECLOSED);
-    assert_null(t.lock);
-    assert_true(t.t.ended_ms - t0 < 5000);
+    assert_true(blocked_acq_ended(&t, DLOCK_ECLOSED, t0) < 5000);
 
     assert_int_equal(dlock_is_held(la), 1);
     dh_assert_rc(dlock_release(la), 0);
@@ -435,10 +437,8 @@ static void test_close_releases_held(void **state)
 {
     (void)state;
     char owner[64];
-    dlock_client *c = dh_client_tagged(srv, "closerel", owner);
-    dlock_lock_opts o = dh_opts(20000, 0);
-    dlock_lock *l = NULL;
-    dh_assert_rc(dlock_acquire(&l, c, "m:closerel", &o), 0);
+    dlock_lock *l;
+    dlock_client *c = client_holding(&l, "closerel", owner, "m:closerel", dh_opts(20000, 0));
     assert_int_equal(lock_in_redis("m:closerel", owner, 0), 1);
     dlock_client_close(c); /* releases the lock still held */
     assert_int_equal(lock_in_redis("m:closerel", owner, 0), 0);

@@ -67,65 +67,112 @@ static dlock_client *open_client(void)
     return dh_client(srv->url, NULL);
 }
 
-/* Wait for a forked holder to report; fail unless it holds. */
-static void expect_ready(shared *sh)
+/* Release l in a worker: a failure counts in sh->errors. */
+static void release_counted(dlock_lock *l, shared *sh)
 {
+    if (dlock_release(l) != 0)
+        atomic_fetch_add(&sh->errors, 1);
+}
+
+/* Fork a holder: a process with a client of its own (owner id owner; NULL:
+ * the default) that takes a lock with take(c, &o), o a 1 s TTL, renewed,
+ * and a wait without end, reports in sh->ready (1 holds, -1 failed) and
+ * holds until killed. Returns its pid once it holds; fails the test if it
+ * does not. */
+static pid_t fork_holder(shared *sh, const char *owner,
+                         int (*take)(dlock_client *c, const dlock_lock_opts *o))
+{
+    pid_t pid = dh_fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dlock_client *c = dh_client(srv->url, owner);
+        dlock_lock_opts o = dh_opts(1000, DLOCK_WAIT_FOREVER);
+        int ok = c && take(c, &o) == 0;
+        atomic_store(&sh->ready, ok ? 1 : -1);
+        for (;;)
+            pause(); /* holds (and renews) until killed */
+    }
     assert_true(dh_wait_until(dh_flag_set, &sh->ready, 10000)); /* 1 holds, -1 failed */
     assert_int_equal(atomic_load(&sh->ready), 1);
+    return pid;
+}
+
+/* Run worker(c, p, sh) in n processes (p = 0..n-1, at most 16), each with
+ * a client of its own, and wait at most timeout_ms for every one of them
+ * to exit with 0. The workers report through sh. */
+static void run_workers(int n, shared *sh, void (*worker)(dlock_client *c, int p, shared *sh),
+                        int timeout_ms)
+{
+    pid_t pids[16];
+    assert_true(n <= 16);
+    for (int p = 0; p < n; p++) {
+        if ((pids[p] = dh_fork()) == 0) {
+            dlock_client *c = open_client();
+            if (!c)
+                _exit(2);
+            worker(c, p, sh);
+            dlock_client_close(c);
+            _exit(0);
+        }
+        assert_true(pids[p] > 0);
+    }
+    assert_true(dh_wait_children(pids, n, timeout_ms));
 }
 
 /* ------------------------------------------------------------ semaphore */
+
+/* test_semaphore_limit's workers: SEM_ROUNDS sections each. */
+enum { SEM_PROCS = 12, SEM_ROUNDS = 15, SEM_LIMIT = 3 };
+
+static void sem_worker(dlock_client *c, int p, shared *sh)
+{
+    (void)p;
+    for (int i = 0; i < SEM_ROUNDS; i++) {
+        dlock_lock *l;
+        if (dlock_sem_acquire(&l, c, "sem:api", SEM_LIMIT, NULL) != 0) {
+            atomic_fetch_add(&sh->errors, 1);
+            continue;
+        }
+        int slot = dlock_lock_slot(l);
+        if (slot < 0 || slot >= SEM_LIMIT || atomic_fetch_add(&sh->slot_used[slot], 1) != 0)
+            atomic_fetch_add(&sh->slot_clash, 1);
+        int now = atomic_fetch_add(&sh->cur, 1) + 1;
+        bump_max(&sh->max, now);
+        /* stay inside until the limit is reached (12 workers want in,
+         * so it is), bounded: the maximum must then be exactly SEM_LIMIT */
+        int64_t until = dh_now_ms() + 2000;
+        while (atomic_load(&sh->max) < SEM_LIMIT && dh_now_ms() < until)
+            spin(1000);
+        spin(20000);
+        atomic_fetch_sub(&sh->cur, 1);
+        if (slot >= 0 && slot < SEM_LIMIT)
+            atomic_fetch_sub(&sh->slot_used[slot], 1);
+        atomic_fetch_add(&sh->sections, 1);
+        release_counted(l, sh);
+    }
+}
 
 /* 12 processes, limit 3: never more than 3 inside, and 3 is reached; slots
  * are unique among the holders. */
 static void test_semaphore_limit(void **state)
 {
     (void)state;
-    enum { PROCS = 12, ROUNDS = 15, LIMIT = 3 };
     shared *sh = shared_new();
-    pid_t pids[PROCS];
-    for (int p = 0; p < PROCS; p++) {
-        if ((pids[p] = dh_fork()) == 0) {
-            dlock_client *c = open_client();
-            if (!c)
-                _exit(2);
-            for (int i = 0; i < ROUNDS; i++) {
-                dlock_lock *l;
-                if (dlock_sem_acquire(&l, c, "sem:api", LIMIT, NULL) != 0) {
-                    atomic_fetch_add(&sh->errors, 1);
-                    continue;
-                }
-                int slot = dlock_lock_slot(l);
-                if (slot < 0 || slot >= LIMIT || atomic_fetch_add(&sh->slot_used[slot], 1) != 0)
-                    atomic_fetch_add(&sh->slot_clash, 1);
-                int now = atomic_fetch_add(&sh->cur, 1) + 1;
-                bump_max(&sh->max, now);
-                /* stay inside until the limit is reached (12 workers want in,
-                 * so it is), bounded: the maximum must then be exactly LIMIT */
-                int64_t until = dh_now_ms() + 2000;
-                while (atomic_load(&sh->max) < LIMIT && dh_now_ms() < until)
-                    spin(1000);
-                spin(20000);
-                atomic_fetch_sub(&sh->cur, 1);
-                if (slot >= 0 && slot < LIMIT)
-                    atomic_fetch_sub(&sh->slot_used[slot], 1);
-                atomic_fetch_add(&sh->sections, 1);
-                if (dlock_release(l) != 0)
-                    atomic_fetch_add(&sh->errors, 1);
-            }
-            dlock_client_close(c);
-            _exit(0);
-        }
-        assert_true(pids[p] > 0);
-    }
-    assert_true(dh_wait_children(pids, PROCS, 60000));
+    run_workers(SEM_PROCS, sh, sem_worker, 60000);
     print_message("semaphore: %d workers, limit %d, max concurrent observed %d, %d sections\n",
-                  PROCS, LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
+                  SEM_PROCS, SEM_LIMIT, atomic_load(&sh->max), atomic_load(&sh->sections));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->slot_clash), 0);
-    assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
-    assert_int_equal(atomic_load(&sh->max), LIMIT);
+    assert_int_equal(atomic_load(&sh->sections), SEM_PROCS * SEM_ROUNDS);
+    assert_int_equal(atomic_load(&sh->max), SEM_LIMIT);
     munmap(sh, sizeof *sh);
+}
+
+/* The one permit of "sem:crash" (a fork_holder's take). */
+static int take_sem_crash(dlock_client *c, const dlock_lock_opts *o)
+{
+    dlock_lock *l;
+    return dlock_sem_acquire(&l, c, "sem:crash", 1, o);
 }
 
 /* A holder killed with SIGKILL: its permit comes back when its TTL runs
@@ -136,18 +183,7 @@ static void test_semaphore_crash_and_double_release(void **state)
 {
     (void)state;
     shared *sh = shared_new();
-    pid_t pid = dh_fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dlock_client *c = open_client();
-        dlock_lock_opts o = dh_opts(1000, DLOCK_WAIT_FOREVER);
-        dlock_lock *l;
-        int ok = c && dlock_sem_acquire(&l, c, "sem:crash", 1, &o) == 0;
-        atomic_store(&sh->ready, ok ? 1 : -1);
-        for (;;)
-            pause(); /* holds (and renews) until killed */
-    }
-    expect_ready(sh);
+    pid_t pid = fork_holder(sh, NULL, take_sem_crash);
     dlock_client *c = open_client();
     dlock_lock *l = NULL;
     dlock_lock_opts once = dh_opts(30000, 0);
@@ -227,44 +263,40 @@ static void test_semaphore_bad_input(void **state)
 
 /* ----------------------------------------------------------- multi-lock */
 
+/* test_multi_no_deadlock's workers: a transfer takes both accounts, in
+ * the order that alternates with the process and the round. */
+enum { BANK_PROCS = 6, BANK_ROUNDS = 30 };
+
+static void bank_worker(dlock_client *c, int p, shared *sh)
+{
+    const char *ab[2] = { "acct:{bank}:A", "acct:{bank}:B" };
+    const char *ba[2] = { "acct:{bank}:B", "acct:{bank}:A" };
+    for (int i = 0; i < BANK_ROUNDS; i++) {
+        dlock_lock *l;
+        dlock_lock_opts o = dh_opts(0, 20000);
+        if (dlock_acquire_all(&l, c, (p + i) % 2 ? ab : ba, 2, &o) != 0) {
+            atomic_fetch_add(&sh->errors, 1);
+            continue;
+        }
+        int now = atomic_fetch_add(&sh->cur, 1) + 1;
+        bump_max(&sh->max, now);
+        spin(100000);
+        atomic_fetch_sub(&sh->cur, 1);
+        atomic_fetch_add(&sh->sections, 1);
+        if (dlock_lock_count(l) != 2 || dlock_release(l) != 0)
+            atomic_fetch_add(&sh->errors, 1);
+    }
+}
+
 /* Transfers between two accounts in opposite key orders from several
  * processes: no deadlock, and the pair is always taken together. */
 static void test_multi_no_deadlock(void **state)
 {
     (void)state;
-    enum { PROCS = 6, ROUNDS = 30 };
     shared *sh = shared_new();
-    pid_t pids[PROCS];
-    for (int p = 0; p < PROCS; p++) {
-        if ((pids[p] = dh_fork()) == 0) {
-            dlock_client *c = open_client();
-            if (!c)
-                _exit(2);
-            const char *ab[2] = { "acct:{bank}:A", "acct:{bank}:B" };
-            const char *ba[2] = { "acct:{bank}:B", "acct:{bank}:A" };
-            for (int i = 0; i < ROUNDS; i++) {
-                dlock_lock *l;
-                dlock_lock_opts o = dh_opts(0, 20000);
-                if (dlock_acquire_all(&l, c, (p + i) % 2 ? ab : ba, 2, &o) != 0) {
-                    atomic_fetch_add(&sh->errors, 1);
-                    continue;
-                }
-                int now = atomic_fetch_add(&sh->cur, 1) + 1;
-                bump_max(&sh->max, now);
-                spin(100000);
-                atomic_fetch_sub(&sh->cur, 1);
-                atomic_fetch_add(&sh->sections, 1);
-                if (dlock_lock_count(l) != 2 || dlock_release(l) != 0)
-                    atomic_fetch_add(&sh->errors, 1);
-            }
-            dlock_client_close(c);
-            _exit(0);
-        }
-        assert_true(pids[p] > 0);
-    }
-    assert_true(dh_wait_children(pids, PROCS, 90000));
+    run_workers(BANK_PROCS, sh, bank_worker, 90000);
     assert_int_equal(atomic_load(&sh->errors), 0);
-    assert_int_equal(atomic_load(&sh->sections), PROCS * ROUNDS);
+    assert_int_equal(atomic_load(&sh->sections), BANK_PROCS * BANK_ROUNDS);
     assert_int_equal(atomic_load(&sh->max), 1);
     munmap(sh, sizeof *sh);
 }
@@ -295,10 +327,7 @@ static void test_multi_all_or_nothing(void **state)
     assert_true(dlock_lock_fencing_token_at(all, 1) > 0);
     assert_int_equal(dlock_lock_fencing_token(all), dlock_lock_fencing_token_at(all, 0));
     dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:a", NULL), DLOCK_EBUSY);
-    dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:b", NULL), DLOCK_EBUSY);
-    dh_assert_rc(dlock_release(all), 0);
-    dh_assert_rc(dlock_try_acquire(&a, d, "m:{x}:b", NULL), 0);
-    dh_assert_rc(dlock_release(a), 0);
+    dh_release_frees(all, d, "m:{x}:b");
     dlock_client_close(c);
     dlock_client_close(d);
 }
@@ -327,24 +356,20 @@ static void test_multi_bad_input(void **state)
 
 /* ------------------------------------------------------ leader election */
 
+/* Campaign for "elect:svc" (a fork_holder's take: it leads). */
+static int campaign_svc(dlock_client *c, const dlock_lock_opts *o)
+{
+    dlock_lock *l;
+    return dlock_campaign(&l, c, "elect:svc", o);
+}
+
 /* A leader killed with SIGKILL is replaced within its TTL; watchers see it
  * through dlock_leader_wait. */
 static void test_leader_failover(void **state)
 {
     (void)state;
     shared *sh = shared_new();
-    pid_t pid = dh_fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dlock_client *c = dh_client(srv->url, "leader-one");
-        dlock_lock_opts o = dh_opts(1000, DLOCK_WAIT_FOREVER);
-        dlock_lock *l;
-        int ok = c && dlock_campaign(&l, c, "elect:svc", &o) == 0;
-        atomic_store(&sh->ready, ok ? 1 : -1);
-        for (;;)
-            pause(); /* leads (and renews) until killed */
-    }
-    expect_ready(sh);
+    pid_t pid = fork_holder(sh, "leader-one", campaign_svc);
 
     dlock_client *c = dh_client(srv->url, "leader-two");
     assert_non_null(c);
@@ -435,60 +460,54 @@ static void test_rw_share_and_exclude(void **state)
     dlock_client_close(c);
 }
 
+enum { RW_READERS = 6, RW_WRITERS = 2, RW_ROUNDS = 25 };
+
+/* test_rw_concurrent_no_starvation's workers: processes 0..RW_READERS-1
+ * read, the others write, RW_ROUNDS sections each. */
+static void rw_worker(dlock_client *c, int p, shared *sh)
+{
+    int writer = p >= RW_READERS;
+    for (int i = 0; i < RW_ROUNDS; i++) {
+        dlock_lock *l;
+        dlock_lock_opts o = dh_opts(0, 30000);
+        int mode = writer ? DLOCK_WRITE : DLOCK_READ;
+        if (dlock_rw_acquire(&l, c, "rw:load", mode, &o) != 0) {
+            atomic_fetch_add(&sh->errors, 1);
+            continue;
+        }
+        if (writer) {
+            if (atomic_fetch_add(&sh->writers_cur, 1) != 0 || atomic_load(&sh->readers_cur) != 0)
+                atomic_fetch_add(&sh->overlap, 1);
+            spin(300000);
+            if (atomic_load(&sh->readers_cur) != 0)
+                atomic_fetch_add(&sh->overlap, 1);
+            atomic_fetch_sub(&sh->writers_cur, 1);
+            atomic_fetch_add(&sh->sections, 1);
+        } else {
+            int n = atomic_fetch_add(&sh->readers_cur, 1) + 1;
+            bump_max(&sh->max_readers, n);
+            if (atomic_load(&sh->writers_cur) != 0)
+                atomic_fetch_add(&sh->overlap, 1);
+            spin(300000);
+            atomic_fetch_sub(&sh->readers_cur, 1);
+        }
+        release_counted(l, sh);
+    }
+}
+
 /* Many readers and writers in processes: a writer is always alone, readers
  * overlap, and writers finish while readers keep coming (no starvation). */
 static void test_rw_concurrent_no_starvation(void **state)
 {
     (void)state;
-    enum { READERS = 6, WRITERS = 2, ROUNDS = 25 };
     shared *sh = shared_new();
-    pid_t pids[READERS + WRITERS];
-    for (int p = 0; p < READERS + WRITERS; p++) {
-        if ((pids[p] = dh_fork()) == 0) {
-            int writer = p >= READERS;
-            dlock_client *c = open_client();
-            if (!c)
-                _exit(2);
-            for (int i = 0; i < ROUNDS; i++) {
-                dlock_lock *l;
-                dlock_lock_opts o = dh_opts(0, 30000);
-                int mode = writer ? DLOCK_WRITE : DLOCK_READ;
-                if (dlock_rw_acquire(&l, c, "rw:load", mode, &o) != 0) {
-                    atomic_fetch_add(&sh->errors, 1);
-                    continue;
-                }
-                if (writer) {
-                    if (atomic_fetch_add(&sh->writers_cur, 1) != 0 ||
-                        atomic_load(&sh->readers_cur) != 0)
-                        atomic_fetch_add(&sh->overlap, 1);
-                    spin(300000);
-                    if (atomic_load(&sh->readers_cur) != 0)
-                        atomic_fetch_add(&sh->overlap, 1);
-                    atomic_fetch_sub(&sh->writers_cur, 1);
-                    atomic_fetch_add(&sh->sections, 1);
-                } else {
-                    int n = atomic_fetch_add(&sh->readers_cur, 1) + 1;
-                    bump_max(&sh->max_readers, n);
-                    if (atomic_load(&sh->writers_cur) != 0)
-                        atomic_fetch_add(&sh->overlap, 1);
-                    spin(300000);
-                    atomic_fetch_sub(&sh->readers_cur, 1);
-                }
-                if (dlock_release(l) != 0)
-                    atomic_fetch_add(&sh->errors, 1);
-            }
-            dlock_client_close(c);
-            _exit(0);
-        }
-        assert_true(pids[p] > 0);
-    }
-    assert_true(dh_wait_children(pids, READERS + WRITERS, 120000));
+    run_workers(RW_READERS + RW_WRITERS, sh, rw_worker, 120000);
     print_message("rw: max concurrent readers %d, writer sections %d, overlaps %d\n",
                   atomic_load(&sh->max_readers), atomic_load(&sh->sections),
                   atomic_load(&sh->overlap));
     assert_int_equal(atomic_load(&sh->errors), 0);
     assert_int_equal(atomic_load(&sh->overlap), 0);
-    assert_int_equal(atomic_load(&sh->sections), WRITERS * ROUNDS);
+    assert_int_equal(atomic_load(&sh->sections), RW_WRITERS * RW_ROUNDS);
     assert_true(atomic_load(&sh->max_readers) >= 2);
     munmap(sh, sizeof *sh);
 }

@@ -35,18 +35,6 @@ static int group_setup(void **state)
     return dh_group_start(&srv, NULL);
 }
 
-/* The server's clock in microseconds (TIME), or -1. */
-static int64_t server_us(redisContext *rc)
-{
-    redisReply *r = redisCommand(rc, "TIME");
-    int64_t us = -1;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
-        us =
-            strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
-    freeReplyObject(r);
-    return us;
-}
-
 /* "... the next slot is in N ms ..." in the last message: N, or -1. */
 static long next_slot_ms(void)
 {
@@ -207,7 +195,7 @@ static void worker(shared *sh, int fd, int id)
     atomic_store(&sh->ready[id], 1);
     for (;;) {
         int r = dlock_rate_acquire(c, "r:exact", RATE, 1000, BURST, DLOCK_WAIT_FOREVER, NULL);
-        int64_t now = server_us(rc);
+        int64_t now = dh_time_us(rc);
         if (r != 0 || now < 0) {
             if (atomic_fetch_add(&sh->errors, 1) == 0)
                 snprintf(sh->err, sizeof sh->err, "%s", dlock_last_errmsg());
@@ -263,7 +251,7 @@ static void test_exact_across_processes(void **state)
     }
     redisContext *rc = dh_connect(srv, 0);
     assert_non_null(rc);
-    sh->t0 = server_us(rc);
+    sh->t0 = dh_time_us(rc);
     sh->stop_at = sh->t0 + RUN_US;
     for (int i = 0; i < WORKERS; i++)
         assert_int_equal(write(ctl[i], "g", 1), 1);
@@ -277,7 +265,7 @@ static void test_exact_across_processes(void **state)
         assert_int_equal(dh_waitpid(pid[i], &st, 15000), 1);
         close(ctl[i]);
     }
-    int64_t end = server_us(rc);
+    int64_t end = dh_time_us(rc);
     redisFree(rc);
     if (atomic_load(&sh->errors))
         fail_msg("a worker failed: %s", sh->err);
@@ -315,18 +303,11 @@ static void test_exact_across_processes(void **state)
 static void test_redlock_refused(void **state)
 {
     (void)state;
-    dh_redis *b = dh_redis_start(NULL), *d = dh_redis_start(NULL);
-    assert_non_null(b);
-    assert_non_null(d);
-    char url[256];
-    snprintf(url, sizeof url, "%s,%s,%s", srv->url, b->url, d->url);
-    dlock_client *c = dh_client(url, "redlock");
-    assert_non_null(c);
+    dh_redlock rl;
+    dlock_client *c = dh_redlock_open(&rl, srv, "redlock");
     dh_assert_rc(dlock_rate_acquire(c, "r:rl", 5, 1000, 5, 0, NULL), DLOCK_EINVAL);
     assert_non_null(strstr(dlock_last_errmsg(), "not available on Redlock"));
-    dlock_client_close(c);
-    dh_redis_stop(b);
-    dh_redis_stop(d);
+    dh_redlock_stop(&rl);
 }
 
 int main(void)

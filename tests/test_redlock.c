@@ -262,10 +262,7 @@ static void test_sentinel_failover(void **state)
     (void)state;
     dh_redis *master = dh_redis_start(NULL);
     assert_non_null(master);
-    char mport[16];
-    snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
-    dh_redis *replica = dh_redis_start(rargs);
+    dh_redis *replica = dh_replica_start(master);
     assert_non_null(replica);
 
     int sports[3];

@@ -35,14 +35,10 @@
 
 static char certs[256]; /* ca.pem server.pem server.key other.pem */
 
+/* A shell command line (openssl, mkdir) with a 60 s bound; 0 on success. */
 static int sh(const char *cmd)
 {
-    const char *argv[] = { "sh", "-c", cmd, NULL };
-    char err[2048];
-    int rc = dh_run(argv, NULL, 60000, NULL, 0, err, sizeof err);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, err);
-    return rc;
+    return dh_sh(cmd, 60000);
 }
 
 static int group_setup(void **state)
@@ -230,17 +226,20 @@ static void stop_sentinels(sentinels *s)
     }
 }
 
+/* Close the client c, stop the sentinels s, the replica and the master. */
+static void stop_deployment(dlock_client *c, sentinels *s, dh_redis *replica, dh_redis *master)
+{
+    dlock_client_close(c);
+    stop_sentinels(s);
+    dh_redis_stop(replica);
+    dh_redis_stop(master);
+}
+
 /* ------------------------------------------------- fenced contenders */
 
 typedef struct fenced {
     atomic_int stop, acquisitions, not_me, rejected_valid, errors;
 } fenced;
-
-#define STORE_WRITE                                                                                \
-    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
-    "if tonumber(ARGV[1]) < last then return 0 end "                                               \
-    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "                   \
-    "redis.call('INCR', 'writes') return 1"
 
 /* With $DLOCK_LOG set, a contender's library log goes to stderr. */
 static void contender_log(int level, const char *msg, void *arg)
@@ -289,37 +288,22 @@ static void contender(fenced *sh, int go_fd, const char *url, const dh_redis *st
                     (unsigned long long)dlock_lock_fencing_token(l),
                     info.held ? info.owner : "nobody", (unsigned long long)info.fencing_token);
         }
-        redisReply *r = redisCommand(st, "GET counter");
-        long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
-        freeReplyObject(r);
+        long long v = dh_store_counter(st);
         usleep(2000); /* work between the read and the write: widens the window */
-        if (dlock_is_held(l)) {
-            char tok[32], val[32];
-            snprintf(tok, sizeof tok, "%llu", (unsigned long long)dlock_lock_fencing_token(l));
-            snprintf(val, sizeof val, "%lld", v + 1);
-            r = redisCommand(st, "EVAL %s 0 %s %s", STORE_WRITE, tok, val);
-            int ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-            freeReplyObject(r);
-            if (!ok && dlock_is_held(l)) {
-                atomic_fetch_add(&sh->rejected_valid, 1);
-                redisReply *fr = redisCommand(st, "GET fence");
-                fprintf(stderr, "contender[%d] %lld: REJECTED token %s, store fence %s\n",
-                        (int)getpid(), (long long)dh_now_ms(), tok, fr && fr->str ? fr->str : "?");
-                freeReplyObject(fr);
-            }
+        if (dlock_is_held(l) && !dh_store_write(st, dlock_lock_fencing_token(l), v + 1) &&
+            dlock_is_held(l)) {
+            atomic_fetch_add(&sh->rejected_valid, 1);
+            redisReply *fr = redisCommand(st, "GET fence");
+            fprintf(stderr, "contender[%d] %lld: REJECTED token %llu, store fence %s\n",
+                    (int)getpid(), (long long)dh_now_ms(),
+                    (unsigned long long)dlock_lock_fencing_token(l), fr && fr->str ? fr->str : "?");
+            freeReplyObject(fr);
         }
         dlock_release(l);
     }
     dlock_client_close(c);
     redisFree(st);
     _exit(0);
-}
-
-static long long store_get(const dh_redis *store, const char *k)
-{
-    char buf[32] = "";
-    dh_cmd_str(buf, sizeof buf, store, 0, "GET %s", k);
-    return atoll(buf);
 }
 
 typedef struct role_arg {
@@ -367,6 +351,75 @@ static int renew_ok(void *arg)
     return dlock_lock_renew_error(arg) == 0;
 }
 
+/* One attempt (no wait) at key through c while the master's one replica
+ * does not acknowledge (stopped, or not synchronised yet): it must fail
+ * with DLOCK_EQUORUM saying "0 of the 1 replicas" and leave the key not
+ * held. The outcome is printed after `what`; returns how long the attempt
+ * took (ms). */
+static int64_t expect_no_ack(dlock_client *c, const char *key, const char *what)
+{
+    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
+    once.wait_ms = 0;
+    dlock_lock *l;
+    int64_t t0 = dh_now_ms();
+    int rc = dlock_acquire(&l, c, key, &once);
+    int64_t took = dh_now_ms() - t0;
+    print_message("%s: %s after %lld ms: %s\n", what, dlock_strerror(rc), (long long)took,
+                  dlock_last_errmsg());
+    dh_assert_rc(rc, DLOCK_EQUORUM);
+    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
+    dlock_info info;
+    dh_assert_rc(dlock_inspect(&info, c, key), 0);
+    assert_int_equal(info.held, 0); /* given back */
+    return took;
+}
+
+/* A master and a replica of it (into *replica), once the master lists
+ * the replica as connected (ROLE). Returns the master. */
+static dh_redis *start_replicated(dh_redis **replica)
+{
+    dh_redis *master = dh_redis_start(NULL);
+    assert_non_null(master);
+    *replica = dh_replica_start(master);
+    assert_non_null(*replica);
+    role_arg ready = { master, "master", 1 };
+    assert_true(dh_wait_until(has_role, &ready, 10000));
+    return master;
+}
+
+/* A deployment whose replica comes after the client: a master (extra
+ * arguments margs) watched by sentinels (into s, once they answer), a
+ * client of them with owner id made from tag (into owner, 64 bytes) whose
+ * first grant, on first_key, comes while the master has no replica
+ * (nothing to wait for), and then a replica of the master. The master and
+ * the replica go into *master and *replica; returns the client. */
+static dlock_client *replica_after_client(sentinels *s, dh_redis **master, dh_redis **replica,
+                                          const char *const *margs, const char *tag, char *owner,
+                                          const char *first_key)
+{
+    *master = dh_redis_start(margs);
+    assert_non_null(*master);
+    start_sentinels(s, (*master)->port, 0);
+    assert_true(dh_wait_until(opens, s->url, 20000));
+    dh_owner(owner, 64, tag);
+    dlock_client *c = dh_client(s->url, owner);
+    assert_non_null(c);
+    dlock_lock *l;
+    dh_assert_rc(dlock_acquire(&l, c, first_key, NULL), 0);
+    dh_assert_rc(dlock_release(l), 0);
+    *replica = dh_replica_start(*master);
+    assert_non_null(*replica);
+    return c;
+}
+
+/* Release l once its key is on the replica too, in owner's name. */
+static void release_once_replicated(dlock_lock *l, const dh_redis *replica, const char *owner)
+{
+    char name[256];
+    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, dlock_lock_key(l), owner), 1);
+    dh_assert_rc(dlock_release(l), 0);
+}
+
 /* A grant counts only once a replica has it: with the only replica
  * stopped, an acquisition fails saying so and leaves nothing held; asking
  * for more replicas than there are is a clear failure (library and CLI);
@@ -374,15 +427,7 @@ static int renew_ok(void *arg)
 static void test_grant_needs_replica_ack(void **state)
 {
     (void)state;
-    dh_redis *master = dh_redis_start(NULL);
-    assert_non_null(master);
-    char mport[16];
-    snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
-    dh_redis *replica = dh_redis_start(rargs);
-    assert_non_null(replica);
-    role_arg ready = { master, "master", 1 };
-    assert_true(dh_wait_until(has_role, &ready, 10000));
+    dh_redis *replica, *master = start_replicated(&replica);
 
     char owner[64];
     dh_owner(owner, sizeof owner, "ack");
@@ -390,24 +435,13 @@ static void test_grant_needs_replica_ack(void **state)
     assert_non_null(c);
     dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "ack:one", NULL), 0);
-    char name[256];
-    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, "ack:one", owner), 1);
-    dh_assert_rc(dlock_release(l), 0);
+    release_once_replicated(l, replica, owner);
 
     /* the replica stops: nothing can be acknowledged */
     assert_int_equal(dh_redis_pause(replica), 0);
+    last_error = expect_no_ack(c, "ack:two", "grant with the replica stopped");
     dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
     once.wait_ms = 0;
-    int64_t t0 = dh_now_ms();
-    int rc = dlock_acquire(&l, c, "ack:two", &once);
-    last_error = dh_now_ms() - t0;
-    print_message("grant with the replica stopped: %s after %lld ms: %s\n", dlock_strerror(rc),
-                  (long long)last_error, dlock_last_errmsg());
-    dh_assert_rc(rc, DLOCK_EQUORUM);
-    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
-    dlock_info info;
-    dh_assert_rc(dlock_inspect(&info, c, "ack:two"), 0);
-    assert_int_equal(info.held, 0); /* given back */
     /* a user whose ACL refuses INFO: the replica is found through ROLE */
     assert_int_equal(dh_cmd_ok(master, 0, "ACL SETUSER roleonly on >pw ~* &* +@all -info"), 0);
     char role_url[128];
@@ -441,6 +475,7 @@ static void test_grant_needs_replica_ack(void **state)
     assert_non_null(c);
     dh_assert_rc(dlock_acquire(&l, c, "ack:three", &once), DLOCK_EQUORUM);
     assert_non_null(strstr(dlock_last_errmsg(), "of the 2 replicas"));
+    dlock_info info;
     dh_assert_rc(dlock_inspect(&info, c, "ack:three"), 0);
     assert_int_equal(info.held, 0);
     dlock_client_close(c);
@@ -458,46 +493,20 @@ static void test_grant_needs_replica_ack(void **state)
 static void test_replica_attached_later(void **state)
 {
     (void)state;
-    dh_redis *master = dh_redis_start(NULL);
-    assert_non_null(master);
     sentinels s = { 0 };
-    start_sentinels(&s, master->port, 0);
-    assert_true(dh_wait_until(opens, s.url, 20000));
+    dh_redis *master, *replica;
     char owner[64];
-    dh_owner(owner, sizeof owner, "late");
-    dlock_client *c = dh_client(s.url, owner);
-    assert_non_null(c);
-    dlock_lock *l;
-    dh_assert_rc(dlock_acquire(&l, c, "late:one", NULL), 0); /* no replica: nothing to wait for */
-    dh_assert_rc(dlock_release(l), 0);
-
-    char mport[16];
-    snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
-    dh_redis *replica = dh_redis_start(rargs);
-    assert_non_null(replica);
+    dlock_client *c = replica_after_client(&s, &master, &replica, NULL, "late", owner, "late:one");
     role_arg listed = { master, "master", 1 }; /* the master counts it (ROLE lists it) */
     assert_true(dh_wait_until(has_role, &listed, 10000));
     assert_int_equal(dh_redis_pause(replica), 0);
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
-    int rc = dlock_acquire(&l, c, "late:two", &once);
-    print_message("first grant after a replica attached, the replica stopped: %s: %s\n",
-                  dlock_strerror(rc), dlock_last_errmsg());
-    dh_assert_rc(rc, DLOCK_EQUORUM);
-    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
-    dlock_info info;
-    dh_assert_rc(dlock_inspect(&info, c, "late:two"), 0);
-    assert_int_equal(info.held, 0); /* given back */
+    expect_no_ack(c, "late:two", "first grant after a replica attached, the replica stopped");
     assert_int_equal(dh_redis_resume(replica), 0);
+    dlock_lock_opts once = dh_opts(0, 0);
+    dlock_lock *l;
     dh_assert_rc(dlock_acquire(&l, c, "late:two", &once), 0);
-    char name[256];
-    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, "late:two", owner), 1);
-    dh_assert_rc(dlock_release(l), 0);
-    dlock_client_close(c);
-    stop_sentinels(&s);
-    dh_redis_stop(replica);
-    dh_redis_stop(master);
+    release_once_replicated(l, replica, owner);
+    stop_deployment(c, &s, replica, master);
 }
 
 /* The master's INFO counts a replica that asked to synchronise (ROLE lists
@@ -524,37 +533,16 @@ static void test_replica_in_full_sync(void **state)
     (void)state;
     const char *margs[] = { "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "600",
                             NULL };
-    dh_redis *master = dh_redis_start(margs);
-    assert_non_null(master);
     sentinels s = { 0 };
-    start_sentinels(&s, master->port, 0);
-    assert_true(dh_wait_until(opens, s.url, 20000));
+    dh_redis *master, *replica;
     char owner[64];
-    dh_owner(owner, sizeof owner, "sync");
-    dlock_client *c = dh_client(s.url, owner);
-    assert_non_null(c);
-    dlock_lock *l;
-    dh_assert_rc(dlock_acquire(&l, c, "sync:one", NULL), 0); /* no replica: nothing to wait for */
-    dh_assert_rc(dlock_release(l), 0);
-
-    char mport[16];
-    snprintf(mport, sizeof mport, "%d", master->port);
-    const char *rargs[] = { "--replicaof", "127.0.0.1", mport, NULL };
-    dh_redis *replica = dh_redis_start(rargs);
-    assert_non_null(replica);
+    dlock_client *c = replica_after_client(&s, &master, &replica, margs, "sync", owner, "sync:one");
     assert_true(dh_wait_until(info_counts_replica, master, 10000));
     role_arg listed = { master, "master", 1 };
     assert_false(has_role(&listed)); /* ROLE does not list it yet */
-    dlock_lock_opts once = DLOCK_LOCK_OPTS_INIT;
-    once.wait_ms = 0;
-    int rc = dlock_acquire(&l, c, "sync:two", &once);
-    print_message("grant while the only replica synchronises: %s: %s\n", dlock_strerror(rc),
-                  dlock_last_errmsg());
-    dh_assert_rc(rc, DLOCK_EQUORUM);
-    assert_non_null(strstr(dlock_last_errmsg(), "0 of the 1 replicas"));
-    dlock_info info;
-    dh_assert_rc(dlock_inspect(&info, c, "sync:two"), 0);
-    assert_int_equal(info.held, 0);               /* given back */
+    expect_no_ack(c, "sync:two", "grant while the only replica synchronises");
+    dlock_lock_opts once = dh_opts(0, 0);
+    dlock_lock *l;
     dlock_client *late = dh_client(s.url, owner); /* its handshake sees the replica too */
     assert_non_null(late);
     dh_assert_rc(dlock_acquire(&l, late, "sync:three", &once), DLOCK_EQUORUM);
@@ -566,13 +554,8 @@ static void test_replica_in_full_sync(void **state)
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
     o.wait_ms = 10000; /* the replica streams from its next acknowledgement on */
     dh_assert_rc(dlock_acquire(&l, c, "sync:two", &o), 0);
-    char name[256];
-    assert_int_equal(dh_find_key(name, sizeof name, replica, 0, "sync:two", owner), 1);
-    dh_assert_rc(dlock_release(l), 0);
-    dlock_client_close(c);
-    stop_sentinels(&s);
-    dh_redis_stop(replica);
-    dh_redis_stop(master);
+    release_once_replicated(l, replica, owner);
+    stop_deployment(c, &s, replica, master);
 }
 
 /* ------------------------------------------------------------- Sentinel */
@@ -676,22 +659,12 @@ static int acquire_slowly(void *arg)
 static void test_answer_from_replaced_master(void **state)
 {
     (void)state;
-    dh_redis *a = dh_redis_start(NULL);
-    assert_non_null(a);
-    char aport[16];
-    snprintf(aport, sizeof aport, "%d", a->port);
-    const char *rargs[] = { "--replicaof", "127.0.0.1", aport, NULL };
-    dh_redis *b = dh_redis_start(rargs);
-    assert_non_null(b);
+    dh_redis *b, *a = start_replicated(&b);
     sentinels s = { 0 };
     start_sentinels(&s, a->port, 0);
     assert_true(dh_wait_until(opens, s.url, 15000));
-    role_arg ra = { a, "master", 1 };
-    assert_true(dh_wait_until(has_role, &ra, 10000));
     char *owner = stale_owner;
-    dh_owner(owner, sizeof stale_owner, "stale");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "stale");
     co.connect_timeout_ms = 20000;
     co.command_timeout_ms = 20000;
     co.log_fn = stale_log;
@@ -732,10 +705,7 @@ static void test_answer_from_replaced_master(void **state)
     assert_true(atomic_load(&saw_stale));
     assert_int_equal(dh_find_key(name, sizeof name, b, 0, "stale:key", owner), 1);
     dh_assert_rc(dlock_release(sa.l), 0);
-    dlock_client_close(c);
-    stop_sentinels(&s);
-    dh_redis_stop(b);
-    dh_redis_stop(a);
+    stop_deployment(c, &s, b, a);
 }
 
 /* Sentinel failovers under contention: 0 overlapping holds; a holder that
@@ -752,10 +722,7 @@ static void test_sentinel_failover_keeps_lock(void **state)
     dh_redis *a = dh_redis_start(NULL);
     assert_non_null(store);
     assert_non_null(a);
-    char aport[16];
-    snprintf(aport, sizeof aport, "%d", a->port);
-    const char *rargs[] = { "--replicaof", "127.0.0.1", aport, NULL };
-    dh_redis *b = dh_redis_start(rargs);
+    dh_redis *b = dh_replica_start(a);
     assert_non_null(b);
     sentinels s = { 0 };
     start_sentinels(&s, a->port, 0);
@@ -841,7 +808,7 @@ static void test_sentinel_failover_keeps_lock(void **state)
         int st;
         assert_int_equal(dh_waitpid(pids[i], &st, 30000), 1);
     }
-    long long lost = store_get(store, "writes") - store_get(store, "counter");
+    long long lost = dh_store_lost(store);
     print_message(
         "sentinel: 2 failovers; %d acquisitions (%d failed, e.g. unacknowledged), server "
         "named another holder %d, rejected while valid %d, lost updates %lld; holder kept "
@@ -863,19 +830,10 @@ static void test_sentinel_failover_keeps_lock(void **state)
 
 enum { CN = 6 };
 
+/* Every live node of arg (CN of them, NULL: killed) says cluster_state:ok. */
 static int cluster_nodes_ok(void *arg)
 {
-    dh_redis **n = arg;
-    for (int i = 0; i < CN; i++) {
-        if (!n[i])
-            continue;
-        redisReply *r = dh_cmd(n[i], 0, "CLUSTER INFO");
-        int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
-        freeReplyObject(r);
-        if (!ok)
-            return 0;
-    }
-    return 1;
+    return dh_cluster_ok(arg, CN);
 }
 
 static int link_up(void *arg)
@@ -1029,10 +987,7 @@ static void test_cluster_failover_keeps_lock(void **state)
     assert_true(dlock_is_held(l));
     assert_int_equal(lost_calls, 0);
     assert_int_equal(dlock_lock_renew_error(l), 0);
-    dh_assert_rc(dlock_try_acquire(&y, x, "cl:hold", NULL), DLOCK_EBUSY);
-    dh_assert_rc(dlock_release(l), 0);
-    dh_assert_rc(dlock_try_acquire(&y, x, "cl:hold", NULL), 0);
-    dh_assert_rc(dlock_release(y), 0);
+    dh_release_frees(l, x, "cl:hold");
     dlock_client_close(h);
     dlock_client_close(x);
     dh_redis_stop(dead);

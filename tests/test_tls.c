@@ -21,12 +21,7 @@ static char dir[256];
 /* Run a shell command line (openssl) with a bound; 0 on success. */
 static int sh(const char *cmd)
 {
-    const char *argv[] = { "sh", "-c", cmd, NULL };
-    char err[2048];
-    int rc = dh_run(argv, NULL, 30000, NULL, 0, err, sizeof err);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, err);
-    return rc;
+    return dh_sh(cmd, 30000);
 }
 
 static int make_certs(void)

@@ -79,6 +79,21 @@ static void waiter_start(waiter *w, dlock_client *c, const char *key)
     dh_thread_start(&w->t, waiter_fn, w);
 }
 
+/* Two clients, tagged TAG-a and TAG-b (into *a and *b), and a lock on key
+ * that a holds, taken with o (NULL: the default options): returned. */
+static dlock_lock *a_holds(dlock_client **a, dlock_client **b, const char *tag, const char *key,
+                           const dlock_lock_opts *o)
+{
+    char ta[32], tb[32];
+    snprintf(ta, sizeof ta, "%s-a", tag);
+    snprintf(tb, sizeof tb, "%s-b", tag);
+    *a = dh_client_tagged(srv, ta, NULL);
+    *b = dh_client_tagged(srv, tb, NULL);
+    dlock_lock *held;
+    dh_assert_rc(dlock_acquire(&held, *a, key, o), 0);
+    return held;
+}
+
 /* ------------------------------------------------------------------ tests */
 
 /* A waiter blocked on a held lock makes no acquire attempt while it waits
@@ -87,9 +102,8 @@ static void waiter_start(waiter *w, dlock_client *c, const char *key)
 static void test_wakeup_without_polling(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "np-a", NULL), *b = dh_client_tagged(srv, "np-b", NULL);
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, a, "np", NULL), 0);
+    dlock_client *a, *b;
+    dlock_lock *held = a_holds(&a, &b, "np", "np", NULL);
     static waiter w; /* static: outlives a failed test */
     memset(&w, 0, sizeof w);
     w.hold = 1; /* kept until the end: the server must name it */
@@ -215,11 +229,9 @@ static void test_dead_waiter_leaves_queue(void **state)
 static void test_expiry_wakes_waiter(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "exp-a", NULL),
-                 *b = dh_client_tagged(srv, "exp-b", NULL);
+    dlock_client *a, *b;
     dlock_lock_opts o = dh_opts_fixed(700, DLOCK_WAIT_FOREVER);
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, a, "expw", &o), 0);
+    dlock_lock *held = a_holds(&a, &b, "exp", "expw", &o);
     static waiter w; /* static: outlives a failed test */
     memset(&w, 0, sizeof w);
     waiter_start(&w, b, "expw");
@@ -235,9 +247,8 @@ static void test_expiry_wakes_waiter(void **state)
 static void test_timeout_and_cancel_leave_queue(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "tq-a", NULL), *b = dh_client_tagged(srv, "tq-b", NULL);
-    dlock_lock *held, *l = NULL;
-    dh_assert_rc(dlock_acquire(&held, a, "tq", NULL), 0);
+    dlock_client *a, *b;
+    dlock_lock *l = NULL, *held = a_holds(&a, &b, "tq", "tq", NULL);
     dlock_lock_opts o = dh_opts(0, 300);
     int64_t t0 = dh_now_ms();
     dh_assert_rc(dlock_acquire(&l, b, "tq", &o), DLOCK_ETIMEDOUT);
@@ -271,9 +282,8 @@ static void test_timeout_and_cancel_leave_queue(void **state)
 static void test_unfair_mode(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "uf-a", NULL), *b = dh_client_tagged(srv, "uf-b", NULL);
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, a, "unfair", NULL), 0);
+    dlock_client *a, *b;
+    dlock_lock *held = a_holds(&a, &b, "uf", "unfair", NULL);
     static waiter w; /* static: outlives a failed test */
     memset(&w, 0, sizeof w);
     dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
@@ -367,9 +377,7 @@ static void test_lost_when_server_paused(void **state)
     (void)state;
     atomic_store(&lost_calls, 0);
     char owner[64];
-    dh_owner(owner, sizeof owner, "lostpause");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "lostpause");
     co.command_timeout_ms = 200;
     dlock_client *c;
     dh_assert_rc(dlock_client_open(&c, srv->url, &co), 0);
@@ -432,10 +440,8 @@ static void test_no_renewal_after_release(void **state)
 static void test_waiter_survives_connection_drop(void **state)
 {
     (void)state;
-    dlock_client *a = dh_client_tagged(srv, "drop-a", NULL),
-                 *b = dh_client_tagged(srv, "drop-b", NULL);
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, a, "drop", NULL), 0);
+    dlock_client *a, *b;
+    dlock_lock *held = a_holds(&a, &b, "drop", "drop", NULL);
     static waiter w; /* static: outlives a failed test */
     memset(&w, 0, sizeof w);
     waiter_start(&w, b, "drop");

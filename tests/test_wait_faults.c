@@ -195,40 +195,18 @@ static dlock_client *client(const char *tag, char *owner)
     return c;
 }
 
-/* ----------------------------------------------------------------- tests */
-
-/* 1. A handoff to a waiter that is stopped until its lease ran out and
- * someone else took the lock must not make the waiter believe it holds:
- * the signal it finds on waking is too old to prove anything. */
-static void test_stale_signal_never_grants(void **state)
+/* Start the n children in order, each once the one before it is queued
+ * (h looks at key): on return key has n waiters, queued in that order. */
+static void queue_in_order(dlock_client *h, const char *key, child *const *chs, int n)
 {
-    (void)state;
-    slot *s = slots_new(1);
-    child w = prepare(&s[0], "sig-w", "wf:sig", K_MUTEX, 20);
-    char ho[64], xo[64];
-    dlock_client *h = client("sig-h", ho), *x = client("sig-x", xo);
-    dlock_lock *held, *other;
-    dh_assert_rc(dlock_acquire(&held, h, "wf:sig", NULL), 0);
-    go(&w);
-    qarg q = { h, "wf:sig", 1 };
-    assert_true(dh_wait_until(queue_has, &q, 5000));
-    kill(w.pid, SIGSTOP);
-    dh_assert_rc(dlock_release(held), 0);            /* handed to the stopped waiter */
-    assert_true(dh_wait_until(lock_free, &q, 5000)); /* its lease ran out */
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 5000;
-    dh_assert_rc(dlock_acquire(&other, x, "wf:sig", &o), 0);
-    kill(w.pid, SIGCONT);
-    /* the woken waiter finds its old signal: it must keep waiting */
-    assert_false(dh_wait_until(is_settled, &s[0], 1000));
-    assert_true(server_names(x, "wf:sig", xo));
-    dh_assert_rc(dlock_release(other), 0);
-    assert_true(dh_wait_until(is_holding, &s[0], 5000));
-    assert_int_equal(atomic_load(&s[0].not_me), 0);
-    release_child(&w);
-    dlock_client_close(h);
-    dlock_client_close(x);
+    for (int i = 0; i < n; i++) {
+        go(chs[i]);
+        qarg q = { h, key, i + 1 };
+        assert_true(dh_wait_until(queue_has, &q, 5000));
+    }
 }
+
+/* ----------------------------------------------------------------- tests */
 
 /* The id of the one connection blocked in BLPOP right now (a waiter's
  * wake-up connection); -1 if there is none, or more than one. */
@@ -253,6 +231,57 @@ static int blocked_in_blpop(void *arg)
     return blpop_client() > 0;
 }
 
+/* Tests 1 and 1b: a waiter on key (lease ttl_ms) is stopped while the
+ * lock is handed to it, its lease runs out and another client takes the
+ * lock; resumed, the waiter must keep waiting (never believe it holds)
+ * and get the lock once that client releases it. With drop_wakeup its
+ * wake-up (BLPOP) connection is killed before the handoff, so the signal
+ * stays in the list. Owner ids are made from tag. */
+static void stale_signal_case(const char *tag, const char *key, int64_t ttl_ms, int drop_wakeup)
+{
+    char wt[32], ht[32], xt[32];
+    snprintf(wt, sizeof wt, "%s-w", tag);
+    snprintf(ht, sizeof ht, "%s-h", tag);
+    snprintf(xt, sizeof xt, "%s-x", tag);
+    slot *s = slots_new(1);
+    child w = prepare(&s[0], wt, key, K_MUTEX, ttl_ms);
+    char ho[64], xo[64];
+    dlock_client *h = client(ht, ho), *x = client(xt, xo);
+    dlock_lock *held, *other;
+    dh_assert_rc(dlock_acquire(&held, h, key, NULL), 0);
+    queue_in_order(h, key, (child *[]){ &w }, 1);
+    if (drop_wakeup)
+        assert_true(dh_wait_until(blocked_in_blpop, NULL, 5000));
+    kill(w.pid, SIGSTOP);
+    if (drop_wakeup)
+        assert_int_equal(dh_cmd_int(srv, 0, "CLIENT KILL ID %lld", blpop_client()), 1);
+    dh_assert_rc(dlock_release(held), 0); /* handed to the stopped waiter (the signal listed) */
+    qarg q = { h, key, 1 };
+    assert_true(dh_wait_until(lock_free, &q, 5000)); /* its lease ran out */
+    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
+    o.wait_ms = 5000;
+    dh_assert_rc(dlock_acquire(&other, x, key, &o), 0);
+    kill(w.pid, SIGCONT);
+    /* the woken waiter finds its old signal (or, 1b, looks: busy): it must keep waiting */
+    assert_false(dh_wait_until(is_settled, &s[0], 1000));
+    assert_true(server_names(x, key, xo));
+    dh_assert_rc(dlock_release(other), 0);
+    assert_true(dh_wait_until(is_holding, &s[0], 5000));
+    assert_int_equal(atomic_load(&s[0].not_me), 0);
+    release_child(&w);
+    dlock_client_close(h);
+    dlock_client_close(x);
+}
+
+/* 1. A handoff to a waiter that is stopped until its lease ran out and
+ * someone else took the lock must not make the waiter believe it holds:
+ * the signal it finds on waking is too old to prove anything. */
+static void test_stale_signal_never_grants(void **state)
+{
+    (void)state;
+    stale_signal_case("sig", "wf:sig", 20, 0);
+}
+
 /* 1b. A signal left in the list: the handoff came while the waiter had no
  * BLPOP waiting (its wake-up connection was dropped, and it was stopped),
  * so the signal stays in the list; the lease runs out and another client
@@ -261,33 +290,7 @@ static int blocked_in_blpop(void *arg)
 static void test_stale_signal_in_list_never_grants(void **state)
 {
     (void)state;
-    slot *s = slots_new(1);
-    child w = prepare(&s[0], "sigl-w", "wf:sigl", K_MUTEX, 2000);
-    char ho[64], xo[64];
-    dlock_client *h = client("sigl-h", ho), *x = client("sigl-x", xo);
-    dlock_lock *held, *other;
-    dh_assert_rc(dlock_acquire(&held, h, "wf:sigl", NULL), 0);
-    go(&w);
-    qarg q = { h, "wf:sigl", 1 };
-    assert_true(dh_wait_until(queue_has, &q, 5000));
-    assert_true(dh_wait_until(blocked_in_blpop, NULL, 5000));
-    kill(w.pid, SIGSTOP);
-    assert_int_equal(dh_cmd_int(srv, 0, "CLIENT KILL ID %lld", blpop_client()), 1);
-    dh_assert_rc(dlock_release(held), 0);            /* handed over: the signal stays listed */
-    assert_true(dh_wait_until(lock_free, &q, 5000)); /* the lease ran out */
-    dlock_lock_opts o = DLOCK_LOCK_OPTS_INIT;
-    o.wait_ms = 5000;
-    dh_assert_rc(dlock_acquire(&other, x, "wf:sigl", &o), 0);
-    kill(w.pid, SIGCONT);
-    /* the waiter looks again (busy) and waits: never holding meanwhile */
-    assert_false(dh_wait_until(is_settled, &s[0], 1000));
-    assert_true(server_names(x, "wf:sigl", xo));
-    dh_assert_rc(dlock_release(other), 0);
-    assert_true(dh_wait_until(is_holding, &s[0], 5000));
-    assert_int_equal(atomic_load(&s[0].not_me), 0);
-    release_child(&w);
-    dlock_client_close(h);
-    dlock_client_close(x);
+    stale_signal_case("sigl", "wf:sigl", 2000, 1);
 }
 
 static int queue_empty(void *arg)
@@ -297,51 +300,65 @@ static int queue_empty(void *arg)
     return dlock_inspect(&info, q->c, q->key) == 0 && info.waiters == 0;
 }
 
+/* The start of tests 2 and 3: two contenders on key (kinds ka and kb,
+ * leases of 2 s, owner ids made from tag), queued in that order behind the
+ * lock a fresh client h holds, and the first one stopped (SIGSTOP). */
+typedef struct scene {
+    slot *s; /* the two contenders' slots */
+    child a, b;
+    dlock_client *h;
+    dlock_lock *held;
+} scene;
+
+static void first_of_two_stopped(scene *sc, const char *tag, const char *key, int ka, int kb)
+{
+    char at[32], bt[32], ht[32], ho[64];
+    snprintf(at, sizeof at, "%s-a", tag);
+    snprintf(bt, sizeof bt, "%s-b", tag);
+    snprintf(ht, sizeof ht, "%s-h", tag);
+    sc->s = slots_new(2);
+    sc->a = prepare(&sc->s[0], at, key, ka, 2000);
+    sc->b = prepare(&sc->s[1], bt, key, kb, 2000);
+    sc->h = client(ht, ho);
+    dh_assert_rc(dlock_acquire(&sc->held, sc->h, key, NULL), 0);
+    queue_in_order(sc->h, key, (child *[]){ &sc->a, &sc->b }, 2);
+    kill(sc->a.pid, SIGSTOP);
+}
+
 /* 2. A waiter stalled past its entry's life loses its place and leaves no
  * ghost: the lock goes to the waiter behind it at the next release, and
  * the stalled one, once running, queues again and is served in turn. */
 static void test_stalled_waiter_leaves_no_ghost(void **state)
 {
     (void)state;
-    slot *s = slots_new(2);
-    child a = prepare(&s[0], "ghost-a", "wf:ghost", K_MUTEX, 2000);
-    child b = prepare(&s[1], "ghost-b", "wf:ghost", K_MUTEX, 2000);
-    char ho[64];
-    dlock_client *h = client("ghost-h", ho);
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, h, "wf:ghost", NULL), 0);
-    qarg q1 = { h, "wf:ghost", 1 }, q2 = { h, "wf:ghost", 2 };
-    go(&a);
-    assert_true(dh_wait_until(queue_has, &q1, 5000));
-    go(&b);
-    assert_true(dh_wait_until(queue_has, &q2, 5000));
-    kill(a.pid, SIGSTOP);
+    scene sc;
+    first_of_two_stopped(&sc, "ghost", "wf:ghost", K_MUTEX, K_MUTEX);
     /* a's entry dies unrenewed: wait until the queue has only b */
-    qarg q1only = { h, "wf:ghost", 1 };
+    qarg q1 = { sc.h, "wf:ghost", 1 };
     int64_t t0 = dh_now_ms();
     while (dh_now_ms() - t0 < 5000) {
         dlock_info info;
-        dh_assert_rc(dlock_inspect(&info, h, "wf:ghost"), 0);
+        dh_assert_rc(dlock_inspect(&info, sc.h, "wf:ghost"), 0);
         if (info.waiters <= 1)
             break;
-        dh_assert_rc(dlock_extend(held, 30000), 0); /* touch: scripts drop dead entries */
-        if (dh_wait_until(queue_empty, &q1only, 50))
+        dh_assert_rc(dlock_extend(sc.held, 30000), 0); /* touch: scripts drop dead entries */
+        if (dh_wait_until(queue_empty, &q1, 50))
             break;
     }
     int64_t released = dh_now_ms();
-    dh_assert_rc(dlock_release(held), 0);
-    assert_true(server_names(h, "wf:ghost", s[1].owner)); /* handed straight to b */
-    assert_true(dh_wait_until(is_holding, &s[1], 5000));  /* b, not the ghost */
+    dh_assert_rc(dlock_release(sc.held), 0);
+    assert_true(server_names(sc.h, "wf:ghost", sc.s[1].owner)); /* handed straight to b */
+    assert_true(dh_wait_until(is_holding, &sc.s[1], 5000));     /* b, not the ghost */
     print_message("waiter behind a stalled one served %lld ms after the release\n",
-                  (long long)(atomic_load(&s[1].got_ms) - released));
-    assert_true(atomic_load(&s[1].got_ms) - released < 2000);
-    kill(a.pid, SIGCONT);
-    release_child(&b);
-    assert_true(dh_wait_until(is_holding, &s[0], 5000)); /* a queued again */
-    assert_int_equal(atomic_load(&s[0].not_me) + atomic_load(&s[1].not_me), 0);
-    release_child(&a);
+                  (long long)(atomic_load(&sc.s[1].got_ms) - released));
+    assert_true(atomic_load(&sc.s[1].got_ms) - released < 2000);
+    kill(sc.a.pid, SIGCONT);
+    release_child(&sc.b);
+    assert_true(dh_wait_until(is_holding, &sc.s[0], 5000)); /* a queued again */
+    assert_int_equal(atomic_load(&sc.s[0].not_me) + atomic_load(&sc.s[1].not_me), 0);
+    release_child(&sc.a);
     assert_true(dh_wait_until(queue_empty, &q1, 5000)); /* nothing left behind */
-    dlock_client_close(h);
+    dlock_client_close(sc.h);
 }
 
 /* 3. A reader stopped while a release admits it must never hold together
@@ -350,32 +367,21 @@ static void test_stalled_waiter_leaves_no_ghost(void **state)
 static void test_stalled_reader_never_with_writer(void **state)
 {
     (void)state;
-    slot *s = slots_new(2);
-    child r = prepare(&s[0], "rw-r", "{wf}:rw", K_READ, 2000);
-    child m = prepare(&s[1], "rw-m", "{wf}:rw", K_MULTI, 2000);
-    char ho[64];
-    dlock_client *h = client("rw-h", ho);
-    dlock_lock *held;
-    dh_assert_rc(dlock_acquire(&held, h, "{wf}:rw", NULL), 0);
-    qarg q1 = { h, "{wf}:rw", 1 }, q2 = { h, "{wf}:rw", 2 };
-    go(&r);
-    assert_true(dh_wait_until(queue_has, &q1, 5000));
-    go(&m);
-    assert_true(dh_wait_until(queue_has, &q2, 5000));
-    kill(r.pid, SIGSTOP);
-    dh_assert_rc(dlock_release(held), 0);                /* the stopped reader is admitted */
-    assert_true(dh_wait_until(is_holding, &s[1], 5000)); /* its lease ran out: m next */
-    kill(r.pid, SIGCONT);
-    assert_false(dh_wait_until(is_settled, &s[0], 1000)); /* never with m */
+    scene sc;
+    first_of_two_stopped(&sc, "rw", "{wf}:rw", K_READ, K_MULTI);
+    dh_assert_rc(dlock_release(sc.held), 0);                /* the stopped reader is admitted */
+    assert_true(dh_wait_until(is_holding, &sc.s[1], 5000)); /* its lease ran out: m (sc.b) next */
+    kill(sc.a.pid, SIGCONT);
+    assert_false(dh_wait_until(is_settled, &sc.s[0], 1000)); /* never with m */
     dlock_key_state *st;
-    dh_assert_rc(dlock_key_state_get(&st, h, "{wf}:rw", DLOCK_KIND_MUTEX), 0);
+    dh_assert_rc(dlock_key_state_get(&st, sc.h, "{wf}:rw", DLOCK_KIND_MUTEX), 0);
     assert_int_equal(st->nholders, 1);
     assert_int_equal(st->holders[0].mode, DLOCK_WRITE);
     dlock_key_state_free(st);
-    release_child(&m);
-    assert_true(dh_wait_until(is_holding, &s[0], 5000));
-    release_child(&r);
-    dlock_client_close(h);
+    release_child(&sc.b);
+    assert_true(dh_wait_until(is_holding, &sc.s[0], 5000));
+    release_child(&sc.a);
+    dlock_client_close(sc.h);
 }
 
 /* 4. dlock_client_close racing an acquisition that completes, the
@@ -474,11 +480,7 @@ static void test_dead_waiter_and_dead_holder(void **state)
     dlock_client *h = client("dead-h", ho);
     go(&holder);
     assert_true(dh_wait_until(is_holding, &s[0], 5000));
-    go(&dead);
-    qarg q1 = { h, "wf:dead", 1 }, q2 = { h, "wf:dead", 2 };
-    assert_true(dh_wait_until(queue_has, &q1, 5000));
-    go(&live);
-    assert_true(dh_wait_until(queue_has, &q2, 5000));
+    queue_in_order(h, "wf:dead", (child *[]){ &dead, &live }, 2);
     int64_t killed = dh_now_ms();
     kill(dead.pid, SIGKILL);
     kill(holder.pid, SIGKILL); /* its lock stays until its TTL (1 s) */
@@ -566,10 +568,8 @@ static void test_wait_budget_with_stopped_server(void **state)
     dh_redis *r = dh_redis_start(NULL);
     assert_non_null(r);
     char owner[64];
-    dh_owner(owner, sizeof owner, "budget");
     /* round trips may take long (20 s): the wait's budget must cap each */
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "budget");
     co.command_timeout_ms = 20000;
     dlock_client *h = dh_client(r->url, owner), *w = dh_client_with(r->url, &co);
     assert_non_null(h);
@@ -624,9 +624,7 @@ static void test_wait_budget_once_queued(void **state)
 {
     (void)state;
     char owner[64];
-    dh_owner(owner, sizeof owner, "budget-q");
-    dlock_client_opts co = DLOCK_CLIENT_OPTS_INIT;
-    co.owner_id = owner;
+    dlock_client_opts co = dh_client_opts(owner, "budget-q");
     co.connect_timeout_ms = 20000;
     co.command_timeout_ms = 20000;
     dlock_client *h = dh_client(srv->url, owner), *w = dh_client_with(srv->url, &co);

@@ -8,12 +8,15 @@
  * database selected), so these functions may be used from any thread and
  * from a forked child. dh_find_key locates a key by part of its name and a
  * value it holds (an owner id), so tests do not depend on the library's key
- * layout.
+ * layout. dh_store_* are the exception: the fenced store that tests of
+ * mutual exclusion write through, on the caller's own connection (a
+ * contender's, in its process).
  */
 #include "internal.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Run one command on c; 1 if it got a reply that is not an error. */
@@ -64,12 +67,21 @@ static redisReply *vcmd(const dh_redis *r, int db, const char *fmt, va_list ap)
     return rep;
 }
 
+/* Declare rep, the reply (vcmd) to the command that the enclosing
+ * variadic function's own arguments (fmt, ...) name: the first step of
+ * dh_cmd and of each dh_cmd_* reader. */
+#define REPLY_TO_OWN_ARGS(rep, r, db, fmt)                                                         \
+    redisReply *rep;                                                                               \
+    do {                                                                                           \
+        va_list ap_;                                                                               \
+        va_start(ap_, fmt);                                                                        \
+        rep = vcmd(r, db, fmt, ap_);                                                               \
+        va_end(ap_);                                                                               \
+    } while (0)
+
 redisReply *dh_cmd(const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return rep;
 }
 
@@ -106,29 +118,41 @@ static int take_ok(redisReply *rep)
 
 int64_t dh_cmd_int(const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return take_int(rep);
 }
 
 int dh_cmd_str(char *buf, size_t len, const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return take_str(buf, len, rep);
 }
 
 int dh_cmd_ok(const dh_redis *r, int db, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = vcmd(r, db, fmt, ap);
-    va_end(ap);
+    REPLY_TO_OWN_ARGS(rep, r, db, fmt);
     return take_ok(rep);
+}
+
+/* TIME's reply (freed) as microseconds, or -1. */
+static int64_t take_time_us(redisReply *r)
+{
+    int64_t us = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+        us =
+            strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+    freeReplyObject(r);
+    return us;
+}
+
+int64_t dh_time_us(redisContext *c)
+{
+    return take_time_us(redisCommand(c, "TIME"));
+}
+
+int64_t dh_server_us(const dh_redis *r)
+{
+    return take_time_us(dh_cmd(r, 0, "TIME"));
 }
 
 int64_t dh_dbsize(const dh_redis *r, int db)
@@ -228,4 +252,57 @@ int dh_delete_key(const dh_redis *r, int db, const char *name_part, const char *
     if (found != 1)
         return found;
     return dh_cmd_int(r, db, "DEL %s", name) == 1 ? 1 : -1;
+}
+
+/* The store's write: accepted only with a token not below the fence. */
+#define STORE_WRITE                                                                                \
+    "local last = tonumber(redis.call('GET', 'fence') or '0') "                                    \
+    "if tonumber(ARGV[1]) < last then return 0 end "                                               \
+    "redis.call('SET', 'fence', ARGV[1]) redis.call('SET', 'counter', ARGV[2]) "                   \
+    "redis.call('INCR', 'writes') return 1"
+
+long long dh_store_counter(redisContext *st)
+{
+    redisReply *r = redisCommand(st, "GET counter");
+    long long v = r && r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+int dh_store_write(redisContext *st, uint64_t token, long long value)
+{
+    char tok[32], val[32];
+    snprintf(tok, sizeof tok, "%llu", (unsigned long long)token);
+    snprintf(val, sizeof val, "%lld", value);
+    redisReply *r = redisCommand(st, "EVAL %s 0 %s %s", STORE_WRITE, tok, val);
+    int accepted = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return accepted;
+}
+
+/* The store's integer `name` (0 if unset). */
+static long long store_get(const dh_redis *store, const char *name)
+{
+    char buf[32] = "";
+    dh_cmd_str(buf, sizeof buf, store, 0, "GET %s", name);
+    return atoll(buf);
+}
+
+long long dh_store_lost(const dh_redis *store)
+{
+    return store_get(store, "writes") - store_get(store, "counter");
+}
+
+int dh_cluster_ok(dh_redis *const *nodes, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!nodes[i])
+            continue;
+        redisReply *r = dh_cmd(nodes[i], 0, "CLUSTER INFO");
+        int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+        freeReplyObject(r);
+        if (!ok)
+            return 0;
+    }
+    return 1;
 }

@@ -6,10 +6,11 @@
  * Design. These are the few lines every test file used to write again:
  * a client whose owner id is unique (so dh_find_key can find its keys and
  * tests cannot see each other's locks), options with a TTL and a wait, the
- * number of waiters the server has for a key, and a bounded wait for that
- * number. Helpers that fail the test (cmocka) say so; they are for the
- * test's main thread. dh_client() and dh_waiters() only report, so
- * threads and forked children may use them.
+ * number of waiters the server has for a key, a bounded wait for that
+ * number, and a Redlock deployment of three servers. Helpers that fail the
+ * test (cmocka) say so; they are for the test's main thread. dh_client()
+ * and dh_waiters() only report, so threads and forked children may use
+ * them.
  */
 #include "internal.h"
 
@@ -71,6 +72,14 @@ dlock_client *dh_client_tagged(const dh_redis *r, const char *tag, char *owner)
     if (!c)
         fail_msg("could not open a client (owner %s) to %s", own, r->url);
     return c;
+}
+
+dlock_client_opts dh_client_opts(char *owner, const char *tag)
+{
+    dh_owner(owner, DH_OWNER_MAX, tag);
+    dlock_client_opts o = DLOCK_CLIENT_OPTS_INIT;
+    o.owner_id = owner;
+    return o;
 }
 
 dlock_client *dh_client_with(const char *url, const dlock_client_opts *opts)
@@ -144,4 +153,38 @@ int dh_wait_waiters(dlock_client *c, const char *key, int64_t n, int timeout_ms)
 {
     struct queue_wait q = { c, key, n };
     return dh_wait_until(queue_reached, &q, timeout_ms);
+}
+
+void dh_redlock_start(dh_redlock *rl, const dh_redis *first)
+{
+    memset(rl, 0, sizeof *rl);
+    for (int i = 0; i < 2; i++)
+        if (!(rl->more[i] = dh_redis_start(NULL)))
+            fail_msg("could not start a Redlock server");
+    snprintf(rl->url, sizeof rl->url, "%s,%s,%s", first->url, rl->more[0]->url, rl->more[1]->url);
+}
+
+dlock_client *dh_redlock_open(dh_redlock *rl, const dh_redis *first, const char *owner)
+{
+    dh_redlock_start(rl, first);
+    if (!(rl->c = dh_client(rl->url, owner)))
+        fail_msg("could not open a client of %s", rl->url);
+    return rl->c;
+}
+
+void dh_redlock_stop(dh_redlock *rl)
+{
+    dlock_client_close(rl->c);
+    rl->c = NULL;
+    for (int i = 0; i < 2; i++)
+        dh_redis_stop(rl->more[i]);
+}
+
+void dh_release_frees(dlock_lock *l, dlock_client *other, const char *key)
+{
+    dlock_lock *x = NULL;
+    dh_assert_rc(dlock_try_acquire(&x, other, key, NULL), DLOCK_EBUSY);
+    dh_assert_rc(dlock_release(l), 0);
+    dh_assert_rc(dlock_try_acquire(&x, other, key, NULL), 0);
+    dh_assert_rc(dlock_release(x), 0);
 }

@@ -18,6 +18,10 @@
  * when the harness first looked, which catches a test written the other
  * way round at once instead of as a rare hang.
  *
+ * dh_fork_call is the forked helper most tests want: it waits for the
+ * test's word on a pipe, makes one dlock call with a client of its own and
+ * reports the result in shared memory (a dh_slot), never through cmocka.
+ *
  * Spawned programs run in their own process group (a timeout kills the
  * whole group) with stdout and stderr in files of the run's temp dir.
  */
@@ -29,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -194,6 +199,65 @@ pid_t dh_fork(void)
         return -1;
     }
     return pid;
+}
+
+/* ------------------------------------------------ calls in forked helpers */
+
+dh_slot *dh_slots_new(int n)
+{
+    void *p = mmap(NULL, (size_t)n * sizeof(dh_slot), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        fail_msg("mmap of %d shared slots failed", n);
+    memset(p, 0, (size_t)n * sizeof(dh_slot));
+    return p;
+}
+
+void dh_slots_free(dh_slot *s, int n)
+{
+    munmap(s, (size_t)n * sizeof(dh_slot));
+}
+
+pid_t dh_fork_call(dh_slot *s, int *go, const char *url, const char *owner,
+                   int (*fn)(dlock_client *c, void *arg), void *arg)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        fail_msg("pipe failed");
+    pid_t pid = dh_fork();
+    if (pid < 0)
+        fail_msg("dh_fork failed");
+    if (pid == 0) {
+        close(fds[1]);
+        char b;
+        if (read(fds[0], &b, 1) != 1)
+            _exit(1);
+        dlock_client *c = dh_client(url, owner);
+        if (!c)
+            _exit(2);
+        atomic_store(&s->state, DH_SLOT_RUNNING);
+        s->rc = fn(c, arg);
+        snprintf(s->msg, sizeof s->msg, "%s", dlock_last_errmsg());
+        dlock_client_close(c);
+        atomic_store(&s->state, DH_SLOT_DONE);
+        _exit(0);
+    }
+    close(fds[0]);
+    *go = fds[1];
+    return pid;
+}
+
+int dh_slot_done(void *s)
+{
+    return atomic_load(&((dh_slot *)s)->state) == DH_SLOT_DONE;
+}
+
+void dh_slot_expect(const dh_slot *s, int timeout_ms, int want, const char *what)
+{
+    if (!dh_wait_until(dh_slot_done, (void *)s, timeout_ms))
+        fail_msg("%s: the process did not finish within %d ms", what, timeout_ms);
+    if (s->rc != want)
+        fail_msg("%s: got %d (%s), want %d; %s", what, s->rc, dlock_strerror(s->rc), want, s->msg);
 }
 
 /* ------------------------------------------------------- spawned programs */
@@ -383,4 +447,14 @@ int dh_run(const char *const *argv, const char *const *extra_env, int timeout_ms
     dh_proc_output(p, out, outlen, err, errlen);
     dh_proc_free(p);
     return st;
+}
+
+int dh_sh(const char *cmd, int timeout_ms)
+{
+    const char *argv[] = { "sh", "-c", cmd, NULL };
+    char err[2048];
+    int rc = dh_run(argv, NULL, timeout_ms, NULL, 0, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, err);
+    return rc;
 }

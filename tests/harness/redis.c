@@ -189,6 +189,14 @@ fail:
     return NULL;
 }
 
+dh_redis *dh_replica_start(const dh_redis *master)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", master->port);
+    const char *args[] = { "--replicaof", "127.0.0.1", port, NULL };
+    return dh_redis_start(args);
+}
+
 /* End the server process: SIGTERM first (5 s to exit) if term_first, then
  * SIGKILL; reap it. */
 static void reap_server(dh_redis *r, int term_first)
