@@ -404,15 +404,23 @@ int dlock__fanout_acked(dlock_client *c, const dlock__fanout *f, const dlock__ca
         if (calls[w].script != DLOCK__S_WAIT || (f->by_node && f->by_node[w] != f->by_node[k]))
             continue;
         const dlock__reply *r = f->rc[i] == 0 ? f->replies[i][w] : NULL;
-        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
             snprintf(why, whylen, "no answer from the replicas' acknowledgement (WAIT)");
             return 0;
         }
-        long long acked = r->element[0]->integer, need = r->element[1]->integer;
+        long long acked = r->element[0]->integer, need = r->element[1]->integer,
+                  asked = r->element[2]->integer;
         if (acked >= need)
             return 1;
-        snprintf(why, whylen, "only %lld of the %lld replicas needed acknowledged it within %s ms",
-                 acked, need, calls[w].args[0]);
+        if (asked < need) /* the WAIT returned once `asked` acknowledged */
+            snprintf(why, whylen,
+                     "only %lld of the %lld replicas needed acknowledged it: a replica attached "
+                     "since the client last looked, so its WAIT asked for only %lld",
+                     acked, need, asked);
+        else
+            snprintf(why, whylen,
+                     "only %lld of the %lld replicas needed acknowledged it within %s ms", acked,
+                     need, calls[w].args[0]);
         return 0;
     }
     return 1;

@@ -95,29 +95,26 @@ void dlock__reply_free(dlock__reply *r)
     dlock__free(r);
 }
 
-dlock__reply *dlock__reply_pair(long long a, long long b)
+dlock__reply *dlock__reply_ints(const long long *v, size_t n)
 {
     dlock__reply *r = dlock__calloc(1, sizeof *r);
-    dlock__reply **e = dlock__calloc(2, sizeof *e);
-    if (e)
-        e[0] = dlock__calloc(1, sizeof **e);
-    if (e && e[0])
-        e[1] = dlock__calloc(1, sizeof **e);
-    if (!r || !e || !e[0] || !e[1]) {
-        if (e) {
-            dlock__free(e[0]);
-            dlock__free(e[1]);
-        }
+    dlock__reply **e = n ? dlock__calloc(n, sizeof *e) : NULL;
+    size_t made = 0;
+    while (r && e && made < n && (e[made] = dlock__calloc(1, sizeof **e)) != NULL) {
+        e[made]->type = REDIS_REPLY_INTEGER;
+        e[made]->integer = v[made];
+        made++;
+    }
+    if (!r || made < n) {
+        while (e && made > 0)
+            dlock__free(e[--made]);
         dlock__free(e);
         dlock__free(r);
         return NULL;
     }
     r->type = REDIS_REPLY_ARRAY;
-    r->elements = 2;
+    r->elements = n;
     r->element = e;
-    e[0]->type = e[1]->type = REDIS_REPLY_INTEGER;
-    e[0]->integer = a;
-    e[1]->integer = b;
     return r;
 }
 

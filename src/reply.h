@@ -38,8 +38,9 @@ int dlock__reader_take_over_limit(void);
 
 void dlock__reply_free(dlock__reply *r);
 
-/* A reply made here: an array of two integers. NULL on out-of-memory. */
-dlock__reply *dlock__reply_pair(long long a, long long b);
+/* A reply made here: an array of the n integers v[0..n). NULL on
+ * out-of-memory. */
+dlock__reply *dlock__reply_ints(const long long *v, size_t n);
 
 /* 1 if r is an error reply starting with `prefix` (e.g. "NOSCRIPT"). */
 int dlock__reply_is_error(const dlock__reply *r, const char *prefix);

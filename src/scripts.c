@@ -164,7 +164,8 @@ int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
         if (calls[i].script != DLOCK__S_WAIT || !replies[i] ||
             replies[i]->type != REDIS_REPLY_INTEGER)
             continue;
-        dlock__reply *p = dlock__reply_pair(replies[i]->integer, need);
+        long long v[3] = { replies[i]->integer, need, before };
+        dlock__reply *p = dlock__reply_ints(v, 3);
         if (!p)
             return dlock__err(DLOCK_ENOMEM, "out of memory");
         dlock__reply_free(replies[i]);

@@ -89,8 +89,10 @@ int dlock__scripts_fix_noscript(dlock__conn *c, const dlock__call *calls, int n,
  * themselves (the parallel fan-out): which calls to send again (those that
  * hit NOSCRIPT, and every WAIT after the first of them; their indices into
  * redo[], which has room for n; returns how many), and turning each WAIT
- * reply into {acknowledged, needed} (0 or DLOCK_ENOMEM), needed counting
- * the replicas the round's replication query saw as well as those known before. */
+ * reply into {acknowledged, needed, asked} (0 or DLOCK_ENOMEM), needed counting
+ * the replicas the round's replication query saw as well as those known
+ * before, asked what the WAIT asked for (fewer when a replica attached
+ * since the client last looked). */
 int dlock__scripts_redo(const dlock__call *calls, int n, dlock__reply **replies, int *redo);
 int dlock__scripts_wait_replies(dlock__conn *c, const dlock__call *calls, int n,
                                 dlock__reply **replies);

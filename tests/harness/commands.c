@@ -290,7 +290,8 @@ static long long store_get(const dh_redis *store, const char *name)
 
 long long dh_store_lost(const dh_redis *store)
 {
-    return store_get(store, "writes") - store_get(store, "counter");
+    long long writes = store_get(store, "writes"); /* first: the writers are stopped */
+    return writes - store_get(store, "counter");
 }
 
 int dh_cluster_ok(dh_redis *const *nodes, int n)

@@ -225,8 +225,11 @@ pid_t dh_fork_call(dh_slot *s, int *go, const char *url, const char *owner,
     if (pipe(fds) != 0)
         fail_msg("pipe failed");
     pid_t pid = dh_fork();
-    if (pid < 0)
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
         fail_msg("dh_fork failed");
+    }
     if (pid == 0) {
         close(fds[1]);
         char b;
