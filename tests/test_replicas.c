@@ -143,7 +143,8 @@ static tls_srv *start_tls(const char *const *extra, const char *sentinel_conf)
         "--bind", "127.0.0.1", "--dir", s->dir, NULL,
     };
     /* clang-format on */
-    const char *data[] = { "--save", "", "--appendonly", "no", NULL }; /* not for a sentinel */
+    const char *data[] = { "--save", "",  "--appendonly", "no", "--repl-diskless-sync-delay",
+                           "0",      NULL }; /* not for a sentinel */
     for (int i = 0; common[i]; i++)
         argv[a++] = common[i];
     for (int i = 0; !sentinel_conf && data[i]; i++)
@@ -746,9 +747,8 @@ static void test_sentinel_failover_keeps_lock(void **state)
     close(go[1]);
 
     /* the holder: renewals wait while a replica synchronises (after each
-     * failover the old master does, with the default repl-diskless-sync-delay
-     * of 5 s) and during a failover, so the TTL is well above that and the
-     * grace well below the TTL. It holds once its command runs (the key on
+     * failover the old master does) and during a failover, so the TTL is
+     * well above that and the grace well below the TTL. It holds once its command runs (the key on
      * the master is not enough: the grant counts once the replica
      * acknowledged it) */
     char started[256], script[300];

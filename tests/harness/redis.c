@@ -64,6 +64,10 @@ static void server_args(const char **args, dh_redis *r, char *portbuf, size_t po
     args[n++] = "no";
     args[n++] = "--dir";
     args[n++] = r->dir;
+    /* a replica's first synchronisation starts at once, not after the
+     * default 5 s wait for more replicas (extra_args may set it again) */
+    args[n++] = "--repl-diskless-sync-delay";
+    args[n++] = "0";
     for (int i = 0; r->extra[i] && n < 38; i++)
         args[n++] = r->extra[i];
     args[n] = NULL;
