@@ -135,6 +135,13 @@ int64_t dh_server_us(const dh_redis *r);
  * cluster_state:ok in CLUSTER INFO, else 0. */
 int dh_cluster_ok(dh_redis *const *nodes, int n);
 
+/* 1 if the Sentinel at 127.0.0.1:port knows exactly one replica of master
+ * `name` and could promote it now: flags "slave" only, its link to the
+ * master up ("master-link-status" ok) and its INFO read in the last 5 s (a
+ * replica the Sentinel has only heard of from the master's INFO cannot be
+ * promoted: SENTINEL FAILOVER answers NOGOODSLAVE). Else 0. */
+int dh_sentinel_replica_ready(int port, const char *name);
+
 /* Find, in database db, a key whose name contains `name_part` and whose value
  * (string, or any field/value of a hash, or any member of a list/set/zset)
  * contains `needle` (e.g. a unique owner id). Copies the key name into

@@ -221,7 +221,7 @@ typedef struct sentinel_ctx {
 } sentinel_ctx;
 
 /* 1 when the sentinel at ctx->port names ctx->expect as the master and
- * knows one replica. */
+ * (with need_replica) could promote its one replica. */
 static int sentinel_ready(void *arg)
 {
     sentinel_ctx *s = arg;
@@ -239,11 +239,8 @@ static int sentinel_ready(void *arg)
         ok = strcmp(addr, s->expect) == 0;
     }
     freeReplyObject(r);
-    if (ok && s->need_replica) {
-        r = redisCommand(rc, "SENTINEL replicas mymaster");
-        ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1;
-        freeReplyObject(r);
-    }
+    if (ok && s->need_replica)
+        ok = dh_sentinel_replica_ready(s->port, "mymaster");
     redisFree(rc);
     return ok;
 }
@@ -254,6 +251,21 @@ static int is_replica(void *arg)
     redisReply *r = dh_cmd(arg, 0, "INFO replication");
     int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "role:slave");
     freeReplyObject(r);
+    return ok;
+}
+
+/* Ask the sentinel at *port for a failover: 1 once it accepts. It may
+ * refuse (NOGOODSLAVE) while its view of the replica is not fresh enough. */
+static int failover_accepted(void *port)
+{
+    redisContext *c = redisConnect("127.0.0.1", *(int *)port);
+    redisReply *r = c && !c->err ? redisCommand(c, "SENTINEL FAILOVER mymaster") : NULL;
+    int ok = r && r->type != REDIS_REPLY_ERROR;
+    if (r && !ok)
+        print_message("SENTINEL FAILOVER: %s (asking again)\n", r->str ? r->str : "?");
+    freeReplyObject(r);
+    if (c)
+        redisFree(c);
     return ok;
 }
 
@@ -303,13 +315,7 @@ static void test_sentinel_failover(void **state)
     /* wait until the replica has caught up, then fail over */
     redisReply *r = dh_cmd(master, 0, "WAIT 1 2000");
     freeReplyObject(r);
-    redisContext *s0 = redisConnect("127.0.0.1", sports[0]);
-    assert_non_null(s0);
-    r = redisCommand(s0, "SENTINEL FAILOVER mymaster");
-    assert_non_null(r);
-    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
-    freeReplyObject(r);
-    redisFree(s0);
+    assert_true(dh_wait_until(failover_accepted, &sports[0], 20000));
     snprintf(expect, sizeof expect, "127.0.0.1:%d", replica->port);
     sc.need_replica = 0;
     if (!dh_wait_until(sentinel_ready, &sc, 20000)) {

@@ -307,3 +307,32 @@ int dh_cluster_ok(dh_redis *const *nodes, int n)
     }
     return 1;
 }
+
+/* The value of field `f` in a flat field/value array reply, or NULL. */
+static const char *field_of(const redisReply *r, const char *f)
+{
+    for (size_t k = 0; k + 1 < r->elements; k += 2)
+        if (r->element[k]->type == REDIS_REPLY_STRING && strcmp(r->element[k]->str, f) == 0 &&
+            r->element[k + 1]->type == REDIS_REPLY_STRING)
+            return r->element[k + 1]->str;
+    return NULL;
+}
+
+int dh_sentinel_replica_ready(int port, const char *name)
+{
+    redisContext *c = redisConnect("127.0.0.1", port);
+    redisReply *r = c && !c->err ? redisCommand(c, "SENTINEL REPLICAS %s", name) : NULL;
+    int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+             r->element[0]->type == REDIS_REPLY_ARRAY;
+    if (ok) {
+        const char *flags = field_of(r->element[0], "flags");
+        const char *link = field_of(r->element[0], "master-link-status");
+        const char *refresh = field_of(r->element[0], "info-refresh");
+        ok = flags && strcmp(flags, "slave") == 0 && link && strcmp(link, "ok") == 0 && refresh &&
+             atoll(refresh) < 5000;
+    }
+    freeReplyObject(r);
+    if (c)
+        redisFree(c);
+    return ok;
+}
