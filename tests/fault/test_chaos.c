@@ -375,11 +375,11 @@ static void test_chaos(void **state)
     end = mono_ns() + (int64_t)run_seconds() * 1000000000;
     int stops = 0;
     while (mono_ns() < end) {
-        usleep(300000);
+        usleep(300000); /* the fault schedule */
         int id = (int)(rand_r(&seed) % WORKERS);
         pid_t p = atomic_load(&sh->w[id].pid);
         kill(p, SIGSTOP);
-        usleep(10000 + rand_r(&seed) % 110000);
+        usleep(10000 + rand_r(&seed) % 110000); /* the stop's length */
         kill(p, SIGCONT);
         stops++;
     }

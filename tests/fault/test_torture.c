@@ -295,7 +295,7 @@ static void test_torture_redlock(void **state)
             loss2_done = mono_ns() + (int64_t)TTL_MS * 1000000;
             phase++;
         }
-        struct timespec ts = { 0, 20 * 1000000 };
+        struct timespec ts = { 0, 20 * 1000000 }; /* the injector's own pacing */
         nanosleep(&ts, NULL);
     }
     atomic_store(&sh->stop, 1);
